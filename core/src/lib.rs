@@ -1,1 +1,38 @@
-pub fn x(){}
+//! # federator-core
+//!
+//! The pure trust logic of federator, with no I/O: everything here is a function of its
+//! inputs (plus the operating system's random number generator for keys and serials), so it
+//! is unit-tested without a cluster, a file system or a network.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`identity`] | cluster names, SPIFFE trust domains and SPIFFE IDs |
+//! | [`key`] | private keys: generation, import (PKCS#8, SEC1, PKCS#1), strength rules |
+//! | [`cert`] | PEM parsing and a readable summary of a certificate ([`cert::CertInfo`]) |
+//! | [`ca`] | the issuing CA: create a self-signed root or import an existing CA |
+//! | [`csr`] | the cluster side: a CSR for a cluster CA; the hub side: parsing and checking one |
+//! | [`policy`] | the hub's signing policy, which decides every field of a cluster CA |
+//! | [`bundle`] | canonical, byte-stable trust bundles keyed by trust domain |
+//! | [`cacerts`] | istiod's `cacerts` layout and a validator applying istiod's load checks |
+//! | [`verify`] | chain validation: CA paths (Go/istiod rules) and workload leaves (rustls-webpki) |
+//!
+//! The crate never logs and never prints: private keys only leave it through
+//! [`key::PrivateKey::to_pkcs8_pem`], and their `Debug` output is redacted.
+
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod ca;
+pub mod cacerts;
+pub mod cert;
+pub mod csr;
+mod error;
+pub mod identity;
+pub mod key;
+pub mod policy;
+pub mod verify;
+
+pub use error::{Error, Result};
+
+#[cfg(test)]
+mod testutil;

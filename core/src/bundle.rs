@@ -1,0 +1,298 @@
+//! Trust bundles: the roots every member must trust, keyed by trust domain.
+//!
+//! A bundle is a set. Its PEM form is canonical, so the same set always gives the same bytes
+//! (istiod compares `root-cert.pem` byte for byte, and ignores a whole `cacerts` update when
+//! those bytes change in a way it does not accept):
+//!
+//! * one `CERTIFICATE` block per distinct root, `\n` line endings, 64-column base64, no
+//!   headers, a trailing newline, no duplicates;
+//! * roots ordered by NotBefore, then by SHA-256 fingerprint. A root created later sorts
+//!   later, so adding a new root during a rotation appends it and removing the oldest root
+//!   drops a prefix: both keep the old text a substring of the new one (or the reverse), the
+//!   rule istiod up to 1.29 applies; 1.30+ compares the sets.
+//!
+//! [`BundleChange`] classifies a change as a pure add, a pure remove or a mix: with
+//! `ISTIO_MULTIROOT_MESH=true`, istiod hot-reloads the first two and ignores the third.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::cert::{self, CertInfo};
+use crate::identity::TrustDomain;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Root {
+    // Field order is the canonical order.
+    not_before: i64,
+    fingerprint: String,
+    der: Vec<u8>,
+}
+
+impl Root {
+    fn parse(der: Vec<u8>, source_name: &str) -> Result<Self> {
+        let parsed = cert::parse_der(&der).map_err(|e| Error::Certificate(format!("{source_name}: {e}")))?;
+        if !parsed.is_ca() {
+            return Err(Error::Certificate(format!(
+                "{source_name}: {} is not a CA certificate and cannot be a trust anchor",
+                parsed.subject()
+            )));
+        }
+        let not_before = cert::validity(&parsed).0.unix_timestamp();
+        Ok(Self {
+            not_before,
+            fingerprint: cert::fingerprint(&der),
+            der,
+        })
+    }
+}
+
+/// A set of roots keyed by trust domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustBundle {
+    domains: BTreeMap<TrustDomain, BTreeSet<Root>>,
+}
+
+/// How the flattened set of roots (what lands in `root-cert.pem`) changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum BundleChange {
+    /// The same roots.
+    Unchanged,
+    /// Only new roots (fingerprints).
+    PureAdd {
+        /// Fingerprints of the roots added.
+        added: Vec<String>,
+    },
+    /// Only removed roots (fingerprints).
+    PureRemove {
+        /// Fingerprints of the roots removed.
+        removed: Vec<String>,
+    },
+    /// Roots added and removed at once: istiod will not hot-reload this.
+    Mixed {
+        /// Fingerprints of the roots added.
+        added: Vec<String>,
+        /// Fingerprints of the roots removed.
+        removed: Vec<String>,
+    },
+}
+
+impl BundleChange {
+    /// Compares two flattened root sets (DER certificates, any order, duplicates ignored).
+    pub fn between(old: &[Vec<u8>], new: &[Vec<u8>]) -> Self {
+        let old: BTreeSet<String> = old.iter().map(|d| cert::fingerprint(d)).collect();
+        let new: BTreeSet<String> = new.iter().map(|d| cert::fingerprint(d)).collect();
+        let added: Vec<String> = new.difference(&old).cloned().collect();
+        let removed: Vec<String> = old.difference(&new).cloned().collect();
+        match (added.is_empty(), removed.is_empty()) {
+            (true, true) => BundleChange::Unchanged,
+            (false, true) => BundleChange::PureAdd { added },
+            (true, false) => BundleChange::PureRemove { removed },
+            (false, false) => BundleChange::Mixed { added, removed },
+        }
+    }
+
+    /// Whether istiod (with `ISTIO_MULTIROOT_MESH=true`) can take this change without a
+    /// restart.
+    pub fn is_hot_reloadable(&self) -> bool {
+        !matches!(self, BundleChange::Mixed { .. })
+    }
+}
+
+impl TrustBundle {
+    /// An empty bundle.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a bundle from PEM text per trust domain.
+    pub fn from_domain_pems<'a>(entries: impl IntoIterator<Item = (&'a TrustDomain, &'a str)>) -> Result<Self> {
+        let mut bundle = Self::new();
+        for (td, pem) in entries {
+            for der in cert::parse_pem_certificates(pem.as_bytes(), &format!("bundle entry for {td}"))? {
+                bundle.add(td, der)?;
+            }
+        }
+        Ok(bundle)
+    }
+
+    /// Adds a root (DER) for a trust domain and reports how the flattened set changed.
+    /// Refuses a certificate that is not a CA.
+    pub fn add(&mut self, trust_domain: &TrustDomain, root_der: Vec<u8>) -> Result<BundleChange> {
+        let root = Root::parse(root_der, &format!("root for {trust_domain}"))?;
+        let before = self.roots();
+        self.domains.entry(trust_domain.clone()).or_default().insert(root);
+        Ok(BundleChange::between(&before, &self.roots()))
+    }
+
+    /// Removes one root (by SHA-256 fingerprint) from a trust domain and reports the change.
+    pub fn remove(&mut self, trust_domain: &TrustDomain, fingerprint: &str) -> BundleChange {
+        let before = self.roots();
+        if let Some(set) = self.domains.get_mut(trust_domain) {
+            set.retain(|r| r.fingerprint != fingerprint);
+            if set.is_empty() {
+                self.domains.remove(trust_domain);
+            }
+        }
+        BundleChange::between(&before, &self.roots())
+    }
+
+    /// Removes a trust domain with all its roots and reports the change.
+    pub fn remove_trust_domain(&mut self, trust_domain: &TrustDomain) -> BundleChange {
+        let before = self.roots();
+        self.domains.remove(trust_domain);
+        BundleChange::between(&before, &self.roots())
+    }
+
+    /// How `newer` differs from `self`, on the flattened sets.
+    pub fn diff(&self, newer: &TrustBundle) -> BundleChange {
+        BundleChange::between(&self.roots(), &newer.roots())
+    }
+
+    /// The trust domains, in order.
+    pub fn trust_domains(&self) -> impl Iterator<Item = &TrustDomain> {
+        self.domains.keys()
+    }
+
+    /// Whether the bundle has no roots.
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_empty()
+    }
+
+    /// The roots of one trust domain (DER), in canonical order.
+    pub fn roots_of(&self, trust_domain: &TrustDomain) -> Vec<Vec<u8>> {
+        self.domains
+            .get(trust_domain)
+            .map(|s| s.iter().map(|r| r.der.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every distinct root of every trust domain (DER), in canonical order.
+    pub fn roots(&self) -> Vec<Vec<u8>> {
+        let all: BTreeSet<&Root> = self.domains.values().flatten().collect();
+        all.into_iter().map(|r| r.der.clone()).collect()
+    }
+
+    /// The canonical PEM of every distinct root: the content of `root-cert.pem`.
+    pub fn to_pem(&self) -> String {
+        cert::to_pem(self.roots().iter().map(Vec::as_slice))
+    }
+
+    /// The canonical PEM of one trust domain's roots.
+    pub fn domain_pem(&self, trust_domain: &TrustDomain) -> String {
+        cert::to_pem(self.roots_of(trust_domain).iter().map(Vec::as_slice))
+    }
+
+    /// A short, stable identifier of the bundle's content (the first 16 hex digits of the
+    /// SHA-256 of the canonical per-domain PEM), for status reporting.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (td, _) in &self.domains {
+            h.update(td.as_str().as_bytes());
+            h.update([0]);
+            h.update(self.domain_pem(td).as_bytes());
+        }
+        hex::encode(h.finalize())[..16].to_owned()
+    }
+
+    /// Summaries of every distinct root.
+    pub fn root_infos(&self) -> Result<Vec<CertInfo>> {
+        self.roots().iter().map(|d| CertInfo::from_der(d)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{IssuingCa, RootOptions};
+    use proptest::prelude::*;
+    use time::OffsetDateTime;
+
+    fn roots(n: usize) -> Vec<Vec<u8>> {
+        // Distinct NotBefore values make the canonical order observable.
+        (0..n)
+            .map(|i| {
+                let now = OffsetDateTime::now_utc() + time::Duration::minutes(i as i64);
+                IssuingCa::create_root(&RootOptions::default(), now).unwrap().cert_der().to_vec()
+            })
+            .collect()
+    }
+
+    fn td(s: &str) -> TrustDomain {
+        TrustDomain::new(s).unwrap()
+    }
+
+    #[test]
+    fn add_and_remove_report_pure_changes() {
+        let r = roots(3);
+        let mut b = TrustBundle::new();
+        assert!(matches!(b.add(&td("a.local"), r[0].clone()).unwrap(), BundleChange::PureAdd { .. }));
+        assert_eq!(b.add(&td("a.local"), r[0].clone()).unwrap(), BundleChange::Unchanged);
+        // The same root under a second trust domain does not change root-cert.pem.
+        assert_eq!(b.add(&td("b.local"), r[0].clone()).unwrap(), BundleChange::Unchanged);
+        assert!(matches!(b.add(&td("b.local"), r[1].clone()).unwrap(), BundleChange::PureAdd { .. }));
+        assert_eq!(b.roots().len(), 2);
+        let fp1 = cert::fingerprint(&r[1]);
+        assert_eq!(b.remove(&td("b.local"), &fp1), BundleChange::PureRemove { removed: vec![fp1] });
+        assert_eq!(b.remove_trust_domain(&td("b.local")), BundleChange::Unchanged);
+        let mut other = b.clone();
+        other.remove_trust_domain(&td("a.local"));
+        other.add(&td("c.local"), r[2].clone()).unwrap();
+        assert!(!b.diff(&other).is_hot_reloadable());
+    }
+
+    #[test]
+    fn refuses_non_ca_roots() {
+        let ca = IssuingCa::create_root(&RootOptions::default(), OffsetDateTime::now_utc()).unwrap();
+        let cacerts = crate::testutil::cacerts_for(&ca, "c1", "a.local");
+        let leaf = cacerts
+            .issue_workload_cert(
+                &crate::identity::SpiffeId::parse("spiffe://a.local/ns/x/sa/y").unwrap(),
+                std::time::Duration::from_secs(60),
+                OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+        let err = TrustBundle::new().add(&td("a.local"), leaf.chain[0].clone()).unwrap_err();
+        assert!(err.to_string().contains("not a CA"), "{err}");
+    }
+
+    #[test]
+    fn newer_roots_append() {
+        let r = roots(3);
+        let mut b = TrustBundle::new();
+        b.add(&td("a.local"), r[0].clone()).unwrap();
+        b.add(&td("a.local"), r[1].clone()).unwrap();
+        let old = b.to_pem();
+        b.add(&td("a.local"), r[2].clone()).unwrap();
+        let new = b.to_pem();
+        assert!(new.starts_with(&old), "adding a newer root must append");
+        b.remove(&td("a.local"), &cert::fingerprint(&r[0]));
+        assert!(new.ends_with(&b.to_pem()), "removing the oldest root must drop a prefix");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Whatever the insertion order, trust domains and duplicates, the same set gives the
+        /// same bytes, and those bytes parse back to the same set.
+        #[test]
+        fn pem_is_byte_stable(order in Just((0..5usize).collect::<Vec<_>>()).prop_shuffle(),
+                              domains in proptest::collection::vec(0..3usize, 5),
+                              dup in 0..5usize) {
+            static ROOTS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+            let r = ROOTS.get_or_init(|| roots(5));
+            let names = [td("a.local"), td("b.local"), td("c.local")];
+            let mut sorted = TrustBundle::new();
+            for i in 0..5 { sorted.add(&names[0], r[i].clone()).unwrap(); }
+            let mut shuffled = TrustBundle::new();
+            for (k, &i) in order.iter().enumerate() { shuffled.add(&names[domains[k]], r[i].clone()).unwrap(); }
+            shuffled.add(&names[1], r[dup].clone()).unwrap();
+            prop_assert_eq!(sorted.to_pem(), shuffled.to_pem());
+            let reparsed = cert::parse_pem_certificates(shuffled.to_pem().as_bytes(), "x").unwrap();
+            prop_assert_eq!(reparsed.len(), 5);
+            prop_assert_eq!(BundleChange::between(&reparsed, &sorted.roots()), BundleChange::Unchanged);
+        }
+    }
+}
