@@ -32,7 +32,8 @@ struct Root {
 
 impl Root {
     fn parse(der: Vec<u8>, source_name: &str) -> Result<Self> {
-        let parsed = cert::parse_der(&der).map_err(|e| Error::Certificate(format!("{source_name}: {e}")))?;
+        let parsed =
+            cert::parse_der(&der).map_err(|e| Error::Certificate(format!("{source_name}: {e}")))?;
         if !parsed.is_ca() {
             return Err(Error::Certificate(format!(
                 "{source_name}: {} is not a CA certificate and cannot be a trust anchor",
@@ -108,10 +109,14 @@ impl TrustBundle {
     }
 
     /// Builds a bundle from PEM text per trust domain.
-    pub fn from_domain_pems<'a>(entries: impl IntoIterator<Item = (&'a TrustDomain, &'a str)>) -> Result<Self> {
+    pub fn from_domain_pems<'a>(
+        entries: impl IntoIterator<Item = (&'a TrustDomain, &'a str)>,
+    ) -> Result<Self> {
         let mut bundle = Self::new();
         for (td, pem) in entries {
-            for der in cert::parse_pem_certificates(pem.as_bytes(), &format!("bundle entry for {td}"))? {
+            for der in
+                cert::parse_pem_certificates(pem.as_bytes(), &format!("bundle entry for {td}"))?
+            {
                 bundle.add(td, der)?;
             }
         }
@@ -123,7 +128,10 @@ impl TrustBundle {
     pub fn add(&mut self, trust_domain: &TrustDomain, root_der: Vec<u8>) -> Result<BundleChange> {
         let root = Root::parse(root_der, &format!("root for {trust_domain}"))?;
         let before = self.roots();
-        self.domains.entry(trust_domain.clone()).or_default().insert(root);
+        self.domains
+            .entry(trust_domain.clone())
+            .or_default()
+            .insert(root);
         Ok(BundleChange::between(&before, &self.roots()))
     }
 
@@ -190,7 +198,7 @@ impl TrustBundle {
     pub fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        for (td, _) in &self.domains {
+        for td in self.domains.keys() {
             h.update(td.as_str().as_bytes());
             h.update([0]);
             h.update(self.domain_pem(td).as_bytes());
@@ -216,7 +224,10 @@ mod tests {
         (0..n)
             .map(|i| {
                 let now = OffsetDateTime::now_utc() + time::Duration::minutes(i as i64);
-                IssuingCa::create_root(&RootOptions::default(), now).unwrap().cert_der().to_vec()
+                IssuingCa::create_root(&RootOptions::default(), now)
+                    .unwrap()
+                    .cert_der()
+                    .to_vec()
             })
             .collect()
     }
@@ -229,15 +240,33 @@ mod tests {
     fn add_and_remove_report_pure_changes() {
         let r = roots(3);
         let mut b = TrustBundle::new();
-        assert!(matches!(b.add(&td("a.local"), r[0].clone()).unwrap(), BundleChange::PureAdd { .. }));
-        assert_eq!(b.add(&td("a.local"), r[0].clone()).unwrap(), BundleChange::Unchanged);
+        assert!(matches!(
+            b.add(&td("a.local"), r[0].clone()).unwrap(),
+            BundleChange::PureAdd { .. }
+        ));
+        assert_eq!(
+            b.add(&td("a.local"), r[0].clone()).unwrap(),
+            BundleChange::Unchanged
+        );
         // The same root under a second trust domain does not change root-cert.pem.
-        assert_eq!(b.add(&td("b.local"), r[0].clone()).unwrap(), BundleChange::Unchanged);
-        assert!(matches!(b.add(&td("b.local"), r[1].clone()).unwrap(), BundleChange::PureAdd { .. }));
+        assert_eq!(
+            b.add(&td("b.local"), r[0].clone()).unwrap(),
+            BundleChange::Unchanged
+        );
+        assert!(matches!(
+            b.add(&td("b.local"), r[1].clone()).unwrap(),
+            BundleChange::PureAdd { .. }
+        ));
         assert_eq!(b.roots().len(), 2);
         let fp1 = cert::fingerprint(&r[1]);
-        assert_eq!(b.remove(&td("b.local"), &fp1), BundleChange::PureRemove { removed: vec![fp1] });
-        assert_eq!(b.remove_trust_domain(&td("b.local")), BundleChange::Unchanged);
+        assert_eq!(
+            b.remove(&td("b.local"), &fp1),
+            BundleChange::PureRemove { removed: vec![fp1] }
+        );
+        assert_eq!(
+            b.remove_trust_domain(&td("b.local")),
+            BundleChange::Unchanged
+        );
         let mut other = b.clone();
         other.remove_trust_domain(&td("a.local"));
         other.add(&td("c.local"), r[2].clone()).unwrap();
@@ -246,7 +275,8 @@ mod tests {
 
     #[test]
     fn refuses_non_ca_roots() {
-        let ca = IssuingCa::create_root(&RootOptions::default(), OffsetDateTime::now_utc()).unwrap();
+        let ca =
+            IssuingCa::create_root(&RootOptions::default(), OffsetDateTime::now_utc()).unwrap();
         let cacerts = crate::testutil::cacerts_for(&ca, "c1", "a.local");
         let leaf = cacerts
             .issue_workload_cert(
@@ -255,7 +285,9 @@ mod tests {
                 OffsetDateTime::now_utc(),
             )
             .unwrap();
-        let err = TrustBundle::new().add(&td("a.local"), leaf.chain[0].clone()).unwrap_err();
+        let err = TrustBundle::new()
+            .add(&td("a.local"), leaf.chain[0].clone())
+            .unwrap_err();
         assert!(err.to_string().contains("not a CA"), "{err}");
     }
 
@@ -270,7 +302,10 @@ mod tests {
         let new = b.to_pem();
         assert!(new.starts_with(&old), "adding a newer root must append");
         b.remove(&td("a.local"), &cert::fingerprint(&r[0]));
-        assert!(new.ends_with(&b.to_pem()), "removing the oldest root must drop a prefix");
+        assert!(
+            new.ends_with(&b.to_pem()),
+            "removing the oldest root must drop a prefix"
+        );
     }
 
     proptest! {

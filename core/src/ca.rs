@@ -59,17 +59,24 @@ impl IssuingCa {
     pub fn create_root(opts: &RootOptions, now: OffsetDateTime) -> Result<Self> {
         if opts.path_len < 1 {
             return Err(Error::CaRejected(
-                "a root needs a path length of at least 1, so that cluster CAs can sit below it".into(),
+                "a root needs a path length of at least 1, so that cluster CAs can sit below it"
+                    .into(),
             ));
         }
         if opts.ttl < Duration::from_secs(3600) {
-            return Err(Error::CaRejected("a root must live at least one hour".into()));
+            return Err(Error::CaRejected(
+                "a root must live at least one hour".into(),
+            ));
         }
         let key = PrivateKey::generate(opts.key_algorithm)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::OrganizationName, opts.organization.as_str());
-        params.distinguished_name.push(DnType::CommonName, opts.common_name.as_str());
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, opts.organization.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, opts.common_name.as_str());
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(opts.path_len));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_before = now - BACKDATE;
@@ -107,28 +114,47 @@ impl IssuingCa {
                     ));
                 }
             }
-            Ok(_) => return Err(reject("it is not a CA certificate (BasicConstraints CA:TRUE is missing)".into())),
+            Ok(_) => {
+                return Err(reject(
+                    "it is not a CA certificate (BasicConstraints CA:TRUE is missing)".into(),
+                ));
+            }
             Err(e) => return Err(reject(format!("malformed BasicConstraints ({e})"))),
         }
         match ca.key_usage() {
             Ok(Some(ku)) if ku.value.key_cert_sign() => {}
             Ok(Some(_)) => return Err(reject("its key usage does not include keyCertSign".into())),
-            Ok(None) => return Err(reject("it has no key usage extension; a CA needs keyCertSign".into())),
+            Ok(None) => {
+                return Err(reject(
+                    "it has no key usage extension; a CA needs keyCertSign".into(),
+                ));
+            }
             Err(e) => return Err(reject(format!("malformed key usage ({e})"))),
         }
         if cert::is_sha1_signed(&ca) {
-            return Err(reject("it is signed with SHA-1, which istiod (Go) refuses".into()));
+            return Err(reject(
+                "it is signed with SHA-1, which istiod (Go) refuses".into(),
+            ));
         }
-        let kind = KeyKind::from_spki(ca.public_key()).map_err(|d| reject(format!("unsupported or weak key: {d}")))?;
+        let kind = KeyKind::from_spki(ca.public_key())
+            .map_err(|d| reject(format!("unsupported or weak key: {d}")))?;
         if kind != key.kind() || !key.matches(ca.public_key()) {
-            return Err(reject("the private key does not match the certificate".into()));
+            return Err(reject(
+                "the private key does not match the certificate".into(),
+            ));
         }
         let (not_before, not_after) = cert::validity(&ca);
         if now < not_before {
-            return Err(reject(format!("it is not valid yet (NotBefore {})", cert::rfc3339(not_before))));
+            return Err(reject(format!(
+                "it is not valid yet (NotBefore {})",
+                cert::rfc3339(not_before)
+            )));
         }
         if now > not_after {
-            return Err(reject(format!("it expired on {}", cert::rfc3339(not_after))));
+            return Err(reject(format!(
+                "it expired on {}",
+                cert::rfc3339(not_after)
+            )));
         }
         // What remains of Go's and Envoy's rules (EKU compatibility), checked the same way as
         // in every CA path.
@@ -145,7 +171,8 @@ impl IssuingCa {
                     "it is an intermediate CA: append its issuer chain up to the root to the certificate file (this CA first, the root last)".into(),
                 ));
             }
-            verify::verify_issuer_chain(&cert_der, &chain_above, now).map_err(|e| reject(e.to_string()))?;
+            verify::verify_issuer_chain(&cert_der, &chain_above, now)
+                .map_err(|e| reject(e.to_string()))?;
         }
         Ok(Self {
             cert_der,
@@ -177,7 +204,10 @@ impl IssuingCa {
     /// The CA certificate followed by every certificate above it, up to the root (PEM):
     /// what follows a cluster CA in `cert-chain.pem`.
     pub fn chain_pem(&self) -> String {
-        cert::to_pem(std::iter::once(self.cert_der.as_slice()).chain(self.chain_above.iter().map(Vec::as_slice)))
+        cert::to_pem(
+            std::iter::once(self.cert_der.as_slice())
+                .chain(self.chain_above.iter().map(Vec::as_slice)),
+        )
     }
 
     /// The trust anchor: the root at the top of the chain (DER).
@@ -198,7 +228,10 @@ impl IssuingCa {
     /// An rcgen issuer for signing below this CA. It reuses the CA's exact subject and key
     /// identifier, so issued certificates' issuer names and AKIs match.
     pub(crate) fn rcgen_issuer(&self) -> Result<Issuer<'_, &KeyPair>> {
-        Ok(Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), self.key.pair())?)
+        Ok(Issuer::from_ca_cert_der(
+            &self.cert_der.as_slice().into(),
+            self.key.pair(),
+        )?)
     }
 }
 

@@ -86,7 +86,9 @@ impl CaCerts {
             .first()
             .ok_or_else(|| Error::Certificate("the signed chain is empty".into()))?;
         if !key.matches(cert::parse_der(first)?.public_key()) {
-            return Err(Error::Key("the key does not match the signed cluster CA".into()));
+            return Err(Error::Key(
+                "the key does not match the signed cluster CA".into(),
+            ));
         }
         Ok(Self {
             ca_cert: cert::to_pem([first.as_slice()]),
@@ -134,7 +136,12 @@ impl CaCerts {
     /// the fields istiod gives one (`security/pkg/pki/util/generate_cert.go`): empty subject,
     /// critical URI SAN, digitalSignature + keyEncipherment, serverAuth + clientAuth,
     /// CA:FALSE, NotBefore 2 minutes back, NotAfter capped at the CA's.
-    pub fn issue_workload_cert(&self, id: &SpiffeId, ttl: Duration, now: OffsetDateTime) -> Result<WorkloadCert> {
+    pub fn issue_workload_cert(
+        &self,
+        id: &SpiffeId,
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<WorkloadCert> {
         let signer_key = PrivateKey::from_pem(self.ca_key.as_bytes(), CA_KEY)?;
         let ca_ders = cert::parse_pem_certificates(self.ca_cert.as_bytes(), CA_CERT)?;
         let ca_der = ca_ders
@@ -148,18 +155,27 @@ impl CaCerts {
         let uri = id
             .to_string()
             .try_into()
-            .map_err(|e| Error::Identity(format!("{id} cannot be a URI SAN ({e})")))?;
+            .map_err(|e| Error::Invalid(format!("{id} cannot be a URI SAN ({e})")))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.use_authority_key_identifier_extension = true;
         params.not_before = now - time::Duration::minutes(2);
         params.not_after = (now + ttl).min(ca_not_after);
         params.serial_number = Some(random_serial()?);
         let leaf = params.signed_by(key.pair(), &issuer)?;
         let mut chain = vec![leaf.der().to_vec()];
-        chain.extend(cert::parse_pem_certificates(self.cert_chain.as_bytes(), CERT_CHAIN)?);
+        chain.extend(cert::parse_pem_certificates(
+            self.cert_chain.as_bytes(),
+            CERT_CHAIN,
+        )?);
         Ok(WorkloadCert {
             chain_pem: cert::to_pem(chain.iter().map(Vec::as_slice)),
             chain,
@@ -217,7 +233,11 @@ pub fn inspect(files: &BTreeMap<String, Vec<u8>>, now: OffsetDateTime) -> Inspec
             "present: istiod would treat cacerts as its own self-signed CA store, not a plug-in CA; remove this key".into(),
         );
     }
-    let present: Vec<&str> = FILES.iter().copied().filter(|f| files.get(*f).is_some_and(|b| !b.is_empty())).collect();
+    let present: Vec<&str> = FILES
+        .iter()
+        .copied()
+        .filter(|f| files.get(*f).is_some_and(|b| !b.is_empty()))
+        .collect();
     for f in FILES {
         if !present.contains(&f) {
             problem(
@@ -278,52 +298,72 @@ pub fn inspect(files: &BTreeMap<String, Vec<u8>>, now: OffsetDateTime) -> Inspec
         }
         if let Some(k) = &key {
             match cert::parse_der(der) {
-                Ok(c) if !k.matches(c.public_key()) => {
-                    problem(CA_KEY, format!("does not match {CA_CERT} (istiod: \"the cert does not match the key\")"))
-                }
+                Ok(c) if !k.matches(c.public_key()) => problem(
+                    CA_KEY,
+                    format!(
+                        "does not match {CA_CERT} (istiod: \"the cert does not match the key\")"
+                    ),
+                ),
                 _ => {}
             }
         }
     }
 
     if let Some(chain) = &chain {
-        out.chain = chain.iter().filter_map(|d| CertInfo::from_der(d).ok()).collect();
-        if let (Some(first), Some(ca)) = (chain.first(), &ca_der) {
-            if first != ca {
-                problem(
-                    CERT_CHAIN,
-                    format!("does not start with {CA_CERT}: workloads would send a chain without their issuer"),
-                );
-            }
+        out.chain = chain
+            .iter()
+            .filter_map(|d| CertInfo::from_der(d).ok())
+            .collect();
+        if let (Some(first), Some(ca)) = (chain.first(), &ca_der)
+            && first != ca
+        {
+            problem(
+                CERT_CHAIN,
+                format!(
+                    "does not start with {CA_CERT}: workloads would send a chain without their issuer"
+                ),
+            );
         }
         if let Some(first) = out.chain.first()
             && let Ok(c) = cert::parse_der(&chain[0])
             && now > cert::validity(&c).1
         {
-            problem(CERT_CHAIN, format!("its first certificate expired on {} (istiod: \"cert chain has expired\")", first.not_after));
+            problem(
+                CERT_CHAIN,
+                format!(
+                    "its first certificate expired on {} (istiod: \"cert chain has expired\")",
+                    first.not_after
+                ),
+            );
         }
     }
 
     if let Some(roots) = &roots {
-        out.roots = roots.iter().filter_map(|d| CertInfo::from_der(d).ok()).collect();
+        out.roots = roots
+            .iter()
+            .filter_map(|d| CertInfo::from_der(d).ok())
+            .collect();
         let mut seen = std::collections::BTreeSet::new();
         for info in &out.roots {
             if !seen.insert(info.sha256.clone()) {
                 problem(
                     ROOT_CERT,
-                    format!("holds {} twice: Kubernetes refuses duplicates in a ClusterTrustBundle", info.subject),
+                    format!(
+                        "holds {} twice: Kubernetes refuses duplicates in a ClusterTrustBundle",
+                        info.subject
+                    ),
                 );
             }
         }
     }
 
-    if let (Some(ca), Some(chain), Some(roots)) = (&ca_der, &chain, &roots) {
-        if let Err(e) = verify::verify_ca_path(ca, chain, roots, now) {
-            problem(
-                CA_CERT,
-                format!("does not verify against {ROOT_CERT} through {CERT_CHAIN}: {e}"),
-            );
-        }
+    if let (Some(ca), Some(chain), Some(roots)) = (&ca_der, &chain, &roots)
+        && let Err(e) = verify::verify_ca_path(ca, chain, roots, now)
+    {
+        problem(
+            CA_CERT,
+            format!("does not verify against {ROOT_CERT} through {CERT_CHAIN}: {e}"),
+        );
     }
     if let Some(k) = &key {
         out.key = Some(k.kind().to_string());
@@ -331,14 +371,25 @@ pub fn inspect(files: &BTreeMap<String, Vec<u8>>, now: OffsetDateTime) -> Inspec
     out
 }
 
-fn problem_if_time(problem: &mut impl FnMut(&str, String), file: &str, info: &CertInfo, now: OffsetDateTime) {
+fn problem_if_time(
+    problem: &mut impl FnMut(&str, String),
+    file: &str,
+    info: &CertInfo,
+    now: OffsetDateTime,
+) {
     let rfc = time::format_description::well_known::Rfc3339;
     if let (Ok(nb), Ok(na)) = (
         OffsetDateTime::parse(&info.not_before, &rfc),
         OffsetDateTime::parse(&info.not_after, &rfc),
     ) {
         if now < nb {
-            problem(file, format!("not valid until {} (clock skew? istiod refuses it until then)", info.not_before));
+            problem(
+                file,
+                format!(
+                    "not valid until {} (clock skew? istiod refuses it until then)",
+                    info.not_before
+                ),
+            );
         }
         if now > na {
             problem(file, format!("expired on {}", info.not_after));
@@ -349,5 +400,7 @@ fn problem_if_time(problem: &mut impl FnMut(&str, String), file: &str, info: &Ce
 /// Error text without the `<file>: ` prefix, since problems already name the file.
 fn strip_source(e: &Error, file: &str) -> String {
     let s = e.to_string();
-    s.strip_prefix(&format!("{file}: ")).map(str::to_owned).unwrap_or(s)
+    s.strip_prefix(&format!("{file}: "))
+        .map(str::to_owned)
+        .unwrap_or(s)
 }

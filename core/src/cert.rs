@@ -18,10 +18,14 @@ pub fn parse_pem_blocks(text: &[u8], source_name: &str) -> Result<Vec<pem::Pem>>
         source_name: source_name.to_owned(),
         reason: why,
     };
-    let s = std::str::from_utf8(text).map_err(|_| bad("not PEM text (binary data; is it DER? convert with openssl x509 -inform der)".into()))?;
+    let s = std::str::from_utf8(text).map_err(|_| {
+        bad("not PEM text (binary data; is it DER? convert with openssl x509 -inform der)".into())
+    })?;
     let begins = s.matches("-----BEGIN ").count();
     if begins == 0 {
-        return Err(bad("no PEM block found (expected -----BEGIN ...-----)".into()));
+        return Err(bad(
+            "no PEM block found (expected -----BEGIN ...-----)".into()
+        ));
     }
     let ends = s.matches("-----END ").count();
     let blocks = pem::parse_many(s).map_err(|e| bad(format!("malformed PEM ({e})")))?;
@@ -43,7 +47,11 @@ pub fn parse_pem_certificates(text: &[u8], source_name: &str) -> Result<Vec<Vec<
         if block.tag() != "CERTIFICATE" {
             return Err(Error::Pem {
                 source_name: source_name.to_owned(),
-                reason: format!("block {} is a {:?}, expected CERTIFICATE", i + 1, block.tag()),
+                reason: format!(
+                    "block {} is a {:?}, expected CERTIFICATE",
+                    i + 1,
+                    block.tag()
+                ),
             });
         }
         let der = block.into_contents();
@@ -61,7 +69,9 @@ pub fn parse_der(der: &[u8]) -> Result<X509Certificate<'_>> {
     let (rest, cert) = X509Certificate::from_der(der)
         .map_err(|e| Error::Certificate(format!("not a valid X.509 certificate ({e})")))?;
     if !rest.is_empty() {
-        return Err(Error::Certificate("trailing bytes after the certificate".into()));
+        return Err(Error::Certificate(
+            "trailing bytes after the certificate".into(),
+        ));
     }
     Ok(cert)
 }
@@ -164,7 +174,11 @@ impl CertInfo {
     pub fn from_der(der: &[u8]) -> Result<Self> {
         let cert = parse_der(der)?;
         let (nb, na) = validity(&cert);
-        let bc = cert.basic_constraints().ok().flatten().map(|b| b.value.clone());
+        let bc = cert
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .map(|b| b.value.clone());
         let key_usage = cert
             .key_usage()
             .ok()
@@ -207,7 +221,11 @@ impl CertInfo {
             }
         }
         let is_ca = bc.as_ref().is_some_and(|b| b.ca);
-        let trust_domain = if is_ca { trust_domain_of_ca(&uri_sans) } else { None };
+        let trust_domain = if is_ca {
+            trust_domain_of_ca(&uri_sans)
+        } else {
+            None
+        };
         let mut ski = None;
         let mut aki = None;
         for ext in cert.extensions() {
@@ -267,7 +285,11 @@ pub(crate) fn key_usage_names(ku: &x509_parser::extensions::KeyUsage) -> Vec<Str
         (ku.encipher_only(), "encipherOnly"),
         (ku.decipher_only(), "decipherOnly"),
     ];
-    names.iter().filter(|(set, _)| *set).map(|(_, n)| (*n).to_owned()).collect()
+    names
+        .iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, n)| (*n).to_owned())
+        .collect()
 }
 
 /// A readable name for a certificate's signature algorithm.
@@ -307,14 +329,24 @@ mod tests {
 
     #[test]
     fn refuses_garbage_and_truncation() {
-        let err = parse_pem_blocks(b"not pem at all", "x.pem").unwrap_err().to_string();
-        assert_eq!(err, "x.pem: no PEM block found (expected -----BEGIN ...-----)");
-        let err = parse_pem_blocks(b"\xff\xfe", "x.pem").unwrap_err().to_string();
+        let err = parse_pem_blocks(b"not pem at all", "x.pem")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "x.pem: no PEM block found (expected -----BEGIN ...-----)"
+        );
+        let err = parse_pem_blocks(b"\xff\xfe", "x.pem")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not PEM text"), "{err}");
         let err = parse_pem_blocks(b"-----BEGIN CERTIFICATE-----\nAAAA\n", "x.pem")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("truncated") || err.contains("malformed"), "{err}");
+        assert!(
+            err.contains("truncated") || err.contains("malformed"),
+            "{err}"
+        );
         let err = parse_pem_certificates(
             b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
             "x.pem",

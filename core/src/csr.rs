@@ -29,11 +29,14 @@ pub fn generate_cluster_csr(
     let key = PrivateKey::generate(algorithm)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, cluster_ca_common_name(cluster));
-    let uri = trust_domain
-        .spiffe_uri()
-        .try_into()
-        .map_err(|e| Error::Identity(format!("trust domain {trust_domain} cannot be a URI SAN ({e})")))?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, cluster_ca_common_name(cluster));
+    let uri = trust_domain.spiffe_uri().try_into().map_err(|e| {
+        Error::Invalid(format!(
+            "trust domain {trust_domain} cannot be a URI SAN ({e})"
+        ))
+    })?;
     params.subject_alt_names = vec![SanType::URI(uri)];
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -80,14 +83,16 @@ impl CsrInfo {
     pub fn parse(input: &[u8]) -> Result<Self> {
         let der = if input.starts_with(b"-----") || input.iter().take(64).all(u8::is_ascii) {
             let blocks = crate::cert::parse_pem_blocks(input, "CSR")?;
-            let mut csrs = blocks
-                .into_iter()
-                .filter(|b| b.tag() == "CERTIFICATE REQUEST" || b.tag() == "NEW CERTIFICATE REQUEST");
-            let block = csrs
-                .next()
-                .ok_or_else(|| Error::CsrRefused("no CERTIFICATE REQUEST PEM block found".into()))?;
+            let mut csrs = blocks.into_iter().filter(|b| {
+                b.tag() == "CERTIFICATE REQUEST" || b.tag() == "NEW CERTIFICATE REQUEST"
+            });
+            let block = csrs.next().ok_or_else(|| {
+                Error::CsrRefused("no CERTIFICATE REQUEST PEM block found".into())
+            })?;
             if csrs.next().is_some() {
-                return Err(Error::CsrRefused("more than one CSR given; give exactly one".into()));
+                return Err(Error::CsrRefused(
+                    "more than one CSR given; give exactly one".into(),
+                ));
             }
             block.into_contents()
         } else {
@@ -99,7 +104,8 @@ impl CsrInfo {
             return Err(Error::CsrRefused("trailing bytes after the CSR".into()));
         }
         let info = &req.certification_request_info;
-        let key = KeyKind::from_spki(&info.subject_pki).map_err(|d| Error::CsrRefused(format!("its key is not accepted: {d}")))?;
+        let key = KeyKind::from_spki(&info.subject_pki)
+            .map_err(|d| Error::CsrRefused(format!("its key is not accepted: {d}")))?;
         req.verify_signature().map_err(|e| {
             Error::CsrRefused(format!(
                 "its signature does not verify ({e}); the CSR was altered or signed with another key"
@@ -129,7 +135,9 @@ impl CsrInfo {
                         }
                     }
                 }
-                ParsedExtension::BasicConstraints(bc) => out.basic_constraints = Some((bc.ca, bc.path_len_constraint)),
+                ParsedExtension::BasicConstraints(bc) => {
+                    out.basic_constraints = Some((bc.ca, bc.path_len_constraint))
+                }
                 ParsedExtension::KeyUsage(ku) => {
                     out.key_usage = crate::cert::key_usage_names(ku);
                 }
@@ -152,12 +160,24 @@ impl CsrInfo {
                 }
                 // A requested key identifier is harmless: the policy computes its own.
                 ParsedExtension::SubjectKeyIdentifier(_) => {}
-                ParsedExtension::NameConstraints(_) => out.other_extensions.push("name constraints".into()),
-                ParsedExtension::UnsupportedExtension { oid } => out.other_extensions.push(oid.to_id_string()),
-                ParsedExtension::ParseError { error } => {
-                    return Err(Error::CsrRefused(format!("it requests a malformed extension ({error})")));
+                ParsedExtension::NameConstraints(_) => {
+                    out.other_extensions.push("name constraints".into())
                 }
-                other => out.other_extensions.push(format!("{other:?}").split(['(', ' ', '{']).next().unwrap_or("unknown").to_owned()),
+                ParsedExtension::UnsupportedExtension { oid } => {
+                    out.other_extensions.push(oid.to_id_string())
+                }
+                ParsedExtension::ParseError { error } => {
+                    return Err(Error::CsrRefused(format!(
+                        "it requests a malformed extension ({error})"
+                    )));
+                }
+                other => out.other_extensions.push(
+                    format!("{other:?}")
+                        .split(['(', ' ', '{'])
+                        .next()
+                        .unwrap_or("unknown")
+                        .to_owned(),
+                ),
             }
         }
         Ok(out)

@@ -24,9 +24,9 @@ pub enum Error {
     /// A CSR that the signing policy refuses.
     #[error("CSR refused: {0}")]
     CsrRefused(String),
-    /// A malformed cluster name, trust domain or SPIFFE ID.
+    /// A malformed value: cluster name, trust domain, SPIFFE ID, duration.
     #[error("{0}")]
-    Identity(String),
+    Invalid(String),
     /// A chain that does not verify.
     #[error("{0}")]
     Verification(String),

@@ -22,7 +22,7 @@ pub struct TrustDomain(String);
 impl TrustDomain {
     /// Parses and validates a trust domain name.
     pub fn new(name: &str) -> Result<Self> {
-        let bad = |why: &str| Error::Identity(format!("invalid trust domain {name:?}: {why}"));
+        let bad = |why: &str| Error::Invalid(format!("invalid trust domain {name:?}: {why}"));
         if name.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -32,10 +32,9 @@ impl TrustDomain {
         if name.contains("://") {
             return Err(bad("give the bare name, without a scheme"));
         }
-        if let Some(c) = name
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')))
-        {
+        if let Some(c) = name.chars().find(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+        }) {
             return Err(bad(&format!(
                 "character {c:?} is not allowed (use lowercase letters, digits, '.', '-', '_')"
             )));
@@ -97,7 +96,7 @@ pub struct SpiffeId {
 impl SpiffeId {
     /// Parses and validates a SPIFFE ID.
     pub fn parse(uri: &str) -> Result<Self> {
-        let bad = |why: &str| Error::Identity(format!("invalid SPIFFE ID {uri:?}: {why}"));
+        let bad = |why: &str| Error::Invalid(format!("invalid SPIFFE ID {uri:?}: {why}"));
         let rest = uri
             .strip_prefix("spiffe://")
             .ok_or_else(|| bad("it must start with spiffe://"))?;
@@ -135,7 +134,11 @@ impl SpiffeId {
     }
 
     /// The Istio workload identity `spiffe://<td>/ns/<namespace>/sa/<service account>`.
-    pub fn workload(trust_domain: &TrustDomain, namespace: &str, service_account: &str) -> Result<Self> {
+    pub fn workload(
+        trust_domain: &TrustDomain,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<Self> {
         Self::parse(&format!(
             "spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
         ))
@@ -167,7 +170,7 @@ impl ClusterName {
     /// Parses and validates a cluster name.
     pub fn new(name: &str) -> Result<Self> {
         let bad = |why: &str| {
-            Error::Identity(format!(
+            Error::Invalid(format!(
                 "invalid cluster name {name:?}: {why} (use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)"
             ))
         };
@@ -229,10 +232,20 @@ mod tests {
     fn trust_domains() {
         assert!(TrustDomain::new("cluster.local").is_ok());
         assert!(TrustDomain::new("prod_1.example-x.com").is_ok());
-        for bad in ["", "Cluster.local", "spiffe://x", "a b", "x:80", &"a".repeat(256)] {
+        for bad in [
+            "",
+            "Cluster.local",
+            "spiffe://x",
+            "a b",
+            "x:80",
+            &"a".repeat(256),
+        ] {
             assert!(TrustDomain::new(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(TrustDomain::default().spiffe_uri(), "spiffe://cluster.local");
+        assert_eq!(
+            TrustDomain::default().spiffe_uri(),
+            "spiffe://cluster.local"
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, SignatureAlgorithm};
+use rcgen::{
+    KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, SignatureAlgorithm,
+};
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
@@ -144,7 +146,9 @@ impl KeyKind {
                 }
             }
             OID_ED25519 => Err("Ed25519 key (istiod signs only with RSA or ECDSA keys)".into()),
-            other => Err(format!("key of algorithm {other} (only RSA and ECDSA are supported)")),
+            other => Err(format!(
+                "key of algorithm {other} (only RSA and ECDSA are supported)"
+            )),
         }
     }
 
@@ -197,7 +201,9 @@ impl PrivateKey {
     pub fn generate(algorithm: KeyAlgorithm) -> Result<Self> {
         let kind = algorithm.kind();
         let pair = match kind {
-            KeyKind::EcdsaP256 | KeyKind::EcdsaP384 => KeyPair::generate_for(kind.signature_algorithm())?,
+            KeyKind::EcdsaP256 | KeyKind::EcdsaP384 => {
+                KeyPair::generate_for(kind.signature_algorithm())?
+            }
             KeyKind::Rsa { bits } => {
                 let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits)
                     .map_err(|e| Error::Key(format!("RSA key generation failed: {e}")))?;
@@ -235,7 +241,9 @@ impl PrivateKey {
             "RSA PRIVATE KEY" => {
                 let key = rsa::RsaPrivateKey::from_pkcs1_der(contents)
                     .map_err(|e| bad(format!("RSA PRIVATE KEY is malformed ({e})")))?;
-                let kind = KeyKind::Rsa { bits: key.n().bits() };
+                let kind = KeyKind::Rsa {
+                    bits: key.n().bits(),
+                };
                 let der = key
                     .to_pkcs8_der()
                     .map_err(|e| bad(format!("cannot convert the RSA key to PKCS#8 ({e})")))?;
@@ -246,7 +254,11 @@ impl PrivateKey {
                     "the key is encrypted; istiod cannot read encrypted keys either: decrypt it first (openssl pkey -in KEY -out KEY.plain)".into(),
                 ));
             }
-            other => return Err(bad(format!("expected a private key, found a {other:?} PEM block"))),
+            other => {
+                return Err(bad(format!(
+                    "expected a private key, found a {other:?} PEM block"
+                )));
+            }
         };
         let kind = kind.checked().map_err(|e| bad(e.to_string()))?;
         let pair = pair_from_pkcs8(&pkcs8, kind).map_err(|e| bad(e.to_string()))?;
@@ -286,15 +298,21 @@ fn single_key_block(pem_text: &[u8], source_name: &str) -> Result<pem::Pem> {
         reason: why.to_owned(),
     };
     let blocks = crate::cert::parse_pem_blocks(pem_text, source_name)?;
-    let mut keys = blocks.into_iter().filter(|b| b.tag().ends_with("PRIVATE KEY"));
-    let key = keys.next().ok_or_else(|| bad("no private key PEM block found"))?;
+    let mut keys = blocks
+        .into_iter()
+        .filter(|b| b.tag().ends_with("PRIVATE KEY"));
+    let key = keys
+        .next()
+        .ok_or_else(|| bad("no private key PEM block found"))?;
     if keys.next().is_some() {
         return Err(bad("more than one private key found; give exactly one"));
     }
     Ok(key)
 }
 
-fn ec_pkcs8(der: p256::pkcs8::Result<p256::pkcs8::SecretDocument>) -> std::result::Result<Vec<u8>, String> {
+fn ec_pkcs8(
+    der: p256::pkcs8::Result<p256::pkcs8::SecretDocument>,
+) -> std::result::Result<Vec<u8>, String> {
     der.map(|d| d.as_bytes().to_vec())
         .map_err(|e| format!("cannot convert the EC key to PKCS#8 ({e})"))
 }
@@ -308,7 +326,12 @@ fn normalize_pkcs8(der: &[u8]) -> std::result::Result<(KeyKind, Vec<u8>), String
         OID_RSA_ENCRYPTION => {
             let key = rsa::RsaPrivateKey::from_pkcs8_der(der)
                 .map_err(|e| format!("RSA PRIVATE KEY is malformed ({e})"))?;
-            Ok((KeyKind::Rsa { bits: key.n().bits() }, der.to_vec()))
+            Ok((
+                KeyKind::Rsa {
+                    bits: key.n().bits(),
+                },
+                der.to_vec(),
+            ))
         }
         OID_EC_PUBLIC_KEY => {
             let curve = info
@@ -318,11 +341,13 @@ fn normalize_pkcs8(der: &[u8]) -> std::result::Result<(KeyKind, Vec<u8>), String
                 .unwrap_or_default();
             match curve.as_str() {
                 OID_P256 => {
-                    let k = p256::SecretKey::from_pkcs8_der(der).map_err(|e| format!("malformed P-256 key ({e})"))?;
+                    let k = p256::SecretKey::from_pkcs8_der(der)
+                        .map_err(|e| format!("malformed P-256 key ({e})"))?;
                     Ok((KeyKind::EcdsaP256, ec_pkcs8(k.to_pkcs8_der())?))
                 }
                 OID_P384 => {
-                    let k = p384::SecretKey::from_pkcs8_der(der).map_err(|e| format!("malformed P-384 key ({e})"))?;
+                    let k = p384::SecretKey::from_pkcs8_der(der)
+                        .map_err(|e| format!("malformed P-384 key ({e})"))?;
                     Ok((KeyKind::EcdsaP384, ec_pkcs8(k.to_pkcs8_der())?))
                 }
                 other => Err(format!(
@@ -330,8 +355,12 @@ fn normalize_pkcs8(der: &[u8]) -> std::result::Result<(KeyKind, Vec<u8>), String
                 )),
             }
         }
-        OID_ED25519 => Err("Ed25519 keys are not supported: istiod signs only with RSA or ECDSA keys".into()),
-        other => Err(format!("key algorithm {other} is not supported (use RSA or ECDSA)")),
+        OID_ED25519 => {
+            Err("Ed25519 keys are not supported: istiod signs only with RSA or ECDSA keys".into())
+        }
+        other => Err(format!(
+            "key algorithm {other} is not supported (use RSA or ECDSA)"
+        )),
     }
 }
 
@@ -384,7 +413,12 @@ mod tests {
 
         let p384 = p384::SecretKey::random(&mut rsa::rand_core::OsRng);
         let sec1 = p384.to_sec1_pem(p256::pkcs8::LineEnding::LF).unwrap();
-        assert_eq!(PrivateKey::from_pem(sec1.as_bytes(), "sec1").unwrap().kind(), KeyKind::EcdsaP384);
+        assert_eq!(
+            PrivateKey::from_pem(sec1.as_bytes(), "sec1")
+                .unwrap()
+                .kind(),
+            KeyKind::EcdsaP384
+        );
 
         use rsa::pkcs1::EncodeRsaPrivateKey;
         let rsa = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
@@ -398,30 +432,47 @@ mod tests {
         use rsa::pkcs1::EncodeRsaPrivateKey;
         let weak = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
         let pkcs1 = weak.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF).unwrap();
-        let err = PrivateKey::from_pem(pkcs1.as_bytes(), "weak.pem").unwrap_err().to_string();
+        let err = PrivateKey::from_pem(pkcs1.as_bytes(), "weak.pem")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("1024 bits is too weak"), "{err}");
         let pkcs8 = weak.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
-        let err = PrivateKey::from_pem(pkcs8.as_bytes(), "weak.pem").unwrap_err().to_string();
+        let err = PrivateKey::from_pem(pkcs8.as_bytes(), "weak.pem")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("too weak"), "{err}");
 
-        let enc = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
-        let err = PrivateKey::from_pem(enc.as_bytes(), "enc.pem").unwrap_err().to_string();
+        let enc =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let err = PrivateKey::from_pem(enc.as_bytes(), "enc.pem")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("enc.pem: the key is encrypted"), "{err}");
 
-        let err = PrivateKey::from_pem(b"hello", "garbage.pem").unwrap_err().to_string();
+        let err = PrivateKey::from_pem(b"hello", "garbage.pem")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("garbage.pem: "), "{err}");
 
-        let good = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap().to_pkcs8_pem();
+        let good = PrivateKey::generate(KeyAlgorithm::EcdsaP256)
+            .unwrap()
+            .to_pkcs8_pem();
         let truncated = &good[..good.len() / 2];
-        let err = PrivateKey::from_pem(truncated.as_bytes(), "t.pem").unwrap_err().to_string();
+        let err = PrivateKey::from_pem(truncated.as_bytes(), "t.pem")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("truncated"), "{err}");
 
         let two = format!("{good}{good}");
-        let err = PrivateKey::from_pem(two.as_bytes(), "two.pem").unwrap_err().to_string();
+        let err = PrivateKey::from_pem(two.as_bytes(), "two.pem")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("more than one private key"), "{err}");
 
         let ed = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIBtWg1bQGkO4k2qL1yUSJ2kZWh8Y1zrjQnIYvYwz7Ghq\n-----END PRIVATE KEY-----\n";
-        let err = PrivateKey::from_pem(ed.as_bytes(), "ed.pem").unwrap_err().to_string();
+        let err = PrivateKey::from_pem(ed.as_bytes(), "ed.pem")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Ed25519"), "{err}");
     }
 }

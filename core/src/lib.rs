@@ -6,6 +6,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`duration`] | Go-style durations (`8760h`, `30m`) as Kubernetes tools spell them |
 //! | [`identity`] | cluster names, SPIFFE trust domains and SPIFFE IDs |
 //! | [`key`] | private keys: generation, import (PKCS#8, SEC1, PKCS#1), strength rules |
 //! | [`cert`] | PEM parsing and a readable summary of a certificate ([`cert::CertInfo`]) |
@@ -26,6 +27,7 @@ pub mod ca;
 pub mod cacerts;
 pub mod cert;
 pub mod csr;
+pub mod duration;
 mod error;
 pub mod identity;
 pub mod key;

@@ -93,18 +93,38 @@ impl SigningPolicy {
             };
         }
         if let Some(dns) = csr.dns_sans.first() {
-            return refuse(format!("it asks for the DNS name {dns}; the policy grants only the URI SAN {td_uri}"));
+            return refuse(format!(
+                "it asks for the DNS name {dns}; the policy grants only the URI SAN {td_uri}"
+            ));
         }
         if let Some(other) = csr.other_sans.first() {
-            return refuse(format!("it asks for the name {other}; the policy grants only the URI SAN {td_uri}"));
+            return refuse(format!(
+                "it asks for the name {other}; the policy grants only the URI SAN {td_uri}"
+            ));
         }
         match csr.basic_constraints {
             None | Some((true, Some(0))) => {}
-            Some((false, _)) => return refuse("it asks for a non-CA certificate; the hub issues cluster CAs only".into()),
-            Some((true, None)) => return refuse("it asks for an unlimited path length; the policy grants path length 0".into()),
-            Some((true, Some(n))) => return refuse(format!("it asks for path length {n}; the policy grants path length 0")),
+            Some((false, _)) => {
+                return refuse(
+                    "it asks for a non-CA certificate; the hub issues cluster CAs only".into(),
+                );
+            }
+            Some((true, None)) => {
+                return refuse(
+                    "it asks for an unlimited path length; the policy grants path length 0".into(),
+                );
+            }
+            Some((true, Some(n))) => {
+                return refuse(format!(
+                    "it asks for path length {n}; the policy grants path length 0"
+                ));
+            }
         }
-        if let Some(extra) = csr.key_usage.iter().find(|u| !GRANTED_KEY_USAGES.contains(&u.as_str())) {
+        if let Some(extra) = csr
+            .key_usage
+            .iter()
+            .find(|u| !GRANTED_KEY_USAGES.contains(&u.as_str()))
+        {
             return refuse(format!(
                 "it asks for key usage {extra}; the policy grants only {}",
                 GRANTED_KEY_USAGES.join(", ")
@@ -117,7 +137,9 @@ impl SigningPolicy {
             ));
         }
         if let Some(ext) = csr.other_extensions.first() {
-            return refuse(format!("it asks for extension {ext}, which the policy does not grant"));
+            return refuse(format!(
+                "it asks for extension {ext}, which the policy does not grant"
+            ));
         }
         Ok(())
     }
@@ -149,15 +171,22 @@ impl SigningPolicy {
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         if let Some(org) = issuer_org(&issuer_cert) {
-            params.distinguished_name.push(DnType::OrganizationName, org);
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, org);
         }
-        params.distinguished_name.push(DnType::LocalityName, request.cluster.as_str());
-        params.distinguished_name.push(DnType::CommonName, cluster_ca_common_name(&request.cluster));
-        let uri = request
-            .trust_domain
-            .spiffe_uri()
-            .try_into()
-            .map_err(|e| Error::Identity(format!("trust domain {} cannot be a URI SAN ({e})", request.trust_domain)))?;
+        params
+            .distinguished_name
+            .push(DnType::LocalityName, request.cluster.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, cluster_ca_common_name(&request.cluster));
+        let uri = request.trust_domain.spiffe_uri().try_into().map_err(|e| {
+            Error::Invalid(format!(
+                "trust domain {} cannot be a URI SAN ({e})",
+                request.trust_domain
+            ))
+        })?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
@@ -189,7 +218,9 @@ impl SigningPolicy {
         check_issued(&cert_der, &csr.public_key_info, &request.trust_domain, now)?;
 
         Ok(IssuedCa {
-            chain_pem: cert::to_pem(std::iter::once(cert_der.as_slice()).chain(chain_above.iter().map(Vec::as_slice))),
+            chain_pem: cert::to_pem(
+                std::iter::once(cert_der.as_slice()).chain(chain_above.iter().map(Vec::as_slice)),
+            ),
             info: CertInfo::from_der(&cert_der)?,
             cert_der,
         })
@@ -199,9 +230,18 @@ impl SigningPolicy {
 /// Checks a cluster CA certificate that came back from a signer (the local policy, Vault, or
 /// the hub as seen by the agent): it carries the expected public key, is a CA with path
 /// length 0 and keyCertSign, records the expected trust domain, and is valid at `now`.
-pub fn check_issued(cert_der: &[u8], public_key_info: &[u8], trust_domain: &TrustDomain, now: OffsetDateTime) -> Result<()> {
+pub fn check_issued(
+    cert_der: &[u8],
+    public_key_info: &[u8],
+    trust_domain: &TrustDomain,
+    now: OffsetDateTime,
+) -> Result<()> {
     let cert = cert::parse_der(cert_der)?;
-    let bad = |why: String| Err(Error::Verification(format!("the signed cluster CA is not acceptable: {why}")));
+    let bad = |why: String| {
+        Err(Error::Verification(format!(
+            "the signed cluster CA is not acceptable: {why}"
+        )))
+    };
     if cert.public_key().raw != public_key_info {
         return bad("it does not carry the public key of the CSR".into());
     }
@@ -211,7 +251,9 @@ pub fn check_issued(cert_der: &[u8], public_key_info: &[u8], trust_domain: &Trus
     }
     let uris = cert::uri_sans(&cert);
     if !uris.contains(&trust_domain.spiffe_uri()) {
-        return bad(format!("it does not record trust domain {trust_domain} (URI SANs: {uris:?})"));
+        return bad(format!(
+            "it does not record trust domain {trust_domain} (URI SANs: {uris:?})"
+        ));
     }
     if let Some(other) = uris.iter().find(|u| **u != trust_domain.spiffe_uri()) {
         return bad(format!("it carries the extra URI SAN {other}"));

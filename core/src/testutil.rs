@@ -20,7 +20,12 @@ pub fn cacerts_for(ca: &IssuingCa, cluster: &str, trust_domain: &str) -> CaCerts
         trust_domain: td.clone(),
     };
     let issued = SigningPolicy::default()
-        .sign(ca, &CsrInfo::parse(csr.as_bytes()).unwrap(), &request, OffsetDateTime::now_utc())
+        .sign(
+            ca,
+            &CsrInfo::parse(csr.as_bytes()).unwrap(),
+            &request,
+            OffsetDateTime::now_utc(),
+        )
         .unwrap();
     let mut bundle = TrustBundle::new();
     bundle.add(&td, ca.root_der().to_vec()).unwrap();

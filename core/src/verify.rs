@@ -42,21 +42,35 @@ impl<'a> Node<'a> {
 
     fn issued(&self, child: &Node<'_>) -> bool {
         self.cert.subject().as_raw() == child.cert.issuer().as_raw()
-            && child.cert.verify_signature(Some(self.cert.public_key())).is_ok()
+            && child
+                .cert
+                .verify_signature(Some(self.cert.public_key()))
+                .is_ok()
     }
 }
 
 /// Checks time validity, SHA-1 and EKU of one certificate of a CA path.
-fn check_common(node: &Node<'_>, now: OffsetDateTime, signed_by_parent: bool) -> std::result::Result<(), String> {
+fn check_common(
+    node: &Node<'_>,
+    now: OffsetDateTime,
+    signed_by_parent: bool,
+) -> std::result::Result<(), String> {
     let (nb, na) = cert::validity(&node.cert);
     if now < nb {
-        return Err(format!("{} is not valid yet (NotBefore {})", node.name(), rfc3339(nb)));
+        return Err(format!(
+            "{} is not valid yet (NotBefore {})",
+            node.name(),
+            rfc3339(nb)
+        ));
     }
     if now > na {
         return Err(format!("{} expired on {}", node.name(), rfc3339(na)));
     }
     if signed_by_parent && cert::is_sha1_signed(&node.cert) {
-        return Err(format!("{} is signed with SHA-1, which istiod (Go) refuses", node.name()));
+        return Err(format!(
+            "{} is signed with SHA-1, which istiod (Go) refuses",
+            node.name()
+        ));
     }
     if let Ok(Some(eku)) = node.cert.extended_key_usage() {
         let e = eku.value;
@@ -73,9 +87,15 @@ fn check_common(node: &Node<'_>, now: OffsetDateTime, signed_by_parent: bool) ->
 /// Checks that a certificate may act as a CA `depth` levels above the cluster CA in a
 /// workload chain (depth 0 is the cluster CA itself).
 fn check_ca_role(node: &Node<'_>, depth: usize) -> std::result::Result<(), String> {
-    let bc = node.cert.basic_constraints().map_err(|e| format!("{}: malformed BasicConstraints ({e})", node.name()))?;
+    let bc = node
+        .cert
+        .basic_constraints()
+        .map_err(|e| format!("{}: malformed BasicConstraints ({e})", node.name()))?;
     let Some(bc) = bc.filter(|b| b.value.ca) else {
-        return Err(format!("{} is not a CA (BasicConstraints CA:TRUE is missing)", node.name()));
+        return Err(format!(
+            "{} is not a CA (BasicConstraints CA:TRUE is missing)",
+            node.name()
+        ));
     };
     if let Some(max) = bc.value.path_len_constraint
         && (max as usize) < depth
@@ -87,8 +107,14 @@ fn check_ca_role(node: &Node<'_>, depth: usize) -> std::result::Result<(), Strin
     }
     match node.cert.key_usage() {
         Ok(Some(ku)) if ku.value.key_cert_sign() => Ok(()),
-        Ok(Some(_)) => Err(format!("{} lacks keyCertSign in its key usage (Envoy and ztunnel reject it)", node.name())),
-        Ok(None) => Err(format!("{} has no key usage extension; a CA needs keyCertSign", node.name())),
+        Ok(Some(_)) => Err(format!(
+            "{} lacks keyCertSign in its key usage (Envoy and ztunnel reject it)",
+            node.name()
+        )),
+        Ok(None) => Err(format!(
+            "{} has no key usage extension; a CA needs keyCertSign",
+            node.name()
+        )),
         Err(e) => Err(format!("{}: malformed key usage ({e})", node.name())),
     }
 }
@@ -105,7 +131,11 @@ pub fn check_ca_cert(der: &[u8], depth: usize, now: OffsetDateTime) -> Result<()
 /// Verifies a CA's own issuer chain as given (issuer first, root last): each certificate is
 /// signed by the next, the last is a self-signed root, and every one may act as a CA at its
 /// depth. Used when importing an intermediate.
-pub fn verify_issuer_chain(ca_der: &[u8], chain_above: &[Vec<u8>], now: OffsetDateTime) -> Result<()> {
+pub fn verify_issuer_chain(
+    ca_der: &[u8],
+    chain_above: &[Vec<u8>],
+    now: OffsetDateTime,
+) -> Result<()> {
     let ca = Node::parse(ca_der)?;
     let mut child = ca;
     for (i, der) in chain_above.iter().enumerate() {
@@ -144,7 +174,10 @@ pub fn verify_ca_path<'a>(
     let ca = Node::parse(ca_der)?;
     check_common(&ca, now, true).map_err(Error::Verification)?;
     check_ca_role(&ca, 0).map_err(Error::Verification)?;
-    let roots: Vec<Node<'a>> = roots.iter().map(|d| Node::parse(d)).collect::<Result<_>>()?;
+    let roots: Vec<Node<'a>> = roots
+        .iter()
+        .map(|d| Node::parse(d))
+        .collect::<Result<_>>()?;
     let pool: Vec<Node<'a>> = pool
         .iter()
         .filter(|d| d.as_slice() != ca_der)
@@ -182,7 +215,10 @@ fn extend_path<'a>(
         if root.issued(&path[depth - 1]) {
             match check_common(root, now, false).and_then(|()| check_ca_role(root, depth)) {
                 Ok(()) => {
-                    path.push(Node { cert: root.cert.clone(), der: root.der });
+                    path.push(Node {
+                        cert: root.cert.clone(),
+                        der: root.der,
+                    });
                     return true;
                 }
                 Err(e) => *best_error = Some(e),
@@ -193,11 +229,16 @@ fn extend_path<'a>(
         if path.iter().any(|n| n.der == candidate.der) || !candidate.issued(&path[depth - 1]) {
             continue;
         }
-        if let Err(e) = check_common(candidate, now, true).and_then(|()| check_ca_role(candidate, depth)) {
+        if let Err(e) =
+            check_common(candidate, now, true).and_then(|()| check_ca_role(candidate, depth))
+        {
             *best_error = Some(e);
             continue;
         }
-        path.push(Node { cert: candidate.cert.clone(), der: candidate.der });
+        path.push(Node {
+            cert: candidate.cert.clone(),
+            der: candidate.der,
+        });
         if extend_path(path, pool, roots, now, best_error) {
             return true;
         }
@@ -214,20 +255,35 @@ fn extend_path<'a>(
 
 /// Verifies a workload certificate chain (`chain[0]` the leaf, then intermediates) against a
 /// flat set of roots, as a sidecar does with `root-cert.pem`, and returns the leaf's SPIFFE ID.
-pub fn verify_workload_chain(chain: &[Vec<u8>], roots: &[Vec<u8>], now: OffsetDateTime) -> Result<SpiffeId> {
+pub fn verify_workload_chain(
+    chain: &[Vec<u8>],
+    roots: &[Vec<u8>],
+    now: OffsetDateTime,
+) -> Result<SpiffeId> {
     let (leaf, intermediates) = chain
         .split_first()
         .ok_or_else(|| Error::Verification("empty certificate chain".into()))?;
-    let root_ders: Vec<CertificateDer<'_>> = roots.iter().map(|r| CertificateDer::from(r.as_slice())).collect();
+    let root_ders: Vec<CertificateDer<'_>> = roots
+        .iter()
+        .map(|r| CertificateDer::from(r.as_slice()))
+        .collect();
     let anchors = root_ders
         .iter()
         .map(webpki::anchor_from_trusted_cert)
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Verification(format!("a root cannot be used as a trust anchor: {e}")))?;
-    let inter: Vec<CertificateDer<'_>> = intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+        .map_err(|e| {
+            Error::Verification(format!("a root cannot be used as a trust anchor: {e}"))
+        })?;
+    let inter: Vec<CertificateDer<'_>> = intermediates
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
     let leaf_der = CertificateDer::from(leaf.as_slice());
-    let ee = webpki::EndEntityCert::try_from(&leaf_der)
-        .map_err(|e| Error::Verification(format!("the leaf is not a valid end-entity certificate: {e}")))?;
+    let ee = webpki::EndEntityCert::try_from(&leaf_der).map_err(|e| {
+        Error::Verification(format!(
+            "the leaf is not a valid end-entity certificate: {e}"
+        ))
+    })?;
     let unix = u64::try_from(now.unix_timestamp()).unwrap_or(0);
     ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
@@ -244,7 +300,11 @@ pub fn verify_workload_chain(chain: &[Vec<u8>], roots: &[Vec<u8>], now: OffsetDa
 
 /// Verifies an X.509-SVID chain the SPIFFE way: only the roots of the leaf's own trust domain
 /// in `bundle` are trust anchors.
-pub fn verify_svid(chain: &[Vec<u8>], bundle: &TrustBundle, now: OffsetDateTime) -> Result<SpiffeId> {
+pub fn verify_svid(
+    chain: &[Vec<u8>],
+    bundle: &TrustBundle,
+    now: OffsetDateTime,
+) -> Result<SpiffeId> {
     let leaf = chain
         .first()
         .ok_or_else(|| Error::Verification("empty certificate chain".into()))?;
@@ -264,7 +324,10 @@ fn svid_leaf_checks(leaf_der: &[u8]) -> Result<SpiffeId> {
     let bad = |why: &str| Error::Verification(format!("not a valid X509-SVID: {why}"));
     let uris = cert::uri_sans(&leaf);
     let [uri] = uris.as_slice() else {
-        return Err(bad(&format!("it must have exactly one URI SAN, it has {}", uris.len())));
+        return Err(bad(&format!(
+            "it must have exactly one URI SAN, it has {}",
+            uris.len()
+        )));
     };
     let id = SpiffeId::parse(uri).map_err(|e| bad(&e.to_string()))?;
     if id.path().is_empty() {

@@ -1,5 +1,7 @@
 //! Creating and importing the issuing CA.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -11,12 +13,18 @@ use federator_core::key::KeyAlgorithm;
 use rcgen::{IsCa, KeyUsagePurpose};
 
 fn import_err(cert: &str, key: &str) -> String {
-    IssuingCa::import(cert.as_bytes(), key.as_bytes(), now()).unwrap_err().to_string()
+    IssuingCa::import(cert.as_bytes(), key.as_bytes(), now())
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
 fn root_has_the_promised_fields() {
-    for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::EcdsaP384, KeyAlgorithm::Rsa2048] {
+    for alg in [
+        KeyAlgorithm::EcdsaP256,
+        KeyAlgorithm::EcdsaP384,
+        KeyAlgorithm::Rsa2048,
+    ] {
         let opts = RootOptions {
             key_algorithm: alg,
             ttl: Duration::from_secs(24 * 3600),
@@ -37,8 +45,16 @@ fn root_has_the_promised_fields() {
         let na = ca.not_after().unwrap();
         assert!((na - (now() + opts.ttl)).abs() < time::Duration::seconds(5));
     }
-    let bad = RootOptions { path_len: 0, ..RootOptions::default() };
-    assert!(IssuingCa::create_root(&bad, now()).unwrap_err().to_string().contains("path length"));
+    let bad = RootOptions {
+        path_len: 0,
+        ..RootOptions::default()
+    };
+    assert!(
+        IssuingCa::create_root(&bad, now())
+            .unwrap_err()
+            .to_string()
+            .contains("path length")
+    );
 }
 
 #[test]
@@ -66,7 +82,11 @@ fn imports_a_root_in_every_key_format() {
 
 #[test]
 fn refuses_what_cannot_be_a_federation_ca() {
-    let leaf = Spec { is_ca: IsCa::ExplicitNoCa, ..Spec::ca("not a ca", None) }.self_signed();
+    let leaf = Spec {
+        is_ca: IsCa::ExplicitNoCa,
+        ..Spec::ca("not a ca", None)
+    }
+    .self_signed();
     assert!(import_err(&leaf.pem(), &leaf.key_pem()).contains("not a CA certificate"));
 
     let a = Spec::ca("a", Some(1)).self_signed();
@@ -92,7 +112,11 @@ fn refuses_what_cannot_be_a_federation_ca() {
     let pathlen0 = Spec::ca("p0", Some(0)).self_signed();
     assert!(import_err(&pathlen0.pem(), &pathlen0.key_pem()).contains("path length is 0"));
 
-    let no_certsign = Spec { key_usages: vec![KeyUsagePurpose::CrlSign], ..Spec::ca("nocs", Some(1)) }.self_signed();
+    let no_certsign = Spec {
+        key_usages: vec![KeyUsagePurpose::CrlSign],
+        ..Spec::ca("nocs", Some(1))
+    }
+    .self_signed();
     assert!(import_err(&no_certsign.pem(), &no_certsign.key_pem()).contains("keyCertSign"));
 
     let client_eku = Spec {
@@ -130,13 +154,23 @@ fn imports_an_intermediate_only_with_its_chain() {
     assert_eq!(ca.chain_above().len(), 1);
 
     // Wrong order, and a chain that does not end in a root.
-    let reversed = format!("{}{}", federation.pem(), Spec::ca("stranger", Some(3)).self_signed().pem());
-    assert!(import_err(&reversed, &federation.key_pem()).contains("is not signed by the next certificate"));
+    let reversed = format!(
+        "{}{}",
+        federation.pem(),
+        Spec::ca("stranger", Some(3)).self_signed().pem()
+    );
+    assert!(
+        import_err(&reversed, &federation.key_pem())
+            .contains("is not signed by the next certificate")
+    );
 
     // A root with pathlen 1 leaves no room for an intermediate plus cluster CAs.
     let tight_root = Spec::ca("tight root", Some(1)).self_signed();
     let inter = Spec::ca("inter", Some(1)).signed_by(&tight_root);
-    let e = import_err(&format!("{}{}", inter.pem(), tight_root.pem()), &inter.key_pem());
+    let e = import_err(
+        &format!("{}{}", inter.pem(), tight_root.pem()),
+        &inter.key_pem(),
+    );
     assert!(e.contains("pathlen 1"), "{e}");
 }
 

@@ -1,5 +1,7 @@
 //! The `cacerts` validator: one test per rule, each on material broken in exactly one way.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -22,7 +24,8 @@ fn problems(files: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
 fn assert_problem(files: &BTreeMap<String, Vec<u8>>, file: &str, fragment: &str) {
     let got = problems(files);
     assert!(
-        got.iter().any(|p| p.starts_with(&format!("{file}: ")) && p.contains(fragment)),
+        got.iter()
+            .any(|p| p.starts_with(&format!("{file}: ")) && p.contains(fragment)),
         "expected a problem in {file} containing {fragment:?}, got {got:#?}"
     );
 }
@@ -41,7 +44,10 @@ fn with_ca(made: &Made, root_made: &Made) -> BTreeMap<String, Vec<u8>> {
     let mut f = BTreeMap::new();
     f.insert(CA_CERT.to_owned(), made.pem().into_bytes());
     f.insert(CA_KEY.to_owned(), made.key_pem().into_bytes());
-    f.insert(CERT_CHAIN.to_owned(), format!("{}{}", made.pem(), root_made.pem()).into_bytes());
+    f.insert(
+        CERT_CHAIN.to_owned(),
+        format!("{}{}", made.pem(), root_made.pem()).into_bytes(),
+    );
     f.insert(ROOT_CERT.to_owned(), root_made.pem().into_bytes());
     f
 }
@@ -71,37 +77,81 @@ fn every_missing_file_is_named() {
 
 #[test]
 fn istio_generated_key_is_refused() {
-    assert_problem(&set(valid(), ISTIO_GENERATED, ""), ISTIO_GENERATED, "self-signed CA store");
+    assert_problem(
+        &set(valid(), ISTIO_GENERATED, ""),
+        ISTIO_GENERATED,
+        "self-signed CA store",
+    );
 }
 
 #[test]
 fn garbage_and_truncated_pem_are_named() {
-    assert_problem(&set(valid(), CA_CERT, "garbage"), CA_CERT, "no PEM block found");
+    assert_problem(
+        &set(valid(), CA_CERT, "garbage"),
+        CA_CERT,
+        "no PEM block found",
+    );
     let f = valid();
     let cert_text = String::from_utf8(f[CA_CERT].clone()).unwrap();
-    assert_problem(&set(f.clone(), CA_CERT, &cert_text[..cert_text.len() / 2]), CA_CERT, "truncated");
-    assert_problem(&set(f.clone(), CA_KEY, "garbage"), CA_KEY, "no PEM block found");
-    assert_problem(&set(f.clone(), CERT_CHAIN, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), CERT_CHAIN, "not valid X.509");
+    assert_problem(
+        &set(f.clone(), CA_CERT, &cert_text[..cert_text.len() / 2]),
+        CA_CERT,
+        "truncated",
+    );
+    assert_problem(
+        &set(f.clone(), CA_KEY, "garbage"),
+        CA_KEY,
+        "no PEM block found",
+    );
+    assert_problem(
+        &set(
+            f.clone(),
+            CERT_CHAIN,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ),
+        CERT_CHAIN,
+        "not valid X.509",
+    );
     let key_text = String::from_utf8(f[CA_KEY].clone()).unwrap();
-    assert_problem(&set(f, ROOT_CERT, &key_text), ROOT_CERT, "expected CERTIFICATE");
+    assert_problem(
+        &set(f, ROOT_CERT, &key_text),
+        ROOT_CERT,
+        "expected CERTIFICATE",
+    );
 }
 
 #[test]
 fn key_must_match_the_certificate() {
     let other = files(&cacerts(&root(), "west", "cluster.local"));
-    let f = set(valid(), CA_KEY, std::str::from_utf8(&other[CA_KEY]).unwrap());
+    let f = set(
+        valid(),
+        CA_KEY,
+        std::str::from_utf8(&other[CA_KEY]).unwrap(),
+    );
     assert_problem(&f, CA_KEY, "does not match ca-cert.pem");
 }
 
 #[test]
 fn signing_cert_must_be_a_ca_with_cert_sign() {
     let r = Spec::ca("root", Some(1)).self_signed();
-    let leaf = Spec { is_ca: IsCa::ExplicitNoCa, ..Spec::ca("leaf", None) }.signed_by(&r);
+    let leaf = Spec {
+        is_ca: IsCa::ExplicitNoCa,
+        ..Spec::ca("leaf", None)
+    }
+    .signed_by(&r);
     assert_problem(&with_ca(&leaf, &r), CA_CERT, "not a CA certificate");
-    let no_sign = Spec { key_usages: vec![KeyUsagePurpose::DigitalSignature], ..Spec::ca("nosign", Some(0)) }.signed_by(&r);
+    let no_sign = Spec {
+        key_usages: vec![KeyUsagePurpose::DigitalSignature],
+        ..Spec::ca("nosign", Some(0))
+    }
+    .signed_by(&r);
     assert_problem(&with_ca(&no_sign, &r), CA_CERT, "lacks keyCertSign");
     let fine = Spec::ca("fine", Some(0)).signed_by(&r);
-    assert!(problems(&with_ca(&fine, &r)).is_empty(), "{:?}", problems(&with_ca(&fine, &r)));
+    assert!(
+        problems(&with_ca(&fine, &r)).is_empty(),
+        "{:?}",
+        problems(&with_ca(&fine, &r))
+    );
 }
 
 #[test]
@@ -137,7 +187,11 @@ fn chain_must_start_with_the_signing_cert() {
     let f = valid();
     let chain = cert::parse_pem_certificates(&f[CERT_CHAIN], "x").unwrap();
     let reordered = format!("{}{}", pem(&chain[1]), pem(&chain[0]));
-    assert_problem(&set(f.clone(), CERT_CHAIN, &reordered), CERT_CHAIN, "does not start with ca-cert.pem");
+    assert_problem(
+        &set(f.clone(), CERT_CHAIN, &reordered),
+        CERT_CHAIN,
+        "does not start with ca-cert.pem",
+    );
 }
 
 #[test]
@@ -151,7 +205,11 @@ fn signing_cert_must_chain_to_a_root_in_root_cert() {
 fn duplicate_roots_are_flagged() {
     let f = valid();
     let root_text = String::from_utf8(f[ROOT_CERT].clone()).unwrap();
-    assert_problem(&set(f, ROOT_CERT, &format!("{root_text}{root_text}")), ROOT_CERT, "twice");
+    assert_problem(
+        &set(f, ROOT_CERT, &format!("{root_text}{root_text}")),
+        ROOT_CERT,
+        "twice",
+    );
 }
 
 #[test]
@@ -166,7 +224,11 @@ fn path_length_is_enforced_with_the_cluster_ca_counted() {
 #[test]
 fn restrictive_eku_on_a_ca_is_refused() {
     let r = Spec::ca("root", Some(1)).self_signed();
-    let ca = Spec { eku: vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth], ..Spec::ca("ca", Some(0)) }.signed_by(&r);
+    let ca = Spec {
+        eku: vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        ..Spec::ca("ca", Some(0))
+    }
+    .signed_by(&r);
     assert_problem(&with_ca(&ca, &r), CA_CERT, "without serverAuth");
 }
 
@@ -176,8 +238,15 @@ fn an_intermediate_missing_from_the_chain_is_found() {
     let mid = Spec::ca("mid", Some(1)).signed_by(&r);
     let ca = Spec::ca("ca", Some(0)).signed_by(&mid);
     let mut f = with_ca(&ca, &r);
-    assert_problem(&f, CA_CERT, "no certificate in the roots or the chain issued");
-    f.insert(CERT_CHAIN.into(), format!("{}{}{}", ca.pem(), mid.pem(), r.pem()).into_bytes());
+    assert_problem(
+        &f,
+        CA_CERT,
+        "no certificate in the roots or the chain issued",
+    );
+    f.insert(
+        CERT_CHAIN.into(),
+        format!("{}{}{}", ca.pem(), mid.pem(), r.pem()).into_bytes(),
+    );
     assert!(problems(&f).is_empty(), "{:?}", problems(&f));
 }
 

@@ -1,5 +1,7 @@
 //! The signing policy: what a cluster CA gets, and what a CSR may not ask for.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -14,13 +16,17 @@ use federator_core::key::KeyAlgorithm;
 use federator_core::policy::SigningPolicy;
 use federator_core::verify;
 use proptest::prelude::*;
-use rcgen::{BasicConstraints, CertificateParams, CustomExtension, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, CustomExtension, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    SanType,
+};
 
 fn csr_with(f: impl FnOnce(&mut CertificateParams)) -> String {
     let key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, "east intermediate CA");
+    p.distinguished_name
+        .push(DnType::CommonName, "east intermediate CA");
     p.subject_alt_names = vec![SanType::URI("spiffe://east.example".try_into().unwrap())];
     f(&mut p);
     p.serialize_request(&key).unwrap().pem().unwrap()
@@ -30,7 +36,10 @@ fn refusal(csr: &str) -> String {
     let req = request("east", "east.example");
     match CsrInfo::parse(csr.as_bytes()) {
         Err(e) => e.to_string(),
-        Ok(info) => SigningPolicy::default().sign(&root(), &info, &req, now()).unwrap_err().to_string(),
+        Ok(info) => SigningPolicy::default()
+            .sign(&root(), &info, &req, now())
+            .unwrap_err()
+            .to_string(),
     }
 }
 
@@ -42,7 +51,10 @@ fn cluster_ca_fields_are_decided_by_the_policy() {
     let info = &issued.info;
     assert!(info.is_ca);
     assert_eq!(info.path_len, Some(0));
-    assert_eq!(info.key_usage, vec!["digitalSignature", "keyCertSign", "cRLSign"]);
+    assert_eq!(
+        info.key_usage,
+        vec!["digitalSignature", "keyCertSign", "cRLSign"]
+    );
     assert_eq!(info.extended_key_usage, None);
     assert_eq!(info.uri_sans, vec!["spiffe://east.example"]);
     assert!(info.dns_sans.is_empty());
@@ -53,7 +65,10 @@ fn cluster_ca_fields_are_decided_by_the_policy() {
     assert!(info.subject_key_id.is_some());
     let parsed = cert::parse_der(&issued.cert_der).unwrap();
     let (nb, na) = cert::validity(&parsed);
-    assert!(nb <= before - Duration::from_secs(299), "NotBefore is backdated");
+    assert!(
+        nb <= before - Duration::from_secs(299),
+        "NotBefore is backdated"
+    );
     let ttl = SigningPolicy::default().ttl;
     assert!((na - (before + ttl)).abs() < time::Duration::seconds(5));
     assert!(key.matches(parsed.public_key()));
@@ -66,10 +81,15 @@ fn cluster_ca_fields_are_decided_by_the_policy() {
 fn same_csr_signed_twice_gets_distinct_serials() {
     let ca = root();
     let req = request("east", "east.example");
-    let (_, csr) = generate_cluster_csr(&req.cluster, &req.trust_domain, KeyAlgorithm::EcdsaP256).unwrap();
+    let (_, csr) =
+        generate_cluster_csr(&req.cluster, &req.trust_domain, KeyAlgorithm::EcdsaP256).unwrap();
     let info = CsrInfo::parse(csr.as_bytes()).unwrap();
-    let a = SigningPolicy::default().sign(&ca, &info, &req, now()).unwrap();
-    let b = SigningPolicy::default().sign(&ca, &info, &req, now()).unwrap();
+    let a = SigningPolicy::default()
+        .sign(&ca, &info, &req, now())
+        .unwrap();
+    let b = SigningPolicy::default()
+        .sign(&ca, &info, &req, now())
+        .unwrap();
     assert_ne!(a.info.serial, b.info.serial);
 }
 
@@ -82,43 +102,81 @@ fn not_after_is_capped_at_the_issuer() {
     .self_signed();
     let ca = IssuingCa::import(short.pem().as_bytes(), short.key_pem().as_bytes(), now()).unwrap();
     let (_, issued) = issue(&ca, "east", "east.example");
-    assert_eq!(issued.info.not_after, CertInfo::from_der(&short.der).unwrap().not_after);
+    assert_eq!(
+        issued.info.not_after,
+        CertInfo::from_der(&short.der).unwrap().not_after
+    );
 }
 
 #[test]
 fn refuses_what_the_policy_does_not_grant() {
     let cases: Vec<(String, &str)> = vec![
         (
-            csr_with(|p| p.subject_alt_names = vec![SanType::URI("spiffe://west.example".try_into().unwrap())]),
+            csr_with(|p| {
+                p.subject_alt_names =
+                    vec![SanType::URI("spiffe://west.example".try_into().unwrap())]
+            }),
             "asks for trust domain west.example but cluster east is in trust domain east.example",
         ),
         (
-            csr_with(|p| p.subject_alt_names = vec![SanType::URI("https://example.com".try_into().unwrap())]),
+            csr_with(|p| {
+                p.subject_alt_names = vec![SanType::URI("https://example.com".try_into().unwrap())]
+            }),
             "asks for the URI SAN https://example.com",
         ),
         (
-            csr_with(|p| p.subject_alt_names.push(SanType::DnsName("istiod.istio-system.svc".try_into().unwrap()))),
+            csr_with(|p| {
+                p.subject_alt_names.push(SanType::DnsName(
+                    "istiod.istio-system.svc".try_into().unwrap(),
+                ))
+            }),
             "asks for the DNS name istiod.istio-system.svc",
         ),
-        (csr_with(|p| p.is_ca = IsCa::Ca(BasicConstraints::Constrained(1))), "asks for path length 1"),
-        (csr_with(|p| p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained)), "unlimited path length"),
-        (csr_with(|p| p.is_ca = IsCa::ExplicitNoCa), "non-CA certificate"),
+        (
+            csr_with(|p| p.is_ca = IsCa::Ca(BasicConstraints::Constrained(1))),
+            "asks for path length 1",
+        ),
+        (
+            csr_with(|p| p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained)),
+            "unlimited path length",
+        ),
+        (
+            csr_with(|p| p.is_ca = IsCa::ExplicitNoCa),
+            "non-CA certificate",
+        ),
         (
             csr_with(|p| p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth]),
             "asks for extended key usage serverAuth",
         ),
         (
-            csr_with(|p| p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::KeyEncipherment]),
+            csr_with(|p| {
+                p.key_usages = vec![
+                    KeyUsagePurpose::KeyCertSign,
+                    KeyUsagePurpose::KeyEncipherment,
+                ]
+            }),
             "asks for key usage keyEncipherment",
         ),
         (
-            csr_with(|p| p.custom_extensions = vec![CustomExtension::from_oid_content(&[1, 2, 3, 4], vec![5, 0])]),
+            csr_with(|p| {
+                p.custom_extensions =
+                    vec![CustomExtension::from_oid_content(&[1, 2, 3, 4], vec![5, 0])]
+            }),
             "asks for extension 1.2.3.4",
         ),
-        (include_str!("data/rsa1024.csr").to_owned(), "RSA key of 1024 bits is too weak"),
+        (
+            include_str!("data/rsa1024.csr").to_owned(),
+            "RSA key of 1024 bits is too weak",
+        ),
         (include_str!("data/ed25519.csr").to_owned(), "Ed25519"),
-        (include_str!("data/p521.csr").to_owned(), "curve 1.3.132.0.35"),
-        (include_str!("data/tools-certs.csr").to_owned(), "asks for the DNS name istiod.istio-system.svc"),
+        (
+            include_str!("data/p521.csr").to_owned(),
+            "curve 1.3.132.0.35",
+        ),
+        (
+            include_str!("data/tools-certs.csr").to_owned(),
+            "asks for the DNS name istiod.istio-system.svc",
+        ),
         ("garbage".to_owned(), "no PEM block"),
     ];
     for (csr, expected) in cases {
@@ -158,9 +216,17 @@ fn path_lengths_validate_under_an_intermediate_issuer() {
     let c = cacerts(&ca, "east", "east.example");
     let report = cacerts::inspect(&c.files(), now());
     assert!(report.is_ok(), "{:?}", report.problems);
-    assert_eq!(report.chain.len(), 3, "cluster CA, federation intermediate, enterprise root");
+    assert_eq!(
+        report.chain.len(),
+        3,
+        "cluster CA, federation intermediate, enterprise root"
+    );
     let leaf = c
-        .issue_workload_cert(&SpiffeId::parse("spiffe://east.example/ns/a/sa/b").unwrap(), Duration::from_secs(600), now())
+        .issue_workload_cert(
+            &SpiffeId::parse("spiffe://east.example/ns/a/sa/b").unwrap(),
+            Duration::from_secs(600),
+            now(),
+        )
         .unwrap();
     let roots = cert::parse_pem_certificates(c.root_cert.as_bytes(), "roots").unwrap();
     verify::verify_workload_chain(&leaf.chain, &roots, now()).unwrap();

@@ -1,6 +1,6 @@
 //! Helpers shared by the core's integration tests: certificates with exactly the defects a
 //! test needs, built with rcgen.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,7 +37,8 @@ pub fn request(cluster: &str, trust_domain: &str) -> ClusterCaRequest {
 /// Signs a fresh cluster CA under `ca`; returns the key and what was issued.
 pub fn issue(ca: &IssuingCa, cluster: &str, trust_domain: &str) -> (PrivateKey, IssuedCa) {
     let req = request(cluster, trust_domain);
-    let (key, csr) = generate_cluster_csr(&req.cluster, &req.trust_domain, KeyAlgorithm::EcdsaP256).unwrap();
+    let (key, csr) =
+        generate_cluster_csr(&req.cluster, &req.trust_domain, KeyAlgorithm::EcdsaP256).unwrap();
     let issued = SigningPolicy::default()
         .sign(ca, &CsrInfo::parse(csr.as_bytes()).unwrap(), &req, now())
         .unwrap();
@@ -108,7 +109,7 @@ impl Spec {
         p.distinguished_name = rcgen::DistinguishedName::new();
         p.distinguished_name.push(DnType::OrganizationName, "test");
         p.distinguished_name.push(DnType::CommonName, self.cn);
-        p.is_ca = self.is_ca.clone();
+        p.is_ca = self.is_ca;
         p.key_usages = self.key_usages.clone();
         p.extended_key_usages = self.eku.clone();
         p.not_before = self.not_before;
@@ -131,7 +132,12 @@ impl Spec {
     pub fn signed_by(&self, parent: &Made) -> Made {
         let key = KeyPair::generate().unwrap();
         let issuer = Issuer::from_ca_cert_der(&parent.der.as_slice().into(), &parent.key).unwrap();
-        let der = self.params().signed_by(&key, &issuer).unwrap().der().to_vec();
+        let der = self
+            .params()
+            .signed_by(&key, &issuer)
+            .unwrap()
+            .der()
+            .to_vec();
         Made { der, key }
     }
 }

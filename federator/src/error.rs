@@ -1,0 +1,47 @@
+//! The one error type of the hub, and how errors map to exit codes.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in a hub command. Messages are one line and say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line or its input files are wrong; the user must change them.
+    #[error("{0}")]
+    Usage(String),
+    /// Input rejected by the trust core (malformed PEM, weak key, refused CSR, ...).
+    #[error(transparent)]
+    Core(#[from] federator_core::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The command ran and found problems (for example `ca inspect`); already reported.
+    #[error("{0}")]
+    ProblemsFound(String),
+    /// Output could not be encoded.
+    #[error("cannot encode output: {0}")]
+    Encode(String),
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for usage and input errors, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Core(_) => 2,
+            Error::Io { .. } | Error::ProblemsFound(_) | Error::Encode(_) => 1,
+        }
+    }
+
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}
+
+/// Result alias for the hub.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
