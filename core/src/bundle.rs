@@ -320,7 +320,7 @@ mod tests {
             let r = ROOTS.get_or_init(|| roots(5));
             let names = [td("a.local"), td("b.local"), td("c.local")];
             let mut sorted = TrustBundle::new();
-            for i in 0..5 { sorted.add(&names[0], r[i].clone()).unwrap(); }
+            for root in r { sorted.add(&names[0], root.clone()).unwrap(); }
             let mut shuffled = TrustBundle::new();
             for (k, &i) in order.iter().enumerate() { shuffled.add(&names[domains[k]], r[i].clone()).unwrap(); }
             shuffled.add(&names[1], r[dup].clone()).unwrap();
