@@ -1,1 +1,46 @@
-//! placeholder
+//! Real multi-cluster Kubernetes control planes on one machine, for tests and demos.
+//!
+//! The testbed runs, on loopback only:
+//! - one `etcd` (`--unsafe-no-fsync`) shared by every simulated cluster, each cluster under its
+//!   own key prefix (`/registry-<cluster>`);
+//! - one real `kube-apiserver` per cluster, with its own serving CA and certificate, client CA,
+//!   RBAC authorization and service-account issuer and signing key, so TokenRequest and
+//!   TokenReview work and tokens of one cluster are rejected by another;
+//! - on demand, an OpenBao dev server (`bao server -dev`).
+//!
+//! There is no kubelet, scheduler, controller-manager or garbage collector: see
+//! `docs/testbed.md` for what that means for tests.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), testbed::Error> {
+//! use testbed::{Testbed, TestbedOptions};
+//! let tb = Testbed::start(TestbedOptions::clusters(3).with_bao()).await?;
+//! let client = tb.cluster("cluster-2")?.client().await?;
+//! # drop(client);
+//! # Ok(()) }
+//! ```
+//!
+//! Every child process runs in its own process group under a parent-death signal and is killed
+//! when its handle is dropped; see [`process`] for which mechanism covers which case.
+
+pub mod bao;
+pub mod binaries;
+pub mod cluster;
+mod error;
+mod etcd;
+pub mod http;
+pub mod kubeconfig;
+pub mod pki;
+pub mod process;
+pub mod state;
+mod testbed;
+
+pub use bao::Bao;
+pub use binaries::{
+    Binaries, ETCD_VERSION, KUBERNETES_VERSION, OPENBAO_VERSION, default_bin_dir,
+};
+pub use cluster::Cluster;
+pub use error::{Error, Result};
+pub use process::{Process, ProcessSpec};
+pub use state::State;
+pub use testbed::{Testbed, TestbedOptions};

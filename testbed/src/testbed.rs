@@ -1,0 +1,391 @@
+//! The whole testbed: etcd, the clusters, optionally OpenBao and any extra processes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::bao::Bao;
+use crate::binaries::Binaries;
+use crate::cluster::Cluster;
+use crate::etcd::{self, Etcd};
+use crate::process::Process;
+use crate::state::{self, BaoInfo, ClusterInfo, STATE_FILE, State};
+use crate::{Error, Result};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct TestbedOptions {
+    /// Cluster names (each gets `DIR/<name>/`).
+    pub clusters: Vec<String>,
+    /// Where files go. `None`: a temporary directory removed when the testbed is dropped
+    /// (kept if the environment variable `TESTBED_KEEP_DIR` is set, for post-mortems).
+    pub dir: Option<PathBuf>,
+    /// Also start an OpenBao dev server.
+    pub bao: bool,
+    /// Where the binaries are; `None`: [`crate::default_bin_dir`].
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl Default for TestbedOptions {
+    fn default() -> Self {
+        Self::clusters(1)
+    }
+}
+
+impl TestbedOptions {
+    /// `n` clusters named `cluster-1` .. `cluster-n`.
+    pub fn clusters(n: usize) -> Self {
+        Self::named((1..=n).map(|i| format!("cluster-{i}")))
+    }
+
+    /// Clusters with the given names.
+    pub fn named<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            clusters: names.into_iter().map(Into::into).collect(),
+            dir: None,
+            bao: false,
+            bin_dir: None,
+        }
+    }
+
+    /// Puts the files in `dir` (created if missing; must be empty or a stale testbed's).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Also starts OpenBao.
+    pub fn with_bao(mut self) -> Self {
+        self.bao = true;
+        self
+    }
+}
+
+/// A running testbed. Dropping it kills every process it started (see [`crate::process`]).
+pub struct Testbed {
+    dir: PathBuf,
+    temp: Option<tempfile::TempDir>,
+    binaries: Binaries,
+    etcd: Mutex<Option<Etcd>>,
+    etcd_url: Option<String>,
+    clusters: Vec<Cluster>,
+    bao: Mutex<Option<Bao>>,
+    extra: Mutex<Vec<Process>>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Testbed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Testbed")
+            .field("dir", &self.dir)
+            .field("clusters", &self.clusters)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here only swaps or pushes values: a panic cannot leave a
+    // half-updated value behind, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Testbed {
+    /// Starts etcd (if there is any cluster), every cluster in parallel and, if asked, OpenBao;
+    /// returns when every apiserver answers `/readyz` with `ok`.
+    pub async fn start(opts: TestbedOptions) -> Result<Self> {
+        let started = Instant::now();
+        let binaries = opts.bin_dir.clone().map(Binaries::in_dir).unwrap_or_else(Binaries::locate);
+        // Fail before touching anything if a binary is missing.
+        let apiserver = if opts.clusters.is_empty() {
+            None
+        } else {
+            Some((binaries.kube_apiserver()?, binaries.etcd()?))
+        };
+        if opts.bao {
+            binaries.bao()?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for name in &opts.clusters {
+            let valid = !name.is_empty()
+                && name.len() <= 63
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid || !seen.insert(name) {
+                return Err(Error::Dir(format!(
+                    "invalid or duplicate cluster name {name:?} (use lowercase letters, digits and '-')"
+                )));
+            }
+        }
+
+        let (dir, temp) = match &opts.dir {
+            Some(d) => {
+                prepare_dir(d).await?;
+                (std::fs::canonicalize(d).map_err(Error::io("resolve", d))?, None)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("testbed-")
+                    .tempdir()
+                    .map_err(Error::io("create", std::env::temp_dir()))?;
+                (t.path().to_owned(), Some(t))
+            }
+        };
+
+        let mut tb = Testbed {
+            dir: dir.clone(),
+            temp,
+            binaries,
+            etcd: Mutex::new(None),
+            etcd_url: None,
+            clusters: Vec::new(),
+            bao: Mutex::new(None),
+            extra: Mutex::new(Vec::new()),
+            state: Mutex::new(State::owned_by_me()),
+        };
+        // Mark the directory as ours before the first process starts.
+        tb.save_state()?;
+
+        if let Some((apiserver, etcd_bin)) = apiserver {
+            let etcd = etcd::start(&etcd_bin, &dir.join("etcd")).await?;
+            let url = etcd.url.clone();
+            tb.record(|s| {
+                s.etcd_url = Some(url.clone());
+                s.processes.push(state::record("etcd", etcd.process.pid(), &etcd_bin));
+            })?;
+            *lock(&tb.etcd) = Some(etcd);
+            tb.etcd_url = Some(url.clone());
+
+            let dirs: Vec<PathBuf> = opts.clusters.iter().map(|n| dir.join(n)).collect();
+            let starts = opts
+                .clusters
+                .iter()
+                .zip(&dirs)
+                .map(|(name, d)| Cluster::start(name, d, &apiserver, &url));
+            tb.clusters = futures::future::try_join_all(starts).await?;
+            let clusters = tb.clusters.clone();
+            tb.record(|s| {
+                for c in &clusters {
+                    s.clusters.push(ClusterInfo {
+                        name: c.name().to_owned(),
+                        server: c.server().to_owned(),
+                        kubeconfig: c.kubeconfig_path().to_owned(),
+                    });
+                    if let Some(pid) = c.pid() {
+                        s.processes
+                            .push(state::record(&format!("{}/kube-apiserver", c.name()), pid, &apiserver));
+                    }
+                }
+            })?;
+        }
+        if opts.bao {
+            tb.start_bao().await?;
+        }
+        tb.record(|s| s.ready = true)?;
+        tracing::info!(
+            dir = %tb.dir.display(),
+            clusters = tb.clusters.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "testbed ready"
+        );
+        Ok(tb)
+    }
+
+    /// The testbed's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The binaries it runs.
+    pub fn binaries(&self) -> &Binaries {
+        &self.binaries
+    }
+
+    /// Every cluster, in the order given.
+    pub fn clusters(&self) -> &[Cluster] {
+        &self.clusters
+    }
+
+    /// The cluster called `name`.
+    pub fn cluster(&self, name: &str) -> Result<&Cluster> {
+        self.clusters
+            .iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| Error::NoSuchCluster(name.to_owned()))
+    }
+
+    /// etcd's client URL, if any cluster runs.
+    pub fn etcd_url(&self) -> Option<&str> {
+        self.etcd_url.as_deref()
+    }
+
+    /// etcd's pid.
+    pub fn etcd_pid(&self) -> Option<u32> {
+        lock(&self.etcd).as_ref().map(|e| e.process.pid())
+    }
+
+    /// Starts OpenBao (once; later calls return the running one) and records it in the state.
+    pub async fn start_bao(&self) -> Result<Bao> {
+        if let Some(b) = lock(&self.bao).clone() {
+            return Ok(b);
+        }
+        let bin = self.binaries.bao()?;
+        let bao = Bao::start(&bin, &self.dir.join("bao")).await?;
+        let mut lost_race = None;
+        {
+            let mut slot = lock(&self.bao);
+            match slot.as_ref() {
+                // Another caller started one meanwhile: keep theirs.
+                Some(existing) => lost_race = Some(existing.clone()),
+                None => *slot = Some(bao.clone()),
+            }
+        }
+        if let Some(existing) = lost_race {
+            bao.kill();
+            return Ok(existing);
+        }
+        let pid = bao.pid();
+        let info = BaoInfo {
+            addr: bao.addr().to_owned(),
+            token_file: bao.dir().join("token"),
+        };
+        self.record(|s| {
+            s.bao = Some(info.clone());
+            if let Some(pid) = pid {
+                s.processes.push(state::record("bao", pid, &bin));
+            }
+        })?;
+        Ok(bao)
+    }
+
+    /// OpenBao, if started.
+    pub fn bao(&self) -> Result<Bao> {
+        lock(&self.bao).clone().ok_or(Error::NoBao)
+    }
+
+    /// Hands a process (e.g. istiod) to the testbed: it is recorded in the state file (so
+    /// `testbed down` finds it) and killed with the testbed. Returns its pid.
+    pub fn adopt(&self, process: Process) -> Result<u32> {
+        let pid = process.pid();
+        let info = state::record(process.name(), pid, &process.spec().program);
+        self.record(|s| s.processes.push(info.clone()))?;
+        lock(&self.extra).push(process);
+        Ok(pid)
+    }
+
+    /// A snapshot of the state file's content.
+    pub fn state(&self) -> State {
+        lock(&self.state).clone()
+    }
+
+    /// Keeps the directory after the testbed ends (for a temporary one) and returns it.
+    pub fn keep_dir(&mut self) -> PathBuf {
+        if let Some(t) = self.temp.take() {
+            let _ = t.keep();
+        }
+        self.dir.clone()
+    }
+
+    /// Stops everything: extra processes, OpenBao, apiservers (gracefully, in parallel), then
+    /// etcd, and removes the state file.
+    pub async fn down(self) {
+        let extra: Vec<Process> = std::mem::take(&mut *lock(&self.extra));
+        for mut p in extra {
+            p.terminate(Duration::from_secs(5)).await;
+        }
+        let bao = lock(&self.bao).take();
+        if let Some(b) = bao {
+            b.stop().await;
+        }
+        futures::future::join_all(self.clusters.iter().map(|c| c.stop())).await;
+        let etcd = lock(&self.etcd).take();
+        if let Some(mut e) = etcd {
+            e.process.terminate(Duration::from_secs(5)).await;
+        }
+        // Drop does the rest (state file, temporary directory).
+    }
+
+    fn record(&self, f: impl FnOnce(&mut State)) -> Result<()> {
+        let mut s = lock(&self.state);
+        f(&mut s);
+        s.write(&self.dir, STATE_FILE)
+    }
+
+    fn save_state(&self) -> Result<()> {
+        lock(&self.state).write(&self.dir, STATE_FILE)
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for p in lock(&self.extra).iter_mut() {
+            p.kill();
+        }
+        if let Some(b) = lock(&self.bao).take() {
+            b.kill();
+        }
+        // Handles may have been cloned by tests: kill through them so clones don't keep
+        // apiservers alive.
+        for c in &self.clusters {
+            c.kill();
+        }
+        if let Some(mut e) = lock(&self.etcd).take() {
+            e.process.kill();
+        }
+        // Remove the state file only if it is still ours.
+        if let Ok(Some(s)) = State::read(&self.dir, STATE_FILE)
+            && s.owner_pid == std::process::id()
+        {
+            let _ = std::fs::remove_file(self.dir.join(STATE_FILE));
+        }
+        if self.temp.is_some() && std::env::var_os("TESTBED_KEEP_DIR").is_some() {
+            self.keep_dir();
+            eprintln!("testbed: kept {}", self.dir.display());
+        }
+    }
+}
+
+/// Makes `dir` usable: creates it, or accepts an empty one, or cleans up after a testbed whose
+/// owner died. Refuses a directory in use or with foreign content.
+async fn prepare_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+    let shown = dir.display();
+    match State::read(dir, STATE_FILE)? {
+        Some(s) if s.owner_alive() && s.owner_pid != std::process::id() => Err(Error::Dir(format!(
+            "{shown} is in use by a running testbed (owner pid {}): use it as it is (`testbed status --dir {shown}`), \
+             or stop it first with `testbed down --dir {shown}`",
+            s.owner_pid
+        ))),
+        Some(s) => {
+            let killed = s.kill_all(Duration::from_secs(5)).await;
+            if !killed.is_empty() {
+                tracing::warn!(?killed, "killed leftovers of a previous testbed in {shown}");
+            }
+            // Start from scratch: old etcd data would bring back old objects.
+            let mut stale: Vec<PathBuf> = vec![dir.join("etcd"), dir.join("bao")];
+            stale.extend(s.clusters.iter().map(|c| dir.join(&c.name)));
+            for p in stale {
+                if p.exists() {
+                    std::fs::remove_dir_all(&p).map_err(Error::io("remove", &p))?;
+                }
+            }
+            Ok(())
+        }
+        None => {
+            let foreign = std::fs::read_dir(dir)
+                .map_err(Error::io("read", dir))?
+                .filter_map(|e| e.ok())
+                // `testbed up --detach` writes its log before the testbed starts.
+                .any(|e| e.file_name() != "testbed.log");
+            if foreign {
+                Err(Error::Dir(format!(
+                    "{shown} is not empty and holds no testbed state: choose a new or empty directory"
+                )))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
