@@ -1,0 +1,211 @@
+//! Resources in the hub cluster (namespace `federator-system`).
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::condition::Condition;
+
+/// Federation-wide settings and status. One object, named `default`.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "federator.io",
+    version = "v1alpha1",
+    kind = "Federation",
+    namespaced,
+    status = "FederationStatus",
+    shortname = "fed",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Federation-wide settings: the root backend, cluster CA lifetime and renewal point.",
+    printcolumn(name = "Root", type_ = "string", json_path = ".spec.root.type"),
+    printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
+    printcolumn(
+        name = "Bundle",
+        type_ = "integer",
+        json_path = ".status.bundleGeneration"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FederationSpec {
+    /// Where the roots live and who signs cluster CAs.
+    pub root: RootBackend,
+    /// Lifetime of each cluster CA, as a Go duration (e.g. `720h`).
+    pub cluster_ca_ttl: String,
+    /// Renew a cluster CA when this percentage of its lifetime has passed (1-99).
+    pub renew_at_percent: u8,
+    /// Key algorithm agents use for cluster CA keys (`ecdsa-p256`, `ecdsa-p384`, `rsa-2048`...).
+    pub key_algorithm: String,
+}
+
+/// The root backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RootBackend {
+    /// `local` (a root per trust domain, generated and kept in a hub Secret), `import` (one
+    /// existing CA kept in a hub Secret) or `vault` (Vault/OpenBao PKI; the key never leaves it).
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Vault settings when `type` is `vault`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultBackend>,
+}
+
+/// Vault / OpenBao settings. Secrets are never stored here: only references to them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultBackend {
+    /// Address, e.g. `https://vault.example:8200`.
+    pub address: String,
+    /// PKI mount path, e.g. `pki`.
+    pub mount: String,
+    /// Issuer reference for issuer-scoped signing (empty: the mount's default issuer).
+    #[serde(default)]
+    pub issuer: String,
+    /// Vault Enterprise namespace.
+    #[serde(default)]
+    pub namespace: String,
+    /// `token`, `approle` or `kubernetes`.
+    pub auth: String,
+    /// Auth mount path (default: the auth method's name).
+    #[serde(default)]
+    pub auth_mount: String,
+    /// Role for `approle` (role ID is in the credential Secret) or `kubernetes` auth.
+    #[serde(default)]
+    pub role: String,
+    /// Hub Secret holding the credential (`token`, or `role-id` + `secret-id`).
+    #[serde(default)]
+    pub credential_secret: String,
+    /// CA bundle (PEM) to trust for the Vault TLS endpoint.
+    #[serde(default)]
+    pub ca_pem: String,
+}
+
+/// Federation status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FederationStatus {
+    /// Conditions.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The roots in the bundle.
+    #[serde(default)]
+    pub roots: Vec<RootStatus>,
+    /// A stable digest of the current trust bundle.
+    #[serde(default)]
+    pub bundle_digest: String,
+    /// Increases every time the bundle changes.
+    #[serde(default)]
+    pub bundle_generation: i64,
+    /// Number of member clusters.
+    #[serde(default)]
+    pub members: i64,
+}
+
+/// One root of the bundle.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RootStatus {
+    /// Trust domain the root serves.
+    pub trust_domain: String,
+    /// SHA-256 fingerprint.
+    pub sha256: String,
+    /// Subject.
+    pub subject: String,
+    /// NotAfter (RFC 3339).
+    pub not_after: String,
+}
+
+/// A member cluster, as the hub knows it.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "federator.io",
+    version = "v1alpha1",
+    kind = "MemberCluster",
+    namespaced,
+    status = "MemberClusterStatus",
+    shortname = "member",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A member cluster: its trust domain, network, and the hub's credential for it.",
+    printcolumn(
+        name = "Trust Domain",
+        type_ = "string",
+        json_path = ".spec.trustDomain"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "CA Serial",
+        type_ = "string",
+        json_path = ".status.caSerial",
+        priority = 1
+    ),
+    printcolumn(
+        name = "CA Expires",
+        type_ = "string",
+        json_path = ".status.caNotAfter"
+    ),
+    printcolumn(
+        name = "Bundle",
+        type_ = "integer",
+        json_path = ".status.bundleGenerationAcknowledged"
+    ),
+    printcolumn(name = "Istiod", type_ = "string", json_path = ".status.istiod"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberClusterSpec {
+    /// SPIFFE trust domain of the cluster's mesh.
+    pub trust_domain: String,
+    /// Istio network name (informational; used for multi-network meshes).
+    #[serde(default)]
+    pub network: String,
+    /// Hub Secret holding the least-privilege kubeconfig for this member.
+    pub credential_secret: String,
+    /// API server URL of the member (informational).
+    #[serde(default)]
+    pub server: String,
+    /// `in-cluster` (the agent runs as a Deployment) or `external`.
+    #[serde(default)]
+    pub agent_mode: String,
+}
+
+/// What the hub last learnt about a member.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberClusterStatus {
+    /// Conditions: `Reachable`, `Issued`, `Installed`, `BundleAcknowledged`, `Ready`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Serial of the installed cluster CA.
+    #[serde(default)]
+    pub ca_serial: String,
+    /// NotAfter of the installed cluster CA (RFC 3339).
+    #[serde(default)]
+    pub ca_not_after: String,
+    /// Bundle generation the agent installed.
+    #[serde(default)]
+    pub bundle_generation_acknowledged: i64,
+    /// istiod's state as the agent reports it.
+    #[serde(default)]
+    pub istiod: String,
+    /// Last time the hub reached the member (RFC 3339).
+    #[serde(default)]
+    pub last_contact: String,
+    /// Current problems, each a sentence.
+    #[serde(default)]
+    pub problems: Vec<String>,
+}

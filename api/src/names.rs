@@ -1,0 +1,52 @@
+//! Well-known names. Both sides use these constants, so they always agree.
+
+/// Namespace of federator's objects, in the hub and in every member.
+pub const NAMESPACE: &str = "federator-system";
+/// Name of the single `ClusterTrust` object in a member.
+pub const CLUSTER_TRUST: &str = "local";
+/// Name of the single `Federation` object in the hub.
+pub const FEDERATION: &str = "default";
+/// ServiceAccount of the agent in a member.
+pub const AGENT_SERVICE_ACCOUNT: &str = "federator-agent";
+/// ServiceAccount of the hub's identity in a member.
+pub const HUB_SERVICE_ACCOUNT: &str = "federator-hub";
+/// Deployment of the agent in a member.
+pub const AGENT_DEPLOYMENT: &str = "federator-agent";
+/// Secret in a member holding the agent's pending key and CSR (the hub cannot read it).
+pub const AGENT_KEY_SECRET: &str = "federator-cluster-ca";
+/// Secret in the hub holding the local or imported root material.
+pub const ROOTS_SECRET: &str = "federator-roots";
+/// Prefix of the Secret in the hub holding a member's credential (`<prefix><cluster>`).
+pub const MEMBER_CREDENTIAL_PREFIX: &str = "federator-member-";
+/// Key of the kubeconfig in a member credential Secret.
+pub const KUBECONFIG_KEY: &str = "kubeconfig";
+/// Lease used for leader election among hub replicas.
+pub const LEADER_LEASE: &str = "federator-leader";
+
+/// Istio's namespace.
+pub const ISTIO_NAMESPACE: &str = "istio-system";
+/// Istio's plug-in CA Secret.
+pub const CACERTS_SECRET: &str = "cacerts";
+/// Istio's mesh config ConfigMap, and its key.
+pub const ISTIO_CONFIGMAP: &str = "istio";
+/// Key of the mesh config in the `istio` ConfigMap.
+pub const MESH_KEY: &str = "mesh";
+/// istiod's Deployment.
+pub const ISTIOD_DEPLOYMENT: &str = "istiod";
+/// Pod template annotation the agent bumps to make the Deployment controller restart istiod
+/// (the same mechanism as `kubectl rollout restart`).
+pub const RESTARTED_AT_ANNOTATION: &str = "federator.io/restartedAt";
+/// Annotation on the `istio` ConfigMap listing the `caCertificates` entries the agent manages.
+pub const MANAGED_CA_CERTIFICATES_ANNOTATION: &str = "federator.io/managed-ca-certificates";
+
+/// Server-side apply field manager of the hub.
+pub const HUB_FIELD_MANAGER: &str = "federator";
+/// Server-side apply field manager of the agent.
+pub const AGENT_FIELD_MANAGER: &str = "cluster-agent";
+/// Label set on every object federator creates.
+pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "federator");
+
+/// Name of the hub Secret holding a member's credential.
+pub fn member_credential_secret(cluster: &str) -> String {
+    format!("{MEMBER_CREDENTIAL_PREFIX}{cluster}")
+}

@@ -1,0 +1,126 @@
+//! The permissions each side gets in a member cluster. `federator join` installs exactly these;
+//! keeping them next to the API types keeps the agent's needs and the installer in step.
+
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role};
+use kube::api::ObjectMeta;
+
+use crate::names;
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str], names: &[&str]) -> PolicyRule {
+    let v = |xs: &[&str]| xs.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    PolicyRule {
+        api_groups: Some(v(groups)),
+        resources: Some(v(resources)),
+        verbs: v(verbs),
+        resource_names: if names.is_empty() {
+            None
+        } else {
+            Some(v(names))
+        },
+        non_resource_urls: None,
+    }
+}
+
+fn role(name: &str, namespace: &str, rules: Vec<PolicyRule>) -> Role {
+    Role {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(
+                [(
+                    names::MANAGED_BY_LABEL.0.to_owned(),
+                    names::MANAGED_BY_LABEL.1.to_owned(),
+                )]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        },
+        rules: Some(rules),
+    }
+}
+
+/// The hub's Role in the member's `federator-system`: read the exchange object and write its
+/// spec, renew (and on leave, revoke) its own token. Nothing else: in particular no Secret.
+pub fn hub_role() -> Role {
+    role(
+        names::HUB_SERVICE_ACCOUNT,
+        names::NAMESPACE,
+        vec![
+            rule(
+                &[crate::GROUP],
+                &["clustertrusts"],
+                &["get", "list", "watch", "patch", "update"],
+                &[],
+            ),
+            rule(
+                &[""],
+                &["serviceaccounts/token"],
+                &["create"],
+                &[names::HUB_SERVICE_ACCOUNT],
+            ),
+            // So that `federator leave` can revoke the hub's own credential.
+            rule(
+                &[""],
+                &["serviceaccounts"],
+                &["delete"],
+                &[names::HUB_SERVICE_ACCOUNT],
+            ),
+        ],
+    )
+}
+
+/// The agent's Roles: in `federator-system`, the exchange object's status and its own key
+/// Secret; in `istio-system`, the `cacerts` Secret, the `istio` ConfigMap and the istiod
+/// Deployment (to request a restart).
+pub fn agent_roles() -> Vec<Role> {
+    vec![
+        role(
+            names::AGENT_SERVICE_ACCOUNT,
+            names::NAMESPACE,
+            vec![
+                rule(
+                    &[crate::GROUP],
+                    &["clustertrusts"],
+                    &["get", "list", "watch"],
+                    &[],
+                ),
+                rule(
+                    &[crate::GROUP],
+                    &["clustertrusts/status"],
+                    &["get", "patch", "update"],
+                    &[],
+                ),
+                rule(
+                    &[""],
+                    &["secrets"],
+                    &["get", "list", "watch", "create", "patch", "update"],
+                    &[],
+                ),
+            ],
+        ),
+        role(
+            names::AGENT_SERVICE_ACCOUNT,
+            names::ISTIO_NAMESPACE,
+            vec![
+                rule(
+                    &[""],
+                    &["secrets"],
+                    &["get", "list", "watch", "create", "patch", "update"],
+                    &[],
+                ),
+                rule(
+                    &[""],
+                    &["configmaps"],
+                    &["get", "list", "watch", "patch", "update"],
+                    &[],
+                ),
+                rule(
+                    &["apps"],
+                    &["deployments"],
+                    &["get", "list", "watch", "patch"],
+                    &[],
+                ),
+            ],
+        ),
+    ]
+}
