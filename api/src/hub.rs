@@ -1,5 +1,8 @@
 //! Resources in the hub cluster (namespace `federator-system`).
 
+// kube-derive takes one `printcolumn(...)` per column; clippy reads their keys as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,8 @@
 //! The exchange object in each member cluster.
 
+// kube-derive takes one `printcolumn(...)` per column; clippy reads their keys as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
