@@ -78,6 +78,12 @@ pub struct CsrInfo {
 }
 
 impl CsrInfo {
+    /// SHA-256 of the CSR's DER, lowercase hex: how hub and agent name a CSR.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(&self.der))
+    }
+
     /// Parses a PEM (`CERTIFICATE REQUEST`) or DER CSR, verifies its self-signature and
     /// classifies its key. Refuses a bad signature, an unsupported algorithm and weak keys.
     pub fn parse(input: &[u8]) -> Result<Self> {
