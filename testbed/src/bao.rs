@@ -34,7 +34,9 @@ struct Inner {
 
 impl std::fmt::Debug for Bao {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bao").field("addr", &self.inner.addr).finish_non_exhaustive()
+        f.debug_struct("Bao")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -44,8 +46,9 @@ fn random_token() -> Result<String> {
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut buf))
         .map_err(Error::io("read", path))?;
+    // Custom root token ids may not contain '.' (OpenBao answers "invalid request").
     Ok(format!(
-        "tb.{}",
+        "testbed-{}",
         buf.iter().map(|b| format!("{b:02x}")).collect::<String>()
     ))
 }
@@ -156,7 +159,13 @@ impl Bao {
 
     /// `POST /v1/<path>` with the root token and a JSON body.
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> Result<http::Response> {
-        http::post(self.host_port(), &format!("/v1/{path}"), Some(self.token()), body).await
+        http::post(
+            self.host_port(),
+            &format!("/v1/{path}"),
+            Some(self.token()),
+            body,
+        )
+        .await
     }
 
     /// Stops the server (its in-memory state is lost).
@@ -173,11 +182,12 @@ impl Bao {
             return Ok(());
         }
         let hp = self.inner.host_port.clone();
-        let p = process::spawn_until_ready(self.inner.spec.clone(), Duration::from_secs(60), || {
-            let hp = hp.clone();
-            async move { healthy(&hp).await }
-        })
-        .await?;
+        let p =
+            process::spawn_until_ready(self.inner.spec.clone(), Duration::from_secs(60), || {
+                let hp = hp.clone();
+                async move { healthy(&hp).await }
+            })
+            .await?;
         *self.lock() = Some(p);
         Ok(())
     }

@@ -24,7 +24,9 @@ pub fn default_bin_dir() -> PathBuf {
     let cache = std::env::var_os("FEDERATOR_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/"));
             home.join(".cache").join("federator")
         });
     cache.join("bin")
@@ -50,7 +52,10 @@ impl Binaries {
 
     /// `kube-apiserver`, or an error telling to run tools/build.sh.
     pub fn kube_apiserver(&self) -> Result<PathBuf> {
-        self.find("kube-apiserver", &format!("kube-apiserver-v{KUBERNETES_VERSION}"))
+        self.find(
+            "kube-apiserver",
+            &format!("kube-apiserver-v{KUBERNETES_VERSION}"),
+        )
     }
 
     /// `etcd`, or an error telling to run tools/build.sh.

@@ -63,7 +63,12 @@ pub fn issuer_for(name: &str) -> String {
 impl Cluster {
     /// Generates the cluster's PKI under `dir` and starts its apiserver against etcd `etcd_url`,
     /// retrying on another port if the chosen one was taken meanwhile.
-    pub(crate) async fn start(name: &str, dir: &Path, apiserver: &Path, etcd_url: &str) -> Result<Self> {
+    pub(crate) async fn start(
+        name: &str,
+        dir: &Path,
+        apiserver: &Path,
+        etcd_url: &str,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
         let serving_ca = Ca::new(&format!("{name} serving CA"))?;
         let client_ca = Ca::new(&format!("{name} client CA"))?;
@@ -95,7 +100,12 @@ impl Cluster {
         for attempt in 1..=ATTEMPTS {
             let port = process::pick_port()?;
             let server = format!("https://127.0.0.1:{port}");
-            let spec = ProcessSpec::new(format!("{name}/kube-apiserver"), apiserver, f("kube-apiserver.log")).args([
+            let spec = ProcessSpec::new(
+                format!("{name}/kube-apiserver"),
+                apiserver,
+                f("kube-apiserver.log"),
+            )
+            .args([
                 format!("--etcd-servers={etcd_url}"),
                 format!("--etcd-prefix=/registry-{name}"),
                 "--bind-address=127.0.0.1".to_owned(),
@@ -109,7 +119,10 @@ impl Cluster {
                 format!("--service-account-issuer={issuer}"),
                 format!("--api-audiences={issuer}"),
                 format!("--service-account-key-file={}", f("sa.pub").display()),
-                format!("--service-account-signing-key-file={}", f("sa.key").display()),
+                format!(
+                    "--service-account-signing-key-file={}",
+                    f("sa.key").display()
+                ),
                 format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
                 // No controller-manager creates the `default` ServiceAccounts this plugin demands.
                 "--disable-admission-plugins=ServiceAccount".to_owned(),
@@ -119,7 +132,9 @@ impl Cluster {
             ]);
             kubeconfig::write(&kubeconfig, name, &server, &ca_pem, "admin", &admin_creds)?;
             let client = client_from_file(&kubeconfig).await?;
-            match process::spawn_until_ready(spec.clone(), READY_TIMEOUT, || readyz(client.clone())).await {
+            match process::spawn_until_ready(spec.clone(), READY_TIMEOUT, || readyz(client.clone()))
+                .await
+            {
                 Ok(p) => {
                     return Ok(Self {
                         inner: Arc::new(Inner {
@@ -138,7 +153,12 @@ impl Cluster {
                     });
                 }
                 Err(e) if process::is_port_conflict(&e) => {
-                    tracing::info!(cluster = name, attempt, port, "apiserver port taken, picking another");
+                    tracing::info!(
+                        cluster = name,
+                        attempt,
+                        port,
+                        "apiserver port taken, picking another"
+                    );
                 }
                 Err(e) => return Err(e),
             }
@@ -242,7 +262,12 @@ impl Cluster {
     }
 
     /// Writes a kubeconfig (mode 0600) for a client certificate of `user`/`groups` to `path`.
-    pub fn write_kubeconfig_for_user(&self, user: &str, groups: &[&str], path: &Path) -> Result<()> {
+    pub fn write_kubeconfig_for_user(
+        &self,
+        user: &str,
+        groups: &[&str],
+        path: &Path,
+    ) -> Result<()> {
         pki::write_private(path, &self.kubeconfig_for_user(user, groups)?)
     }
 
@@ -279,10 +304,14 @@ impl Cluster {
             }),
             ..Default::default()
         };
-        let resp = api.create_token_request(name, &PostParams::default(), &req).await?;
-        resp.status
-            .and_then(|s| s.token)
-            .ok_or_else(|| Error::Api(format!("TokenRequest for {namespace}/{name} returned no token")))
+        let resp = api
+            .create_token_request(name, &PostParams::default(), &req)
+            .await?;
+        resp.status.and_then(|s| s.token).ok_or_else(|| {
+            Error::Api(format!(
+                "TokenRequest for {namespace}/{name} returned no token"
+            ))
+        })
     }
 
     /// Stops the apiserver (SIGTERM, SIGKILL after 10 s): the cluster becomes unreachable.
@@ -301,7 +330,10 @@ impl Cluster {
             return Ok(());
         }
         let client = self.client().await?;
-        let p = process::spawn_until_ready(self.inner.spec.clone(), READY_TIMEOUT, || readyz(client.clone())).await?;
+        let p = process::spawn_until_ready(self.inner.spec.clone(), READY_TIMEOUT, || {
+            readyz(client.clone())
+        })
+        .await?;
         *self.lock() = Some(p);
         tracing::info!(cluster = self.name(), "apiserver started again");
         Ok(())

@@ -13,7 +13,9 @@ pub enum Error {
     MissingBinary { name: &'static str, path: PathBuf },
 
     /// `setpriv` (util-linux), used to give children a parent-death signal, is missing.
-    #[error("setpriv not found in PATH: install util-linux (it sets the children's parent-death signal)")]
+    #[error(
+        "setpriv not found in PATH: install util-linux (it sets the children's parent-death signal)"
+    )]
     MissingSetpriv,
 
     /// A file-system operation failed.
@@ -64,7 +66,9 @@ pub enum Error {
     NoSuchCluster(String),
 
     /// OpenBao was not started for this testbed.
-    #[error("OpenBao is not running in this testbed: start it with `bao: true` or Testbed::start_bao")]
+    #[error(
+        "OpenBao is not running in this testbed: start it with `bao: true` or Testbed::start_bao"
+    )]
     NoBao,
 
     /// Certificate or key generation failed.
@@ -101,7 +105,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Wraps an I/O error with what was being done and to which path.
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io {
             action,

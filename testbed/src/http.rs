@@ -81,7 +81,12 @@ pub async fn get(addr: &str, path: &str, token: Option<&str>) -> Result<Response
 }
 
 /// POST a JSON body with an optional OpenBao/Vault token.
-pub async fn post(addr: &str, path: &str, token: Option<&str>, body: &serde_json::Value) -> Result<Response> {
+pub async fn post(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<Response> {
     let headers: Vec<(&str, &str)> = token.map(|t| ("X-Vault-Token", t)).into_iter().collect();
     request("POST", addr, path, &headers, Some(&body.to_string())).await
 }
@@ -89,7 +94,13 @@ pub async fn post(addr: &str, path: &str, token: Option<&str>, body: &serde_json
 fn parse(raw: &[u8]) -> Option<Response> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
-    let status = head.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let status = head
+        .lines()
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     let body = String::from_utf8_lossy(&raw[split + 4..]).into_owned();
     Some(Response { status, body })
 }

@@ -30,7 +30,13 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// Renders a kubeconfig whose cluster and context are both named `name`.
-pub fn render(name: &str, server: &str, ca_pem: &str, user: &str, creds: &Credentials) -> Result<String> {
+pub fn render(
+    name: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    creds: &Credentials,
+) -> Result<String> {
     let user_entry = match creds {
         Credentials::Token(t) => UserEntry {
             token: Some(t.clone()),
@@ -77,7 +83,14 @@ pub fn render(name: &str, server: &str, ca_pem: &str, user: &str, creds: &Creden
 }
 
 /// Writes a kubeconfig (mode 0600: it holds credentials).
-pub fn write(path: &Path, name: &str, server: &str, ca_pem: &str, user: &str, creds: &Credentials) -> Result<()> {
+pub fn write(
+    path: &Path,
+    name: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    creds: &Credentials,
+) -> Result<()> {
     let yaml = render(name, server, ca_pem, user, creds)?;
     crate::pki::write_private(path, &yaml)
 }
@@ -135,7 +148,11 @@ fn b64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -154,16 +171,32 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(b64(i.as_bytes()), o);
         }
     }
 
     #[test]
     fn kube_parses_it() {
-        let yaml = render("c1", "https://127.0.0.1:1234", "CA", "admin", &Credentials::Token("t".into())).unwrap();
+        let yaml = render(
+            "c1",
+            "https://127.0.0.1:1234",
+            "CA",
+            "admin",
+            &Credentials::Token("t".into()),
+        )
+        .unwrap();
         let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
         assert_eq!(kc.current_context.as_deref(), Some("c1"));
-        assert_eq!(kc.clusters[0].cluster.as_ref().unwrap().server.as_deref(), Some("https://127.0.0.1:1234"));
+        assert_eq!(
+            kc.clusters[0].cluster.as_ref().unwrap().server.as_deref(),
+            Some("https://127.0.0.1:1234")
+        );
     }
 }

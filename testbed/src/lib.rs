@@ -36,9 +36,7 @@ pub mod state;
 mod testbed;
 
 pub use bao::Bao;
-pub use binaries::{
-    Binaries, ETCD_VERSION, KUBERNETES_VERSION, OPENBAO_VERSION, default_bin_dir,
-};
+pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION, OPENBAO_VERSION, default_bin_dir};
 pub use cluster::Cluster;
 pub use error::{Error, Result};
 pub use process::{Process, ProcessSpec};

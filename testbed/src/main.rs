@@ -21,7 +21,11 @@ use testbed::state::{BAO_STATE_FILE, BaoInfo, STATE_FILE, State};
 use testbed::{Bao, Binaries, Testbed, TestbedOptions};
 
 #[derive(Parser)]
-#[command(name = "testbed", about = "Real multi-cluster Kubernetes control planes on loopback", version)]
+#[command(
+    name = "testbed",
+    about = "Real multi-cluster Kubernetes control planes on loopback",
+    version
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -82,7 +86,9 @@ struct UpArgs {
 impl UpArgs {
     fn names(&self) -> Vec<String> {
         if self.names.is_empty() {
-            (1..=self.clusters).map(|i| format!("cluster-{i}")).collect()
+            (1..=self.clusters)
+                .map(|i| format!("cluster-{i}"))
+                .collect()
         } else {
             self.names.clone()
         }
@@ -104,7 +110,11 @@ async fn main() -> std::process::ExitCode {
         Cmd::Up(args) => up(args).await,
         Cmd::Status { dir, json } => status(&dir, json).await,
         Cmd::Down { dir } => down(&dir).await,
-        Cmd::Bao { dir, detach, bin_dir } => bao(&dir, detach, bin_dir).await,
+        Cmd::Bao {
+            dir,
+            detach,
+            bin_dir,
+        } => bao(&dir, detach, bin_dir).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -122,8 +132,14 @@ async fn up(args: UpArgs) -> Result<()> {
     {
         let running: Vec<&str> = s.clusters.iter().map(|c| c.name.as_str()).collect();
         let wanted = args.names();
-        if running == wanted.iter().map(String::as_str).collect::<Vec<_>>() && (!args.bao || s.bao.is_some()) {
-            println!("reusing the testbed already running in {} (owner pid {})", dir.display(), s.owner_pid);
+        if running == wanted.iter().map(String::as_str).collect::<Vec<_>>()
+            && (!args.bao || s.bao.is_some())
+        {
+            println!(
+                "reusing the testbed already running in {} (owner pid {})",
+                dir.display(),
+                s.owner_pid
+            );
             print_summary(&s);
             return Ok(());
         }
@@ -140,7 +156,11 @@ async fn up(args: UpArgs) -> Result<()> {
     if args.detach {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.arg("up").arg("--dir").arg(dir).arg("--names").arg(args.names().join(","));
+        cmd.arg("up")
+            .arg("--dir")
+            .arg(dir)
+            .arg("--names")
+            .arg(args.names().join(","));
         if args.bao {
             cmd.arg("--bao");
         }
@@ -176,7 +196,11 @@ async fn bao(dir: &Path, detach: bool, bin_dir: Option<PathBuf>) -> Result<()> {
             && s.owner_alive()
             && s.bao.is_some()
         {
-            println!("OpenBao already runs for {} (owner pid {})", dir.display(), s.owner_pid);
+            println!(
+                "OpenBao already runs for {} (owner pid {})",
+                dir.display(),
+                s.owner_pid
+            );
             print_summary(&s);
             return Ok(());
         }
@@ -189,11 +213,14 @@ async fn bao(dir: &Path, detach: bool, bin_dir: Option<PathBuf>) -> Result<()> {
         if let Some(b) = &bin_dir {
             cmd.arg("--bin-dir").arg(b);
         }
-        let state = detach_and_wait(cmd, &bao_dir.join("bao-owner.log"), dir, BAO_STATE_FILE).await?;
+        let state =
+            detach_and_wait(cmd, &bao_dir.join("bao-owner.log"), dir, BAO_STATE_FILE).await?;
         print_summary(&state);
         return Ok(());
     }
-    let binaries = bin_dir.map(Binaries::in_dir).unwrap_or_else(Binaries::locate);
+    let binaries = bin_dir
+        .map(Binaries::in_dir)
+        .unwrap_or_else(Binaries::locate);
     let bin = binaries.bao()?;
     let bao = Bao::start(&bin, &bao_dir).await?;
     let mut state = State::owned_by_me();
@@ -219,7 +246,12 @@ async fn bao(dir: &Path, detach: bool, bin_dir: Option<PathBuf>) -> Result<()> {
 
 /// Runs `cmd` in its own session-less process group, in the background, logging to `log`,
 /// and waits until it wrote a ready state file.
-async fn detach_and_wait(mut cmd: Command, log: &Path, dir: &Path, state_file: &str) -> Result<State> {
+async fn detach_and_wait(
+    mut cmd: Command,
+    log: &Path,
+    dir: &Path,
+    state_file: &str,
+) -> Result<State> {
     use std::os::unix::process::CommandExt;
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -246,11 +278,17 @@ async fn detach_and_wait(mut cmd: Command, log: &Path, dir: &Path, state_file: &
             && s.owner_pid == pid
             && s.ready
         {
-            println!("running in the background (owner pid {pid}, log {})", log.display());
+            println!(
+                "running in the background (owner pid {pid}, log {})",
+                log.display()
+            );
             return Ok(s);
         }
         if Instant::now() > deadline {
-            bail!("the background testbed is not ready after 600s; see {}", log.display());
+            bail!(
+                "the background testbed is not ready after 600s; see {}",
+                log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -273,7 +311,12 @@ async fn wait_for_signal() -> Result<()> {
 
 fn print_summary(s: &State) {
     for c in &s.clusters {
-        println!("{}\t{}\tKUBECONFIG={}", c.name, c.server, c.kubeconfig.display());
+        println!(
+            "{}\t{}\tKUBECONFIG={}",
+            c.name,
+            c.server,
+            c.kubeconfig.display()
+        );
     }
     if let Some(b) = &s.bao {
         println!("bao\t{}\ttoken file {}", b.addr, b.token_file.display());
@@ -283,23 +326,36 @@ fn print_summary(s: &State) {
 async fn status(dir: &Path, json: bool) -> Result<()> {
     let mut any = false;
     for file in [STATE_FILE, BAO_STATE_FILE] {
-        let Some(s) = State::read(dir, file)? else { continue };
+        let Some(s) = State::read(dir, file)? else {
+            continue;
+        };
         any = true;
         if json {
             println!("{}", serde_json::to_string_pretty(&s)?);
             continue;
         }
-        let owner = if s.owner_alive() { "running" } else { "DEAD (run `testbed down` to clean up)" };
-        println!("{}: owner pid {} {owner}", dir.join(file).display(), s.owner_pid);
+        let owner = if s.owner_alive() {
+            "running"
+        } else {
+            "DEAD (run `testbed down` to clean up)"
+        };
+        println!(
+            "{}: owner pid {} {owner}",
+            dir.join(file).display(),
+            s.owner_pid
+        );
         if let Some(url) = &s.etcd_url {
             println!("etcd\t{url}");
         }
         for c in &s.clusters {
             let ready = match testbed::cluster::client_from_file(&c.kubeconfig).await {
                 Ok(client) => {
-                    if tokio::time::timeout(Duration::from_secs(5), testbed::cluster::readyz(client))
-                        .await
-                        .unwrap_or(false)
+                    if tokio::time::timeout(
+                        Duration::from_secs(5),
+                        testbed::cluster::readyz(client),
+                    )
+                    .await
+                    .unwrap_or(false)
                     {
                         "ready"
                     } else {
@@ -308,7 +364,12 @@ async fn status(dir: &Path, json: bool) -> Result<()> {
                 }
                 Err(_) => "NO KUBECONFIG",
             };
-            println!("{}\t{}\t{ready}\tKUBECONFIG={}", c.name, c.server, c.kubeconfig.display());
+            println!(
+                "{}\t{}\t{ready}\tKUBECONFIG={}",
+                c.name,
+                c.server,
+                c.kubeconfig.display()
+            );
         }
         if let Some(b) = &s.bao {
             let host = b.addr.trim_start_matches("http://");
@@ -317,7 +378,11 @@ async fn status(dir: &Path, json: bool) -> Result<()> {
                 Ok(r) => format!("status {}", r.status),
                 Err(_) => "NOT REACHABLE".to_owned(),
             };
-            println!("bao\t{}\t{health}\ttoken file {}", b.addr, b.token_file.display());
+            println!(
+                "bao\t{}\t{health}\ttoken file {}",
+                b.addr,
+                b.token_file.display()
+            );
         }
         for p in &s.processes {
             let alive = if p.is_alive() { "alive" } else { "gone" };
@@ -337,11 +402,16 @@ async fn status(dir: &Path, json: bool) -> Result<()> {
 async fn down(dir: &Path) -> Result<()> {
     let mut any = false;
     for file in [BAO_STATE_FILE, STATE_FILE] {
-        let Some(s) = State::read(dir, file)? else { continue };
+        let Some(s) = State::read(dir, file)? else {
+            continue;
+        };
         any = true;
         if s.owner_alive() && s.owner_pid != std::process::id() {
             // The owner stops its children in order and removes its state file.
-            if let Some(pid) = i32::try_from(s.owner_pid).ok().and_then(rustix::process::Pid::from_raw) {
+            if let Some(pid) = i32::try_from(s.owner_pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             }
             let deadline = Instant::now() + Duration::from_secs(30);

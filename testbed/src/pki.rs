@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
 use crate::{Error, Result};
@@ -27,7 +27,9 @@ pub struct CertAndKey {
 
 impl std::fmt::Debug for CertAndKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertAndKey").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+        f.debug_struct("CertAndKey")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -39,7 +41,9 @@ pub struct Ca {
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca").field("cert_pem", &self.issuer.pem()).finish_non_exhaustive()
+        f.debug_struct("Ca")
+            .field("cert_pem", &self.issuer.pem())
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,7 +60,8 @@ impl Ca {
         let key_pem = key.serialize_pem();
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name.push(DnType::OrganizationName, "federator testbed");
+        p.distinguished_name
+            .push(DnType::OrganizationName, "federator testbed");
         p.distinguished_name.push(DnType::CommonName, common_name);
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.key_usages = vec![
@@ -140,7 +145,8 @@ pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(Error::io("chmod", path))?;
-    f.write_all(contents.as_bytes()).map_err(Error::io("write", path))
+    f.write_all(contents.as_bytes())
+        .map_err(Error::io("write", path))
 }
 
 /// Writes a public file.
@@ -158,7 +164,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
         write_private(&p, "secret").unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

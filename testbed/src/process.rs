@@ -23,6 +23,7 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock, mpsc};
@@ -51,7 +52,11 @@ pub struct ProcessSpec {
 
 impl ProcessSpec {
     /// A spec with no arguments, logging to `log`.
-    pub fn new(name: impl Into<String>, program: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        program: impl Into<PathBuf>,
+        log: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             name: name.into(),
             program: program.into(),
@@ -97,9 +102,11 @@ impl Process {
     /// Starts the process (see the module docs for how it is tied to this process's life).
     pub fn spawn(spec: ProcessSpec) -> Result<Self> {
         let setpriv = setpriv()?;
+        // 0600: logs may hold secrets (OpenBao's dev mode prints its root token and unseal key).
         let log = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&spec.log)
             .map_err(Error::io("open log", &spec.log))?;
         let log2 = log.try_clone().map_err(Error::io("open log", &spec.log))?;
@@ -311,8 +318,12 @@ fn spawn_on_spawner_thread(cmd: Command) -> std::io::Result<Child> {
 /// This alone races with other processes; callers start the server and, if it exits with
 /// "address already in use", pick again (see [`is_port_conflict`]).
 pub fn pick_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Error::io("bind", "127.0.0.1:0"))?;
-    let port = l.local_addr().map_err(Error::io("bind", "127.0.0.1:0"))?.port();
+    let l =
+        std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Error::io("bind", "127.0.0.1:0"))?;
+    let port = l
+        .local_addr()
+        .map_err(Error::io("bind", "127.0.0.1:0"))?
+        .port();
     Ok(port)
 }
 
@@ -343,7 +354,11 @@ pub fn is_port_conflict(err: &Error) -> bool {
 
 /// Spawns `spec` and polls `ready` every 100 ms until it returns true, the process exits, or
 /// `timeout` passes.
-pub(crate) async fn spawn_until_ready<F, Fut>(spec: ProcessSpec, timeout: Duration, mut ready: F) -> Result<Process>
+pub(crate) async fn spawn_until_ready<F, Fut>(
+    spec: ProcessSpec,
+    timeout: Duration,
+    mut ready: F,
+) -> Result<Process>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -437,7 +452,10 @@ mod tests {
         let pid = p.pid();
         // wait for the grandchild to exist
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !std::fs::read_to_string(dir.path().join("sh.log")).unwrap_or_default().contains("started") {
+        while !std::fs::read_to_string(dir.path().join("sh.log"))
+            .unwrap_or_default()
+            .contains("started")
+        {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -453,9 +471,15 @@ mod tests {
     fn group_members(pgid: u32) -> Vec<u32> {
         let mut out = Vec::new();
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-            let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
             let fields: Vec<&str> = rest.split_whitespace().collect();
             // state ppid pgrp
             if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {

@@ -71,7 +71,8 @@ pub struct ProcessInfo {
 impl ProcessInfo {
     /// Whether this very process still runs (pid alive and same executable).
     pub fn is_alive(&self) -> bool {
-        process::pid_alive(self.pid) && process::pid_exe(self.pid).as_deref() == Some(self.exe.as_path())
+        process::pid_alive(self.pid)
+            && process::pid_exe(self.pid).as_deref() == Some(self.exe.as_path())
     }
 }
 
@@ -94,7 +95,8 @@ impl State {
     pub fn write(&self, dir: &Path, file: &str) -> Result<()> {
         let path = dir.join(file);
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(self)?).map_err(Error::io("write", &tmp))?;
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)
+            .map_err(Error::io("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(Error::io("rename", &path))
     }
 

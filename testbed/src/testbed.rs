@@ -98,7 +98,11 @@ impl Testbed {
     /// returns when every apiserver answers `/readyz` with `ok`.
     pub async fn start(opts: TestbedOptions) -> Result<Self> {
         let started = Instant::now();
-        let binaries = opts.bin_dir.clone().map(Binaries::in_dir).unwrap_or_else(Binaries::locate);
+        let binaries = opts
+            .bin_dir
+            .clone()
+            .map(Binaries::in_dir)
+            .unwrap_or_else(Binaries::locate);
         // Fail before touching anything if a binary is missing.
         let apiserver = if opts.clusters.is_empty() {
             None
@@ -112,7 +116,9 @@ impl Testbed {
         for name in &opts.clusters {
             let valid = !name.is_empty()
                 && name.len() <= 63
-                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !valid || !seen.insert(name) {
                 return Err(Error::Dir(format!(
                     "invalid or duplicate cluster name {name:?} (use lowercase letters, digits and '-')"
@@ -123,7 +129,10 @@ impl Testbed {
         let (dir, temp) = match &opts.dir {
             Some(d) => {
                 prepare_dir(d).await?;
-                (std::fs::canonicalize(d).map_err(Error::io("resolve", d))?, None)
+                (
+                    std::fs::canonicalize(d).map_err(Error::io("resolve", d))?,
+                    None,
+                )
             }
             None => {
                 let t = tempfile::Builder::new()
@@ -153,7 +162,8 @@ impl Testbed {
             let url = etcd.url.clone();
             tb.record(|s| {
                 s.etcd_url = Some(url.clone());
-                s.processes.push(state::record("etcd", etcd.process.pid(), &etcd_bin));
+                s.processes
+                    .push(state::record("etcd", etcd.process.pid(), &etcd_bin));
             })?;
             *lock(&tb.etcd) = Some(etcd);
             tb.etcd_url = Some(url.clone());
@@ -174,8 +184,11 @@ impl Testbed {
                         kubeconfig: c.kubeconfig_path().to_owned(),
                     });
                     if let Some(pid) = c.pid() {
-                        s.processes
-                            .push(state::record(&format!("{}/kube-apiserver", c.name()), pid, &apiserver));
+                        s.processes.push(state::record(
+                            &format!("{}/kube-apiserver", c.name()),
+                            pid,
+                            &apiserver,
+                        ));
                     }
                 }
             })?;
@@ -353,11 +366,13 @@ async fn prepare_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
     let shown = dir.display();
     match State::read(dir, STATE_FILE)? {
-        Some(s) if s.owner_alive() && s.owner_pid != std::process::id() => Err(Error::Dir(format!(
-            "{shown} is in use by a running testbed (owner pid {}): use it as it is (`testbed status --dir {shown}`), \
+        Some(s) if s.owner_alive() && s.owner_pid != std::process::id() => {
+            Err(Error::Dir(format!(
+                "{shown} is in use by a running testbed (owner pid {}): use it as it is (`testbed status --dir {shown}`), \
              or stop it first with `testbed down --dir {shown}`",
-            s.owner_pid
-        ))),
+                s.owner_pid
+            )))
+        }
         Some(s) => {
             let killed = s.kill_all(Duration::from_secs(5)).await;
             if !killed.is_empty() {
