@@ -49,7 +49,7 @@ pub fn hub_role() -> Role {
             rule(
                 &[crate::GROUP],
                 &["clustertrusts"],
-                &["get", "list", "watch", "patch", "update"],
+                &["get", "list", "watch", "patch", "update", "delete"],
                 &[],
             ),
             rule(
