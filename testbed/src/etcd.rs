@@ -18,9 +18,14 @@ const ATTEMPTS: u32 = 5;
 
 /// Starts etcd with its data under `dir` (`dir/data`, log `dir/etcd.log`).
 pub(crate) async fn start(bin: &Path, dir: &Path) -> Result<Etcd> {
+    start_with(bin, dir, process::pick_port).await
+}
+
+/// [`start`] with the client port chosen by `pick` (tests inject a taken port).
+async fn start_with(bin: &Path, dir: &Path, mut pick: impl FnMut() -> Result<u16>) -> Result<Etcd> {
     std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
     for attempt in 1..=ATTEMPTS {
-        let client_port = process::pick_port()?;
+        let client_port = pick()?;
         let peer_port = process::pick_port()?;
         let url = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
@@ -56,4 +61,38 @@ pub(crate) async fn start(bin: &Path, dir: &Path) -> Result<Etcd> {
         name: "etcd".into(),
         attempts: ATTEMPTS,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bind-then-release can race with another process taking the port; the start must then
+    /// be retried on another port. Force the race with a port we hold.
+    #[tokio::test]
+    async fn a_taken_port_is_detected_and_another_one_used() {
+        let bin = match crate::Binaries::locate().etcd() {
+            Ok(b) => b,
+            Err(e) => panic!("{e}"),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let held = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let taken = held.local_addr().unwrap().port();
+        let mut picks = 0;
+        let etcd = start_with(&bin, dir.path(), || {
+            picks += 1;
+            if picks == 1 {
+                Ok(taken)
+            } else {
+                process::pick_port()
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(picks, 2, "the first attempt must fail on the taken port");
+        assert!(!etcd.url.ends_with(&format!(":{taken}")));
+        assert!(
+            process::log_tail(&dir.path().join("etcd.log"), 200).contains("address already in use")
+        );
+    }
 }

@@ -374,7 +374,9 @@ where
                 tail: process.log_tail(30),
             });
         }
-        if ready().await {
+        // A probe that hangs (e.g. someone else's server holds the port and never answers)
+        // must not delay noticing that our process exited.
+        if tokio::time::timeout(Duration::from_secs(3), ready()).await == Ok(true) {
             tracing::debug!(name = %process.name(), ms = start.elapsed().as_millis() as u64, "ready");
             return Ok(process);
         }
