@@ -25,15 +25,61 @@ pub enum Error {
     /// Output could not be encoded.
     #[error("cannot encode output: {0}")]
     Encode(String),
+    /// A cluster (hub or member) could not be reached.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The given credential lacks permissions; the message lists them.
+    #[error("{0}")]
+    Permissions(String),
+    /// The request conflicts with existing state (another root, another trust domain, ...).
+    #[error("{0}")]
+    Refused(String),
+    /// A Kubernetes API call failed.
+    #[error("{what}: {}", describe_kube(.source))]
+    Kube {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: kube::Error,
+    },
+}
+
+fn describe_kube(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 401 => format!(
+            "unauthorized (the credential was rejected: revoked or expired?): {}",
+            s.message
+        ),
+        kube::Error::Api(s) if s.code == 403 => format!("forbidden: {}", s.message),
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
 }
 
 impl Error {
     /// The process exit code for this error: 2 for usage and input errors, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Core(_) => 2,
-            Error::Io { .. } | Error::ProblemsFound(_) | Error::Encode(_) => 1,
+            Error::Usage(_) | Error::Core(_) | Error::Permissions(_) | Error::Refused(_) => 2,
+            Error::Io { .. }
+            | Error::ProblemsFound(_)
+            | Error::Encode(_)
+            | Error::Unreachable(_)
+            | Error::Kube { .. } => 1,
         }
+    }
+
+    /// Wraps a Kubernetes error with what was being done.
+    pub fn kube(what: &str, source: kube::Error) -> Error {
+        Error::Kube {
+            what: what.to_owned(),
+            source,
+        }
+    }
+
+    /// Whether this is an HTTP 404 from the API server.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 404)
     }
 
     /// Wraps an I/O error with the path it concerns.

@@ -8,6 +8,7 @@
 //! | [`cli`] | the command line (clap) |
 //! | [`commands`] | one module per command group |
 //! | [`fsutil`] | atomic, permission-aware file writes |
+//! | [`hub`] | the hub: init, join/leave, status and the `serve` reconciler |
 //! | [`output`] | `-o table|json|yaml` rendering |
 
 #![forbid(unsafe_code)]
@@ -16,13 +17,27 @@ pub mod cli;
 pub mod commands;
 mod error;
 pub mod fsutil;
+pub mod hub;
 pub mod output;
 
 pub use error::{Error, Result};
 
 /// Runs a parsed command line.
-pub fn run(cli: cli::Cli) -> Result<()> {
+pub async fn run(cli: cli::Cli) -> Result<()> {
+    let hub = hub::kube::ClientSource {
+        kubeconfig: cli.hub_kubeconfig.clone(),
+        context: cli.hub_context.clone(),
+    };
     match cli.command {
         cli::Command::Ca(ca) => commands::ca::run(ca),
+        cli::Command::Init(args) => commands::hub::init(&hub, args).await,
+        cli::Command::Join(cli::JoinCommand::Cluster(args)) => {
+            commands::hub::join(&hub, args).await
+        }
+        cli::Command::Leave(cli::LeaveCommand::Cluster(args)) => {
+            commands::hub::leave(&hub, args).await
+        }
+        cli::Command::Status(args) => commands::hub::status(&hub, args).await,
+        cli::Command::Serve(args) => commands::hub::serve(&hub, args).await,
     }
 }

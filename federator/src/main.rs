@@ -4,13 +4,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
+    // kube and (for the vault backend) reqwest share rustls; pick its crypto provider once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = federator::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log_level))
         .with_writer(std::io::stderr)
         .init();
-    match federator::run(cli) {
+    match federator::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

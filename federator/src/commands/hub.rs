@@ -1,0 +1,227 @@
+//! `federator init|join|leave|status|serve`: parse, connect, call [`crate::hub`], print.
+
+use std::fmt::Write as _;
+
+use federator_core::ca::RootOptions;
+
+use crate::cli::{
+    AgentModeArg, InitArgs, JoinClusterArgs, LeaveClusterArgs, OutputFormat, RootKind, ServeArgs,
+    StatusArgs,
+};
+use crate::hub::join::{AgentMode, JoinOptions};
+use crate::hub::kube::{self as k, ClientSource};
+use crate::hub::{init as hub_init, join as hub_join, serve as hub_serve, status as hub_status};
+use crate::{Error, Result, fsutil, output};
+
+async fn hub_client(source: &ClientSource) -> Result<kube::Client> {
+    let config = k::config_from(source).await?;
+    let server = k::server_of(&config);
+    let client = k::client(&config, "hub")?;
+    k::check_reachable(&client, &server, "hub cluster").await?;
+    Ok(client)
+}
+
+/// `federator init`
+pub async fn init(source: &ClientSource, args: InitArgs) -> Result<()> {
+    let root = match args.root {
+        RootKind::Local => hub_init::RootChoice::Local {
+            trust_domain: args.trust_domain,
+            options: RootOptions {
+                key_algorithm: args.root_key_algorithm,
+                ttl: args.root_ttl,
+                organization: args.org,
+                ..RootOptions::default()
+            },
+        },
+        RootKind::Import => {
+            let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
+                return Err(Error::Usage("--root import needs --cert and --key".into()));
+            };
+            hub_init::RootChoice::Import {
+                cert_pem: fsutil::read_input(
+                    cert,
+                    "CA certificate",
+                    "pass the PEM file of your CA (and its chain)",
+                )?,
+                key_pem: fsutil::read_input(key, "CA key", "pass the PEM file of your CA's key")?,
+            }
+        }
+    };
+    let hub = hub_client(source).await?;
+    let report = hub_init::init(
+        &hub,
+        hub_init::InitOptions {
+            root,
+            cluster_ca_ttl: args.cluster_ca_ttl,
+            renew_at_percent: args.renew_at_percent,
+            key_algorithm: args.key_algorithm,
+        },
+    )
+    .await?;
+    let mut out = String::from(if report.created {
+        "federation initialised\n"
+    } else {
+        "federation already initialised; nothing changed\n"
+    });
+    for (td, fp) in &report.root_fingerprints {
+        let _ = writeln!(out, "  root for {td}: sha256 {fp}");
+    }
+    out += "next: federator join cluster NAME --kubeconfig FILE [--trust-domain TD]\n";
+    print!("{out}");
+    Ok(())
+}
+
+/// `federator join cluster`
+pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
+    k::read_kubeconfig_file(&args.kubeconfig)?;
+    let hub = hub_client(source).await?;
+    let opts = JoinOptions {
+        name: args.name.clone(),
+        member: ClientSource {
+            kubeconfig: Some(args.kubeconfig.clone()),
+            context: args.context.clone(),
+        },
+        trust_domain: args.trust_domain.clone(),
+        network: args.network.clone(),
+        agent: match args.agent_mode {
+            AgentModeArg::InCluster => AgentMode::InCluster {
+                image: args.agent_image.clone(),
+            },
+            AgentModeArg::External => AgentMode::External {
+                kubeconfig_out: args.agent_kubeconfig_out.clone(),
+            },
+        },
+        hub_token_ttl: args.hub_token_ttl,
+    };
+    let report = hub_join::join(&hub, &opts).await?;
+    let mut out = format!(
+        "cluster {} ({}) {} with trust domain {}\n",
+        args.name,
+        report.server,
+        if report.registered {
+            "joined"
+        } else {
+            "is a member"
+        },
+        args.trust_domain
+    );
+    if report.new_credential {
+        out += "  stored a new least-privilege credential for the hub\n";
+    }
+    if let Some(cmd) = report.agent_command {
+        let _ = writeln!(out, "  start the agent: {cmd}");
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// `federator leave cluster`
+pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> {
+    let hub = hub_client(source).await?;
+    let report = hub_join::leave(&hub, &args.name).await?;
+    println!(
+        "cluster {} left the federation{}",
+        args.name,
+        if report.credential_revoked {
+            "; the hub's credential in it is revoked"
+        } else {
+            ""
+        }
+    );
+    if let Some(w) = report.warning {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
+/// `federator status`
+pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
+    let hub = hub_client(source).await?;
+    let report = hub_status::status(&hub, args.stale_after).await?;
+    let text = match args.output {
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = report
+                .clusters
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.name.clone(),
+                        c.trust_domain.clone(),
+                        if c.healthy { "yes".into() } else { "NO".into() },
+                        c.ca_serial.chars().take(23).collect(),
+                        c.ca_not_after.clone(),
+                        c.bundle_generation_acknowledged.to_string(),
+                        c.istiod.clone(),
+                        c.last_contact.clone(),
+                        c.problems.join("; "),
+                    ]
+                })
+                .collect();
+            let mut s = format!(
+                "root backend: {}   bundle generation: {}   roots: {}\n",
+                report.root_backend,
+                report.bundle_generation,
+                report
+                    .roots
+                    .iter()
+                    .map(|r| format!(
+                        "{} ({}…)",
+                        r.trust_domain,
+                        &r.sha256[..12.min(r.sha256.len())]
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            s += &output::table(
+                &[
+                    "CLUSTER",
+                    "TRUST DOMAIN",
+                    "HEALTHY",
+                    "CA SERIAL",
+                    "CA NOT AFTER",
+                    "BUNDLE",
+                    "ISTIOD",
+                    "LAST CONTACT",
+                    "PROBLEMS",
+                ],
+                &rows,
+            );
+            s
+        }
+        other => output::structured(&report, other)?,
+    };
+    print!("{text}");
+    if report.healthy {
+        Ok(())
+    } else {
+        let bad: Vec<&str> = report
+            .clusters
+            .iter()
+            .filter(|c| !c.healthy)
+            .map(|c| c.name.as_str())
+            .collect();
+        Err(Error::ProblemsFound(format!(
+            "unhealthy: {}",
+            bad.join(", ")
+        )))
+    }
+}
+
+/// `federator serve`
+pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
+    let hub = hub_client(source).await?;
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_else(|_| "federator".into());
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    hub_serve::serve(
+        hub,
+        hub_serve::ServeOptions {
+            leader_elect: args.leader_elect,
+            identity,
+            heartbeat: args.heartbeat,
+        },
+    )
+    .await
+}

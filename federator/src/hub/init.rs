@@ -1,0 +1,154 @@
+//! `federator init`: the hub's CRDs, namespace, Federation object and roots.
+
+use std::time::Duration;
+
+use federator_api::hub::{Federation, FederationSpec, MemberCluster, RootBackend};
+use federator_api::member::ClusterTrust;
+use federator_api::names;
+use federator_core::ca::{IssuingCa, RootOptions};
+use federator_core::identity::TrustDomain;
+use federator_core::key::KeyAlgorithm;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{Client, CustomResourceExt};
+use time::OffsetDateTime;
+
+use super::kube::{ensure_namespace, install_crds};
+use super::roots::{self, Backend, RootStore};
+use crate::{Error, Result};
+
+/// The root to start the federation with.
+pub enum RootChoice {
+    /// Generate a root for `trust_domain` (more are generated as trust domains join).
+    Local {
+        /// The first trust domain.
+        trust_domain: TrustDomain,
+        /// Root options.
+        options: RootOptions,
+    },
+    /// Use an existing CA (PEM: the CA, then its chain up to the root) and its key.
+    Import {
+        /// CA certificate (and chain), PEM.
+        cert_pem: Vec<u8>,
+        /// CA key, PEM.
+        key_pem: Vec<u8>,
+    },
+}
+
+/// Federation settings.
+pub struct InitOptions {
+    /// The root.
+    pub root: RootChoice,
+    /// Cluster CA lifetime.
+    pub cluster_ca_ttl: Duration,
+    /// Renewal point, percent of lifetime.
+    pub renew_at_percent: u8,
+    /// Key algorithm of cluster CA keys.
+    pub key_algorithm: KeyAlgorithm,
+}
+
+/// What `init` did.
+#[derive(Debug)]
+pub struct InitReport {
+    /// Whether anything was created (false on a re-run).
+    pub created: bool,
+    /// The roots: (trust domain or `*` for all, SHA-256).
+    pub root_fingerprints: Vec<(String, String)>,
+}
+
+/// Initialises the hub. Idempotent; refuses to change an existing federation's root.
+pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
+    if !(1..=99).contains(&opts.renew_at_percent) {
+        return Err(Error::Usage(
+            "--renew-at-percent must be between 1 and 99".into(),
+        ));
+    }
+    // Validate and build the root material before touching the cluster.
+    let (backend, material) = match &opts.root {
+        RootChoice::Local {
+            trust_domain,
+            options,
+        } => {
+            let root = IssuingCa::create_root(
+                &RootOptions {
+                    common_name: format!("federator root CA for {trust_domain}"),
+                    ..options.clone()
+                },
+                OffsetDateTime::now_utc(),
+            )?;
+            (Backend::Local, roots::local_material(trust_domain, &root))
+        }
+        RootChoice::Import { cert_pem, key_pem } => {
+            IssuingCa::import(cert_pem, key_pem, OffsetDateTime::now_utc())?;
+            (Backend::Import, roots::import_material(cert_pem, key_pem))
+        }
+    };
+    let spec = FederationSpec {
+        root: RootBackend {
+            type_: backend.as_str().to_owned(),
+            vault: None,
+        },
+        cluster_ca_ttl: federator_core::duration::format(opts.cluster_ca_ttl),
+        renew_at_percent: opts.renew_at_percent,
+        key_algorithm: opts.key_algorithm.to_string(),
+    };
+
+    let feds: Api<Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);
+    // An existing federation with other settings is refused before anything is written. (On a
+    // hub that has no CRDs yet, the read fails with 404: nothing exists.)
+    let existing = feds.get_opt(names::FEDERATION).await.unwrap_or(None);
+    if let Some(existing) = &existing
+        && existing.spec != spec
+    {
+        return Err(Error::Refused(
+            if existing.spec.root.type_ != spec.root.type_ {
+                format!(
+                    "this hub already runs a federation with the {} root backend; refusing to change it to {}",
+                    existing.spec.root.type_, spec.root.type_
+                )
+            } else {
+                format!(
+                    "the federation already exists with other settings (cluster CA TTL {}, renew at {}%, key {}); edit them with `kubectl edit federation {} -n {}`",
+                    existing.spec.cluster_ca_ttl,
+                    existing.spec.renew_at_percent,
+                    existing.spec.key_algorithm,
+                    names::FEDERATION,
+                    names::NAMESPACE
+                )
+            },
+        ));
+    }
+
+    ensure_namespace(hub, names::NAMESPACE).await?;
+    install_crds(
+        hub,
+        vec![Federation::crd(), MemberCluster::crd(), ClusterTrust::crd()],
+    )
+    .await?;
+    let store = RootStore::new(hub.clone());
+    let created_roots = store.initialise(&backend, material).await?;
+    let root_fingerprints = store.load().await?.root_fingerprints();
+
+    let created_fed = if existing.is_some() {
+        false
+    } else {
+        let fed = Federation {
+            metadata: ObjectMeta {
+                name: Some(names::FEDERATION.to_owned()),
+                namespace: Some(names::NAMESPACE.to_owned()),
+                labels: Some(super::kube::managed_labels()),
+                ..ObjectMeta::default()
+            },
+            spec,
+            status: None,
+        };
+        match feds.create(&PostParams::default(), &fed).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(e)) if e.code == 409 => false,
+            Err(e) => return Err(Error::kube("create federation", e)),
+        }
+    };
+    Ok(InitReport {
+        created: created_roots || created_fed,
+        root_fingerprints,
+    })
+}

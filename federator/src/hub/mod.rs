@@ -1,0 +1,22 @@
+//! The hub: federation state in the hub cluster, members reached through their own API
+//! servers.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`kube`] | clients, server-side apply, CRD install, permission checks |
+//! | [`roots`] | the roots Secret and the signer |
+//! | [`member_access`] | the hub's least-privilege credentials for members |
+//! | [`init`] | `federator init` |
+//! | [`join`] | `federator join cluster` / `leave cluster` |
+//! | [`plan`] | pure decisions for one member (spec, signing, renewal, status) |
+//! | [`serve`] | the reconciler runtime |
+//! | [`status`] | `federator status` |
+
+pub mod init;
+pub mod join;
+pub mod kube;
+pub mod member_access;
+pub mod plan;
+pub mod roots;
+pub mod serve;
+pub mod status;

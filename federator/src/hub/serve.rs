@@ -1,0 +1,521 @@
+//! `federator serve`: the reconciler.
+//!
+//! * One reflector over the hub's `MemberCluster`s and `Federation`; on every change the
+//!   federation is re-synced: roots for every trust domain in use, the bundle and its
+//!   generation, and one member task per member.
+//! * One member task per member, isolated from the others: a kube-runtime `Controller` on the
+//!   member's `ClusterTrust` through the member's own API server, with the stored
+//!   least-privilege credential. It signs CSRs under policy, writes the bundle, asks for
+//!   renewals when due, and mirrors what the agent reports into the member's status on the
+//!   hub. A broken member only ever stalls its own task; the watcher reconnects with backoff.
+//! * Every write is preceded by a comparison: at steady state nothing is written.
+//! * With `--leader-elect`, only the holder of the `federator-leader` Lease runs any of this;
+//!   a replica that loses the Lease exits, so its supervisor restarts it as a follower.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use federator_api::hub::{
+    Federation, FederationStatus, MemberCluster, MemberClusterSpec, RootStatus,
+};
+use federator_api::member::{BundleEntry, ClusterTrust, CsrStatus, SignedCa};
+use federator_api::{condition, names};
+use federator_core::ca::RootOptions;
+use federator_core::csr::CsrInfo;
+use federator_core::identity::{ClusterName, TrustDomain};
+use federator_core::policy::{ClusterCaRequest, SigningPolicy};
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, ResourceExt};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::kube as k;
+use super::member_access;
+use super::plan::{self, Desired, StatusInputs};
+use super::roots::{RootStore, Signer};
+use crate::{Error, Result};
+
+/// `serve` options.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Run only while holding the leader Lease.
+    pub leader_elect: bool,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+    /// Refresh a member's `lastContact` at least this often.
+    pub heartbeat: Duration,
+}
+
+/// Runs until SIGINT/SIGTERM (or, with leader election, until leadership is lost).
+pub async fn serve(hub: Client, opts: ServeOptions) -> Result<()> {
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    if !opts.leader_elect {
+        tokio::select! {
+            r = run(hub, opts) => return r,
+            () = shutdown => return Ok(()),
+        }
+    }
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(hub.clone(), names::LEADER_LEASE)
+        .with_namespace(names::NAMESPACE)
+        .with_identity(opts.identity.clone())
+        .with_duration(15)
+        .with_grace(5)
+        .with_field_manager(names::HUB_FIELD_MANAGER)
+        .build()
+        .await
+        .map_err(|e| Error::Unreachable(format!("leader election: {e}")))?;
+    let (mut leader, lease_task) = manager.watch().await;
+    tokio::pin!(shutdown);
+    info!(identity = %opts.identity, "waiting for leadership");
+    while !*leader.borrow_and_update() {
+        tokio::select! {
+            r = leader.changed() => r.map_err(|_| Error::Unreachable("leader election stopped".into()))?,
+            () = &mut shutdown => return Ok(()),
+        }
+    }
+    info!(identity = %opts.identity, "became the leader");
+    let lost = async {
+        loop {
+            if leader.changed().await.is_err() || !*leader.borrow_and_update() {
+                return;
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = run(hub, opts) => r,
+        () = lost => Err(Error::Unreachable("lost leadership; exiting so that the new leader alone acts".into())),
+        () = &mut shutdown => Ok(()),
+    };
+    // Dropping the receiver makes the lease task release the Lease.
+    lease_task.abort();
+    result
+}
+
+/// Shared state of the hub process.
+struct Hub {
+    client: Client,
+    opts: ServeOptions,
+    roots: RootStore,
+    signer: Mutex<Arc<Signer>>,
+    desired: watch::Sender<Desired>,
+    policy: Mutex<SigningPolicy>,
+}
+
+struct MemberTask {
+    spec: MemberClusterSpec,
+    handle: JoinHandle<()>,
+}
+
+async fn run(client: Client, opts: ServeOptions) -> Result<()> {
+    let roots = RootStore::new(client.clone());
+    let signer = roots.load().await?;
+    let hub = Arc::new(Hub {
+        client: client.clone(),
+        opts,
+        roots,
+        signer: Mutex::new(Arc::new(signer)),
+        desired: watch::Sender::new(Desired::default()),
+        policy: Mutex::new(SigningPolicy::default()),
+    });
+    let members_api: Api<MemberCluster> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let feds_api: Api<Federation> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let (members, members_writer) = reflector::store();
+    let (feds, feds_writer) = reflector::store();
+    // Each event says which watch it came from and whether that watch finished its initial list.
+    let member_events = reflector(
+        members_writer,
+        watcher(members_api, watcher::Config::default()),
+    )
+    .default_backoff()
+    .map(|e| {
+        e.map(|ev| (0usize, matches!(ev, watcher::Event::InitDone)))
+            .map_err(|e| e.to_string())
+    });
+    let fed_events = reflector(
+        feds_writer,
+        watcher(
+            feds_api,
+            watcher::Config::default().fields(&format!("metadata.name={}", names::FEDERATION)),
+        ),
+    )
+    .default_backoff()
+    .map(|e| {
+        e.map(|ev| (1usize, matches!(ev, watcher::Event::InitDone)))
+            .map_err(|e| e.to_string())
+    });
+    let mut events = std::pin::pin!(futures::stream::select(member_events, fed_events));
+    let mut ready = [false, false];
+    let mut tasks: BTreeMap<String, MemberTask> = BTreeMap::new();
+    info!("federator serve started");
+    while let Some(event) = events.next().await {
+        match event {
+            Err(e) => {
+                warn!(error = %e, "watch on the hub failed; retrying with backoff");
+                continue;
+            }
+            Ok((source, init_done)) => ready[source] |= init_done,
+        }
+        if !ready.iter().all(|r| *r) {
+            continue;
+        }
+        let Some(fed) = feds
+            .state()
+            .into_iter()
+            .find(|f| f.name_any() == names::FEDERATION)
+        else {
+            warn!("no Federation object: run `federator init`");
+            continue;
+        };
+        let members_now: Vec<Arc<MemberCluster>> = members.state();
+        if let Err(e) = sync(&hub, &fed, &members_now).await {
+            warn!(error = %e, "federation sync failed; will retry on the next change");
+        }
+        // Member tasks follow membership: spawn new, restart changed, stop removed.
+        let wanted: BTreeMap<String, MemberClusterSpec> = members_now
+            .iter()
+            .map(|m| (m.name_any(), m.spec.clone()))
+            .collect();
+        tasks.retain(|name, task| {
+            let keep = wanted.get(name) == Some(&task.spec);
+            if !keep {
+                info!(cluster = %name, "stopping member task");
+                task.handle.abort();
+            }
+            keep
+        });
+        for (name, spec) in wanted {
+            if let std::collections::btree_map::Entry::Vacant(slot) = tasks.entry(name.clone()) {
+                info!(cluster = %name, "starting member task");
+                let handle = tokio::spawn(run_member(hub.clone(), name, spec.clone()));
+                slot.insert(MemberTask { spec, handle });
+            }
+        }
+    }
+    Err(Error::Unreachable("the hub watch ended".into()))
+}
+
+/// Re-derives the federation's desired state from its members.
+async fn sync(hub: &Arc<Hub>, fed: &Federation, members: &[Arc<MemberCluster>]) -> Result<()> {
+    let mut tds: Vec<TrustDomain> = members
+        .iter()
+        .filter_map(|m| TrustDomain::new(&m.spec.trust_domain).ok())
+        .collect();
+    tds.sort();
+    tds.dedup();
+    if !hub
+        .roots
+        .ensure_trust_domains(&tds, &RootOptions::default())
+        .await?
+        .is_empty()
+        || {
+            let signer = lock(&hub.signer).clone();
+            tds.iter().any(|td| signer.issuer_for(td).is_err())
+        }
+    {
+        *lock(&hub.signer) = Arc::new(hub.roots.load().await?);
+    }
+    let signer = lock(&hub.signer).clone();
+    let bundle = signer.bundle_for(tds.iter())?;
+    let digest = bundle.digest();
+    let previous = fed.status.clone().unwrap_or_default();
+    let generation = if previous.bundle_digest == digest {
+        previous.bundle_generation.max(1)
+    } else {
+        previous.bundle_generation + 1
+    };
+    let ttl = federator_core::duration::parse(&fed.spec.cluster_ca_ttl)?;
+    *lock(&hub.policy) = SigningPolicy { ttl };
+
+    let roots: Vec<RootStatus> = tds
+        .iter()
+        .filter_map(|td| {
+            let der = signer.issuer_for(td).ok()?.root_der().to_vec();
+            let info = federator_core::cert::CertInfo::from_der(&der).ok()?;
+            Some(RootStatus {
+                trust_domain: td.to_string(),
+                sha256: info.sha256,
+                subject: info.subject,
+                not_after: info.not_after,
+            })
+        })
+        .collect();
+    let now = federator_core::cert::rfc3339(OffsetDateTime::now_utc());
+    let status = FederationStatus {
+        conditions: condition::set(&previous.conditions, "Ready", true, "Synced", "", &now),
+        roots,
+        bundle_digest: digest,
+        bundle_generation: generation,
+        members: i64::try_from(members.len()).unwrap_or(i64::MAX),
+    };
+    if status != previous {
+        let api: Api<Federation> = Api::namespaced(hub.client.clone(), names::NAMESPACE);
+        let patch = serde_json::json!({ "apiVersion": "federator.io/v1alpha1", "kind": "Federation", "status": status });
+        api.patch_status(
+            names::FEDERATION,
+            &PatchParams::apply(names::HUB_FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::kube("update the Federation status", e))?;
+    }
+    let desired = Desired {
+        bundle: bundle
+            .trust_domains()
+            .map(|td| BundleEntry {
+                trust_domain: td.to_string(),
+                roots_pem: bundle.domain_pem(td),
+            })
+            .collect(),
+        bundle_generation: generation,
+        key_algorithm: fed.spec.key_algorithm.clone(),
+        renew_at_percent: fed.spec.renew_at_percent,
+    };
+    hub.desired.send_if_modified(|d| {
+        if *d == desired {
+            false
+        } else {
+            *d = desired;
+            true
+        }
+    });
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another task panicked while holding it; the data is still
+    // the last value written.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Per-member context for the member controller.
+struct MemberCtx {
+    hub: Arc<Hub>,
+    name: String,
+    spec: MemberClusterSpec,
+    member: Client,
+    /// The last `ClusterTrust` seen, for status while unreachable.
+    last_seen: Mutex<Option<ClusterTrust>>,
+}
+
+/// Runs one member's controller, reconnecting when the credential cannot be loaded.
+async fn run_member(hub: Arc<Hub>, name: String, spec: MemberClusterSpec) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match member_client(&hub, &spec).await {
+            Ok(member) => {
+                delay = Duration::from_secs(1);
+                let ctx = Arc::new(MemberCtx {
+                    hub: hub.clone(),
+                    name: name.clone(),
+                    spec: spec.clone(),
+                    member: member.clone(),
+                    last_seen: Mutex::new(None),
+                });
+                run_member_controller(ctx).await;
+            }
+            Err(e) => {
+                warn!(cluster = %name, error = %e, "cannot load the member credential");
+                let _ = report_status(
+                    &hub,
+                    &name,
+                    None,
+                    false,
+                    &[format!("cannot use the stored credential: {e}")],
+                )
+                .await;
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn member_client(hub: &Hub, spec: &MemberClusterSpec) -> Result<Client> {
+    let (yaml, _expires) = member_access::stored_kubeconfig(&hub.client, &spec.credential_secret)
+        .await?
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "credential Secret {} is missing; run `federator join` again",
+                spec.credential_secret
+            ))
+        })?;
+    Ok(
+        k::client_from_kubeconfig_yaml(&yaml, &spec.credential_secret)
+            .await?
+            .0,
+    )
+}
+
+async fn run_member_controller(ctx: Arc<MemberCtx>) {
+    let api: Api<ClusterTrust> = Api::namespaced(ctx.member.clone(), names::NAMESPACE);
+    let desired_changes =
+        futures::stream::unfold(ctx.hub.desired.subscribe(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        });
+    let error_ctx = ctx.clone();
+    Controller::new(
+        api,
+        watcher::Config::default().fields(&format!("metadata.name={}", names::CLUSTER_TRUST)),
+    )
+    .reconcile_all_on(desired_changes)
+    .run(reconcile_member, error_policy, ctx)
+    .for_each(move |result| {
+        let ctx = error_ctx.clone();
+        async move {
+            if let Err(kube::runtime::controller::Error::QueueError(e)) = result {
+                let message = format!("cannot watch the cluster: {e}");
+                warn!(cluster = %ctx.name, error = %e, "member unreachable");
+                let last = lock(&ctx.last_seen).clone();
+                let _ = report_status(&ctx.hub, &ctx.name, last.as_ref(), false, &[message]).await;
+            }
+        }
+    })
+    .await;
+}
+
+fn error_policy(_ct: Arc<ClusterTrust>, err: &Error, ctx: Arc<MemberCtx>) -> Action {
+    warn!(cluster = %ctx.name, error = %err, "member reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile_member(ct: Arc<ClusterTrust>, ctx: Arc<MemberCtx>) -> Result<Action> {
+    *lock(&ctx.last_seen) = Some((*ct).clone());
+    let desired = ctx.hub.desired.borrow().clone();
+    if desired.bundle_generation == 0 {
+        // The federation has not been synced yet; the sync will trigger us.
+        return Ok(Action::await_change());
+    }
+    let now = OffsetDateTime::now_utc();
+    let plan = plan::plan_member(&ct, &ctx.name, &ctx.spec.trust_domain, &desired, now);
+    let mut spec = plan.spec;
+    let mut problems = Vec::new();
+    if let Some(csr) = &plan.sign {
+        match sign(&ctx, csr, &desired, now) {
+            Ok(signed) => {
+                info!(cluster = %ctx.name, generation = csr.generation, serial = %signed.serial, "signed a cluster CA");
+                spec.signed = Some(signed);
+            }
+            Err(e) => {
+                warn!(cluster = %ctx.name, error = %e, "refused to sign");
+                problems.push(format!("CSR generation {} not signed: {e}", csr.generation));
+            }
+        }
+    }
+    let mut current = (*ct).clone();
+    if spec != ct.spec {
+        let api: Api<ClusterTrust> = Api::namespaced(ctx.member.clone(), names::NAMESPACE);
+        let patch = serde_json::json!({
+            "apiVersion": "federator.io/v1alpha1",
+            "kind": "ClusterTrust",
+            "metadata": { "name": names::CLUSTER_TRUST },
+            "spec": spec,
+        });
+        current = api
+            .patch(
+                names::CLUSTER_TRUST,
+                &PatchParams::apply(names::HUB_FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| Error::kube(&format!("write the ClusterTrust spec of {}", ctx.name), e))?;
+    }
+    report_status(&ctx.hub, &ctx.name, Some(&current), true, &problems).await?;
+    let heartbeat = ctx.hub.opts.heartbeat;
+    let wait = plan
+        .wake_at
+        .map(|t| Duration::try_from(t - now).unwrap_or(Duration::ZERO) + Duration::from_millis(50))
+        .map_or(heartbeat, |d| d.min(heartbeat));
+    Ok(Action::requeue(wait))
+}
+
+fn sign(
+    ctx: &MemberCtx,
+    csr: &CsrStatus,
+    desired: &Desired,
+    now: OffsetDateTime,
+) -> Result<SignedCa> {
+    let info = CsrInfo::parse(csr.pem.as_bytes())?;
+    if info.digest() != csr.digest {
+        return Err(Error::Refused(
+            "the CSR's digest does not match the CSR".into(),
+        ));
+    }
+    let request = ClusterCaRequest {
+        cluster: ClusterName::new(&ctx.name)?,
+        trust_domain: TrustDomain::new(&ctx.spec.trust_domain)?,
+    };
+    let policy = lock(&ctx.hub.policy).clone();
+    let signer = lock(&ctx.hub.signer).clone();
+    let issued = signer.sign(&policy, &info, &request)?;
+    let not_after = OffsetDateTime::parse(
+        &issued.info.not_after,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(SignedCa {
+        csr_digest: csr.digest.clone(),
+        generation: csr.generation,
+        chain_pem: issued.chain_pem,
+        serial: issued.info.serial,
+        not_after: issued.info.not_after,
+        renew_after: federator_core::cert::rfc3339(plan::renew_after(
+            now,
+            not_after,
+            desired.renew_at_percent,
+        )),
+    })
+}
+
+/// Mirrors what is known about a member into its status on the hub, writing only on change.
+async fn report_status(
+    hub: &Hub,
+    name: &str,
+    ct: Option<&ClusterTrust>,
+    reachable: bool,
+    problems: &[String],
+) -> Result<()> {
+    let api: Api<MemberCluster> = Api::namespaced(hub.client.clone(), names::NAMESPACE);
+    let Some(current) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube("read MemberCluster", e))?
+    else {
+        return Ok(());
+    };
+    let status = plan::member_status(
+        current.status.as_ref(),
+        &StatusInputs {
+            ct,
+            reachable,
+            hub_problems: problems,
+            bundle_generation: hub.desired.borrow().bundle_generation,
+            now: OffsetDateTime::now_utc(),
+            heartbeat: hub.opts.heartbeat,
+        },
+    );
+    if current.status.as_ref() != Some(&status) {
+        let patch = serde_json::json!({ "apiVersion": "federator.io/v1alpha1", "kind": "MemberCluster", "status": status });
+        api.patch_status(
+            name,
+            &PatchParams::apply(names::HUB_FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::kube("update a MemberCluster status", e))?;
+    }
+    Ok(())
+}

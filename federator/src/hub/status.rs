@@ -1,0 +1,132 @@
+//! `federator status`: one row per member, from what `serve` recorded on the hub.
+
+use std::time::Duration;
+
+use federator_api::condition;
+use federator_api::hub::{Federation, MemberCluster, RootStatus};
+use federator_api::names;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::{Error, Result};
+
+/// One member's health.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRow {
+    /// Cluster name.
+    pub name: String,
+    /// Trust domain.
+    pub trust_domain: String,
+    /// Healthy or not (see `problems`).
+    pub healthy: bool,
+    /// Installed CA serial.
+    pub ca_serial: String,
+    /// Installed CA NotAfter.
+    pub ca_not_after: String,
+    /// Bundle generation the member installed.
+    pub bundle_generation_acknowledged: i64,
+    /// istiod state.
+    pub istiod: String,
+    /// Last contact.
+    pub last_contact: String,
+    /// Problems.
+    pub problems: Vec<String>,
+}
+
+/// The federation's status.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// Root backend.
+    pub root_backend: String,
+    /// Current bundle generation.
+    pub bundle_generation: i64,
+    /// Roots in the bundle.
+    pub roots: Vec<RootStatus>,
+    /// Members.
+    pub clusters: Vec<ClusterRow>,
+    /// Whether every member is healthy.
+    pub healthy: bool,
+}
+
+/// Reads the federation's status. A member is unhealthy when it is not Ready, has problems,
+/// runs an older bundle, or was last reached more than `stale_after` ago.
+pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport> {
+    let feds: Api<Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);
+    let fed = feds
+        .get_opt(names::FEDERATION)
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            Error::Refused("the hub is not initialised: run `federator init` first".into())
+        })?;
+    let fstatus = fed.status.clone().unwrap_or_default();
+    let members: Api<MemberCluster> = Api::namespaced(hub.clone(), names::NAMESPACE);
+    let list = members
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube("list MemberClusters", e))?;
+    let now = OffsetDateTime::now_utc();
+    let clusters: Vec<ClusterRow> = list
+        .items
+        .iter()
+        .map(|m| {
+            let s = m.status.clone().unwrap_or_default();
+            let mut problems = s.problems.clone();
+            if s.conditions.is_empty() {
+                problems.push("no status yet: is `federator serve` running?".into());
+            } else if !condition::is_true(&s.conditions, "Ready") && problems.is_empty() {
+                let pending: Vec<&str> = s
+                    .conditions
+                    .iter()
+                    .filter(|c| c.status != "True" && c.type_ != "Ready")
+                    .map(|c| c.type_.as_str())
+                    .collect();
+                problems.push(format!("not ready: {}", pending.join(", ")));
+            }
+            if s.bundle_generation_acknowledged < fstatus.bundle_generation
+                && !s.conditions.is_empty()
+            {
+                let p = format!(
+                    "runs bundle generation {} of {}",
+                    s.bundle_generation_acknowledged, fstatus.bundle_generation
+                );
+                if !problems.contains(&p) {
+                    problems.push(p);
+                }
+            }
+            if let Ok(t) = OffsetDateTime::parse(&s.last_contact, &Rfc3339)
+                && now - t > stale_after
+            {
+                problems.push(format!(
+                    "last contact {} is older than {}",
+                    s.last_contact,
+                    federator_core::duration::format(stale_after)
+                ));
+            }
+            ClusterRow {
+                name: m.name_any(),
+                trust_domain: m.spec.trust_domain.clone(),
+                healthy: problems.is_empty(),
+                ca_serial: s.ca_serial,
+                ca_not_after: s.ca_not_after,
+                bundle_generation_acknowledged: s.bundle_generation_acknowledged,
+                istiod: s.istiod,
+                last_contact: s.last_contact,
+                problems,
+            }
+        })
+        .collect();
+    Ok(StatusReport {
+        root_backend: fed.spec.root.type_.clone(),
+        bundle_generation: fstatus.bundle_generation,
+        roots: fstatus.roots,
+        healthy: clusters.iter().all(|c| c.healthy),
+        clusters,
+    })
+}
