@@ -1,1 +1,75 @@
-//! placeholder
+//! # cluster-agent
+//!
+//! The agent that runs in every member cluster of a federation. It generates the cluster's
+//! intermediate CA key **in the cluster** (it never leaves), publishes only a CSR for the hub
+//! to sign, validates the chain that comes back, installs it as Istio's plug-in CA
+//! (`istio-system/cacerts`) together with the federation's trust bundle, lists peers of other
+//! trust domains in the mesh config, restarts istiod only when istiod cannot hot-reload, and
+//! reports what it did in the status of `ClusterTrust` `federator-system/local`.
+//!
+//! It talks only to its own cluster's API server; the hub is invisible to it (see
+//! `docs/architecture.md` for the exchange and `docs/agent.md` for the agent).
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`logic`] | every decision, with no I/O (unit-tested) |
+//! | [`reconcile`] | one reconcile: reads, decisions, writes |
+//! | [`controller`] | the kube-runtime controller and its watches |
+
+#![forbid(unsafe_code)]
+
+pub mod controller;
+mod error;
+pub mod logic;
+pub mod reconcile;
+
+use std::path::Path;
+
+use kube::Client;
+use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+
+pub use controller::run;
+pub use error::{Error, Result};
+
+/// How the agent runs.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The cluster this agent serves (`--cluster-name`). When set, a `ClusterTrust` naming
+    /// another cluster is refused; when the spec names none, this name is used.
+    pub cluster_name: Option<String>,
+}
+
+/// A client for the cluster: from `kubeconfig` (and `context`, else its current context)
+/// when given, else the in-cluster configuration (the pod's ServiceAccount).
+pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|e| {
+                Error::Config(format!("cannot read kubeconfig {}: {e}", path.display()))
+            })?;
+            let opts = KubeConfigOptions {
+                context: context.map(str::to_owned),
+                ..KubeConfigOptions::default()
+            };
+            Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .map_err(|e| {
+                    Error::Config(format!("cannot use kubeconfig {}: {e}", path.display()))
+                })?
+        }
+        None => {
+            if context.is_some() {
+                return Err(Error::Config(
+                    "--context needs --kubeconfig (in a cluster there is no context to choose)"
+                        .into(),
+                ));
+            }
+            Config::incluster().map_err(|e| {
+                Error::Config(format!(
+                    "not running in a cluster ({e}): pass --kubeconfig FILE to run the agent outside its cluster"
+                ))
+            })?
+        }
+    };
+    Client::try_from(config).map_err(|e| Error::Config(format!("cannot build a client: {e}")))
+}

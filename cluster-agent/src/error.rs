@@ -1,0 +1,41 @@
+//! The one error type of the agent library.
+
+/// Everything that makes a reconcile fail (and be retried with backoff). Messages name the
+/// object and what to do; none ever holds key material.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the API server failed.
+    #[error("cannot {action}: {source}")]
+    Kube {
+        /// What the agent was doing, e.g. "update Secret istio-system/cacerts".
+        action: String,
+        /// The client error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// A namespace the agent writes into does not exist.
+    #[error(
+        "namespace {0} does not exist: `federator join` creates it (or create it yourself); the agent retries"
+    )]
+    NamespaceMissing(String),
+    /// The trust core refused an operation (key generation, CSR).
+    #[error(transparent)]
+    Trust(#[from] federator_core::Error),
+    /// The kubeconfig or in-cluster configuration cannot be used.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Wraps a client error with what the agent was doing.
+    pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Kube {
+            action,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Result alias for the agent library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

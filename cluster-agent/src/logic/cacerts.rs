@@ -1,0 +1,175 @@
+//! Step 3: the `istio-system/cacerts` the cluster should have, and whether it has it.
+
+use std::collections::BTreeMap;
+
+use federator_api::member::{ClusterTrustSpec, Installed};
+use federator_core::bundle::TrustBundle;
+use federator_core::cacerts::{self, CaCerts};
+use federator_core::cert::{self, CertInfo};
+use federator_core::identity::TrustDomain;
+use federator_core::key::PrivateKey;
+use time::OffsetDateTime;
+
+use super::material::InstalledMaterial;
+
+/// The trust bundle in `spec.bundle`.
+pub fn bundle_from_spec(spec: &ClusterTrustSpec) -> Result<TrustBundle, String> {
+    let mut entries = Vec::with_capacity(spec.bundle.len());
+    for e in &spec.bundle {
+        let td = TrustDomain::new(&e.trust_domain).map_err(|err| format!("spec.bundle: {err}"))?;
+        entries.push((td, e.roots_pem.as_str()));
+    }
+    TrustBundle::from_domain_pems(entries.iter().map(|(td, pem)| (td, *pem)))
+        .map_err(|e| format!("spec.bundle: {e}"))
+}
+
+/// The four files `cacerts` must hold: the installed chain and key, and the whole bundle as
+/// `root-cert.pem`. Refuses material that istiod would not load (or peers would reject), as
+/// [`cacerts::inspect`] finds it: writing it would only make istiod keep its old CA (hot
+/// reload) or fail to start.
+pub fn desired_cacerts(
+    installed: &InstalledMaterial,
+    bundle: &TrustBundle,
+    now: OffsetDateTime,
+) -> Result<CaCerts, String> {
+    if bundle.is_empty() {
+        return Err("spec.bundle is empty: root-cert.pem would trust nothing".into());
+    }
+    let key = PrivateKey::from_pem(installed.key_pem.as_bytes(), "installed key")
+        .map_err(|e| e.to_string())?;
+    let cacerts =
+        CaCerts::assemble(&installed.chain_pem, &key, bundle).map_err(|e| e.to_string())?;
+    let inspection = cacerts::inspect(&cacerts.files(), now);
+    if !inspection.is_ok() {
+        let list: Vec<String> = inspection
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.file, p.message))
+            .collect();
+        return Err(format!(
+            "the installed cluster CA and spec.bundle do not make valid cacerts ({})",
+            list.join("; ")
+        ));
+    }
+    Ok(cacerts)
+}
+
+/// Whether `actual` (the Secret's data, `None` when it does not exist) differs from `desired`
+/// in any byte, including extra keys such as `istio-generated`.
+pub fn differs(actual: Option<&BTreeMap<String, Vec<u8>>>, desired: &CaCerts) -> bool {
+    actual != Some(&desired.files())
+}
+
+/// What `status.installed` reports for material in `cacerts`.
+pub fn installed_status(
+    installed: &InstalledMaterial,
+    bundle_generation: i64,
+) -> Result<Installed, String> {
+    let chain = cert::parse_pem_certificates(installed.chain_pem.as_bytes(), "installed chain")
+        .map_err(|e| e.to_string())?;
+    let first = chain
+        .first()
+        .ok_or_else(|| "the installed chain is empty".to_owned())?;
+    let info = CertInfo::from_der(first).map_err(|e| e.to_string())?;
+    Ok(Installed {
+        serial: info.serial,
+        sha256: info.sha256,
+        not_after: info.not_after,
+        bundle_generation,
+        csr_generation: installed.generation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logic::csr::{fresh_pending, identity};
+    use crate::logic::testutil::*;
+    use federator_core::key::KeyAlgorithm;
+
+    fn installed_for(root: &federator_core::ca::IssuingCa) -> InstalledMaterial {
+        let s = spec_with_bundle(&[("east.local", root)], 1);
+        let id = identity(&s, None).unwrap();
+        let p = fresh_pending(&id, KeyAlgorithm::EcdsaP256, 1).unwrap();
+        let signed = sign(root, &p, "east", "east.local");
+        InstalledMaterial {
+            key_pem: p.key_pem,
+            chain_pem: signed.chain_pem,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn desired_cacerts_is_valid_and_byte_stable() {
+        let now = OffsetDateTime::now_utc();
+        let east = root_ca("east root");
+        let west = root_ca("west root");
+        let inst = installed_for(&east);
+        let s = spec_with_bundle(&[("east.local", &east), ("west.local", &west)], 1);
+        let bundle = bundle_from_spec(&s).unwrap();
+        let a = desired_cacerts(&inst, &bundle, now).unwrap();
+        let b = desired_cacerts(&inst, &bundle, now).unwrap();
+        assert_eq!(a.files(), b.files());
+        assert_eq!(a.root_cert, bundle.to_pem());
+        assert!(cacerts::inspect(&a.files(), now).is_ok());
+        assert_eq!(
+            federator_core::cert::parse_pem_certificates(a.root_cert.as_bytes(), "r")
+                .unwrap()
+                .len(),
+            2
+        );
+
+        assert!(!differs(Some(&a.files()), &a));
+        assert!(differs(None, &a));
+        let mut extra = a.files();
+        extra.insert("istio-generated".into(), Vec::new());
+        assert!(differs(Some(&extra), &a));
+        let mut edited = a.files();
+        edited.insert("ca-cert.pem".into(), b"garbage".to_vec());
+        assert!(differs(Some(&edited), &a));
+    }
+
+    #[test]
+    fn refuses_material_istiod_would_not_load() {
+        let now = OffsetDateTime::now_utc();
+        let east = root_ca("east root");
+        let other = root_ca("other root");
+        let inst = installed_for(&east);
+        // The bundle no longer holds the root the installed CA chains to.
+        let s = spec_with_bundle(&[("east.local", &other)], 1);
+        let err = desired_cacerts(&inst, &bundle_from_spec(&s).unwrap(), now).unwrap_err();
+        assert!(err.contains("do not make valid cacerts"), "{err}");
+        assert!(
+            desired_cacerts(&inst, &TrustBundle::new(), now)
+                .unwrap_err()
+                .contains("empty")
+        );
+        // Key and chain that do not belong together.
+        let mut mixed = inst.clone();
+        mixed.key_pem = installed_for(&east).key_pem;
+        let s = spec_with_bundle(&[("east.local", &east)], 1);
+        assert!(desired_cacerts(&mixed, &bundle_from_spec(&s).unwrap(), now).is_err());
+    }
+
+    #[test]
+    fn bundle_from_spec_refuses_bad_entries() {
+        let east = root_ca("east root");
+        let mut s = spec_with_bundle(&[("east.local", &east)], 1);
+        s.bundle[0].trust_domain = "Not Valid".into();
+        assert!(bundle_from_spec(&s).is_err());
+        s.bundle[0].trust_domain = "east.local".into();
+        s.bundle[0].roots_pem = "garbage".into();
+        assert!(bundle_from_spec(&s).is_err());
+    }
+
+    #[test]
+    fn installed_status_describes_the_cluster_ca() {
+        let east = root_ca("east root");
+        let inst = installed_for(&east);
+        let st = installed_status(&inst, 7).unwrap();
+        assert_eq!(st.bundle_generation, 7);
+        assert_eq!(st.csr_generation, 1);
+        assert_eq!(st.sha256.len(), 64);
+        assert!(!st.serial.is_empty() && !st.not_after.is_empty());
+    }
+}

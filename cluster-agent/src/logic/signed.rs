@@ -1,0 +1,195 @@
+//! Step 2 of the exchange: accept (promote) or refuse the chain the hub signed.
+
+use federator_api::member::ClusterTrustSpec;
+use federator_core::bundle::TrustBundle;
+use federator_core::cert;
+use federator_core::csr::CsrInfo;
+use federator_core::key::PrivateKey;
+use federator_core::{policy, verify};
+use time::OffsetDateTime;
+
+use super::csr::{Identity, digest};
+use super::material::{AgentMaterial, InstalledMaterial, Pending};
+
+/// What to do with `spec.signed`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SignedStep {
+    /// Nothing: no answer yet, an answer to an older CSR, or the pending CSR is installed.
+    Nothing,
+    /// The chain answers the pending CSR and is valid: promote it.
+    Install(InstalledMaterial),
+    /// The chain answers the pending CSR but is not acceptable; keep what is installed.
+    Refuse(String),
+}
+
+/// Decides what to do with the hub's answer.
+pub fn signed_step(
+    spec: &ClusterTrustSpec,
+    identity: &Identity,
+    bundle: &TrustBundle,
+    material: &AgentMaterial,
+    now: OffsetDateTime,
+) -> SignedStep {
+    let (Some(signed), Some(pending)) = (&spec.signed, &material.pending) else {
+        return SignedStep::Nothing;
+    };
+    if material.pending_is_installed() {
+        return SignedStep::Nothing;
+    }
+    match digest(pending) {
+        Ok(d) if d == signed.csr_digest => {}
+        _ => return SignedStep::Nothing,
+    }
+    match validate_chain(&signed.chain_pem, pending, identity, bundle, now) {
+        Ok(()) => SignedStep::Install(InstalledMaterial {
+            key_pem: pending.key_pem.clone(),
+            chain_pem: signed.chain_pem.clone(),
+            generation: pending.generation,
+        }),
+        Err(why) => SignedStep::Refuse(format!(
+            "the hub's signed chain for CSR generation {} is not acceptable: {why}",
+            pending.generation
+        )),
+    }
+}
+
+/// Checks a signed chain against the pending key and CSR: the cluster CA carries the CSR's
+/// public key (and so matches the key), has the policy's shape (CA, path length 0,
+/// keyCertSign, exactly the trust domain's SPIFFE ID) and is valid now, and the chain leads to
+/// a root of the cluster's own trust domain in the bundle under istiod's rules.
+pub fn validate_chain(
+    chain_pem: &str,
+    pending: &Pending,
+    identity: &Identity,
+    bundle: &TrustBundle,
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    let chain = cert::parse_pem_certificates(chain_pem.as_bytes(), "spec.signed.chainPem")
+        .map_err(|e| e.to_string())?;
+    let (ca, above) = chain
+        .split_first()
+        .ok_or_else(|| "spec.signed.chainPem holds no certificate".to_owned())?;
+    let csr = CsrInfo::parse(pending.csr_pem.as_bytes()).map_err(|e| e.to_string())?;
+    policy::check_issued(ca, &csr.public_key_info, &identity.trust_domain, now).map_err(|e| {
+        let s = e.to_string();
+        s.strip_prefix("the signed cluster CA is not acceptable: ")
+            .map(str::to_owned)
+            .unwrap_or(s)
+    })?;
+    let key = PrivateKey::from_pem(pending.key_pem.as_bytes(), "pending key")
+        .map_err(|e| e.to_string())?;
+    let parsed = cert::parse_der(ca).map_err(|e| e.to_string())?;
+    if !key.matches(parsed.public_key()) {
+        return Err("the cluster CA does not match the pending key".into());
+    }
+    let roots = bundle.roots_of(&identity.trust_domain);
+    if roots.is_empty() {
+        return Err(format!(
+            "spec.bundle has no root for this cluster's trust domain {}",
+            identity.trust_domain
+        ));
+    }
+    verify::verify_ca_path(ca, above, &roots, now)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "it does not lead to a root of {}: {e}",
+                identity.trust_domain
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logic::csr::{fresh_pending, identity};
+    use crate::logic::testutil::*;
+    use federator_api::member::SignedCa;
+    use federator_core::key::KeyAlgorithm;
+
+    #[test]
+    fn installs_a_valid_answer_and_refuses_bad_ones() {
+        let now = OffsetDateTime::now_utc();
+        let root = root_ca("east root");
+        let other_root = root_ca("west root");
+        let s = spec_with_bundle(&[("east.local", &root)], 1);
+        let id = identity(&s, None).unwrap();
+        let bundle = crate::logic::cacerts::bundle_from_spec(&s).unwrap();
+        let pending = fresh_pending(&id, KeyAlgorithm::EcdsaP256, 1).unwrap();
+        let material = AgentMaterial {
+            pending: Some(pending.clone()),
+            installed: None,
+        };
+        let with = |signed: SignedCa| {
+            let mut s = s.clone();
+            s.signed = Some(signed);
+            s
+        };
+        // No answer yet.
+        assert_eq!(
+            signed_step(&s, &id, &bundle, &material, now),
+            SignedStep::Nothing
+        );
+        // A valid answer.
+        let good = sign(&root, &pending, "east", "east.local");
+        match signed_step(&with(good.clone()), &id, &bundle, &material, now) {
+            SignedStep::Install(i) => {
+                assert_eq!(i.key_pem, pending.key_pem);
+                assert_eq!(i.chain_pem, good.chain_pem);
+                assert_eq!(i.generation, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // An answer to another CSR.
+        let mut stale = good.clone();
+        stale.csr_digest = "00".repeat(32);
+        assert_eq!(
+            signed_step(&with(stale), &id, &bundle, &material, now),
+            SignedStep::Nothing
+        );
+        // Already installed.
+        let installed = AgentMaterial {
+            pending: Some(pending.clone()),
+            installed: Some(InstalledMaterial {
+                key_pem: pending.key_pem.clone(),
+                chain_pem: good.chain_pem.clone(),
+                generation: 1,
+            }),
+        };
+        assert_eq!(
+            signed_step(&with(good.clone()), &id, &bundle, &installed, now),
+            SignedStep::Nothing
+        );
+        // Signed for another trust domain (the hub's policy would refuse the CSR; a rogue or
+        // buggy hub signs anyway).
+        let wrong_td = sign_unchecked(&root, &pending, "east", "west.local");
+        let SignedStep::Refuse(why) = signed_step(&with(wrong_td), &id, &bundle, &material, now)
+        else {
+            panic!("accepted a chain for another trust domain")
+        };
+        assert!(why.contains("trust domain east.local"), "{why}");
+        // Signed by a root that is not this trust domain's.
+        let wrong_root = sign(&other_root, &pending, "east", "east.local");
+        let SignedStep::Refuse(why) = signed_step(&with(wrong_root), &id, &bundle, &material, now)
+        else {
+            panic!("accepted a chain to a foreign root")
+        };
+        assert!(why.contains("does not lead to a root"), "{why}");
+        // For another key.
+        let other = fresh_pending(&id, KeyAlgorithm::EcdsaP256, 1).unwrap();
+        let mut other_key = sign(&root, &other, "east", "east.local");
+        other_key.csr_digest = good.csr_digest.clone();
+        let SignedStep::Refuse(why) = signed_step(&with(other_key), &id, &bundle, &material, now)
+        else {
+            panic!("accepted a chain for another key")
+        };
+        assert!(why.contains("public key"), "{why}");
+        // Garbage.
+        let mut garbage = good.clone();
+        garbage.chain_pem = "not a chain".into();
+        assert!(matches!(
+            signed_step(&with(garbage), &id, &bundle, &material, now),
+            SignedStep::Refuse(_)
+        ));
+    }
+}

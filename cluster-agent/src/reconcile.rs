@@ -1,0 +1,603 @@
+//! One reconcile: read the exchange object and the cluster, apply the decisions of
+//! [`crate::logic`] in protocol order, write only what differs, report.
+//!
+//! Every step is idempotent and persists its result before the next step relies on it, so
+//! the agent converges from any state, including after being killed between two writes:
+//!
+//! 1. a fresh key and CSR go into the agent Secret before `status.csr` shows the CSR;
+//! 2. an accepted chain is promoted in the agent Secret before `cacerts` is written;
+//! 3. `cacerts` is written in one create/update; when istiod must be restarted, the same
+//!    write carries the annotation `federator.io/istiod-restart-pending`, which is removed
+//!    only after the Deployment was patched (4), so a restart decision survives a crash;
+//! 5. the mesh config is merged;
+//! 6. the status is patched when it differs.
+
+use std::collections::BTreeMap;
+
+use federator_api::member::{ClusterTrust, ClusterTrustStatus};
+use federator_api::names;
+use federator_core::bundle::TrustBundle;
+use federator_core::cacerts::CaCerts;
+use federator_core::cert::rfc3339;
+use federator_core::identity::TrustDomain;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use time::OffsetDateTime;
+use tracing::{debug, info, warn};
+
+use crate::logic::istiod::{IstiodEvent, RestartDecision};
+use crate::logic::material::AgentMaterial;
+use crate::logic::signed::SignedStep;
+use crate::logic::status::{self, InstallFacts, MeshFacts, Report};
+use crate::logic::{cacerts, csr, istiod, mesh, signed};
+use crate::{Error, Options, Result};
+
+/// Annotation on `cacerts` recording a restart of istiod that was decided but not yet done.
+pub const RESTART_PENDING_ANNOTATION: &str = "federator.io/istiod-restart-pending";
+
+/// What one reconcile wrote.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// One line per write, e.g. `Secret istio-system/cacerts`.
+    pub writes: Vec<String>,
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        dry_run: false,
+        field_manager: Some(names::AGENT_FIELD_MANAGER.to_owned()),
+    }
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(names::AGENT_FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    }
+}
+
+fn secret_data(secret: Option<&Secret>) -> Option<BTreeMap<String, Vec<u8>>> {
+    secret.map(|s| {
+        s.data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect()
+    })
+}
+
+fn to_byte_strings(data: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, ByteString> {
+    data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()
+}
+
+fn managed_by() -> BTreeMap<String, String> {
+    [(
+        names::MANAGED_BY_LABEL.0.to_owned(),
+        names::MANAGED_BY_LABEL.1.to_owned(),
+    )]
+    .into()
+}
+
+fn missing_namespace(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.is_not_found())
+}
+
+/// Creates or updates (with its resourceVersion) a Secret so that its data is exactly `data`
+/// and the annotation `annotation` has the given value (`None`: absent).
+async fn write_secret(
+    api: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+    current: Option<Secret>,
+    data: BTreeMap<String, Vec<u8>>,
+    annotation: Option<(&str, Option<&str>)>,
+) -> Result<Secret> {
+    match current {
+        Some(mut s) => {
+            s.metadata.managed_fields = None;
+            s.data = Some(to_byte_strings(data));
+            s.string_data = None;
+            match annotation {
+                Some((k, Some(v))) => {
+                    s.metadata
+                        .annotations
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(k.to_owned(), v.to_owned());
+                }
+                Some((k, None)) => {
+                    if let Some(a) = s.metadata.annotations.as_mut() {
+                        a.remove(k);
+                    }
+                }
+                None => {}
+            }
+            api.replace(name, &post_params(), &s)
+                .await
+                .map_err(Error::kube(format!("update Secret {namespace}/{name}")))
+        }
+        None => {
+            let s = Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.to_owned()),
+                    namespace: Some(namespace.to_owned()),
+                    labels: Some(managed_by()),
+                    annotations: annotation
+                        .and_then(|(k, v)| v.map(|v| [(k.to_owned(), v.to_owned())].into())),
+                    ..ObjectMeta::default()
+                },
+                type_: Some("Opaque".to_owned()),
+                data: Some(to_byte_strings(data)),
+                ..Secret::default()
+            };
+            api.create(&post_params(), &s).await.map_err(|e| {
+                if missing_namespace(&e) {
+                    Error::NamespaceMissing(namespace.to_owned())
+                } else {
+                    Error::kube(format!("create Secret {namespace}/{name}"))(e)
+                }
+            })
+        }
+    }
+}
+
+/// Reconciles the cluster once. A failure to reach the cluster's own state returns early; a
+/// failure on the Istio side is reported in the status first and then returned, so the
+/// controller retries with backoff.
+pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> {
+    let trusts: Api<ClusterTrust> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let object = format!("ClusterTrust {}/{}", names::NAMESPACE, names::CLUSTER_TRUST);
+    let Some(trust) = trusts
+        .get_opt(names::CLUSTER_TRUST)
+        .await
+        .map_err(Error::kube(format!("read {object}")))?
+    else {
+        debug!("no {object}: nothing to do until `federator join` creates it");
+        return Ok(Summary::default());
+    };
+    let now = OffsetDateTime::now_utc();
+    let spec = &trust.spec;
+    let mut summary = Summary::default();
+    let mut problems: Vec<String> = Vec::new();
+
+    let identity = csr::identity(spec, opts.cluster_name.as_deref())
+        .map_err(|e| problems.push(e))
+        .ok();
+    let bundle = cacerts::bundle_from_spec(spec)
+        .map_err(|e| problems.push(e))
+        .ok();
+
+    // 1. Key and CSR.
+    let own: Api<Secret> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let mut agent_secret = own
+        .get_opt(names::AGENT_KEY_SECRET)
+        .await
+        .map_err(Error::kube(format!(
+            "read Secret {}/{}",
+            names::NAMESPACE,
+            names::AGENT_KEY_SECRET
+        )))?;
+    let (mut material, p) =
+        AgentMaterial::from_data(&secret_data(agent_secret.as_ref()).unwrap_or_default());
+    problems.extend(p);
+    let mut refused = None;
+    if let Some(id) = &identity {
+        if let Some(reason) = csr::fresh_csr_reason(spec, id, material.pending.as_ref()) {
+            match csr::key_algorithm(spec) {
+                Ok(alg) => {
+                    let pending = csr::fresh_pending(id, alg, spec.csr_generation)?;
+                    let next = AgentMaterial {
+                        pending: Some(pending),
+                        installed: material.installed.clone(),
+                    };
+                    agent_secret = Some(
+                        write_secret(
+                            &own,
+                            names::NAMESPACE,
+                            names::AGENT_KEY_SECRET,
+                            agent_secret,
+                            next.to_data(),
+                            None,
+                        )
+                        .await?,
+                    );
+                    material = next;
+                    let digest = material
+                        .pending
+                        .as_ref()
+                        .map(|p| csr::digest(p).unwrap_or_default())
+                        .unwrap_or_default();
+                    info!(
+                        generation = spec.csr_generation,
+                        algorithm = %alg,
+                        csr_digest = %digest,
+                        %reason,
+                        "made a fresh key and CSR (key kept in the agent Secret)"
+                    );
+                    summary
+                        .writes
+                        .push("agent Secret: fresh key and CSR".into());
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+
+        // 2. The hub's answer.
+        if let Some(b) = &bundle {
+            match signed::signed_step(spec, id, b, &material, now) {
+                SignedStep::Nothing => {}
+                SignedStep::Install(installed) => {
+                    let next = AgentMaterial {
+                        pending: material.pending.clone(),
+                        installed: Some(installed),
+                    };
+                    write_secret(
+                        &own,
+                        names::NAMESPACE,
+                        names::AGENT_KEY_SECRET,
+                        agent_secret.take(),
+                        next.to_data(),
+                        None,
+                    )
+                    .await?;
+                    material = next;
+                    info!(
+                        generation = material.installed.as_ref().map(|i| i.generation),
+                        "accepted the hub's signed chain"
+                    );
+                    summary
+                        .writes
+                        .push("agent Secret: promoted the signed chain".into());
+                }
+                SignedStep::Refuse(why) => {
+                    warn!(reason = %why, "refused the hub's signed chain; keeping the installed cluster CA");
+                    problems.push(why.clone());
+                    refused = Some(why);
+                }
+            }
+        }
+    }
+    let csr_status = match material.pending.as_ref().map(csr::csr_status) {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            problems.push(e);
+            None
+        }
+        None => None,
+    };
+
+    // 3 + 4. cacerts and istiod.
+    let mut material_error = None;
+    let desired = match (&material.installed, &bundle) {
+        (Some(inst), Some(b)) => match cacerts::desired_cacerts(inst, b, now) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(e.clone());
+                material_error = Some(e);
+                None
+            }
+        },
+        (Some(_), None) => {
+            material_error = Some("spec.bundle cannot be used (see problems)".to_owned());
+            None
+        }
+        (None, _) => None,
+    };
+    let mut failure: Option<Error> = None;
+    let istio = match sync_cacerts(client, desired.as_ref(), now, &mut summary).await {
+        Ok(o) => Some(o),
+        Err(e) => {
+            problems.push(e.to_string());
+            failure = Some(e);
+            None
+        }
+    };
+
+    // 5. Mesh config.
+    let mesh_facts = match (&identity, &bundle) {
+        (Some(id), Some(b)) => match sync_mesh(client, b, &id.trust_domain, &mut summary).await {
+            Ok(MeshFacts::Failed(msg)) => {
+                problems.push(msg.clone());
+                MeshFacts::Failed(msg)
+            }
+            Ok(f) => f,
+            Err(e) => {
+                let msg = e.to_string();
+                problems.push(msg.clone());
+                failure.get_or_insert(e);
+                MeshFacts::Failed(msg)
+            }
+        },
+        _ => MeshFacts::Skipped,
+    };
+
+    // 6. Status.
+    let previous = trust.status.as_ref();
+    let actual_after = istio.as_ref().and_then(|o| o.after.as_ref());
+    let in_sync = match (&desired, actual_after, &material.installed) {
+        (Some(d), Some(a), Some(inst)) if !cacerts::differs(Some(a), d) => {
+            match cacerts::installed_status(inst, spec.bundle_generation) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let write_error = failure.as_ref().map(|e| e.to_string());
+    let installed_check = status::installed_check(&InstallFacts {
+        in_sync: in_sync.as_ref(),
+        write_error: istio.is_none().then_some(write_error.as_deref()).flatten(),
+        material_error: material_error.as_deref(),
+        refused: refused.as_deref(),
+        waiting_for: material.pending.as_ref().map(|p| p.generation),
+    });
+    let bundle_check = status::bundle_check(
+        actual_after
+            .and_then(|a| a.get(federator_core::cacerts::ROOT_CERT))
+            .map(Vec::as_slice),
+        bundle.as_ref(),
+        spec.bundle_generation,
+    );
+    let multi_root = istio.as_ref().and_then(|o| o.deployment);
+    let (mesh_check, mesh_problem) =
+        status::mesh_check(&mesh_facts, &spec.trust_domain, multi_root);
+    problems.extend(mesh_problem);
+    let istiod_status = istio.as_ref().map(|o| {
+        istiod::istiod_status(
+            o.deployment,
+            &o.event,
+            previous.and_then(|p| p.istiod.as_ref()),
+        )
+    });
+    let new_status = status::status(
+        previous,
+        Report {
+            csr: csr_status,
+            installed: in_sync,
+            istiod: istiod_status,
+            installed_check,
+            bundle_check,
+            mesh_check,
+            problems,
+        },
+        &rfc3339(now),
+    );
+    if previous != Some(&new_status) {
+        patch_status(&trusts, &new_status).await?;
+        summary.writes.push("ClusterTrust status".into());
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+async fn patch_status(api: &Api<ClusterTrust>, status: &ClusterTrustStatus) -> Result<()> {
+    let body = json!({
+        "apiVersion": format!("{}/{}", federator_api::GROUP, federator_api::VERSION),
+        "kind": "ClusterTrust",
+        "status": status,
+    });
+    api.patch_status(
+        names::CLUSTER_TRUST,
+        &PatchParams::apply(names::AGENT_FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "update the status of ClusterTrust {}/{}",
+        names::NAMESPACE,
+        names::CLUSTER_TRUST
+    )))?;
+    Ok(())
+}
+
+/// What steps 3 and 4 found and did.
+struct CacertsOutcome {
+    /// `cacerts` after this reconcile (`None`: it does not exist).
+    after: Option<BTreeMap<String, Vec<u8>>>,
+    /// The istiod Deployment: `None` absent, else whether it runs with multi-root.
+    deployment: Option<bool>,
+    /// What happened to istiod.
+    event: IstiodEvent,
+}
+
+fn multi_root_of(d: &Deployment) -> bool {
+    let containers = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| p.containers.as_slice())
+        .unwrap_or_default();
+    istiod::multi_root(
+        containers
+            .iter()
+            .flat_map(|c| c.env.iter().flatten())
+            .map(|e| (e.name.as_str(), e.value.as_deref())),
+    )
+}
+
+fn restarted_at(d: &Deployment) -> Option<&str> {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(names::RESTARTED_AT_ANNOTATION))
+        .map(String::as_str)
+}
+
+async fn sync_cacerts(
+    client: &Client,
+    desired: Option<&CaCerts>,
+    now: OffsetDateTime,
+    summary: &mut Summary,
+) -> Result<CacertsOutcome> {
+    let ns = names::ISTIO_NAMESPACE;
+    let name = names::CACERTS_SECRET;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let current = secrets
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("read Secret {ns}/{name}")))?;
+    let deployment = deployments
+        .get_opt(names::ISTIOD_DEPLOYMENT)
+        .await
+        .map_err(Error::kube(format!(
+            "read Deployment {ns}/{}",
+            names::ISTIOD_DEPLOYMENT
+        )))?;
+    let multi = deployment.as_ref().map(multi_root_of);
+    let before = secret_data(current.as_ref());
+    let mut marker: Option<String> = current
+        .as_ref()
+        .and_then(|s| s.annotations().get(RESTART_PENDING_ANNOTATION).cloned());
+    let mut after = before.clone();
+    let mut decision: Option<RestartDecision> = None;
+
+    if let Some(d) = desired
+        && cacerts::differs(before.as_ref(), d)
+    {
+        let dec = multi.map(|m| istiod::restart_decision(before.as_ref(), &d.root_cert, m));
+        if dec.as_ref().is_some_and(|x| x.restart) {
+            marker = Some(rfc3339(now));
+        }
+        write_secret(
+            &secrets,
+            ns,
+            name,
+            current,
+            d.files(),
+            Some((RESTART_PENDING_ANNOTATION, marker.as_deref())),
+        )
+        .await?;
+        after = Some(d.files());
+        let ca = federator_core::cert::parse_pem_certificates(d.ca_cert.as_bytes(), "ca-cert.pem")
+            .ok()
+            .and_then(|v| v.first().map(|der| federator_core::cert::fingerprint(der)))
+            .unwrap_or_default();
+        info!(
+            ca_sha256 = %ca,
+            restart = dec.as_ref().map(|x| x.restart),
+            reason = dec.as_ref().map(|x| x.reason.as_str()).unwrap_or("no istiod Deployment"),
+            "wrote {ns}/{name}"
+        );
+        summary.writes.push(format!("Secret {ns}/{name}"));
+        decision = dec;
+    }
+
+    let mut event = match &decision {
+        Some(d) if !d.restart => IstiodEvent::HotReload(d.reason.clone()),
+        _ => IstiodEvent::Quiet,
+    };
+    if let Some(m) = marker {
+        if let Some(dep) = &deployment {
+            if restarted_at(dep) != Some(m.as_str()) {
+                let patch = json!({"spec": {"template": {"metadata": {"annotations": {
+                    names::RESTARTED_AT_ANNOTATION: m,
+                }}}}});
+                deployments
+                    .patch(
+                        names::ISTIOD_DEPLOYMENT,
+                        &patch_params(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .map_err(Error::kube(format!(
+                        "restart Deployment {ns}/{}",
+                        names::ISTIOD_DEPLOYMENT
+                    )))?;
+                info!(restarted_at = %m, "requested a rolling restart of istiod");
+                summary
+                    .writes
+                    .push(format!("Deployment {ns}/{}", names::ISTIOD_DEPLOYMENT));
+            }
+            event = IstiodEvent::Restarted(match &decision {
+                Some(d) if d.restart => d.reason.clone(),
+                _ => "completing a restart decided before the agent was interrupted".to_owned(),
+            });
+        }
+        let clear = json!({"metadata": {"annotations": {RESTART_PENDING_ANNOTATION: null}}});
+        secrets
+            .patch(name, &patch_params(), &Patch::Merge(&clear))
+            .await
+            .map_err(Error::kube(format!("update Secret {ns}/{name}")))?;
+        summary
+            .writes
+            .push(format!("Secret {ns}/{name}: restart done"));
+    }
+    Ok(CacertsOutcome {
+        after,
+        deployment: multi,
+        event,
+    })
+}
+
+async fn sync_mesh(
+    client: &Client,
+    bundle: &TrustBundle,
+    own: &TrustDomain,
+    summary: &mut Summary,
+) -> Result<MeshFacts> {
+    let ns = names::ISTIO_NAMESPACE;
+    let name = names::ISTIO_CONFIGMAP;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let Some(mut cm) = api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("read ConfigMap {ns}/{name}")))?
+    else {
+        return Ok(MeshFacts::Absent);
+    };
+    let mesh_yaml = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(names::MESH_KEY))
+        .cloned();
+    let annotation = cm
+        .annotations()
+        .get(names::MANAGED_CA_CERTIFICATES_ANNOTATION)
+        .cloned();
+    let merged = match mesh::merge(mesh_yaml.as_deref(), annotation.as_deref(), bundle, own) {
+        Ok(m) => m,
+        Err(e) => return Ok(MeshFacts::Failed(e)),
+    };
+    if merged.needs_write() {
+        cm.metadata.managed_fields = None;
+        if let Some(y) = &merged.new_mesh {
+            cm.data
+                .get_or_insert_with(BTreeMap::new)
+                .insert(names::MESH_KEY.to_owned(), y.clone());
+        }
+        let anns = cm.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        match &merged.annotation {
+            Some(a) => {
+                anns.insert(
+                    names::MANAGED_CA_CERTIFICATES_ANNOTATION.to_owned(),
+                    a.clone(),
+                );
+            }
+            None => {
+                anns.remove(names::MANAGED_CA_CERTIFICATES_ANNOTATION);
+            }
+        }
+        api.replace(name, &post_params(), &cm)
+            .await
+            .map_err(Error::kube(format!("update ConfigMap {ns}/{name}")))?;
+        info!(
+            entries = merged.managed_entries,
+            "updated caCertificates in the mesh config"
+        );
+        summary.writes.push(format!("ConfigMap {ns}/{name}"));
+    }
+    Ok(MeshFacts::InSync {
+        mesh_trust_domain: merged.mesh_trust_domain,
+        managed_entries: merged.managed_entries,
+    })
+}
