@@ -1,5 +1,6 @@
 //! The controller: one `ClusterTrust` (`federator-system/local`) and everything it projects
-//! onto, watched by name so namespaced Roles suffice.
+//! onto, each watched by name (a field selector on `metadata.name`) so the agent's namespaced
+//! Roles suffice: it never lists or watches anything at cluster scope.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -7,14 +8,15 @@ use std::time::Duration;
 
 use federator_api::member::ClusterTrust;
 use federator_api::names;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::Client;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 use tracing::{debug, info, warn};
 
 use crate::reconcile::reconcile_once;
@@ -69,50 +71,86 @@ fn by_name(name: &str) -> watcher::Config {
     watcher::Config::default().fields(&format!("metadata.name={name}"))
 }
 
-fn local() -> Option<ObjectRef<ClusterTrust>> {
-    Some(ObjectRef::new(names::CLUSTER_TRUST).within(names::NAMESPACE))
+/// A watch on one object (by name, so a namespaced Role suffices) that emits `()` whenever it
+/// is created, changed or deleted. It retries with its own backoff and drops its errors after
+/// logging them: the controller's trigger backoff is shared by every trigger, so an error
+/// passed on (say, no access to `istio-system` yet) would also slow down the reaction to the
+/// `ClusterTrust` and every other watch.
+fn changes_of<K>(
+    api: Api<K>,
+    namespace: &str,
+    name: &str,
+) -> impl Stream<Item = ()> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let what = format!("{} {namespace}/{name}", K::kind(&()));
+    watcher(api, by_name(name))
+        .default_backoff()
+        .touched_objects()
+        .filter_map(move |event| {
+            let what = what.clone();
+            async move {
+                match event {
+                    Ok(_) => Some(()),
+                    Err(error) => {
+                        warn!(watch = %what, %error, "watch failed; retrying with backoff");
+                        None
+                    }
+                }
+            }
+        })
 }
 
 /// Runs the agent until SIGTERM or Ctrl-C.
+///
+/// The controller watches `ClusterTrust` `federator-system/local`, and reconciles it whenever
+/// it or one of the objects it projects onto changes: the agent Secret
+/// (`federator-system/federator-cluster-ca`), `istio-system/cacerts`, the `istio` ConfigMap
+/// and the istiod Deployment. Every watch selects one object by name.
 pub async fn run(client: Client, opts: Options) -> Result<()> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         opts,
         failures: AtomicU32::new(0),
     });
-    let own = |c: &Client| Api::<Secret>::namespaced(c.clone(), names::NAMESPACE);
-    let istio = names::ISTIO_NAMESPACE;
+    let (own, istio) = (names::NAMESPACE, names::ISTIO_NAMESPACE);
     info!(
-        namespace = names::NAMESPACE,
+        pid = std::process::id(),
+        namespace = own,
         cluster_trust = names::CLUSTER_TRUST,
         "cluster-agent watching"
     );
     Controller::new(
-        Api::<ClusterTrust>::namespaced(client.clone(), names::NAMESPACE),
+        Api::<ClusterTrust>::namespaced(client.clone(), own),
         by_name(names::CLUSTER_TRUST),
     )
-    .watches(own(&client), by_name(names::AGENT_KEY_SECRET), |_| local())
-    .watches(
+    .reconcile_all_on(changes_of(
+        Api::<Secret>::namespaced(client.clone(), own),
+        own,
+        names::AGENT_KEY_SECRET,
+    ))
+    .reconcile_all_on(changes_of(
         Api::<Secret>::namespaced(client.clone(), istio),
-        by_name(names::CACERTS_SECRET),
-        |_| local(),
-    )
-    .watches(
+        istio,
+        names::CACERTS_SECRET,
+    ))
+    .reconcile_all_on(changes_of(
         Api::<ConfigMap>::namespaced(client.clone(), istio),
-        by_name(names::ISTIO_CONFIGMAP),
-        |_| local(),
-    )
-    .watches(
+        istio,
+        names::ISTIO_CONFIGMAP,
+    ))
+    .reconcile_all_on(changes_of(
         Api::<Deployment>::namespaced(client.clone(), istio),
-        by_name(names::ISTIOD_DEPLOYMENT),
-        |_| local(),
-    )
+        istio,
+        names::ISTIOD_DEPLOYMENT,
+    ))
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)
     .for_each(|res| async move {
         if let Err(e) = res {
-            // Watch errors (API server unreachable, CRD not installed yet) are retried by
-            // the watchers with their own backoff.
+            // Errors of the ClusterTrust watch (API server unreachable, CRD not installed
+            // yet); the watcher retries with backoff.
             warn!(error = %e, "controller");
         }
     })

@@ -1,5 +1,6 @@
 //! `cluster-agent`: installs Istio's plug-in CA in a member cluster (see `docs/agent.md`).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -39,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("invalid --log-level {:?}", cli.log_level))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let client = cluster_agent::client(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;

@@ -160,6 +160,16 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
     };
     let now = OffsetDateTime::now_utc();
     let spec = &trust.spec;
+    debug!(
+        resource_version = trust
+            .metadata
+            .resource_version
+            .as_deref()
+            .unwrap_or_default(),
+        csr_generation = spec.csr_generation,
+        bundle_generation = spec.bundle_generation,
+        "reconciling"
+    );
     let mut summary = Summary::default();
     let mut problems: Vec<String> = Vec::new();
 
