@@ -47,7 +47,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -156,13 +159,20 @@ impl Federation {
     /// domain in its mesh config.
     pub async fn install_mesh_config(&self, name: &str) {
         let m = &self.members[name];
-        let api: Api<ConfigMap> = Api::namespaced(m.cluster.client().await.unwrap(), names::ISTIO_NAMESPACE);
+        let api: Api<ConfigMap> =
+            Api::namespaced(m.cluster.client().await.unwrap(), names::ISTIO_NAMESPACE);
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(names::ISTIO_CONFIGMAP.into()),
                 ..ObjectMeta::default()
             },
-            data: Some([(names::MESH_KEY.to_owned(), format!("trustDomain: {}\n", m.trust_domain))].into()),
+            data: Some(
+                [(
+                    names::MESH_KEY.to_owned(),
+                    format!("trustDomain: {}\n", m.trust_domain),
+                )]
+                .into(),
+            ),
             ..ConfigMap::default()
         };
         api.create(&PostParams::default(), &cm).await.unwrap();
@@ -170,9 +180,13 @@ impl Federation {
 
     /// Starts `federator serve` (killed when the Federation drops).
     pub fn start_serve(&mut self, extra: &[&str]) {
-        let mut spec = ProcessSpec::new("federator-serve", bin("federator"), self.dir.join("serve.log"))
-            .args(["serve", "--log-level", "info"])
-            .env("FEDERATOR_HUB_KUBECONFIG", self.hub.kubeconfig_path());
+        let mut spec = ProcessSpec::new(
+            "federator-serve",
+            bin("federator"),
+            self.dir.join("serve.log"),
+        )
+        .args(["serve", "--log-level", "info"])
+        .env("FEDERATOR_HUB_KUBECONFIG", self.hub.kubeconfig_path());
         for a in extra {
             spec = spec.arg(*a);
         }
@@ -183,27 +197,40 @@ impl Federation {
     pub fn start_agent(&mut self, name: &str) {
         let log = self.dir.join(format!("{name}-agent.log"));
         let m = self.members.get_mut(name).unwrap();
-        let spec = ProcessSpec::new(format!("{name}-agent"), bin("cluster-agent"), log)
-            .args(["--kubeconfig", m.agent_kubeconfig.to_str().unwrap(), "--cluster-name", name, "--log-level", "info"]);
+        let spec = ProcessSpec::new(format!("{name}-agent"), bin("cluster-agent"), log).args([
+            "--kubeconfig",
+            m.agent_kubeconfig.to_str().unwrap(),
+            "--cluster-name",
+            name,
+            "--log-level",
+            "info",
+        ]);
         m.agent = Some(Process::spawn(spec).unwrap());
     }
 
     /// A member's `cacerts` as files, if it exists.
     pub async fn cacerts(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-        let api: Api<Secret> = Api::namespaced(self.members[name].cluster.client().await.ok()?, names::ISTIO_NAMESPACE);
+        let api: Api<Secret> = Api::namespaced(
+            self.members[name].cluster.client().await.ok()?,
+            names::ISTIO_NAMESPACE,
+        );
         let s = api.get_opt(names::CACERTS_SECRET).await.ok()??;
         Some(s.data?.into_iter().map(|(k, v)| (k, v.0)).collect())
     }
 
     /// A member's `ClusterTrust`.
     pub async fn cluster_trust(&self, name: &str) -> Option<ClusterTrust> {
-        let api: Api<ClusterTrust> = Api::namespaced(self.members[name].cluster.client().await.ok()?, names::NAMESPACE);
+        let api: Api<ClusterTrust> = Api::namespaced(
+            self.members[name].cluster.client().await.ok()?,
+            names::NAMESPACE,
+        );
         api.get_opt(names::CLUSTER_TRUST).await.ok()?
     }
 
     /// A member's `MemberCluster` on the hub.
     pub async fn member_cluster(&self, name: &str) -> Option<MemberCluster> {
-        let api: Api<MemberCluster> = Api::namespaced(self.hub.client().await.ok()?, names::NAMESPACE);
+        let api: Api<MemberCluster> =
+            Api::namespaced(self.hub.client().await.ok()?, names::NAMESPACE);
         api.get_opt(name).await.ok()?
     }
 
@@ -211,21 +238,33 @@ impl Federation {
     /// `federator status` reports them healthy.
     pub async fn wait_healthy(&self, members: &[&str], timeout: Duration) {
         for name in members {
-            wait_for(&format!("{name} to have valid cacerts"), timeout, || async {
-                let files = self.cacerts(name).await?;
-                cacerts::inspect(&files, OffsetDateTime::now_utc()).is_ok().then_some(())
-            })
+            wait_for(
+                &format!("{name} to have valid cacerts"),
+                timeout,
+                || async {
+                    let files = self.cacerts(name).await?;
+                    cacerts::inspect(&files, OffsetDateTime::now_utc())
+                        .is_ok()
+                        .then_some(())
+                },
+            )
             .await;
         }
-        wait_for("federator status to report every member healthy", timeout, || async {
-            let out = self.federator(&["status", "-o", "json"]);
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            let clusters = v["clusters"].as_array()?;
-            let all = members
-                .iter()
-                .all(|n| clusters.iter().any(|c| c["name"] == *n && c["healthy"] == true));
-            all.then_some(())
-        })
+        wait_for(
+            "federator status to report every member healthy",
+            timeout,
+            || async {
+                let out = self.federator(&["status", "-o", "json"]);
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                let clusters = v["clusters"].as_array()?;
+                let all = members.iter().all(|n| {
+                    clusters
+                        .iter()
+                        .any(|c| c["name"] == *n && c["healthy"] == true)
+                });
+                all.then_some(())
+            },
+        )
         .await;
     }
 }
@@ -233,14 +272,19 @@ impl Federation {
 /// Mints a workload leaf for `id` from a member's `cacerts` files (as istiod would).
 pub fn mint_leaf(files: &BTreeMap<String, Vec<u8>>, id: &str) -> Vec<Vec<u8>> {
     let c = CaCerts::from_files(files).unwrap();
-    c.issue_workload_cert(&SpiffeId::parse(id).unwrap(), Duration::from_secs(600), OffsetDateTime::now_utc())
-        .unwrap()
-        .chain
+    c.issue_workload_cert(
+        &SpiffeId::parse(id).unwrap(),
+        Duration::from_secs(600),
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap()
+    .chain
 }
 
 /// Whether a leaf chain verifies against a member's `root-cert.pem` (rustls-webpki).
 pub fn verifies(chain: &[Vec<u8>], files: &BTreeMap<String, Vec<u8>>) -> Result<(), String> {
-    let roots = cert::parse_pem_certificates(&files[cacerts::ROOT_CERT], "root-cert.pem").map_err(|e| e.to_string())?;
+    let roots = cert::parse_pem_certificates(&files[cacerts::ROOT_CERT], "root-cert.pem")
+        .map_err(|e| e.to_string())?;
     federator_core::verify::verify_workload_chain(chain, &roots, OffsetDateTime::now_utc())
         .map(|_| ())
         .map_err(|e| e.to_string())

@@ -12,7 +12,11 @@ use federator_e2e::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 
-const MEMBERS: [(&str, &str); 3] = [("c1", "cluster.local"), ("c2", "cluster.local"), ("c3", "c3.example")];
+const MEMBERS: [(&str, &str); 3] = [
+    ("c1", "cluster.local"),
+    ("c2", "cluster.local"),
+    ("c3", "c3.example"),
+];
 
 fn leaf_id(td: &str) -> String {
     format!("spiffe://{td}/ns/default/sa/web")
@@ -29,7 +33,8 @@ async fn members_trust_each_other_until_one_leaves() {
     for (name, _) in MEMBERS {
         fed.start_agent(name);
     }
-    fed.wait_healthy(&["c1", "c2", "c3"], Duration::from_secs(90)).await;
+    fed.wait_healthy(&["c1", "c2", "c3"], Duration::from_secs(90))
+        .await;
 
     // Every member's cacerts passes the core validator and openssl's strict verification.
     let tmp = tempfile::tempdir().unwrap();
@@ -40,14 +45,26 @@ async fn members_trust_each_other_until_one_leaves() {
         assert!(report.is_ok(), "{name}: {:?}", report.problems);
         let dir = tmp.path().join(name);
         write_dir(&dir, &f);
-        assert!(openssl_verify(&dir.join("ca-cert.pem"), &dir.join("root-cert.pem"), None), "openssl verify of {name}");
+        assert!(
+            openssl_verify(&dir.join("ca-cert.pem"), &dir.join("root-cert.pem"), None),
+            "openssl verify of {name}"
+        );
         files.insert(name, f);
     }
     // Clusters sharing a trust domain share a root; c3 has its own.
     let root_of = |n: &str| String::from_utf8(files[n]["root-cert.pem"].clone()).unwrap();
     assert_eq!(root_of("c1"), root_of("c2"));
-    assert_eq!(root_of("c1"), root_of("c3"), "every member gets the same bundle");
-    assert_eq!(federator_core::cert::parse_pem_certificates(root_of("c1").as_bytes(), "b").unwrap().len(), 2);
+    assert_eq!(
+        root_of("c1"),
+        root_of("c3"),
+        "every member gets the same bundle"
+    );
+    assert_eq!(
+        federator_core::cert::parse_pem_certificates(root_of("c1").as_bytes(), "b")
+            .unwrap()
+            .len(),
+        2
+    );
 
     // A workload leaf of any member verifies against every other member's root-cert.pem.
     for (from, td) in MEMBERS {
@@ -58,7 +75,11 @@ async fn members_trust_each_other_until_one_leaves() {
         // And with openssl, as an independent oracle.
         let dir = tmp.path().join(format!("leaf-{from}"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("leaf.pem"), federator_core::cert::to_pem([leaf[0].as_slice()])).unwrap();
+        std::fs::write(
+            dir.join("leaf.pem"),
+            federator_core::cert::to_pem([leaf[0].as_slice()]),
+        )
+        .unwrap();
         for (to, _) in MEMBERS {
             assert!(openssl_verify(
                 &dir.join("leaf.pem"),
@@ -70,9 +91,15 @@ async fn members_trust_each_other_until_one_leaves() {
 
     // Peers in other trust domains are in the mesh config with their trust domain.
     let c1 = fed.members["c1"].cluster.client().await.unwrap();
-    let mesh = Api::<ConfigMap>::namespaced(c1, names::ISTIO_NAMESPACE).get(names::ISTIO_CONFIGMAP).await.unwrap();
-    let mesh: serde_yaml::Value = serde_yaml::from_str(&mesh.data.unwrap()[names::MESH_KEY]).unwrap();
-    let entries = mesh["caCertificates"].as_sequence().expect("caCertificates");
+    let mesh = Api::<ConfigMap>::namespaced(c1, names::ISTIO_NAMESPACE)
+        .get(names::ISTIO_CONFIGMAP)
+        .await
+        .unwrap();
+    let mesh: serde_yaml::Value =
+        serde_yaml::from_str(&mesh.data.unwrap()[names::MESH_KEY]).unwrap();
+    let entries = mesh["caCertificates"]
+        .as_sequence()
+        .expect("caCertificates");
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["trustDomains"][0].as_str(), Some("c3.example"));
 
@@ -80,23 +107,45 @@ async fn members_trust_each_other_until_one_leaves() {
     let c3_leaf = mint_leaf(&files["c3"], &leaf_id("c3.example"));
     fed.federator_ok(&["leave", "cluster", "c3"]);
     for name in ["c1", "c2"] {
-        wait_for(&format!("{name} to drop c3's root"), Duration::from_secs(60), || async {
-            let f = fed.cacerts(name).await?;
-            verifies(&c3_leaf, &f).is_err().then_some(())
-        })
+        wait_for(
+            &format!("{name} to drop c3's root"),
+            Duration::from_secs(60),
+            || async {
+                let f = fed.cacerts(name).await?;
+                verifies(&c3_leaf, &f).is_err().then_some(())
+            },
+        )
         .await;
     }
-    fed.wait_healthy(&["c1", "c2"], Duration::from_secs(60)).await;
+    fed.wait_healthy(&["c1", "c2"], Duration::from_secs(60))
+        .await;
     let c1 = fed.cacerts("c1").await.unwrap();
     let c2 = fed.cacerts("c2").await.unwrap();
     verifies(&mint_leaf(&c1, &leaf_id("cluster.local")), &c2).unwrap();
     verifies(&mint_leaf(&c2, &leaf_id("cluster.local")), &c1).unwrap();
     let status = fed.federator_ok(&["status", "-o", "json"]);
-    assert!(!status.contains("\"c3\""), "c3 is gone from status: {status}");
+    assert!(
+        !status.contains("\"c3\""),
+        "c3 is gone from status: {status}"
+    );
     // The hub's credential for c3 is revoked and deleted.
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(fed.hub.client().await.unwrap(), names::NAMESPACE);
-    assert!(secrets.get_opt(&names::member_credential_secret("c3")).await.unwrap().is_none());
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        Api::namespaced(fed.members["c3"].cluster.client().await.unwrap(), names::NAMESPACE);
-    assert!(sas.get_opt(names::HUB_SERVICE_ACCOUNT).await.unwrap().is_none());
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(fed.hub.client().await.unwrap(), names::NAMESPACE);
+    assert!(
+        secrets
+            .get_opt(&names::member_credential_secret("c3"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(
+        fed.members["c3"].cluster.client().await.unwrap(),
+        names::NAMESPACE,
+    );
+    assert!(
+        sas.get_opt(names::HUB_SERVICE_ACCOUNT)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

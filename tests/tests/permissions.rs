@@ -7,13 +7,17 @@
 use federator_api::hub::MemberCluster;
 use federator_api::names;
 use federator_e2e::*;
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
 
 async fn allowed(client: &Client, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
-    let (resource, group) = resource.split_once('.').map_or((resource, ""), |(r, g)| (r, g));
+    let (resource, group) = resource
+        .split_once('.')
+        .map_or((resource, ""), |(r, g)| (r, g));
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
@@ -38,7 +42,15 @@ async fn allowed(client: &Client, verb: &str, resource: &str, namespace: Option<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_credential_cannot_read_secrets_and_weak_or_dead_clusters_are_refused() {
-    let fed = Federation::start(&[("c1", "cluster.local"), ("weak", "cluster.local"), ("dead", "cluster.local")], &[]).await;
+    let fed = Federation::start(
+        &[
+            ("c1", "cluster.local"),
+            ("weak", "cluster.local"),
+            ("dead", "cluster.local"),
+        ],
+        &[],
+    )
+    .await;
     fed.join("c1");
 
     // The hub's stored credential for c1.
@@ -47,43 +59,110 @@ async fn hub_credential_cannot_read_secrets_and_weak_or_dead_clusters_are_refuse
         .get(&names::member_credential_secret("c1"))
         .await
         .unwrap();
-    let kubeconfig = String::from_utf8(secret.data.unwrap()[names::KUBECONFIG_KEY].0.clone()).unwrap();
-    assert!(!kubeconfig.contains("client-key-data"), "only a token, never the admin's client key");
-    let hub_in_c1 = testbed::cluster::client_from_yaml(&kubeconfig).await.unwrap();
+    let kubeconfig =
+        String::from_utf8(secret.data.unwrap()[names::KUBECONFIG_KEY].0.clone()).unwrap();
+    assert!(
+        !kubeconfig.contains("client-key-data"),
+        "only a token, never the admin's client key"
+    );
+    let hub_in_c1 = testbed::cluster::client_from_yaml(&kubeconfig)
+        .await
+        .unwrap();
     for verb in ["get", "list", "watch"] {
-        for ns in [Some(names::NAMESPACE), Some(names::ISTIO_NAMESPACE), Some("kube-system"), Some("default"), None] {
-            assert!(!allowed(&hub_in_c1, verb, "secrets", ns).await, "hub may {verb} secrets in {ns:?}");
+        for ns in [
+            Some(names::NAMESPACE),
+            Some(names::ISTIO_NAMESPACE),
+            Some("kube-system"),
+            Some("default"),
+            None,
+        ] {
+            assert!(
+                !allowed(&hub_in_c1, verb, "secrets", ns).await,
+                "hub may {verb} secrets in {ns:?}"
+            );
         }
     }
-    assert!(allowed(&hub_in_c1, "patch", "clustertrusts.federator.io", Some(names::NAMESPACE)).await);
+    assert!(
+        allowed(
+            &hub_in_c1,
+            "patch",
+            "clustertrusts.federator.io",
+            Some(names::NAMESPACE)
+        )
+        .await
+    );
     assert!(!allowed(&hub_in_c1, "create", "pods", Some(names::NAMESPACE)).await);
     // And the real API server agrees when asked for one.
-    let err = Api::<Secret>::namespaced(hub_in_c1, names::ISTIO_NAMESPACE).list(&ListParams::default()).await.unwrap_err();
+    let err = Api::<Secret>::namespaced(hub_in_c1, names::ISTIO_NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("forbidden"), "{err}");
 
     // A kubeconfig without the needed rights: every missing permission is named, nothing is written.
     let weak = &fed.members["weak"].cluster;
     let weak_kc = fed.dir.join("weak-user.kubeconfig");
-    weak.write_kubeconfig_for_user("alice", &[], &weak_kc).unwrap();
-    let out = fed.federator(&["join", "cluster", "weak", "--kubeconfig", weak_kc.to_str().unwrap(), "--agent-mode", "external"]);
+    weak.write_kubeconfig_for_user("alice", &[], &weak_kc)
+        .unwrap();
+    let out = fed.federator(&[
+        "join",
+        "cluster",
+        "weak",
+        "--kubeconfig",
+        weak_kc.to_str().unwrap(),
+        "--agent-mode",
+        "external",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needed in ["create customresourcedefinitions", "create namespaces", "patch roles.rbac.authorization.k8s.io in namespace istio-system", "create serviceaccounts/token in namespace federator-system"] {
+    for needed in [
+        "create customresourcedefinitions",
+        "create namespaces",
+        "patch roles.rbac.authorization.k8s.io in namespace istio-system",
+        "create serviceaccounts/token in namespace federator-system",
+    ] {
         assert!(err.contains(needed), "missing {needed:?} in: {err}");
     }
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     let weak_admin = weak.client().await.unwrap();
-    assert!(Api::<Namespace>::all(weak_admin).get_opt(names::NAMESPACE).await.unwrap().is_none(), "nothing written in the member");
+    assert!(
+        Api::<Namespace>::all(weak_admin)
+            .get_opt(names::NAMESPACE)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing written in the member"
+    );
     let members: Api<MemberCluster> = Api::namespaced(hub.clone(), names::NAMESPACE);
-    assert!(members.get_opt("weak").await.unwrap().is_none(), "nothing written on the hub");
+    assert!(
+        members.get_opt("weak").await.unwrap().is_none(),
+        "nothing written on the hub"
+    );
 
     // An unreachable cluster.
     let dead = &fed.members["dead"].cluster;
     dead.stop().await;
-    let out = fed.federator(&["join", "cluster", "dead", "--kubeconfig", dead.kubeconfig_path().to_str().unwrap(), "--agent-mode", "external"]);
+    let out = fed.federator(&[
+        "join",
+        "cluster",
+        "dead",
+        "--kubeconfig",
+        dead.kubeconfig_path().to_str().unwrap(),
+        "--agent-mode",
+        "external",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach the API server") || err.contains("did not answer"), "{err}");
+    assert!(
+        err.contains("cannot reach the API server") || err.contains("did not answer"),
+        "{err}"
+    );
     assert!(members.get_opt("dead").await.unwrap().is_none());
-    assert!(Api::<Secret>::namespaced(hub, names::NAMESPACE).get_opt(&names::member_credential_secret("dead")).await.unwrap().is_none());
+    assert!(
+        Api::<Secret>::namespaced(hub, names::NAMESPACE)
+            .get_opt(&names::member_credential_secret("dead"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -8,11 +8,19 @@ use std::time::{Duration, Instant};
 
 use federator_e2e::*;
 
-const MEMBERS: [(&str, &str); 3] = [("c1", "cluster.local"), ("c2", "cluster.local"), ("c3", "c3.example")];
+const MEMBERS: [(&str, &str); 3] = [
+    ("c1", "cluster.local"),
+    ("c2", "cluster.local"),
+    ("c3", "c3.example"),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_cluster_cas_renew_without_a_gap_in_trust() {
-    let mut fed = Federation::start(&MEMBERS, &["--cluster-ca-ttl", "20s", "--renew-at-percent", "50"]).await;
+    let mut fed = Federation::start(
+        &MEMBERS,
+        &["--cluster-ca-ttl", "20s", "--renew-at-percent", "50"],
+    )
+    .await;
     for (name, _) in MEMBERS {
         fed.join(name);
     }
@@ -20,7 +28,8 @@ async fn short_lived_cluster_cas_renew_without_a_gap_in_trust() {
     for (name, _) in MEMBERS {
         fed.start_agent(name);
     }
-    fed.wait_healthy(&["c1", "c2", "c3"], Duration::from_secs(90)).await;
+    fed.wait_healthy(&["c1", "c2", "c3"], Duration::from_secs(90))
+        .await;
 
     let mut serials: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let mut keys: BTreeMap<&str, BTreeSet<Vec<u8>>> = BTreeMap::new();
@@ -31,15 +40,25 @@ async fn short_lived_cluster_cas_renew_without_a_gap_in_trust() {
         for (name, _) in MEMBERS {
             let f = fed.cacerts(name).await.expect("cacerts exists");
             let report = federator_core::cacerts::inspect(&f, time::OffsetDateTime::now_utc());
-            assert!(report.is_ok(), "{name} has invalid cacerts at some moment: {:?}", report.problems);
-            serials.entry(name).or_default().insert(report.ca.unwrap().serial);
-            keys.entry(name).or_default().insert(f["ca-key.pem"].clone());
+            assert!(
+                report.is_ok(),
+                "{name} has invalid cacerts at some moment: {:?}",
+                report.problems
+            );
+            serials
+                .entry(name)
+                .or_default()
+                .insert(report.ca.unwrap().serial);
+            keys.entry(name)
+                .or_default()
+                .insert(f["ca-key.pem"].clone());
             files.insert(name, f);
         }
         for (from, td) in MEMBERS {
             let leaf = mint_leaf(&files[from], &format!("spiffe://{td}/ns/a/sa/b"));
             for (to, _) in MEMBERS {
-                verifies(&leaf, &files[to]).unwrap_or_else(|e| panic!("trust gap: leaf of {from} rejected at {to}: {e}"));
+                verifies(&leaf, &files[to])
+                    .unwrap_or_else(|e| panic!("trust gap: leaf of {from} rejected at {to}: {e}"));
             }
         }
         checks += 1;
@@ -47,7 +66,12 @@ async fn short_lived_cluster_cas_renew_without_a_gap_in_trust() {
     }
     for (name, _) in MEMBERS {
         let n = serials[name].len();
-        assert!(n >= 4, "{name} renewed only {} time(s) in 50s with a 20s lifetime: {:?}", n - 1, serials[name]);
+        assert!(
+            n >= 4,
+            "{name} renewed only {} time(s) in 50s with a 20s lifetime: {:?}",
+            n - 1,
+            serials[name]
+        );
         assert_eq!(keys[name].len(), n, "{name}: every renewal has a fresh key");
     }
     assert!(checks > 50, "only {checks} checks ran");

@@ -17,26 +17,58 @@ use kube::{Client, ResourceExt};
 async fn versions(client: &Client, out: &mut BTreeMap<String, String>, cluster: &str) {
     for ns in [names::NAMESPACE, names::ISTIO_NAMESPACE] {
         let lp = ListParams::default();
-        for s in Api::<Secret>::namespaced(client.clone(), ns).list(&lp).await.unwrap() {
-            out.insert(format!("{cluster}/{ns}/secret/{}", s.name_any()), s.resource_version().unwrap());
+        for s in Api::<Secret>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .unwrap()
+        {
+            out.insert(
+                format!("{cluster}/{ns}/secret/{}", s.name_any()),
+                s.resource_version().unwrap(),
+            );
         }
-        for c in Api::<ConfigMap>::namespaced(client.clone(), ns).list(&lp).await.unwrap() {
-            out.insert(format!("{cluster}/{ns}/configmap/{}", c.name_any()), c.resource_version().unwrap());
+        for c in Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .unwrap()
+        {
+            out.insert(
+                format!("{cluster}/{ns}/configmap/{}", c.name_any()),
+                c.resource_version().unwrap(),
+            );
         }
     }
-    if let Ok(list) = Api::<ClusterTrust>::namespaced(client.clone(), names::NAMESPACE).list(&ListParams::default()).await {
+    if let Ok(list) = Api::<ClusterTrust>::namespaced(client.clone(), names::NAMESPACE)
+        .list(&ListParams::default())
+        .await
+    {
         for c in list {
-            out.insert(format!("{cluster}/clustertrust/{}", c.name_any()), c.resource_version().unwrap());
+            out.insert(
+                format!("{cluster}/clustertrust/{}", c.name_any()),
+                c.resource_version().unwrap(),
+            );
         }
     }
-    if let Ok(list) = Api::<MemberCluster>::namespaced(client.clone(), names::NAMESPACE).list(&ListParams::default()).await {
+    if let Ok(list) = Api::<MemberCluster>::namespaced(client.clone(), names::NAMESPACE)
+        .list(&ListParams::default())
+        .await
+    {
         for m in list {
-            out.insert(format!("{cluster}/membercluster/{}", m.name_any()), m.resource_version().unwrap());
+            out.insert(
+                format!("{cluster}/membercluster/{}", m.name_any()),
+                m.resource_version().unwrap(),
+            );
         }
     }
-    if let Ok(list) = Api::<FederationCr>::namespaced(client.clone(), names::NAMESPACE).list(&ListParams::default()).await {
+    if let Ok(list) = Api::<FederationCr>::namespaced(client.clone(), names::NAMESPACE)
+        .list(&ListParams::default())
+        .await
+    {
         for f in list {
-            out.insert(format!("{cluster}/federation/{}", f.name_any()), f.resource_version().unwrap());
+            out.insert(
+                format!("{cluster}/federation/{}", f.name_any()),
+                f.resource_version().unwrap(),
+            );
         }
     }
 }
@@ -53,7 +85,8 @@ async fn no_writes_at_steady_state() {
     for (name, _) in members {
         fed.start_agent(name);
     }
-    fed.wait_healthy(&["c1", "c2"], Duration::from_secs(90)).await;
+    fed.wait_healthy(&["c1", "c2"], Duration::from_secs(90))
+        .await;
     // Let the last status writes land.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -61,16 +94,27 @@ async fn no_writes_at_steady_state() {
         let mut v = BTreeMap::new();
         versions(&fed.hub.client().await.unwrap(), &mut v, "hub").await;
         for (name, _) in members {
-            versions(&fed.members[name].cluster.client().await.unwrap(), &mut v, name).await;
+            versions(
+                &fed.members[name].cluster.client().await.unwrap(),
+                &mut v,
+                name,
+            )
+            .await;
         }
         v
     };
     let before = snapshot().await;
-    assert!(before.keys().any(|k| k.ends_with("/secret/cacerts")), "{before:?}");
+    assert!(
+        before.keys().any(|k| k.ends_with("/secret/cacerts")),
+        "{before:?}"
+    );
     assert!(before.keys().any(|k| k.ends_with("/configmap/istio")));
     tokio::time::sleep(Duration::from_secs(30)).await;
     let after = snapshot().await;
-    let changed: Vec<&String> = before.keys().filter(|k| before.get(*k) != after.get(*k)).collect();
+    let changed: Vec<&String> = before
+        .keys()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
     assert!(changed.is_empty(), "written at steady state: {changed:?}");
     assert_eq!(before.len(), after.len(), "objects appeared or vanished");
 }

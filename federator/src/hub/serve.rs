@@ -308,6 +308,8 @@ struct MemberCtx {
     member: Client,
     /// The last `ClusterTrust` seen, for status while unreachable.
     last_seen: Mutex<Option<ClusterTrust>>,
+    /// Notified when the member rejects the credential (401): the task then reloads it.
+    rejected: Arc<tokio::sync::Notify>,
 }
 
 /// Runs one member's controller, reconnecting when the credential cannot be loaded.
@@ -323,6 +325,7 @@ async fn run_member(hub: Arc<Hub>, name: String, spec: MemberClusterSpec) {
                     spec: spec.clone(),
                     member: member.clone(),
                     last_seen: Mutex::new(None),
+                    rejected: Arc::new(tokio::sync::Notify::new()),
                 });
                 run_member_controller(ctx).await;
             }
@@ -366,25 +369,64 @@ async fn run_member_controller(ctx: Arc<MemberCtx>) {
             rx.changed().await.ok()?;
             Some(((), rx))
         });
+    // A rejected credential (401) ends this controller, so the member task reloads the stored
+    // credential: `federator join` may have replaced it.
+    let rejected = ctx.rejected.clone();
     let error_ctx = ctx.clone();
-    Controller::new(
+    let error_rejected = rejected.clone();
+    let controller = Controller::new(
         api,
         watcher::Config::default().fields(&format!("metadata.name={}", names::CLUSTER_TRUST)),
     )
     .reconcile_all_on(desired_changes)
-    .run(reconcile_member, error_policy, ctx)
+    .run(reconcile_member, error_policy, ctx.clone())
     .for_each(move |result| {
         let ctx = error_ctx.clone();
+        let rejected = error_rejected.clone();
         async move {
             if let Err(kube::runtime::controller::Error::QueueError(e)) = result {
-                let message = format!("cannot watch the cluster: {e}");
-                warn!(cluster = %ctx.name, error = %e, "member unreachable");
-                let last = lock(&ctx.last_seen).clone();
-                let _ = report_status(&ctx.hub, &ctx.name, last.as_ref(), false, &[message]).await;
+                let unauthorized = is_unauthorized(&e);
+                member_unreachable(
+                    &ctx,
+                    unauthorized,
+                    &format!("cannot watch the cluster: {e}"),
+                )
+                .await;
+                if unauthorized {
+                    rejected.notify_one();
+                }
             }
         }
-    })
-    .await;
+    });
+    tokio::select! {
+        () = controller => {}
+        () = rejected.notified() => info!(cluster = %ctx.name, "credential rejected; reloading it"),
+    }
+}
+
+/// Records that a member could not be reached (or rejected the credential) in its status.
+async fn member_unreachable(ctx: &MemberCtx, unauthorized: bool, detail: &str) {
+    let message = if unauthorized {
+        format!(
+            "the hub's credential was rejected (401: revoked or expired); run `federator join cluster {}` again to issue a new one",
+            ctx.name
+        )
+    } else {
+        detail.to_owned()
+    };
+    warn!(cluster = %ctx.name, error = %detail, "member unreachable");
+    let last = lock(&ctx.last_seen).clone();
+    let _ = report_status(&ctx.hub, &ctx.name, last.as_ref(), false, &[message]).await;
+}
+
+fn is_unauthorized(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 401,
+        watcher::Error::WatchError(s) => s.code == 401,
+        _ => false,
+    }
 }
 
 fn error_policy(_ct: Arc<ClusterTrust>, err: &Error, ctx: Arc<MemberCtx>) -> Action {
@@ -392,7 +434,29 @@ fn error_policy(_ct: Arc<ClusterTrust>, err: &Error, ctx: Arc<MemberCtx>) -> Act
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn reconcile_member(ct: Arc<ClusterTrust>, ctx: Arc<MemberCtx>) -> Result<Action> {
+async fn reconcile_member(cached: Arc<ClusterTrust>, ctx: Arc<MemberCtx>) -> Result<Action> {
+    // Read the object fresh: this is the authenticated contact that proves the credential
+    // still works (a watch opened earlier survives a revocation), and it avoids acting on a
+    // stale cache.
+    let api: Api<ClusterTrust> = Api::namespaced(ctx.member.clone(), names::NAMESPACE);
+    let ct = match api.get_opt(names::CLUSTER_TRUST).await {
+        Ok(Some(ct)) => Arc::new(ct),
+        Ok(None) => return Ok(Action::await_change()),
+        Err(e) => {
+            let unauthorized = matches!(&e, kube::Error::Api(s) if s.code == 401);
+            member_unreachable(
+                &ctx,
+                unauthorized,
+                &format!("cannot read ClusterTrust: {e}"),
+            )
+            .await;
+            if unauthorized {
+                ctx.rejected.notify_one();
+            }
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    };
+    drop(cached);
     *lock(&ctx.last_seen) = Some((*ct).clone());
     let desired = ctx.hub.desired.borrow().clone();
     if desired.bundle_generation == 0 {
@@ -417,7 +481,6 @@ async fn reconcile_member(ct: Arc<ClusterTrust>, ctx: Arc<MemberCtx>) -> Result<
     }
     let mut current = (*ct).clone();
     if spec != ct.spec {
-        let api: Api<ClusterTrust> = Api::namespaced(ctx.member.clone(), names::NAMESPACE);
         let patch = serde_json::json!({
             "apiVersion": "federator.io/v1alpha1",
             "kind": "ClusterTrust",
