@@ -25,8 +25,11 @@ use time::OffsetDateTime;
 /// Path of a workspace binary next to the running test's directory.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).unwrap();
+    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    let mut dir = exe.parent().unwrap();
+    if dir.ends_with("deps") {
+        dir = dir.parent().unwrap();
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -85,11 +88,28 @@ impl Federation {
     /// Starts a testbed with a cluster `hub` plus the named members, and runs `federator init`
     /// with `init_args`.
     pub async fn start(members: &[(&str, &str)], init_args: &[&str]) -> Federation {
-        let mut names = vec!["hub".to_owned()];
-        names.extend(members.iter().map(|(n, _)| (*n).to_owned()));
-        let testbed = Testbed::start(TestbedOptions::named(names)).await.unwrap();
+        Self::start_on("hub", members, init_args, None).await
+    }
+
+    /// Like [`Federation::start`], with the hub in cluster `hub` — which may be one of the
+    /// members — and the testbed in `dir` (a temporary directory when `None`).
+    pub async fn start_on(
+        hub: &str,
+        members: &[(&str, &str)],
+        init_args: &[&str],
+        dir: Option<PathBuf>,
+    ) -> Federation {
+        let mut names: Vec<String> = members.iter().map(|(n, _)| (*n).to_owned()).collect();
+        if !names.iter().any(|n| n == hub) {
+            names.insert(0, hub.to_owned());
+        }
+        let mut opts = TestbedOptions::named(names);
+        if let Some(d) = dir {
+            opts = opts.dir(d);
+        }
+        let testbed = Testbed::start(opts).await.unwrap();
         let dir = testbed.dir().to_path_buf();
-        let hub = testbed.cluster("hub").unwrap().clone();
+        let hub = testbed.cluster(hub).unwrap().clone();
         let mut fed = Federation {
             hub,
             members: BTreeMap::new(),
