@@ -5,7 +5,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A request to the API server failed.
-    #[error("cannot {action}: {source}")]
+    #[error("cannot {action}: {}", describe(.source))]
     Kube {
         /// What the agent was doing, e.g. "update Secret istio-system/cacerts".
         action: String,
@@ -34,6 +34,15 @@ impl Error {
             action,
             source: Box::new(source),
         }
+    }
+}
+
+/// The API server's own message for API errors (not the whole status object), the error
+/// otherwise.
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+        other => other.to_string(),
     }
 }
 

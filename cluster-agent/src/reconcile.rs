@@ -203,17 +203,19 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
                         pending: Some(pending),
                         installed: material.installed.clone(),
                     };
-                    agent_secret = Some(
-                        write_secret(
-                            &own,
-                            names::NAMESPACE,
-                            names::AGENT_KEY_SECRET,
-                            agent_secret,
-                            next.to_data(),
-                            None,
-                        )
-                        .await?,
-                    );
+                    match write_secret(
+                        &own,
+                        names::NAMESPACE,
+                        names::AGENT_KEY_SECRET,
+                        agent_secret.take(),
+                        next.to_data(),
+                        None,
+                    )
+                    .await
+                    {
+                        Ok(s) => agent_secret = Some(s),
+                        Err(e) => return report_early(&trusts, &trust, e, now).await,
+                    }
                     material = next;
                     let digest = material
                         .pending
@@ -244,7 +246,7 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
                         pending: material.pending.clone(),
                         installed: Some(installed),
                     };
-                    write_secret(
+                    if let Err(e) = write_secret(
                         &own,
                         names::NAMESPACE,
                         names::AGENT_KEY_SECRET,
@@ -252,7 +254,10 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
                         next.to_data(),
                         None,
                     )
-                    .await?;
+                    .await
+                    {
+                        return report_early(&trusts, &trust, e, now).await;
+                    }
                     material = next;
                     info!(
                         generation = material.installed.as_ref().map(|i| i.generation),
@@ -347,13 +352,19 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
         refused: refused.as_deref(),
         waiting_for: material.pending.as_ref().map(|p| p.generation),
     });
-    let bundle_check = status::bundle_check(
-        actual_after
-            .and_then(|a| a.get(federator_core::cacerts::ROOT_CERT))
-            .map(Vec::as_slice),
-        bundle.as_ref(),
-        spec.bundle_generation,
-    );
+    let bundle_check = match &istio {
+        Some(_) => status::bundle_check(
+            actual_after
+                .and_then(|a| a.get(federator_core::cacerts::ROOT_CERT))
+                .map(Vec::as_slice),
+            bundle.as_ref(),
+            spec.bundle_generation,
+        ),
+        None => status::Check::fail(
+            "CacertsUnavailable",
+            "istio-system/cacerts could not be read or written (see problems)",
+        ),
+    };
     let multi_root = istio.as_ref().and_then(|o| o.deployment);
     let (mesh_check, mesh_problem) =
         status::mesh_check(&mesh_facts, &spec.trust_domain, multi_root);
@@ -386,6 +397,29 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
         Some(e) => Err(e),
         None => Ok(summary),
     }
+}
+
+/// A failure to write the agent Secret stops the reconcile (nothing after it may rely on a
+/// write that did not happen). It is reported as a problem, keeping the rest of the status,
+/// unless it is a conflict (another writer: a plain retry settles it), and then returned.
+async fn report_early(
+    trusts: &Api<ClusterTrust>,
+    trust: &ClusterTrust,
+    error: Error,
+    now: OffsetDateTime,
+) -> Result<Summary> {
+    let conflict = matches!(&error, Error::Kube { source, .. } if matches!(&**source, kube::Error::Api(s) if s.is_conflict()));
+    if !conflict {
+        let previous = trust.status.clone().unwrap_or_default();
+        let next = status::with_failure(&previous, &error.to_string(), &rfc3339(now));
+        if next != previous {
+            // Best effort: the original error is what counts.
+            if let Err(e) = patch_status(trusts, &next).await {
+                warn!(error = %e, "cannot report the failure in the status");
+            }
+        }
+    }
+    Err(error)
 }
 
 async fn patch_status(api: &Api<ClusterTrust>, status: &ClusterTrustStatus) -> Result<()> {

@@ -120,6 +120,17 @@ pub fn status(
     }
 }
 
+/// The previous status with one more problem (a failure that stopped the reconcile early):
+/// everything else is kept, `Ready` turns False.
+pub fn with_failure(previous: &ClusterTrustStatus, problem: &str, now: &str) -> ClusterTrustStatus {
+    let mut next = previous.clone();
+    if !next.problems.iter().any(|p| p == problem) {
+        next.problems.push(problem.to_owned());
+    }
+    next.conditions = condition::set(&next.conditions, READY, false, "Problems", problem, now);
+    next
+}
+
 /// What the agent knows about the `Installed` check, most important first.
 #[derive(Clone, Debug, Default)]
 pub struct InstallFacts<'a> {
@@ -371,5 +382,16 @@ mod tests {
         assert!(c.ok && !c.message.contains("ISTIO_MULTIROOT_MESH"));
         assert!(mesh_check(&MeshFacts::Absent, "x", None).0.ok);
         assert!(!mesh_check(&MeshFacts::Failed("e".into()), "x", None).0.ok);
+    }
+
+    #[test]
+    fn a_failure_adds_a_problem_and_keeps_the_rest() {
+        let a = status(None, report(true), "t1");
+        let b = with_failure(&a, "cannot update Secret", "t2");
+        assert_eq!(b.problems, vec!["cannot update Secret".to_owned()]);
+        assert_eq!(b.csr, a.csr);
+        assert!(!condition::is_true(&b.conditions, READY));
+        assert!(condition::is_true(&b.conditions, INSTALLED));
+        assert_eq!(with_failure(&b, "cannot update Secret", "t3"), b);
     }
 }
