@@ -225,10 +225,9 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
         ..JoinReport::default()
     };
     let still_good = match member_access::stored_kubeconfig(hub, &secret_name).await? {
-        Some((yaml, expires)) => {
-            let fresh =
-                expires.is_some_and(|t| t - OffsetDateTime::now_utc() > opts.hub_token_ttl / 3);
-            let (c, _) = k::client_from_kubeconfig_yaml(&yaml, name).await?;
+        Some(stored) => {
+            let fresh = !stored.needs_renewal(OffsetDateTime::now_utc());
+            let (c, _) = k::client_from_kubeconfig_yaml(&stored.kubeconfig, name).await?;
             fresh && member_access::credential_works(&c).await.is_ok()
         }
         None => false,
@@ -467,9 +466,9 @@ pub async fn leave(hub: &Client, name: &ClusterName) -> Result<LeaveReport> {
         )));
     };
     let mut report = LeaveReport::default();
-    if let Some((yaml, _)) = member_access::stored_kubeconfig(hub, &secret_name).await? {
+    if let Some(stored) = member_access::stored_kubeconfig(hub, &secret_name).await? {
         let result: Result<()> = async {
-            let (c, _) = k::client_from_kubeconfig_yaml(&yaml, name.as_str()).await?;
+            let (c, _) = k::client_from_kubeconfig_yaml(&stored.kubeconfig, name.as_str()).await?;
             let trusts: Api<ClusterTrust> = Api::namespaced(c.clone(), names::NAMESPACE);
             let sas: Api<ServiceAccount> = Api::namespaced(c, names::NAMESPACE);
             let _ = trusts

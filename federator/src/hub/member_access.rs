@@ -16,6 +16,64 @@ use crate::{Error, Result};
 
 /// Annotation on a credential Secret: when its token expires (RFC 3339).
 pub const TOKEN_EXPIRES_ANNOTATION: &str = "federator.io/token-expires";
+/// Annotation on a credential Secret: when its token was issued (RFC 3339).
+pub const TOKEN_ISSUED_ANNOTATION: &str = "federator.io/token-issued";
+
+/// A member credential as stored on the hub.
+#[derive(Clone)]
+pub struct StoredCredential {
+    /// The kubeconfig (secret: holds the token).
+    pub kubeconfig: String,
+    /// When the token was issued.
+    pub issued: Option<OffsetDateTime>,
+    /// When the token expires.
+    pub expires: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCredential")
+            .field("kubeconfig", &"<redacted>")
+            .field("issued", &self.issued)
+            .field("expires", &self.expires)
+            .finish()
+    }
+}
+
+impl StoredCredential {
+    /// Whether the token should be replaced: two thirds of its lifetime have passed (or, when
+    /// its issue time is unknown, less than 30 days are left).
+    pub fn needs_renewal(&self, now: OffsetDateTime) -> bool {
+        match (self.issued, self.expires) {
+            (Some(i), Some(e)) => now >= i + (e - i) * (2.0 / 3.0),
+            (None, Some(e)) => e - now < time::Duration::days(30),
+            _ => false,
+        }
+    }
+
+    /// The lifetime to ask for when renewing: the same as this token's (90 days if unknown).
+    pub fn lifetime(&self) -> Duration {
+        match (self.issued, self.expires) {
+            (Some(i), Some(e)) if e > i => {
+                Duration::try_from(e - i).unwrap_or(Duration::from_secs(90 * 86400))
+            }
+            _ => Duration::from_secs(90 * 86400),
+        }
+    }
+
+    /// The same kubeconfig with another token.
+    pub fn with_token(&self, token: &str) -> Result<String> {
+        let mut kc: serde_yaml::Value =
+            serde_yaml::from_str(&self.kubeconfig).map_err(|e| Error::Encode(e.to_string()))?;
+        let user = kc
+            .get_mut("users")
+            .and_then(|u| u.get_mut(0))
+            .and_then(|u| u.get_mut("user"))
+            .ok_or_else(|| Error::Refused("the stored kubeconfig has no user".into()))?;
+        user["token"] = serde_yaml::Value::String(token.to_owned());
+        serde_yaml::to_string(&kc).map_err(|e| Error::Encode(e.to_string()))
+    }
+}
 
 /// A kubeconfig (YAML) for `server` with a bearer token, trusting the CA of `config`.
 pub fn token_kubeconfig(
@@ -104,11 +162,11 @@ pub async fn credential_works(member: &Client) -> Result<()> {
         .map_err(|e| Error::kube("read ClusterTrust with the hub's credential", e))
 }
 
-/// Reads a member's stored kubeconfig from the hub.
+/// Reads a member's stored credential from the hub.
 pub async fn stored_kubeconfig(
     hub: &Client,
     secret_name: &str,
-) -> Result<Option<(String, Option<OffsetDateTime>)>> {
+) -> Result<Option<StoredCredential>> {
     let api: Api<Secret> = Api::namespaced(hub.clone(), names::NAMESPACE);
     let Some(secret) = api
         .get_opt(secret_name)
@@ -117,7 +175,7 @@ pub async fn stored_kubeconfig(
     else {
         return Ok(None);
     };
-    let yaml = secret
+    let kubeconfig = secret
         .data
         .as_ref()
         .and_then(|d| d.get(names::KUBECONFIG_KEY))
@@ -128,15 +186,21 @@ pub async fn stored_kubeconfig(
                 names::KUBECONFIG_KEY
             ))
         })?;
-    let expires = secret
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TOKEN_EXPIRES_ANNOTATION))
-        .and_then(|t| {
-            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-        });
-    Ok(Some((yaml, expires)))
+    let time_of = |key: &str| {
+        secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .and_then(|t| {
+                OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+    };
+    Ok(Some(StoredCredential {
+        kubeconfig,
+        issued: time_of(TOKEN_ISSUED_ANNOTATION),
+        expires: time_of(TOKEN_EXPIRES_ANNOTATION),
+    }))
 }
 
 /// Stores (creates or replaces) a member's kubeconfig on the hub.
@@ -163,10 +227,16 @@ pub async fn store_kubeconfig(
                 .into(),
             ),
             annotations: Some(
-                [(
-                    TOKEN_EXPIRES_ANNOTATION.to_owned(),
-                    federator_core::cert::rfc3339(expires),
-                )]
+                [
+                    (
+                        TOKEN_EXPIRES_ANNOTATION.to_owned(),
+                        federator_core::cert::rfc3339(expires),
+                    ),
+                    (
+                        TOKEN_ISSUED_ANNOTATION.to_owned(),
+                        federator_core::cert::rfc3339(OffsetDateTime::now_utc()),
+                    ),
+                ]
                 .into(),
             ),
             ..ObjectMeta::default()
@@ -182,4 +252,27 @@ pub async fn store_kubeconfig(
         ..Secret::default()
     };
     super::kube::apply(&api, &secret).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    }
+
+    #[test]
+    fn renews_after_two_thirds_of_the_lifetime() {
+        let c = StoredCredential {
+            kubeconfig: "users:\n- name: u\n  user:\n    token: old\n".into(),
+            issued: Some(t("2026-01-01T00:00:00Z")),
+            expires: Some(t("2026-01-31T00:00:00Z")),
+        };
+        assert!(!c.needs_renewal(t("2026-01-20T00:00:00Z")));
+        assert!(c.needs_renewal(t("2026-01-21T00:00:01Z")));
+        assert_eq!(c.lifetime(), Duration::from_secs(30 * 86400));
+        assert!(c.with_token("new").unwrap().contains("token: new"));
+        assert!(!format!("{c:?}").contains("old"), "Debug redacts the token");
+    }
 }

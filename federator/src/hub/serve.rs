@@ -308,8 +308,11 @@ struct MemberCtx {
     member: Client,
     /// The last `ClusterTrust` seen, for status while unreachable.
     last_seen: Mutex<Option<ClusterTrust>>,
-    /// Notified when the member rejects the credential (401): the task then reloads it.
+    /// Notified when the member rejects the credential (401) or it was renewed: the task then
+    /// reloads it.
     rejected: Arc<tokio::sync::Notify>,
+    /// The credential in use.
+    credential: member_access::StoredCredential,
 }
 
 /// Runs one member's controller, reconnecting when the credential cannot be loaded.
@@ -317,7 +320,7 @@ async fn run_member(hub: Arc<Hub>, name: String, spec: MemberClusterSpec) {
     let mut delay = Duration::from_secs(1);
     loop {
         match member_client(&hub, &spec).await {
-            Ok(member) => {
+            Ok((member, credential)) => {
                 delay = Duration::from_secs(1);
                 let ctx = Arc::new(MemberCtx {
                     hub: hub.clone(),
@@ -326,6 +329,7 @@ async fn run_member(hub: Arc<Hub>, name: String, spec: MemberClusterSpec) {
                     member: member.clone(),
                     last_seen: Mutex::new(None),
                     rejected: Arc::new(tokio::sync::Notify::new()),
+                    credential,
                 });
                 run_member_controller(ctx).await;
             }
@@ -346,8 +350,11 @@ async fn run_member(hub: Arc<Hub>, name: String, spec: MemberClusterSpec) {
     }
 }
 
-async fn member_client(hub: &Hub, spec: &MemberClusterSpec) -> Result<Client> {
-    let (yaml, _expires) = member_access::stored_kubeconfig(&hub.client, &spec.credential_secret)
+async fn member_client(
+    hub: &Hub,
+    spec: &MemberClusterSpec,
+) -> Result<(Client, member_access::StoredCredential)> {
+    let stored = member_access::stored_kubeconfig(&hub.client, &spec.credential_secret)
         .await?
         .ok_or_else(|| {
             Error::Refused(format!(
@@ -355,11 +362,29 @@ async fn member_client(hub: &Hub, spec: &MemberClusterSpec) -> Result<Client> {
                 spec.credential_secret
             ))
         })?;
-    Ok(
-        k::client_from_kubeconfig_yaml(&yaml, &spec.credential_secret)
-            .await?
-            .0,
+    let client = k::client_from_kubeconfig_yaml(&stored.kubeconfig, &spec.credential_secret)
+        .await?
+        .0;
+    Ok((client, stored))
+}
+
+/// Replaces the hub's token for a member before it expires, using the token itself (the hub's
+/// Role allows it to request tokens for its own ServiceAccount only).
+async fn renew_credential(ctx: &MemberCtx, stored: &member_access::StoredCredential) -> Result<()> {
+    let (token, expires) =
+        member_access::request_token(&ctx.member, names::HUB_SERVICE_ACCOUNT, stored.lifetime())
+            .await?;
+    let yaml = stored.with_token(&token)?;
+    member_access::store_kubeconfig(
+        &ctx.hub.client,
+        &ctx.spec.credential_secret,
+        &ctx.name,
+        &yaml,
+        expires,
     )
+    .await?;
+    info!(cluster = %ctx.name, expires = %federator_core::cert::rfc3339(expires), "renewed the hub's token");
+    Ok(())
 }
 
 async fn run_member_controller(ctx: Arc<MemberCtx>) {
@@ -495,6 +520,16 @@ async fn reconcile_member(cached: Arc<ClusterTrust>, ctx: Arc<MemberCtx>) -> Res
             )
             .await
             .map_err(|e| Error::kube(&format!("write the ClusterTrust spec of {}", ctx.name), e))?;
+    }
+    // The stored credential, read fresh: renew it when due; reload it when it changed (a
+    // re-join or another replica's renewal).
+    match member_access::stored_kubeconfig(&ctx.hub.client, &ctx.spec.credential_secret).await? {
+        Some(stored) if stored.needs_renewal(now) => match renew_credential(&ctx, &stored).await {
+            Ok(()) => ctx.rejected.notify_one(),
+            Err(e) => problems.push(format!("cannot renew the hub's token: {e}")),
+        },
+        Some(stored) if stored.kubeconfig != ctx.credential.kubeconfig => ctx.rejected.notify_one(),
+        _ => {}
     }
     report_status(&ctx.hub, &ctx.name, Some(&current), true, &problems).await?;
     let heartbeat = ctx.hub.opts.heartbeat;
