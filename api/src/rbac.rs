@@ -69,10 +69,16 @@ pub fn hub_role() -> Role {
     )
 }
 
-/// The agent's Roles: in `federator-system`, the exchange object's status and its own key
-/// Secret; in `istio-system`, the `cacerts` Secret, the `istio` ConfigMap and the istiod
-/// Deployment (to request a restart).
+/// The agent's Roles, each object named (the agent reads and watches single objects by name
+/// with a `metadata.name` field selector, so `resourceNames` rules cover list and watch too;
+/// only `create` cannot be limited by name):
+///
+/// * in `federator-system`: the exchange object and its status; its own key Secret;
+/// * in `istio-system`: the `cacerts` Secret, the `istio` ConfigMap, and the istiod Deployment
+///   (to request a restart) — and nothing else there, in particular not istiod's own
+///   `istio-ca-secret`.
 pub fn agent_roles() -> Vec<Role> {
+    let rw = ["get", "list", "watch", "patch", "update"];
     vec![
         role(
             names::AGENT_SERVICE_ACCOUNT,
@@ -82,43 +88,30 @@ pub fn agent_roles() -> Vec<Role> {
                     &[crate::GROUP],
                     &["clustertrusts"],
                     &["get", "list", "watch"],
-                    &[],
+                    &[names::CLUSTER_TRUST],
                 ),
                 rule(
                     &[crate::GROUP],
                     &["clustertrusts/status"],
                     &["get", "patch", "update"],
-                    &[],
+                    &[names::CLUSTER_TRUST],
                 ),
-                rule(
-                    &[""],
-                    &["secrets"],
-                    &["get", "list", "watch", "create", "patch", "update"],
-                    &[],
-                ),
+                rule(&[""], &["secrets"], &rw, &[names::AGENT_KEY_SECRET]),
+                rule(&[""], &["secrets"], &["create"], &[]),
             ],
         ),
         role(
             names::AGENT_SERVICE_ACCOUNT,
             names::ISTIO_NAMESPACE,
             vec![
-                rule(
-                    &[""],
-                    &["secrets"],
-                    &["get", "list", "watch", "create", "patch", "update"],
-                    &[],
-                ),
-                rule(
-                    &[""],
-                    &["configmaps"],
-                    &["get", "list", "watch", "patch", "update"],
-                    &[],
-                ),
+                rule(&[""], &["secrets"], &rw, &[names::CACERTS_SECRET]),
+                rule(&[""], &["secrets"], &["create"], &[]),
+                rule(&[""], &["configmaps"], &rw, &[names::ISTIO_CONFIGMAP]),
                 rule(
                     &["apps"],
                     &["deployments"],
                     &["get", "list", "watch", "patch"],
-                    &[],
+                    &[names::ISTIOD_DEPLOYMENT],
                 ),
             ],
         ),

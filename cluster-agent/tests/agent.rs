@@ -392,7 +392,10 @@ async fn repairs_hand_edits_and_refuses_bad_chains() {
 
     // The agent's identity reads Secrets only in its two namespaces.
     let agent = fx.cluster.client_for_token(&fx.agent_token).await.unwrap();
-    let can = |verb: &'static str, resource: &'static str, ns: Option<&'static str>| {
+    let can_named = |verb: &'static str,
+                     resource: &'static str,
+                     ns: Option<&'static str>,
+                     name: Option<&'static str>| {
         let agent = agent.clone();
         async move {
             let review = SelfSubjectAccessReview {
@@ -401,6 +404,7 @@ async fn repairs_hand_edits_and_refuses_bad_chains() {
                         verb: Some(verb.into()),
                         resource: Some(resource.into()),
                         namespace: ns.map(Into::into),
+                        name: name.map(Into::into),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -416,6 +420,7 @@ async fn repairs_hand_edits_and_refuses_bad_chains() {
                 .allowed
         }
     };
+    let can = |verb, resource, ns| can_named(verb, resource, ns, None);
     for ns in ["kube-system", "default", "some-app"] {
         assert!(
             !can("get", "secrets", Some(ns)).await,
@@ -438,8 +443,42 @@ async fn repairs_hand_edits_and_refuses_bad_chains() {
         !can("list", "configmaps", None).await,
         "list configmaps cluster-wide"
     );
-    assert!(can("get", "secrets", Some(names::NAMESPACE)).await);
-    assert!(can("update", "secrets", Some(names::ISTIO_NAMESPACE)).await);
+    // Only its own objects, by name: its key Secret and cacerts, not istiod's own CA Secret.
+    assert!(
+        can_named(
+            "get",
+            "secrets",
+            Some(names::NAMESPACE),
+            Some(names::AGENT_KEY_SECRET)
+        )
+        .await
+    );
+    assert!(
+        can_named(
+            "update",
+            "secrets",
+            Some(names::ISTIO_NAMESPACE),
+            Some(names::CACERTS_SECRET)
+        )
+        .await
+    );
+    assert!(
+        !can_named(
+            "get",
+            "secrets",
+            Some(names::ISTIO_NAMESPACE),
+            Some("istio-ca-secret")
+        )
+        .await
+    );
+    assert!(
+        !can("list", "secrets", Some(names::ISTIO_NAMESPACE)).await,
+        "list all secrets in istio-system"
+    );
+    assert!(
+        !can("get", "secrets", Some(names::NAMESPACE)).await,
+        "any secret in federator-system"
+    );
     assert!(
         !can("update", "clustertrusts", Some(names::NAMESPACE)).await,
         "the spec is the hub's"
