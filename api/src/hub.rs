@@ -81,9 +81,10 @@ pub struct VaultBackend {
     /// Role for `approle` (role ID is in the credential Secret) or `kubernetes` auth.
     #[serde(default)]
     pub role: String,
-    /// Hub Secret holding the credential (`token`, or `role-id` + `secret-id`).
+    /// For `kubernetes` auth: the file holding the hub's ServiceAccount JWT (default: the
+    /// in-cluster token path). Read at every login, so rotating tokens work.
     #[serde(default)]
-    pub credential_secret: String,
+    pub jwt_path: String,
     /// CA bundle (PEM) to trust for the Vault TLS endpoint.
     #[serde(default)]
     pub ca_pem: String,

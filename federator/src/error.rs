@@ -34,6 +34,14 @@ pub enum Error {
     /// The request conflicts with existing state (another root, another trust domain, ...).
     #[error("{0}")]
     Refused(String),
+    /// Vault / OpenBao failed or refused; `transient` errors are retried with backoff.
+    #[error("{message}")]
+    Vault {
+        /// What happened, with the path and what to do.
+        message: String,
+        /// Whether retrying later may succeed (unreachable, sealed, 5xx).
+        transient: bool,
+    },
     /// A Kubernetes API call failed.
     #[error("{what}: {}", describe_kube(.source))]
     Kube {
@@ -65,6 +73,7 @@ impl Error {
             | Error::ProblemsFound(_)
             | Error::Encode(_)
             | Error::Unreachable(_)
+            | Error::Vault { .. }
             | Error::Kube { .. } => 1,
         }
     }

@@ -93,12 +93,17 @@ impl Federation {
 
     /// Like [`Federation::start`], with the hub in cluster `hub` — which may be one of the
     /// members — and the testbed in `dir` (a temporary directory when `None`).
-    pub async fn start_on(
-        hub: &str,
-        members: &[(&str, &str)],
-        init_args: &[&str],
-        dir: Option<PathBuf>,
-    ) -> Federation {
+    pub async fn start_on(hub: &str, members: &[(&str, &str)], init_args: &[&str], dir: Option<PathBuf>) -> Federation {
+        let fed = Self::without_init(hub, members, dir).await;
+        let mut args = vec!["init"];
+        args.extend_from_slice(init_args);
+        fed.federator_ok(&args);
+        fed
+    }
+
+    /// The testbed and the member records, without `federator init` (for tests that need
+    /// something else first, such as OpenBao).
+    pub async fn without_init(hub: &str, members: &[(&str, &str)], dir: Option<PathBuf>) -> Federation {
         let mut names: Vec<String> = members.iter().map(|(n, _)| (*n).to_owned()).collect();
         if !names.iter().any(|n| n == hub) {
             names.insert(0, hub.to_owned());
@@ -117,9 +122,6 @@ impl Federation {
             dir,
             testbed,
         };
-        let mut args = vec!["init"];
-        args.extend_from_slice(init_args);
-        fed.federator_ok(&args);
         for (name, td) in members {
             let cluster = fed.testbed.cluster(name).unwrap().clone();
             fed.members.insert(

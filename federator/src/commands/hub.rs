@@ -33,6 +33,10 @@ pub async fn init(source: &ClientSource, args: InitArgs) -> Result<()> {
                 ..RootOptions::default()
             },
         },
+        RootKind::Vault => hub_init::RootChoice::Vault {
+            config: vault_config(&args.vault)?,
+            bootstrap: args.vault.vault_bootstrap,
+        },
         RootKind::Import => {
             let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
                 return Err(Error::Usage("--root import needs --cert and --key".into()));
@@ -58,11 +62,15 @@ pub async fn init(source: &ClientSource, args: InitArgs) -> Result<()> {
         },
     )
     .await?;
-    let mut out = String::from(if report.created {
+    let mut out = String::new();
+    for line in &report.bootstrap {
+        let _ = writeln!(out, "vault: {line}");
+    }
+    out += if report.created {
         "federation initialised\n"
     } else {
         "federation already initialised; nothing changed\n"
-    });
+    };
     for (td, fp) in &report.root_fingerprints {
         let _ = writeln!(out, "  root for {td}: sha256 {fp}");
     }
@@ -224,4 +232,58 @@ pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
         },
     )
     .await
+}
+
+/// A secret from a file, else from an environment variable; never from a flag.
+fn secret_from(file: Option<&std::path::Path>, env: &str, what: &str) -> Result<String> {
+    if let Some(path) = file {
+        let bytes = fsutil::read_input(path, what, "pass the file that holds it")?;
+        return Ok(String::from_utf8_lossy(&bytes).trim().to_owned());
+    }
+    std::env::var(env)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::Usage(format!("{what} missing: put it in a file (see --help) or in ${env}")))
+}
+
+fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::vault::VaultConfig> {
+    use crate::cli::VaultAuthKind;
+    use crate::hub::vault::{VaultAuth, VaultConfig};
+    let address = v
+        .vault_addr
+        .clone()
+        .ok_or_else(|| Error::Usage("--root vault needs --vault-addr (or $VAULT_ADDR)".into()))?;
+    let auth = match v.vault_auth {
+        VaultAuthKind::Token => VaultAuth::Token {
+            token: secret_from(v.vault_token_file.as_deref(), "VAULT_TOKEN", "the Vault token")?,
+        },
+        VaultAuthKind::Approle => VaultAuth::AppRole {
+            mount: v.vault_auth_mount.clone().unwrap_or_else(|| "approle".into()),
+            role_id: v
+                .vault_role_id
+                .clone()
+                .ok_or_else(|| Error::Usage("--vault-auth approle needs --vault-role-id".into()))?,
+            secret_id: secret_from(v.vault_secret_id_file.as_deref(), "VAULT_SECRET_ID", "the AppRole secret ID")?,
+        },
+        VaultAuthKind::Kubernetes => VaultAuth::Kubernetes {
+            mount: v.vault_auth_mount.clone().unwrap_or_else(|| "kubernetes".into()),
+            role: v
+                .vault_role
+                .clone()
+                .ok_or_else(|| Error::Usage("--vault-auth kubernetes needs --vault-role".into()))?,
+            jwt_file: v.vault_jwt_file.clone(),
+        },
+    };
+    let ca_pem = match &v.vault_ca_file {
+        Some(path) => Some(String::from_utf8_lossy(&fsutil::read_input(path, "Vault CA bundle", "pass a PEM file")?).into_owned()),
+        None => None,
+    };
+    Ok(VaultConfig {
+        address,
+        mount: v.vault_mount.clone(),
+        issuer: v.vault_issuer.clone(),
+        namespace: v.vault_namespace.clone(),
+        auth,
+        ca_pem,
+    })
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use federator_api::hub::{Federation, FederationSpec, MemberCluster, RootBackend};
+use federator_api::hub::{Federation, FederationSpec, MemberCluster, RootBackend, VaultBackend};
 use federator_api::member::ClusterTrust;
 use federator_api::names;
 use federator_core::ca::{IssuingCa, RootOptions};
@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use super::kube::{ensure_namespace, install_crds};
 use super::roots::{self, Backend, RootStore};
+use super::vault::{self, VaultAuth, VaultConfig};
 use crate::{Error, Result};
 
 /// The root to start the federation with.
@@ -24,6 +25,13 @@ pub enum RootChoice {
         trust_domain: TrustDomain,
         /// Root options.
         options: RootOptions,
+    },
+    /// Vault / OpenBao signs; the root key stays there.
+    Vault {
+        /// Where and how.
+        config: VaultConfig,
+        /// Enable the PKI mount and generate a root first (for trying it out).
+        bootstrap: bool,
     },
     /// Use an existing CA (PEM: the CA, then its chain up to the root) and its key.
     Import {
@@ -53,6 +61,8 @@ pub struct InitReport {
     pub created: bool,
     /// The roots: (trust domain or `*` for all, SHA-256).
     pub root_fingerprints: Vec<(String, String)>,
+    /// What the Vault bootstrap did.
+    pub bootstrap: Vec<String>,
 }
 
 /// Initialises the hub. Idempotent; refuses to change an existing federation's root.
@@ -63,7 +73,18 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
         ));
     }
     // Validate and build the root material before touching the cluster.
+    let mut bootstrap_report = Vec::new();
+    let mut vault_spec = None;
     let (backend, material) = match &opts.root {
+        RootChoice::Vault { config, bootstrap } => {
+            if *bootstrap {
+                bootstrap_report = vault::bootstrap(config).await?;
+            }
+            // Proves the credential works and the issuer exists before anything is written.
+            vault::VaultSigner::connect(config.clone()).await?;
+            vault_spec = Some(vault_backend_spec(config));
+            (Backend::Vault, roots::vault_material(&config.auth))
+        }
         RootChoice::Local {
             trust_domain,
             options,
@@ -85,7 +106,7 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
     let spec = FederationSpec {
         root: RootBackend {
             type_: backend.as_str().to_owned(),
-            vault: None,
+            vault: vault_spec,
         },
         cluster_ca_ttl: federator_core::duration::format(opts.cluster_ca_ttl),
         renew_at_percent: opts.renew_at_percent,
@@ -126,7 +147,13 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
     .await?;
     let store = RootStore::new(hub.clone());
     let created_roots = store.initialise(&backend, material).await?;
-    let root_fingerprints = store.load().await?.root_fingerprints();
+    let current_spec = feds
+        .get_opt(names::FEDERATION)
+        .await
+        .ok()
+        .flatten()
+        .map_or_else(|| spec.clone(), |f| f.spec);
+    let root_fingerprints = store.load(&current_spec).await?.root_fingerprints();
 
     let created_fed = if existing.is_some() {
         false
@@ -150,5 +177,28 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
     Ok(InitReport {
         created: created_roots || created_fed,
         root_fingerprints,
+        bootstrap: bootstrap_report,
     })
+}
+
+/// The Federation's record of Vault settings (never a secret: those stay in the roots Secret).
+fn vault_backend_spec(c: &VaultConfig) -> VaultBackend {
+    let (auth, auth_mount, role, jwt_path) = match &c.auth {
+        VaultAuth::Token { .. } => ("token", String::new(), String::new(), String::new()),
+        VaultAuth::AppRole { mount, .. } => ("approle", mount.clone(), String::new(), String::new()),
+        VaultAuth::Kubernetes { mount, role, jwt_file } => {
+            ("kubernetes", mount.clone(), role.clone(), jwt_file.to_string_lossy().into_owned())
+        }
+    };
+    VaultBackend {
+        address: c.address.clone(),
+        mount: c.mount.clone(),
+        issuer: c.issuer.clone().unwrap_or_default(),
+        namespace: c.namespace.clone().unwrap_or_default(),
+        auth: auth.to_owned(),
+        auth_mount,
+        role,
+        jwt_path,
+        ca_pem: c.ca_pem.clone().unwrap_or_default(),
+    }
 }

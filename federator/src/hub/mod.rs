@@ -11,6 +11,7 @@
 //! | [`plan`] | pure decisions for one member (spec, signing, renewal, status) |
 //! | [`serve`] | the reconciler runtime |
 //! | [`status`] | `federator status` |
+//! | [`vault`] | the Vault/OpenBao root backend |
 
 pub mod init;
 pub mod join;
@@ -20,3 +21,4 @@ pub mod plan;
 pub mod roots;
 pub mod serve;
 pub mod status;
+pub mod vault;

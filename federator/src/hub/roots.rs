@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use federator_api::names;
+use federator_api::hub::{FederationSpec, VaultBackend};
 use federator_core::bundle::TrustBundle;
 use federator_core::ca::{IssuingCa, RootOptions};
 use federator_core::csr::CsrInfo;
@@ -24,6 +25,7 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use time::OffsetDateTime;
 
+use super::vault::{VaultAuth, VaultConfig, VaultSigner};
 use crate::{Error, Result};
 
 /// Annotation naming the backend of the roots Secret.
@@ -38,6 +40,8 @@ pub enum Backend {
     Local,
     /// One imported CA.
     Import,
+    /// Vault / OpenBao PKI; the Secret holds only the hub's Vault credential.
+    Vault,
 }
 
 impl Backend {
@@ -46,6 +50,7 @@ impl Backend {
         match self {
             Backend::Local => "local",
             Backend::Import => "import",
+            Backend::Vault => "vault",
         }
     }
 }
@@ -57,58 +62,53 @@ pub enum Signer {
     Local(BTreeMap<TrustDomain, IssuingCa>),
     /// One imported CA for all trust domains.
     Import(Box<IssuingCa>),
+    /// Vault signs for all trust domains.
+    Vault(Box<VaultSigner>),
 }
 
 impl Signer {
-    /// The issuing CA for a trust domain.
-    pub fn issuer_for(&self, td: &TrustDomain) -> Result<&IssuingCa> {
+    /// The root that anchors a trust domain (DER).
+    pub fn root_der_for(&self, td: &TrustDomain) -> Result<&[u8]> {
         match self {
-            Signer::Local(map) => map.get(td).ok_or_else(|| {
-                Error::Refused(format!(
-                    "no root for trust domain {td} yet; `federator serve` creates it"
-                ))
+            Signer::Local(map) => map.get(td).map(IssuingCa::root_der).ok_or_else(|| {
+                Error::Refused(format!("no root for trust domain {td} yet; `federator serve` creates it"))
             }),
-            Signer::Import(ca) => Ok(ca),
+            Signer::Import(ca) => Ok(ca.root_der()),
+            Signer::Vault(v) => Ok(v.root_der()),
         }
     }
 
-    /// Signs a cluster CA under the policy.
-    pub fn sign(
-        &self,
-        policy: &SigningPolicy,
-        csr: &CsrInfo,
-        request: &ClusterCaRequest,
-    ) -> Result<IssuedCa> {
-        let issuer = self.issuer_for(&request.trust_domain)?;
-        Ok(policy.sign(issuer, csr, request, OffsetDateTime::now_utc())?)
+    /// Signs a cluster CA under the policy (with Vault, Vault signs the policy's fields).
+    pub async fn sign(&self, policy: &SigningPolicy, csr: &CsrInfo, request: &ClusterCaRequest) -> Result<IssuedCa> {
+        match self {
+            Signer::Local(map) => {
+                let issuer = map.get(&request.trust_domain).ok_or_else(|| {
+                    Error::Refused(format!("no root for trust domain {} yet", request.trust_domain))
+                })?;
+                Ok(policy.sign(issuer, csr, request, OffsetDateTime::now_utc())?)
+            }
+            Signer::Import(ca) => Ok(policy.sign(ca, csr, request, OffsetDateTime::now_utc())?),
+            Signer::Vault(v) => v.sign(policy, csr, request).await,
+        }
     }
 
-    /// The roots: (trust domain, or `*` for an imported CA serving all, SHA-256 fingerprint).
+    /// The roots: (trust domain, or `*` for a single issuer serving all, SHA-256 fingerprint).
     pub fn root_fingerprints(&self) -> Vec<(String, String)> {
         match self {
             Signer::Local(map) => map
                 .iter()
-                .map(|(td, ca)| {
-                    (
-                        td.to_string(),
-                        federator_core::cert::fingerprint(ca.root_der()),
-                    )
-                })
+                .map(|(td, ca)| (td.to_string(), federator_core::cert::fingerprint(ca.root_der())))
                 .collect(),
-            Signer::Import(ca) => {
-                vec![("*".into(), federator_core::cert::fingerprint(ca.root_der()))]
-            }
+            Signer::Import(ca) => vec![("*".into(), federator_core::cert::fingerprint(ca.root_der()))],
+            Signer::Vault(v) => vec![("*".into(), federator_core::cert::fingerprint(v.root_der()))],
         }
     }
 
     /// The bundle for a set of trust domains: each one's root.
-    pub fn bundle_for<'a>(
-        &self,
-        tds: impl IntoIterator<Item = &'a TrustDomain>,
-    ) -> Result<TrustBundle> {
+    pub fn bundle_for<'a>(&self, tds: impl IntoIterator<Item = &'a TrustDomain>) -> Result<TrustBundle> {
         let mut bundle = TrustBundle::new();
         for td in tds {
-            bundle.add(td, self.issuer_for(td)?.root_der().to_vec())?;
+            bundle.add(td, self.root_der_for(td)?.to_vec())?;
         }
         Ok(bundle)
     }
@@ -148,11 +148,21 @@ impl RootStore {
         self.get().await?.map(|s| backend_of(&s)).transpose()
     }
 
-    /// Loads the signer.
-    pub async fn load(&self) -> Result<Signer> {
+    /// Loads the signer. With the Vault backend this logs in to Vault with the stored
+    /// credential and reads the issuer.
+    pub async fn load(&self, spec: &FederationSpec) -> Result<Signer> {
         let secret = self.get().await?.ok_or_else(|| {
             Error::Refused("the hub has no roots yet: run `federator init` first".into())
         })?;
+        if backend_of(&secret)? == Backend::Vault {
+            let vault = spec
+                .root
+                .vault
+                .as_ref()
+                .ok_or_else(|| Error::Refused("the Federation's root backend is vault but it has no vault settings".into()))?;
+            let cfg = vault_config(vault, &secret_data(&secret))?;
+            return Ok(Signer::Vault(Box::new(VaultSigner::connect(cfg).await?)));
+        }
         signer_from(&secret)
     }
 
@@ -303,6 +313,7 @@ fn backend_of(secret: &Secret) -> Result<Backend> {
     match value {
         Some("local") => Ok(Backend::Local),
         Some("import") => Ok(Backend::Import),
+        Some("vault") => Ok(Backend::Vault),
         other => Err(Error::Refused(format!(
             "the roots Secret {}/{} has an unknown backend {other:?}",
             names::NAMESPACE,
@@ -315,6 +326,7 @@ fn signer_from(secret: &Secret) -> Result<Signer> {
     let data = secret_data(secret);
     let now = OffsetDateTime::now_utc();
     match backend_of(secret)? {
+        Backend::Vault => Err(Error::Refused("the Vault signer is loaded with RootStore::load".into())),
         Backend::Import => {
             let cert = data
                 .get(IMPORT_CERT)
@@ -340,3 +352,62 @@ fn signer_from(secret: &Secret) -> Result<Signer> {
         }
     }
 }
+
+/// Secret keys of the hub's Vault credential.
+pub const VAULT_TOKEN_KEY: &str = "vault-token";
+/// AppRole role ID.
+pub const VAULT_ROLE_ID_KEY: &str = "vault-role-id";
+/// AppRole secret ID.
+pub const VAULT_SECRET_ID_KEY: &str = "vault-secret-id";
+
+/// The Secret data for the Vault backend: only the hub's credential.
+pub fn vault_material(auth: &VaultAuth) -> BTreeMap<String, Vec<u8>> {
+    match auth {
+        VaultAuth::Token { token } => [(VAULT_TOKEN_KEY.to_owned(), token.as_bytes().to_vec())].into(),
+        VaultAuth::AppRole { role_id, secret_id, .. } => [
+            (VAULT_ROLE_ID_KEY.to_owned(), role_id.as_bytes().to_vec()),
+            (VAULT_SECRET_ID_KEY.to_owned(), secret_id.as_bytes().to_vec()),
+        ]
+        .into(),
+        VaultAuth::Kubernetes { .. } => BTreeMap::new(),
+    }
+}
+
+/// The Vault settings of a Federation, with the credential from the roots Secret.
+pub fn vault_config(v: &VaultBackend, data: &BTreeMap<String, Vec<u8>>) -> Result<VaultConfig> {
+    let get = |k: &str| {
+        data.get(k)
+            .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+            .ok_or_else(|| Error::Refused(format!("the roots Secret lacks {k} for Vault {} auth", v.auth)))
+    };
+    let mount_or = |default: &str| if v.auth_mount.is_empty() { default.to_owned() } else { v.auth_mount.clone() };
+    let auth = match v.auth.as_str() {
+        "token" => VaultAuth::Token { token: get(VAULT_TOKEN_KEY)? },
+        "approle" => VaultAuth::AppRole {
+            mount: mount_or("approle"),
+            role_id: get(VAULT_ROLE_ID_KEY)?,
+            secret_id: get(VAULT_SECRET_ID_KEY)?,
+        },
+        "kubernetes" => VaultAuth::Kubernetes {
+            mount: mount_or("kubernetes"),
+            role: v.role.clone(),
+            jwt_file: if v.jwt_path.is_empty() {
+                DEFAULT_SERVICE_ACCOUNT_TOKEN.into()
+            } else {
+                v.jwt_path.clone().into()
+            },
+        },
+        other => return Err(Error::Refused(format!("unknown Vault auth method {other:?}: use token, approle or kubernetes"))),
+    };
+    Ok(VaultConfig {
+        address: v.address.clone(),
+        mount: v.mount.clone(),
+        issuer: (!v.issuer.is_empty()).then(|| v.issuer.clone()),
+        namespace: (!v.namespace.is_empty()).then(|| v.namespace.clone()),
+        auth,
+        ca_pem: (!v.ca_pem.is_empty()).then(|| v.ca_pem.clone()),
+    })
+}
+
+/// Where a pod's ServiceAccount token is mounted.
+pub const DEFAULT_SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";

@@ -109,7 +109,8 @@ struct Hub {
     client: Client,
     opts: ServeOptions,
     roots: RootStore,
-    signer: Mutex<Arc<Signer>>,
+    /// Loaded at the first sync (it needs the Federation's settings).
+    signer: Mutex<Option<Arc<Signer>>>,
     desired: watch::Sender<Desired>,
     policy: Mutex<SigningPolicy>,
 }
@@ -121,12 +122,11 @@ struct MemberTask {
 
 async fn run(client: Client, opts: ServeOptions) -> Result<()> {
     let roots = RootStore::new(client.clone());
-    let signer = roots.load().await?;
     let hub = Arc::new(Hub {
         client: client.clone(),
         opts,
         roots,
-        signer: Mutex::new(Arc::new(signer)),
+        signer: Mutex::new(None),
         desired: watch::Sender::new(Desired::default()),
         policy: Mutex::new(SigningPolicy::default()),
     });
@@ -160,7 +160,17 @@ async fn run(client: Client, opts: ServeOptions) -> Result<()> {
     let mut ready = [false, false];
     let mut tasks: BTreeMap<String, MemberTask> = BTreeMap::new();
     info!("federator serve started");
-    while let Some(event) = events.next().await {
+    // A failed sync (say, Vault unreachable) is retried with backoff even if nothing changes.
+    let mut retry_in: Option<Duration> = None;
+    loop {
+        let event = match retry_in {
+            Some(delay) => tokio::select! {
+                e = events.next() => e,
+                () = tokio::time::sleep(delay) => Some(Ok((0, false))),
+            },
+            None => events.next().await,
+        };
+        let Some(event) = event else { break };
         match event {
             Err(e) => {
                 warn!(error = %e, "watch on the hub failed; retrying with backoff");
@@ -180,8 +190,14 @@ async fn run(client: Client, opts: ServeOptions) -> Result<()> {
             continue;
         };
         let members_now: Vec<Arc<MemberCluster>> = members.state();
-        if let Err(e) = sync(&hub, &fed, &members_now).await {
-            warn!(error = %e, "federation sync failed; will retry on the next change");
+        match sync(&hub, &fed, &members_now).await {
+            Ok(()) => retry_in = None,
+            Err(e) => {
+                let delay = retry_in.map_or(Duration::from_secs(1), |d| (d * 2).min(Duration::from_secs(60)));
+                warn!(error = %e, retry_in = ?delay, "federation sync failed");
+                retry_in = Some(delay);
+                continue;
+            }
         }
         // Member tasks follow membership: spawn new, restart changed, stop removed.
         let wanted: BTreeMap<String, MemberClusterSpec> = members_now
@@ -215,19 +231,16 @@ async fn sync(hub: &Arc<Hub>, fed: &Federation, members: &[Arc<MemberCluster>]) 
         .collect();
     tds.sort();
     tds.dedup();
-    if !hub
-        .roots
-        .ensure_trust_domains(&tds, &RootOptions::default())
-        .await?
-        .is_empty()
-        || {
-            let signer = lock(&hub.signer).clone();
-            tds.iter().any(|td| signer.issuer_for(td).is_err())
+    let created = hub.roots.ensure_trust_domains(&tds, &RootOptions::default()).await?;
+    let current = lock(&hub.signer).clone();
+    let signer = match current {
+        Some(signer) if created.is_empty() && tds.iter().all(|td| signer.root_der_for(td).is_ok()) => signer,
+        _ => {
+            let signer = Arc::new(hub.roots.load(&fed.spec).await?);
+            *lock(&hub.signer) = Some(signer.clone());
+            signer
         }
-    {
-        *lock(&hub.signer) = Arc::new(hub.roots.load().await?);
-    }
-    let signer = lock(&hub.signer).clone();
+    };
     let bundle = signer.bundle_for(tds.iter())?;
     let digest = bundle.digest();
     let previous = fed.status.clone().unwrap_or_default();
@@ -242,7 +255,7 @@ async fn sync(hub: &Arc<Hub>, fed: &Federation, members: &[Arc<MemberCluster>]) 
     let roots: Vec<RootStatus> = tds
         .iter()
         .filter_map(|td| {
-            let der = signer.issuer_for(td).ok()?.root_der().to_vec();
+            let der = signer.root_der_for(td).ok()?.to_vec();
             let info = federator_core::cert::CertInfo::from_der(&der).ok()?;
             Some(RootStatus {
                 trust_domain: td.to_string(),
@@ -313,6 +326,8 @@ struct MemberCtx {
     rejected: Arc<tokio::sync::Notify>,
     /// The credential in use.
     credential: member_access::StoredCredential,
+    /// Consecutive failed reconciles, for the retry backoff.
+    failures: std::sync::atomic::AtomicU32,
 }
 
 /// Runs one member's controller, reconnecting when the credential cannot be loaded.
@@ -330,6 +345,7 @@ async fn run_member(hub: Arc<Hub>, name: String, spec: MemberClusterSpec) {
                     last_seen: Mutex::new(None),
                     rejected: Arc::new(tokio::sync::Notify::new()),
                     credential,
+                    failures: std::sync::atomic::AtomicU32::new(0),
                 });
                 run_member_controller(ctx).await;
             }
@@ -455,8 +471,10 @@ fn is_unauthorized(e: &watcher::Error) -> bool {
 }
 
 fn error_policy(_ct: Arc<ClusterTrust>, err: &Error, ctx: Arc<MemberCtx>) -> Action {
-    warn!(cluster = %ctx.name, error = %err, "member reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    let failures = ctx.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let delay = Duration::from_secs(1 << failures.min(6)).min(Duration::from_secs(60));
+    warn!(cluster = %ctx.name, error = %err, retry_in = ?delay, "member reconcile failed");
+    Action::requeue(delay)
 }
 
 async fn reconcile_member(cached: Arc<ClusterTrust>, ctx: Arc<MemberCtx>) -> Result<Action> {
@@ -493,10 +511,18 @@ async fn reconcile_member(cached: Arc<ClusterTrust>, ctx: Arc<MemberCtx>) -> Res
     let mut spec = plan.spec;
     let mut problems = Vec::new();
     if let Some(csr) = &plan.sign {
-        match sign(&ctx, csr, &desired, now) {
+        match sign(&ctx, csr, &desired, now).await {
             Ok(signed) => {
                 info!(cluster = %ctx.name, generation = csr.generation, serial = %signed.serial, "signed a cluster CA");
                 spec.signed = Some(signed);
+            }
+            // Vault being unreachable, sealed, or denying (a policy can be fixed) is worth retrying.
+            Err(e @ (Error::Vault { .. } | Error::Unreachable(_))) => {
+                // Worth retrying: report it, keep everything as it is, and come back with backoff.
+                warn!(cluster = %ctx.name, error = %e, "signing failed; will retry");
+                let problem = format!("CSR generation {} not signed yet: {e}", csr.generation);
+                report_status(&ctx.hub, &ctx.name, Some(&ct), true, &[problem]).await?;
+                return Err(e);
             }
             Err(e) => {
                 warn!(cluster = %ctx.name, error = %e, "refused to sign");
@@ -532,6 +558,7 @@ async fn reconcile_member(cached: Arc<ClusterTrust>, ctx: Arc<MemberCtx>) -> Res
         _ => {}
     }
     report_status(&ctx.hub, &ctx.name, Some(&current), true, &problems).await?;
+    ctx.failures.store(0, std::sync::atomic::Ordering::Relaxed);
     let heartbeat = ctx.hub.opts.heartbeat;
     let wait = plan
         .wake_at
@@ -540,7 +567,7 @@ async fn reconcile_member(cached: Arc<ClusterTrust>, ctx: Arc<MemberCtx>) -> Res
     Ok(Action::requeue(wait))
 }
 
-fn sign(
+async fn sign(
     ctx: &MemberCtx,
     csr: &CsrStatus,
     desired: &Desired,
@@ -557,8 +584,10 @@ fn sign(
         trust_domain: TrustDomain::new(&ctx.spec.trust_domain)?,
     };
     let policy = lock(&ctx.hub.policy).clone();
-    let signer = lock(&ctx.hub.signer).clone();
-    let issued = signer.sign(&policy, &info, &request)?;
+    let signer = lock(&ctx.hub.signer)
+        .clone()
+        .ok_or_else(|| Error::Refused("the signer is not loaded yet".into()))?;
+    let issued = signer.sign(&policy, &info, &request).await?;
     let not_after = OffsetDateTime::parse(
         &issued.info.not_after,
         &time::format_description::well_known::Rfc3339,

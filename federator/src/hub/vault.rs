@@ -1,0 +1,406 @@
+//! The `vault` root backend: Vault / OpenBao PKI signs cluster CAs; the root key never leaves it.
+//!
+//! The hub checks every CSR under its own policy first, then forwards it to
+//! `<mount>/issuer/<ref>/sign-intermediate` with the fields the policy decides (path length 0,
+//! the cluster's subject, the trust domain's SPIFFE ID as URI SAN, the configured TTL) and
+//! verifies what comes back before anyone installs it. The chain Vault returns is kept whole.
+//!
+//! Authentication: a token, AppRole, or Kubernetes (a ServiceAccount JWT that Vault checks with
+//! a TokenReview). Tokens are renewed when renewable, and AppRole/Kubernetes logins are redone
+//! before their lease ends. Every Vault error names the path and, for a denial, the capability
+//! the policy lacks.
+
+use std::time::{Duration, Instant};
+
+use federator_core::cert::{self, CertInfo};
+use federator_core::csr::{CsrInfo, cluster_ca_common_name};
+use federator_core::policy::{self, ClusterCaRequest, IssuedCa, SigningPolicy};
+use federator_core::verify;
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+use tracing::info;
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use crate::{Error, Result};
+
+/// How the hub authenticates to Vault.
+#[derive(Clone)]
+pub enum VaultAuth {
+    /// A token.
+    Token {
+        /// The token (secret).
+        token: String,
+    },
+    /// AppRole.
+    AppRole {
+        /// Auth mount (default `approle`).
+        mount: String,
+        /// Role ID.
+        role_id: String,
+        /// Secret ID (secret).
+        secret_id: String,
+    },
+    /// Kubernetes auth with a ServiceAccount JWT read from a file at each login (so projected,
+    /// rotating tokens work).
+    Kubernetes {
+        /// Auth mount (default `kubernetes`).
+        mount: String,
+        /// Vault role.
+        role: String,
+        /// File holding the JWT.
+        jwt_file: std::path::PathBuf,
+    },
+}
+
+impl std::fmt::Debug for VaultAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VaultAuth::Token { .. } => f.write_str("Token(<redacted>)"),
+            VaultAuth::AppRole { mount, role_id, .. } => {
+                write!(f, "AppRole {{ mount: {mount:?}, role_id: {role_id:?}, secret_id: <redacted> }}")
+            }
+            VaultAuth::Kubernetes { mount, role, jwt_file } => {
+                write!(f, "Kubernetes {{ mount: {mount:?}, role: {role:?}, jwt_file: {jwt_file:?} }}")
+            }
+        }
+    }
+}
+
+/// Where Vault is and how to use it.
+#[derive(Clone, Debug)]
+pub struct VaultConfig {
+    /// Address, e.g. `https://vault:8200`.
+    pub address: String,
+    /// PKI mount.
+    pub mount: String,
+    /// Issuer reference; `None` means the mount's default issuer.
+    pub issuer: Option<String>,
+    /// Vault Enterprise namespace.
+    pub namespace: Option<String>,
+    /// Authentication.
+    pub auth: VaultAuth,
+    /// CA bundle (PEM) for Vault's TLS certificate, when not a public CA.
+    pub ca_pem: Option<String>,
+}
+
+impl VaultConfig {
+    fn issuer_ref(&self) -> &str {
+        self.issuer.as_deref().unwrap_or("default")
+    }
+
+    fn sign_path(&self) -> String {
+        format!("{}/issuer/{}/sign-intermediate", self.mount, self.issuer_ref())
+    }
+}
+
+struct Session {
+    client: VaultClient,
+    /// When the token must be renewed or replaced; `None` for tokens that never expire.
+    refresh_at: Option<Instant>,
+    renewable: bool,
+}
+
+/// A connected Vault signer.
+pub struct VaultSigner {
+    cfg: VaultConfig,
+    session: Mutex<Session>,
+    /// The issuing CA and the chain above it (DER), as Vault reports them.
+    issuer_chain: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for VaultSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultSigner").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+/// Turns a Vault error into one that names what was done, the path, and what to do.
+pub fn describe(cfg: &VaultConfig, e: ClientError, operation: &str, path: &str, capability: &str) -> Error {
+    match e {
+        ClientError::APIError { code, errors } => {
+            let detail = errors.join("; ").replace('\n', " ").replace('\t', "");
+            let detail = detail.trim().to_owned();
+            let (message, transient) = match code {
+                403 => (
+                    format!(
+                        "Vault denied {operation} at {path}: permission denied; the token's policy needs the \"{capability}\" capability on path \"{path}\""
+                    ),
+                    false,
+                ),
+                503 if detail.contains("sealed") => (
+                    format!("Vault at {} is sealed ({operation} at {path}); unseal it and federator will retry", cfg.address),
+                    true,
+                ),
+                500..=599 => (format!("Vault failed {operation} at {path} ({code}): {detail}; retrying"), true),
+                _ => (format!("Vault refused {operation} at {path} ({code}): {detail}"), false),
+            };
+            Error::Vault { message, transient }
+        }
+        ClientError::RestClientError { source } => Error::Vault {
+            message: format!(
+                "cannot reach Vault at {} ({operation} at {path}): {source}; federator will retry",
+                cfg.address
+            ),
+            transient: true,
+        },
+        other => Error::Vault {
+            message: format!("Vault {operation} at {path}: {other}"),
+            transient: false,
+        },
+    }
+}
+
+fn new_client(cfg: &VaultConfig, token: &str) -> Result<VaultClient> {
+    let mut settings = VaultClientSettingsBuilder::default();
+    settings.address(&cfg.address).token(token).timeout(Some(Duration::from_secs(10)));
+    if let Some(ns) = &cfg.namespace {
+        settings.namespace(Some(ns.clone()));
+    }
+    if let Some(ca) = &cfg.ca_pem {
+        // vaultrs reads CA certificates from files.
+        let path = std::env::temp_dir().join(format!("federator-vault-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, ca).map_err(Error::io(&path))?;
+        settings.ca_certs(vec![path.to_string_lossy().into_owned()]);
+    }
+    let settings = settings
+        .build()
+        .map_err(|e| Error::Usage(format!("invalid Vault settings ({}): {e}", cfg.address)))?;
+    VaultClient::new(settings).map_err(|e| Error::Vault {
+        message: format!("cannot configure a Vault client for {}: {e}", cfg.address),
+        transient: false,
+    })
+}
+
+/// Logs in (or adopts the token) and returns a session.
+async fn login(cfg: &VaultConfig) -> Result<Session> {
+    match &cfg.auth {
+        VaultAuth::Token { token } => {
+            let client = new_client(cfg, token)?;
+            let me = vaultrs::token::lookup_self(&client)
+                .await
+                .map_err(|e| describe(cfg, e, "token lookup", "auth/token/lookup-self", "read"))?;
+            let renewable = me.renewable.unwrap_or(false);
+            let refresh_at = (me.ttl > 0).then(|| Instant::now() + Duration::from_secs(me.ttl * 2 / 3));
+            Ok(Session { client, refresh_at, renewable })
+        }
+        VaultAuth::AppRole { mount, role_id, secret_id } => {
+            let client = new_client(cfg, "")?;
+            let auth = vaultrs::auth::approle::login(&client, mount, role_id, secret_id)
+                .await
+                .map_err(|e| describe(cfg, e, "AppRole login", &format!("auth/{mount}/login"), "update"))?;
+            session_from(cfg, auth)
+        }
+        VaultAuth::Kubernetes { mount, role, jwt_file } => {
+            let jwt = std::fs::read_to_string(jwt_file).map_err(|e| {
+                Error::Usage(format!("{}: cannot read the ServiceAccount token for Vault's Kubernetes auth: {e}", jwt_file.display()))
+            })?;
+            let client = new_client(cfg, "")?;
+            let auth = vaultrs::auth::kubernetes::login(&client, mount, role, jwt.trim())
+                .await
+                .map_err(|e| describe(cfg, e, "Kubernetes login", &format!("auth/{mount}/login"), "update"))?;
+            session_from(cfg, auth)
+        }
+    }
+}
+
+fn session_from(cfg: &VaultConfig, auth: vaultrs::api::AuthInfo) -> Result<Session> {
+    let client = new_client(cfg, &auth.client_token)?;
+    let refresh_at = (auth.lease_duration > 0).then(|| Instant::now() + Duration::from_secs(auth.lease_duration * 2 / 3));
+    Ok(Session {
+        client,
+        refresh_at,
+        renewable: auth.renewable,
+    })
+}
+
+impl VaultSigner {
+    /// Logs in and reads the issuer. Fails with a precise error when Vault is unreachable,
+    /// sealed, or the credential lacks a permission.
+    pub async fn connect(cfg: VaultConfig) -> Result<Self> {
+        let session = login(&cfg).await?;
+        let issuer = vaultrs::pki::issuer::read(&session.client, &cfg.mount, cfg.issuer.as_deref())
+            .await
+            .map_err(|e| {
+                describe(&cfg, e, "reading the issuer", &format!("{}/issuer/{}/json", cfg.mount, cfg.issuer_ref()), "read")
+            })?;
+        let mut issuer_chain = cert::parse_pem_certificates(issuer.certificate.as_bytes(), "Vault issuer")?;
+        for c in &issuer.ca_chain {
+            for der in cert::parse_pem_certificates(c.as_bytes(), "Vault CA chain")? {
+                if !issuer_chain.contains(&der) {
+                    issuer_chain.push(der);
+                }
+            }
+        }
+        let top = issuer_chain.last().ok_or_else(|| Error::Refused("Vault returned an empty issuer".into()))?;
+        let top_cert = cert::parse_der(top)?;
+        if top_cert.subject().as_raw() != top_cert.issuer().as_raw() {
+            return Err(Error::Refused(format!(
+                "Vault's issuer chain ends at {}, which is not a self-signed root; import the full chain into the issuer",
+                top_cert.subject()
+            )));
+        }
+        Ok(Self {
+            cfg,
+            session: Mutex::new(session),
+            issuer_chain,
+        })
+    }
+
+    /// The root at the top of Vault's issuer chain (DER).
+    pub fn root_der(&self) -> &[u8] {
+        // `connect` guarantees a non-empty chain.
+        self.issuer_chain.last().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Renews or replaces the token when due.
+    async fn fresh_session(&self) -> Result<tokio::sync::MutexGuard<'_, Session>> {
+        let mut s = self.session.lock().await;
+        if s.refresh_at.is_some_and(|t| Instant::now() >= t) {
+            let renewed = if s.renewable {
+                match vaultrs::token::renew_self(&s.client, None).await {
+                    Ok(auth) if auth.lease_duration > 0 => {
+                        s.refresh_at = Some(Instant::now() + Duration::from_secs(auth.lease_duration * 2 / 3));
+                        info!("renewed the Vault token");
+                        true
+                    }
+                    _ => false,
+                }
+            } else {
+                false
+            };
+            if !renewed {
+                *s = login(&self.cfg).await?;
+                info!("logged in to Vault again");
+            }
+        }
+        Ok(s)
+    }
+
+    /// Checks the CSR under `policy`, has Vault sign it, and verifies the answer.
+    pub async fn sign(&self, policy: &SigningPolicy, csr: &CsrInfo, request: &ClusterCaRequest) -> Result<IssuedCa> {
+        policy.check(csr, request)?;
+        let csr_pem = cert_request_pem(&csr.der);
+        let path = self.cfg.sign_path();
+        let org = cert::parse_der(&self.issuer_chain[0])?
+            .subject()
+            .iter_organization()
+            .next()
+            .and_then(|o| o.as_str().ok().map(str::to_owned));
+        let mut opts = vaultrs::api::pki::requests::SignIntermediateIssuerRequest::builder();
+        opts.ttl(format!("{}s", policy.ttl.as_secs()))
+            .max_path_length(0)
+            .uri_sans(request.trust_domain.spiffe_uri())
+            .locality(vec![request.cluster.to_string()])
+            .exclude_cn_from_sans(true)
+            .use_csr_values(false)
+            .format("pem")
+            .not_before_duration(300u64);
+        if let Some(org) = org {
+            opts.organization(vec![org]);
+        }
+        let signed = {
+            let session = self.fresh_session().await?;
+            let mut result = vaultrs::pki::issuer::sign_intermediate(
+                &session.client,
+                &self.cfg.mount,
+                &csr_pem,
+                &cluster_ca_common_name(&request.cluster),
+                self.cfg.issuer.as_deref(),
+                Some(&mut opts),
+            )
+            .await;
+            // A token revoked or expired under us: log in again once.
+            if matches!(&result, Err(ClientError::APIError { code: 403, .. })) && !matches!(self.cfg.auth, VaultAuth::Token { .. }) {
+                drop(session);
+                *self.session.lock().await = login(&self.cfg).await?;
+                let session = self.session.lock().await;
+                result = vaultrs::pki::issuer::sign_intermediate(
+                    &session.client,
+                    &self.cfg.mount,
+                    &csr_pem,
+                    &cluster_ca_common_name(&request.cluster),
+                    self.cfg.issuer.as_deref(),
+                    Some(&mut opts),
+                )
+                .await;
+            }
+            result.map_err(|e| describe(&self.cfg, e, "signing a cluster CA", &path, "update"))?
+        };
+
+        // Vault's answer, whole: the cluster CA, then its chain to the root.
+        let cert_der = cert::parse_pem_certificates(signed.certificate.as_bytes(), "Vault certificate")?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Refused("Vault returned no certificate".into()))?;
+        let mut chain: Vec<Vec<u8>> = vec![cert_der.clone()];
+        for c in std::iter::once(&signed.issuing_ca).chain(signed.ca_chain.iter()) {
+            for der in cert::parse_pem_certificates(c.as_bytes(), "Vault CA chain")? {
+                if !chain.contains(&der) {
+                    chain.push(der);
+                }
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        let root = chain.last().cloned().unwrap_or_default();
+        verify::verify_ca_path(&cert_der, &chain[1..], std::slice::from_ref(&root), now)?;
+        policy::check_issued(&cert_der, &csr.public_key_info, &request.trust_domain, now)?;
+        Ok(IssuedCa {
+            chain_pem: cert::to_pem(chain.iter().map(Vec::as_slice)),
+            info: CertInfo::from_der(&cert_der)?,
+            cert_der,
+        })
+    }
+
+    /// The hub's credential as Vault sees it, for `init`'s report.
+    pub fn config(&self) -> &VaultConfig {
+        &self.cfg
+    }
+}
+
+fn cert_request_pem(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE REQUEST", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+/// For a newcomer: enables the PKI mount (max lease TTL 10 years) if absent and generates an
+/// internal root (ECDSA P-256) if the mount has no issuer yet. Needs a token with the rights
+/// to do so (e.g. a dev server's root token).
+pub async fn bootstrap(cfg: &VaultConfig) -> Result<Vec<String>> {
+    let session = login(cfg).await?;
+    let c = &session.client;
+    let mut done = Vec::new();
+    let mounts = vaultrs::sys::mount::list(c)
+        .await
+        .map_err(|e| describe(cfg, e, "listing mounts", "sys/mounts", "read"))?;
+    if !mounts.contains_key(&format!("{}/", cfg.mount)) {
+        let mut opts = vaultrs::api::sys::requests::EnableEngineRequest::builder();
+        opts.config(
+            vaultrs::api::sys::requests::EnableEngineDataConfigBuilder::default()
+                .max_lease_ttl("87600h")
+                .build()
+                .map_err(|e| Error::Usage(e.to_string()))?,
+        );
+        vaultrs::sys::mount::enable(c, &cfg.mount, "pki", Some(&mut opts))
+            .await
+            .map_err(|e| describe(cfg, e, "enabling the PKI mount", &format!("sys/mounts/{}", cfg.mount), "create"))?;
+        done.push(format!("enabled the pki engine at {}/ (max lease TTL 87600h)", cfg.mount));
+    }
+    let has_issuer = vaultrs::pki::issuer::read(c, &cfg.mount, cfg.issuer.as_deref()).await.is_ok();
+    if !has_issuer {
+        let mut opts = vaultrs::api::pki::requests::GenerateRootRequest::builder();
+        opts.common_name("federator root CA (Vault)")
+            .organization(vec!["federator".to_owned()])
+            .ttl("87600h")
+            .key_type("ec")
+            .key_bits(256u64)
+            .max_path_length(1);
+        vaultrs::pki::cert::ca::generate(c, &cfg.mount, "internal", Some(&mut opts))
+            .await
+            .map_err(|e| describe(cfg, e, "generating a root", &format!("{}/root/generate/internal", cfg.mount), "update"))?;
+        done.push(format!("generated an internal root in {}/ (the key stays in Vault)", cfg.mount));
+    }
+    Ok(done)
+}
