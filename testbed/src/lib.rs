@@ -6,7 +6,9 @@
 //! - one real `kube-apiserver` per cluster, with its own serving CA and certificate, client CA,
 //!   RBAC authorization and service-account issuer and signing key, so TokenRequest and
 //!   TokenReview work and tokens of one cluster are rejected by another;
-//! - on demand, an OpenBao dev server (`bao server -dev`).
+//! - on demand, an OpenBao dev server (`bao server -dev`);
+//! - on demand, real istiod (`pilot-discovery`) per cluster, with stand-ins for the kubelet's
+//!   Secret volume and the Deployment controller ([`istiod`], [`secret_volume`]).
 //!
 //! There is no kubelet, scheduler, controller-manager or garbage collector: see
 //! `docs/testbed.md` for what that means for tests.
@@ -29,16 +31,21 @@ pub mod cluster;
 mod error;
 mod etcd;
 pub mod http;
+pub mod istiod;
 pub mod kubeconfig;
 pub mod pki;
 pub mod process;
+pub mod secret_volume;
 pub mod state;
 mod testbed;
 
 pub use bao::Bao;
-pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION, OPENBAO_VERSION, default_bin_dir};
+pub use binaries::{
+    Binaries, ETCD_VERSION, ISTIO_VERSION, KUBERNETES_VERSION, OPENBAO_VERSION, default_bin_dir,
+};
 pub use cluster::Cluster;
 pub use error::{Error, Result};
+pub use istiod::{Istiod, IstiodOptions};
 pub use process::{Process, ProcessSpec};
 pub use state::State;
 pub use testbed::{Testbed, TestbedOptions};

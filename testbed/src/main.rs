@@ -1,7 +1,7 @@
 //! `testbed`: start, inspect and stop real multi-cluster control planes on loopback.
 //!
 //! ```text
-//! testbed up --clusters 3 --dir /tmp/tb [--bao] [--detach]
+//! testbed up --clusters 3 --dir /tmp/tb [--bao] [--istiod [--trust-domain TD]] [--detach]
 //! testbed status --dir /tmp/tb
 //! testbed down --dir /tmp/tb
 //! testbed bao --dir /tmp/tb [--detach]
@@ -75,6 +75,12 @@ struct UpArgs {
     /// Also start an OpenBao dev server.
     #[arg(long)]
     bao: bool,
+    /// Also start istiod (pilot-discovery) in every cluster; needs `tools/build.sh istiod`.
+    #[arg(long)]
+    istiod: bool,
+    /// The trust domain of every cluster's mesh config (with --istiod).
+    #[arg(long, default_value = "cluster.local", requires = "istiod")]
+    trust_domain: String,
     /// Return once ready and keep the testbed running in the background.
     #[arg(long)]
     detach: bool,
@@ -164,10 +170,21 @@ async fn up(args: UpArgs) -> Result<()> {
         if args.bao {
             cmd.arg("--bao");
         }
+        if args.istiod {
+            cmd.arg("--istiod")
+                .arg("--trust-domain")
+                .arg(&args.trust_domain);
+        }
         if let Some(b) = &args.bin_dir {
             cmd.arg("--bin-dir").arg(b);
         }
-        let state = detach_and_wait(cmd, &dir.join("testbed.log"), dir, STATE_FILE).await?;
+        let expect: Vec<String> = if args.istiod {
+            args.names().iter().map(|n| format!("{n}/istiod")).collect()
+        } else {
+            Vec::new()
+        };
+        let state =
+            detach_and_wait(cmd, &dir.join("testbed.log"), dir, STATE_FILE, &expect).await?;
         print_summary(&state);
         return Ok(());
     }
@@ -177,6 +194,24 @@ async fn up(args: UpArgs) -> Result<()> {
     opts.bao = args.bao;
     opts.bin_dir = args.bin_dir.clone();
     let tb = Testbed::start(opts).await?;
+    if args.istiod {
+        let names = args.names();
+        let starts = names
+            .iter()
+            .map(|n| tb.start_istiod(n, testbed::IstiodOptions::new(args.trust_domain.clone())));
+        for istiod in futures::future::try_join_all(starts).await? {
+            println!(
+                "{}	istiod pid {}	secure gRPC {}	log {}",
+                istiod.cluster_name(),
+                istiod.pid().unwrap_or(0),
+                istiod
+                    .secure_grpc_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                istiod.log_path().display()
+            );
+        }
+    }
     println!(
         "testbed up in {:.1}s (owner pid {}); Ctrl-C or `testbed down --dir {}` stops it",
         started.elapsed().as_secs_f64(),
@@ -213,8 +248,14 @@ async fn bao(dir: &Path, detach: bool, bin_dir: Option<PathBuf>) -> Result<()> {
         if let Some(b) = &bin_dir {
             cmd.arg("--bin-dir").arg(b);
         }
-        let state =
-            detach_and_wait(cmd, &bao_dir.join("bao-owner.log"), dir, BAO_STATE_FILE).await?;
+        let state = detach_and_wait(
+            cmd,
+            &bao_dir.join("bao-owner.log"),
+            dir,
+            BAO_STATE_FILE,
+            &[],
+        )
+        .await?;
         print_summary(&state);
         return Ok(());
     }
@@ -245,12 +286,13 @@ async fn bao(dir: &Path, detach: bool, bin_dir: Option<PathBuf>) -> Result<()> {
 }
 
 /// Runs `cmd` in its own session-less process group, in the background, logging to `log`,
-/// and waits until it wrote a ready state file.
+/// and waits until it wrote a ready state file listing the processes named in `expect`.
 async fn detach_and_wait(
     mut cmd: Command,
     log: &Path,
     dir: &Path,
     state_file: &str,
+    expect: &[String],
 ) -> Result<State> {
     use std::os::unix::process::CommandExt;
     let out = std::fs::OpenOptions::new()
@@ -277,6 +319,9 @@ async fn detach_and_wait(
         if let Ok(Some(s)) = State::read(dir, state_file)
             && s.owner_pid == pid
             && s.ready
+            && expect
+                .iter()
+                .all(|name| s.processes.iter().any(|p| &p.name == name))
         {
             println!(
                 "running in the background (owner pid {pid}, log {})",

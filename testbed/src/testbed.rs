@@ -1,13 +1,14 @@
 //! The whole testbed: etcd, the clusters, optionally OpenBao and any extra processes.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::bao::Bao;
 use crate::binaries::Binaries;
 use crate::cluster::Cluster;
 use crate::etcd::{self, Etcd};
+use crate::istiod::{Istiod, IstiodOptions};
 use crate::process::Process;
 use crate::state::{self, BaoInfo, ClusterInfo, STATE_FILE, State};
 use crate::{Error, Result};
@@ -75,7 +76,8 @@ pub struct Testbed {
     clusters: Vec<Cluster>,
     bao: Mutex<Option<Bao>>,
     extra: Mutex<Vec<Process>>,
-    state: Mutex<State>,
+    istiods: Mutex<Vec<Istiod>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl std::fmt::Debug for Testbed {
@@ -152,7 +154,8 @@ impl Testbed {
             clusters: Vec::new(),
             bao: Mutex::new(None),
             extra: Mutex::new(Vec::new()),
-            state: Mutex::new(State::owned_by_me()),
+            istiods: Mutex::new(Vec::new()),
+            state: Arc::new(Mutex::new(State::owned_by_me())),
         };
         // Mark the directory as ours before the first process starts.
         tb.save_state()?;
@@ -288,6 +291,34 @@ impl Testbed {
         Ok(pid)
     }
 
+    /// Starts istiod for cluster `cluster` (see [`crate::istiod`]): it is recorded in the state
+    /// file under `<cluster>/istiod` (the pid is updated on every restart), and stopped with the
+    /// testbed. Needs `tools/build.sh istiod`.
+    pub async fn start_istiod(&self, cluster: &str, opts: IstiodOptions) -> Result<Istiod> {
+        let c = self.cluster(cluster)?.clone();
+        let bin = self.binaries.pilot_discovery()?;
+        let state = self.state.clone();
+        let dir = self.dir.clone();
+        let name = format!("{cluster}/istiod");
+        let hook = move |p: &Process| {
+            let info = state::record(&name, p.pid(), &p.spec().program);
+            let mut s = lock(&state);
+            s.processes.retain(|r| r.name != name);
+            s.processes.push(info);
+            if let Err(e) = s.write(&dir, STATE_FILE) {
+                tracing::warn!(error = %e, "record istiod in the state file");
+            }
+        };
+        let istiod = Istiod::start_with_hook(&c, &bin, opts, Some(Box::new(hook))).await?;
+        lock(&self.istiods).push(istiod.clone());
+        Ok(istiod)
+    }
+
+    /// The istiods started with [`Testbed::start_istiod`].
+    pub fn istiods(&self) -> Vec<Istiod> {
+        lock(&self.istiods).clone()
+    }
+
     /// A snapshot of the state file's content.
     pub fn state(&self) -> State {
         lock(&self.state).clone()
@@ -304,6 +335,8 @@ impl Testbed {
     /// Stops everything: extra processes, OpenBao, apiservers (gracefully, in parallel), then
     /// etcd, and removes the state file.
     pub async fn down(self) {
+        let istiods: Vec<Istiod> = std::mem::take(&mut *lock(&self.istiods));
+        futures::future::join_all(istiods.iter().map(|i| i.stop())).await;
         let extra: Vec<Process> = std::mem::take(&mut *lock(&self.extra));
         for mut p in extra {
             p.terminate(Duration::from_secs(5)).await;
@@ -333,6 +366,10 @@ impl Testbed {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
+        // Handles may have been cloned by tests: kill through them.
+        for i in lock(&self.istiods).iter() {
+            i.kill();
+        }
         for p in lock(&self.extra).iter_mut() {
             p.kill();
         }
