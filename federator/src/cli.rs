@@ -32,7 +32,7 @@ pub enum Command {
     #[command(subcommand)]
     Ca(CaCommand),
     /// Initialise the hub: CRDs, namespace, the Federation object and the root.
-    Init(InitArgs),
+    Init(Box<InitArgs>),
     /// Join a cluster to the federation.
     #[command(subcommand)]
     Join(JoinCommand),
@@ -119,7 +119,10 @@ pub struct VaultArgs {
     #[arg(long)]
     pub vault_role: Option<String>,
     /// File holding the hub's ServiceAccount JWT for Kubernetes auth (read at every login).
-    #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
+    #[arg(
+        long,
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    )]
     pub vault_jwt_file: PathBuf,
     /// CA bundle (PEM) for Vault's TLS certificate.
     #[arg(long)]

@@ -22,7 +22,8 @@ async fn hub_client(source: &ClientSource) -> Result<kube::Client> {
 }
 
 /// `federator init`
-pub async fn init(source: &ClientSource, args: InitArgs) -> Result<()> {
+pub async fn init(source: &ClientSource, args: Box<InitArgs>) -> Result<()> {
+    let args = *args;
     let root = match args.root {
         RootKind::Local => hub_init::RootChoice::Local {
             trust_domain: args.trust_domain,
@@ -243,7 +244,11 @@ fn secret_from(file: Option<&std::path::Path>, env: &str, what: &str) -> Result<
     std::env::var(env)
         .ok()
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| Error::Usage(format!("{what} missing: put it in a file (see --help) or in ${env}")))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{what} missing: put it in a file (see --help) or in ${env}"
+            ))
+        })
 }
 
 fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::vault::VaultConfig> {
@@ -253,29 +258,49 @@ fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::vault::VaultCon
         .vault_addr
         .clone()
         .ok_or_else(|| Error::Usage("--root vault needs --vault-addr (or $VAULT_ADDR)".into()))?;
-    let auth = match v.vault_auth {
-        VaultAuthKind::Token => VaultAuth::Token {
-            token: secret_from(v.vault_token_file.as_deref(), "VAULT_TOKEN", "the Vault token")?,
-        },
-        VaultAuthKind::Approle => VaultAuth::AppRole {
-            mount: v.vault_auth_mount.clone().unwrap_or_else(|| "approle".into()),
-            role_id: v
-                .vault_role_id
-                .clone()
-                .ok_or_else(|| Error::Usage("--vault-auth approle needs --vault-role-id".into()))?,
-            secret_id: secret_from(v.vault_secret_id_file.as_deref(), "VAULT_SECRET_ID", "the AppRole secret ID")?,
-        },
-        VaultAuthKind::Kubernetes => VaultAuth::Kubernetes {
-            mount: v.vault_auth_mount.clone().unwrap_or_else(|| "kubernetes".into()),
-            role: v
-                .vault_role
-                .clone()
-                .ok_or_else(|| Error::Usage("--vault-auth kubernetes needs --vault-role".into()))?,
-            jwt_file: v.vault_jwt_file.clone(),
-        },
-    };
+    let auth =
+        match v.vault_auth {
+            VaultAuthKind::Token => VaultAuth::Token {
+                token: secret_from(
+                    v.vault_token_file.as_deref(),
+                    "VAULT_TOKEN",
+                    "the Vault token",
+                )?,
+            },
+            VaultAuthKind::Approle => VaultAuth::AppRole {
+                mount: v
+                    .vault_auth_mount
+                    .clone()
+                    .unwrap_or_else(|| "approle".into()),
+                role_id: v.vault_role_id.clone().ok_or_else(|| {
+                    Error::Usage("--vault-auth approle needs --vault-role-id".into())
+                })?,
+                secret_id: secret_from(
+                    v.vault_secret_id_file.as_deref(),
+                    "VAULT_SECRET_ID",
+                    "the AppRole secret ID",
+                )?,
+            },
+            VaultAuthKind::Kubernetes => VaultAuth::Kubernetes {
+                mount: v
+                    .vault_auth_mount
+                    .clone()
+                    .unwrap_or_else(|| "kubernetes".into()),
+                role: v.vault_role.clone().ok_or_else(|| {
+                    Error::Usage("--vault-auth kubernetes needs --vault-role".into())
+                })?,
+                jwt_file: v.vault_jwt_file.clone(),
+            },
+        };
     let ca_pem = match &v.vault_ca_file {
-        Some(path) => Some(String::from_utf8_lossy(&fsutil::read_input(path, "Vault CA bundle", "pass a PEM file")?).into_owned()),
+        Some(path) => Some(
+            String::from_utf8_lossy(&fsutil::read_input(
+                path,
+                "Vault CA bundle",
+                "pass a PEM file",
+            )?)
+            .into_owned(),
+        ),
         None => None,
     };
     Ok(VaultConfig {

@@ -185,10 +185,19 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
 fn vault_backend_spec(c: &VaultConfig) -> VaultBackend {
     let (auth, auth_mount, role, jwt_path) = match &c.auth {
         VaultAuth::Token { .. } => ("token", String::new(), String::new(), String::new()),
-        VaultAuth::AppRole { mount, .. } => ("approle", mount.clone(), String::new(), String::new()),
-        VaultAuth::Kubernetes { mount, role, jwt_file } => {
-            ("kubernetes", mount.clone(), role.clone(), jwt_file.to_string_lossy().into_owned())
+        VaultAuth::AppRole { mount, .. } => {
+            ("approle", mount.clone(), String::new(), String::new())
         }
+        VaultAuth::Kubernetes {
+            mount,
+            role,
+            jwt_file,
+        } => (
+            "kubernetes",
+            mount.clone(),
+            role.clone(),
+            jwt_file.to_string_lossy().into_owned(),
+        ),
     };
     VaultBackend {
         address: c.address.clone(),

@@ -12,8 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use federator_api::names;
 use federator_api::hub::{FederationSpec, VaultBackend};
+use federator_api::names;
 use federator_core::bundle::TrustBundle;
 use federator_core::ca::{IssuingCa, RootOptions};
 use federator_core::csr::CsrInfo;
@@ -71,7 +71,9 @@ impl Signer {
     pub fn root_der_for(&self, td: &TrustDomain) -> Result<&[u8]> {
         match self {
             Signer::Local(map) => map.get(td).map(IssuingCa::root_der).ok_or_else(|| {
-                Error::Refused(format!("no root for trust domain {td} yet; `federator serve` creates it"))
+                Error::Refused(format!(
+                    "no root for trust domain {td} yet; `federator serve` creates it"
+                ))
             }),
             Signer::Import(ca) => Ok(ca.root_der()),
             Signer::Vault(v) => Ok(v.root_der()),
@@ -79,11 +81,19 @@ impl Signer {
     }
 
     /// Signs a cluster CA under the policy (with Vault, Vault signs the policy's fields).
-    pub async fn sign(&self, policy: &SigningPolicy, csr: &CsrInfo, request: &ClusterCaRequest) -> Result<IssuedCa> {
+    pub async fn sign(
+        &self,
+        policy: &SigningPolicy,
+        csr: &CsrInfo,
+        request: &ClusterCaRequest,
+    ) -> Result<IssuedCa> {
         match self {
             Signer::Local(map) => {
                 let issuer = map.get(&request.trust_domain).ok_or_else(|| {
-                    Error::Refused(format!("no root for trust domain {} yet", request.trust_domain))
+                    Error::Refused(format!(
+                        "no root for trust domain {} yet",
+                        request.trust_domain
+                    ))
                 })?;
                 Ok(policy.sign(issuer, csr, request, OffsetDateTime::now_utc())?)
             }
@@ -97,15 +107,25 @@ impl Signer {
         match self {
             Signer::Local(map) => map
                 .iter()
-                .map(|(td, ca)| (td.to_string(), federator_core::cert::fingerprint(ca.root_der())))
+                .map(|(td, ca)| {
+                    (
+                        td.to_string(),
+                        federator_core::cert::fingerprint(ca.root_der()),
+                    )
+                })
                 .collect(),
-            Signer::Import(ca) => vec![("*".into(), federator_core::cert::fingerprint(ca.root_der()))],
+            Signer::Import(ca) => {
+                vec![("*".into(), federator_core::cert::fingerprint(ca.root_der()))]
+            }
             Signer::Vault(v) => vec![("*".into(), federator_core::cert::fingerprint(v.root_der()))],
         }
     }
 
     /// The bundle for a set of trust domains: each one's root.
-    pub fn bundle_for<'a>(&self, tds: impl IntoIterator<Item = &'a TrustDomain>) -> Result<TrustBundle> {
+    pub fn bundle_for<'a>(
+        &self,
+        tds: impl IntoIterator<Item = &'a TrustDomain>,
+    ) -> Result<TrustBundle> {
         let mut bundle = TrustBundle::new();
         for td in tds {
             bundle.add(td, self.root_der_for(td)?.to_vec())?;
@@ -155,11 +175,11 @@ impl RootStore {
             Error::Refused("the hub has no roots yet: run `federator init` first".into())
         })?;
         if backend_of(&secret)? == Backend::Vault {
-            let vault = spec
-                .root
-                .vault
-                .as_ref()
-                .ok_or_else(|| Error::Refused("the Federation's root backend is vault but it has no vault settings".into()))?;
+            let vault = spec.root.vault.as_ref().ok_or_else(|| {
+                Error::Refused(
+                    "the Federation's root backend is vault but it has no vault settings".into(),
+                )
+            })?;
             let cfg = vault_config(vault, &secret_data(&secret))?;
             return Ok(Signer::Vault(Box::new(VaultSigner::connect(cfg).await?)));
         }
@@ -326,7 +346,9 @@ fn signer_from(secret: &Secret) -> Result<Signer> {
     let data = secret_data(secret);
     let now = OffsetDateTime::now_utc();
     match backend_of(secret)? {
-        Backend::Vault => Err(Error::Refused("the Vault signer is loaded with RootStore::load".into())),
+        Backend::Vault => Err(Error::Refused(
+            "the Vault signer is loaded with RootStore::load".into(),
+        )),
         Backend::Import => {
             let cert = data
                 .get(IMPORT_CERT)
@@ -363,10 +385,17 @@ pub const VAULT_SECRET_ID_KEY: &str = "vault-secret-id";
 /// The Secret data for the Vault backend: only the hub's credential.
 pub fn vault_material(auth: &VaultAuth) -> BTreeMap<String, Vec<u8>> {
     match auth {
-        VaultAuth::Token { token } => [(VAULT_TOKEN_KEY.to_owned(), token.as_bytes().to_vec())].into(),
-        VaultAuth::AppRole { role_id, secret_id, .. } => [
+        VaultAuth::Token { token } => {
+            [(VAULT_TOKEN_KEY.to_owned(), token.as_bytes().to_vec())].into()
+        }
+        VaultAuth::AppRole {
+            role_id, secret_id, ..
+        } => [
             (VAULT_ROLE_ID_KEY.to_owned(), role_id.as_bytes().to_vec()),
-            (VAULT_SECRET_ID_KEY.to_owned(), secret_id.as_bytes().to_vec()),
+            (
+                VAULT_SECRET_ID_KEY.to_owned(),
+                secret_id.as_bytes().to_vec(),
+            ),
         ]
         .into(),
         VaultAuth::Kubernetes { .. } => BTreeMap::new(),
@@ -378,11 +407,24 @@ pub fn vault_config(v: &VaultBackend, data: &BTreeMap<String, Vec<u8>>) -> Resul
     let get = |k: &str| {
         data.get(k)
             .map(|b| String::from_utf8_lossy(b).trim().to_owned())
-            .ok_or_else(|| Error::Refused(format!("the roots Secret lacks {k} for Vault {} auth", v.auth)))
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "the roots Secret lacks {k} for Vault {} auth",
+                    v.auth
+                ))
+            })
     };
-    let mount_or = |default: &str| if v.auth_mount.is_empty() { default.to_owned() } else { v.auth_mount.clone() };
+    let mount_or = |default: &str| {
+        if v.auth_mount.is_empty() {
+            default.to_owned()
+        } else {
+            v.auth_mount.clone()
+        }
+    };
     let auth = match v.auth.as_str() {
-        "token" => VaultAuth::Token { token: get(VAULT_TOKEN_KEY)? },
+        "token" => VaultAuth::Token {
+            token: get(VAULT_TOKEN_KEY)?,
+        },
         "approle" => VaultAuth::AppRole {
             mount: mount_or("approle"),
             role_id: get(VAULT_ROLE_ID_KEY)?,
@@ -397,7 +439,11 @@ pub fn vault_config(v: &VaultBackend, data: &BTreeMap<String, Vec<u8>>) -> Resul
                 v.jwt_path.clone().into()
             },
         },
-        other => return Err(Error::Refused(format!("unknown Vault auth method {other:?}: use token, approle or kubernetes"))),
+        other => {
+            return Err(Error::Refused(format!(
+                "unknown Vault auth method {other:?}: use token, approle or kubernetes"
+            )));
+        }
     };
     Ok(VaultConfig {
         address: v.address.clone(),
@@ -410,4 +456,5 @@ pub fn vault_config(v: &VaultBackend, data: &BTreeMap<String, Vec<u8>>) -> Resul
 }
 
 /// Where a pod's ServiceAccount token is mounted.
-pub const DEFAULT_SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+pub const DEFAULT_SERVICE_ACCOUNT_TOKEN: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/token";

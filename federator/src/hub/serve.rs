@@ -193,7 +193,9 @@ async fn run(client: Client, opts: ServeOptions) -> Result<()> {
         match sync(&hub, &fed, &members_now).await {
             Ok(()) => retry_in = None,
             Err(e) => {
-                let delay = retry_in.map_or(Duration::from_secs(1), |d| (d * 2).min(Duration::from_secs(60)));
+                let delay = retry_in.map_or(Duration::from_secs(1), |d| {
+                    (d * 2).min(Duration::from_secs(60))
+                });
                 warn!(error = %e, retry_in = ?delay, "federation sync failed");
                 retry_in = Some(delay);
                 continue;
@@ -231,10 +233,17 @@ async fn sync(hub: &Arc<Hub>, fed: &Federation, members: &[Arc<MemberCluster>]) 
         .collect();
     tds.sort();
     tds.dedup();
-    let created = hub.roots.ensure_trust_domains(&tds, &RootOptions::default()).await?;
+    let created = hub
+        .roots
+        .ensure_trust_domains(&tds, &RootOptions::default())
+        .await?;
     let current = lock(&hub.signer).clone();
     let signer = match current {
-        Some(signer) if created.is_empty() && tds.iter().all(|td| signer.root_der_for(td).is_ok()) => signer,
+        Some(signer)
+            if created.is_empty() && tds.iter().all(|td| signer.root_der_for(td).is_ok()) =>
+        {
+            signer
+        }
         _ => {
             let signer = Arc::new(hub.roots.load(&fed.spec).await?);
             *lock(&hub.signer) = Some(signer.clone());
@@ -471,7 +480,9 @@ fn is_unauthorized(e: &watcher::Error) -> bool {
 }
 
 fn error_policy(_ct: Arc<ClusterTrust>, err: &Error, ctx: Arc<MemberCtx>) -> Action {
-    let failures = ctx.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let failures = ctx
+        .failures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let delay = Duration::from_secs(1 << failures.min(6)).min(Duration::from_secs(60));
     warn!(cluster = %ctx.name, error = %err, retry_in = ?delay, "member reconcile failed");
     Action::requeue(delay)

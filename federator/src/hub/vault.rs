@@ -58,10 +58,20 @@ impl std::fmt::Debug for VaultAuth {
         match self {
             VaultAuth::Token { .. } => f.write_str("Token(<redacted>)"),
             VaultAuth::AppRole { mount, role_id, .. } => {
-                write!(f, "AppRole {{ mount: {mount:?}, role_id: {role_id:?}, secret_id: <redacted> }}")
+                write!(
+                    f,
+                    "AppRole {{ mount: {mount:?}, role_id: {role_id:?}, secret_id: <redacted> }}"
+                )
             }
-            VaultAuth::Kubernetes { mount, role, jwt_file } => {
-                write!(f, "Kubernetes {{ mount: {mount:?}, role: {role:?}, jwt_file: {jwt_file:?} }}")
+            VaultAuth::Kubernetes {
+                mount,
+                role,
+                jwt_file,
+            } => {
+                write!(
+                    f,
+                    "Kubernetes {{ mount: {mount:?}, role: {role:?}, jwt_file: {jwt_file:?} }}"
+                )
             }
         }
     }
@@ -90,7 +100,11 @@ impl VaultConfig {
     }
 
     fn sign_path(&self) -> String {
-        format!("{}/issuer/{}/sign-intermediate", self.mount, self.issuer_ref())
+        format!(
+            "{}/issuer/{}/sign-intermediate",
+            self.mount,
+            self.issuer_ref()
+        )
     }
 }
 
@@ -111,12 +125,20 @@ pub struct VaultSigner {
 
 impl std::fmt::Debug for VaultSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VaultSigner").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("VaultSigner")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
 /// Turns a Vault error into one that names what was done, the path, and what to do.
-pub fn describe(cfg: &VaultConfig, e: ClientError, operation: &str, path: &str, capability: &str) -> Error {
+pub fn describe(
+    cfg: &VaultConfig,
+    e: ClientError,
+    operation: &str,
+    path: &str,
+    capability: &str,
+) -> Error {
     match e {
         ClientError::APIError { code, errors } => {
             let detail = errors.join("; ").replace('\n', " ").replace('\t', "");
@@ -129,11 +151,20 @@ pub fn describe(cfg: &VaultConfig, e: ClientError, operation: &str, path: &str, 
                     false,
                 ),
                 503 if detail.contains("sealed") => (
-                    format!("Vault at {} is sealed ({operation} at {path}); unseal it and federator will retry", cfg.address),
+                    format!(
+                        "Vault at {} is sealed ({operation} at {path}); unseal it and federator will retry",
+                        cfg.address
+                    ),
                     true,
                 ),
-                500..=599 => (format!("Vault failed {operation} at {path} ({code}): {detail}; retrying"), true),
-                _ => (format!("Vault refused {operation} at {path} ({code}): {detail}"), false),
+                500..=599 => (
+                    format!("Vault failed {operation} at {path} ({code}): {detail}; retrying"),
+                    true,
+                ),
+                _ => (
+                    format!("Vault refused {operation} at {path} ({code}): {detail}"),
+                    false,
+                ),
             };
             Error::Vault { message, transient }
         }
@@ -153,13 +184,17 @@ pub fn describe(cfg: &VaultConfig, e: ClientError, operation: &str, path: &str, 
 
 fn new_client(cfg: &VaultConfig, token: &str) -> Result<VaultClient> {
     let mut settings = VaultClientSettingsBuilder::default();
-    settings.address(&cfg.address).token(token).timeout(Some(Duration::from_secs(10)));
+    settings
+        .address(&cfg.address)
+        .token(token)
+        .timeout(Some(Duration::from_secs(10)));
     if let Some(ns) = &cfg.namespace {
         settings.namespace(Some(ns.clone()));
     }
     if let Some(ca) = &cfg.ca_pem {
         // vaultrs reads CA certificates from files.
-        let path = std::env::temp_dir().join(format!("federator-vault-ca-{}.pem", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("federator-vault-ca-{}.pem", std::process::id()));
         std::fs::write(&path, ca).map_err(Error::io(&path))?;
         settings.ca_certs(vec![path.to_string_lossy().into_owned()]);
     }
@@ -181,24 +216,56 @@ async fn login(cfg: &VaultConfig) -> Result<Session> {
                 .await
                 .map_err(|e| describe(cfg, e, "token lookup", "auth/token/lookup-self", "read"))?;
             let renewable = me.renewable.unwrap_or(false);
-            let refresh_at = (me.ttl > 0).then(|| Instant::now() + Duration::from_secs(me.ttl * 2 / 3));
-            Ok(Session { client, refresh_at, renewable })
+            let refresh_at =
+                (me.ttl > 0).then(|| Instant::now() + Duration::from_secs(me.ttl * 2 / 3));
+            Ok(Session {
+                client,
+                refresh_at,
+                renewable,
+            })
         }
-        VaultAuth::AppRole { mount, role_id, secret_id } => {
+        VaultAuth::AppRole {
+            mount,
+            role_id,
+            secret_id,
+        } => {
             let client = new_client(cfg, "")?;
             let auth = vaultrs::auth::approle::login(&client, mount, role_id, secret_id)
                 .await
-                .map_err(|e| describe(cfg, e, "AppRole login", &format!("auth/{mount}/login"), "update"))?;
+                .map_err(|e| {
+                    describe(
+                        cfg,
+                        e,
+                        "AppRole login",
+                        &format!("auth/{mount}/login"),
+                        "update",
+                    )
+                })?;
             session_from(cfg, auth)
         }
-        VaultAuth::Kubernetes { mount, role, jwt_file } => {
+        VaultAuth::Kubernetes {
+            mount,
+            role,
+            jwt_file,
+        } => {
             let jwt = std::fs::read_to_string(jwt_file).map_err(|e| {
-                Error::Usage(format!("{}: cannot read the ServiceAccount token for Vault's Kubernetes auth: {e}", jwt_file.display()))
+                Error::Usage(format!(
+                    "{}: cannot read the ServiceAccount token for Vault's Kubernetes auth: {e}",
+                    jwt_file.display()
+                ))
             })?;
             let client = new_client(cfg, "")?;
             let auth = vaultrs::auth::kubernetes::login(&client, mount, role, jwt.trim())
                 .await
-                .map_err(|e| describe(cfg, e, "Kubernetes login", &format!("auth/{mount}/login"), "update"))?;
+                .map_err(|e| {
+                    describe(
+                        cfg,
+                        e,
+                        "Kubernetes login",
+                        &format!("auth/{mount}/login"),
+                        "update",
+                    )
+                })?;
             session_from(cfg, auth)
         }
     }
@@ -206,7 +273,8 @@ async fn login(cfg: &VaultConfig) -> Result<Session> {
 
 fn session_from(cfg: &VaultConfig, auth: vaultrs::api::AuthInfo) -> Result<Session> {
     let client = new_client(cfg, &auth.client_token)?;
-    let refresh_at = (auth.lease_duration > 0).then(|| Instant::now() + Duration::from_secs(auth.lease_duration * 2 / 3));
+    let refresh_at = (auth.lease_duration > 0)
+        .then(|| Instant::now() + Duration::from_secs(auth.lease_duration * 2 / 3));
     Ok(Session {
         client,
         refresh_at,
@@ -222,9 +290,16 @@ impl VaultSigner {
         let issuer = vaultrs::pki::issuer::read(&session.client, &cfg.mount, cfg.issuer.as_deref())
             .await
             .map_err(|e| {
-                describe(&cfg, e, "reading the issuer", &format!("{}/issuer/{}/json", cfg.mount, cfg.issuer_ref()), "read")
+                describe(
+                    &cfg,
+                    e,
+                    "reading the issuer",
+                    &format!("{}/issuer/{}/json", cfg.mount, cfg.issuer_ref()),
+                    "read",
+                )
             })?;
-        let mut issuer_chain = cert::parse_pem_certificates(issuer.certificate.as_bytes(), "Vault issuer")?;
+        let mut issuer_chain =
+            cert::parse_pem_certificates(issuer.certificate.as_bytes(), "Vault issuer")?;
         for c in &issuer.ca_chain {
             for der in cert::parse_pem_certificates(c.as_bytes(), "Vault CA chain")? {
                 if !issuer_chain.contains(&der) {
@@ -232,7 +307,9 @@ impl VaultSigner {
                 }
             }
         }
-        let top = issuer_chain.last().ok_or_else(|| Error::Refused("Vault returned an empty issuer".into()))?;
+        let top = issuer_chain
+            .last()
+            .ok_or_else(|| Error::Refused("Vault returned an empty issuer".into()))?;
         let top_cert = cert::parse_der(top)?;
         if top_cert.subject().as_raw() != top_cert.issuer().as_raw() {
             return Err(Error::Refused(format!(
@@ -250,7 +327,10 @@ impl VaultSigner {
     /// The root at the top of Vault's issuer chain (DER).
     pub fn root_der(&self) -> &[u8] {
         // `connect` guarantees a non-empty chain.
-        self.issuer_chain.last().map(Vec::as_slice).unwrap_or_default()
+        self.issuer_chain
+            .last()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// Renews or replaces the token when due.
@@ -260,7 +340,8 @@ impl VaultSigner {
             let renewed = if s.renewable {
                 match vaultrs::token::renew_self(&s.client, None).await {
                     Ok(auth) if auth.lease_duration > 0 => {
-                        s.refresh_at = Some(Instant::now() + Duration::from_secs(auth.lease_duration * 2 / 3));
+                        s.refresh_at =
+                            Some(Instant::now() + Duration::from_secs(auth.lease_duration * 2 / 3));
                         info!("renewed the Vault token");
                         true
                     }
@@ -278,7 +359,12 @@ impl VaultSigner {
     }
 
     /// Checks the CSR under `policy`, has Vault sign it, and verifies the answer.
-    pub async fn sign(&self, policy: &SigningPolicy, csr: &CsrInfo, request: &ClusterCaRequest) -> Result<IssuedCa> {
+    pub async fn sign(
+        &self,
+        policy: &SigningPolicy,
+        csr: &CsrInfo,
+        request: &ClusterCaRequest,
+    ) -> Result<IssuedCa> {
         policy.check(csr, request)?;
         let csr_pem = cert_request_pem(&csr.der);
         let path = self.cfg.sign_path();
@@ -311,7 +397,9 @@ impl VaultSigner {
             )
             .await;
             // A token revoked or expired under us: log in again once.
-            if matches!(&result, Err(ClientError::APIError { code: 403, .. })) && !matches!(self.cfg.auth, VaultAuth::Token { .. }) {
+            if matches!(&result, Err(ClientError::APIError { code: 403, .. }))
+                && !matches!(self.cfg.auth, VaultAuth::Token { .. })
+            {
                 drop(session);
                 *self.session.lock().await = login(&self.cfg).await?;
                 let session = self.session.lock().await;
@@ -329,10 +417,11 @@ impl VaultSigner {
         };
 
         // Vault's answer, whole: the cluster CA, then its chain to the root.
-        let cert_der = cert::parse_pem_certificates(signed.certificate.as_bytes(), "Vault certificate")?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Refused("Vault returned no certificate".into()))?;
+        let cert_der =
+            cert::parse_pem_certificates(signed.certificate.as_bytes(), "Vault certificate")?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Refused("Vault returned no certificate".into()))?;
         let mut chain: Vec<Vec<u8>> = vec![cert_der.clone()];
         for c in std::iter::once(&signed.issuing_ca).chain(signed.ca_chain.iter()) {
             for der in cert::parse_pem_certificates(c.as_bytes(), "Vault CA chain")? {
@@ -385,10 +474,23 @@ pub async fn bootstrap(cfg: &VaultConfig) -> Result<Vec<String>> {
         );
         vaultrs::sys::mount::enable(c, &cfg.mount, "pki", Some(&mut opts))
             .await
-            .map_err(|e| describe(cfg, e, "enabling the PKI mount", &format!("sys/mounts/{}", cfg.mount), "create"))?;
-        done.push(format!("enabled the pki engine at {}/ (max lease TTL 87600h)", cfg.mount));
+            .map_err(|e| {
+                describe(
+                    cfg,
+                    e,
+                    "enabling the PKI mount",
+                    &format!("sys/mounts/{}", cfg.mount),
+                    "create",
+                )
+            })?;
+        done.push(format!(
+            "enabled the pki engine at {}/ (max lease TTL 87600h)",
+            cfg.mount
+        ));
     }
-    let has_issuer = vaultrs::pki::issuer::read(c, &cfg.mount, cfg.issuer.as_deref()).await.is_ok();
+    let has_issuer = vaultrs::pki::issuer::read(c, &cfg.mount, cfg.issuer.as_deref())
+        .await
+        .is_ok();
     if !has_issuer {
         let mut opts = vaultrs::api::pki::requests::GenerateRootRequest::builder();
         opts.common_name("federator root CA (Vault)")
@@ -399,8 +501,19 @@ pub async fn bootstrap(cfg: &VaultConfig) -> Result<Vec<String>> {
             .max_path_length(1);
         vaultrs::pki::cert::ca::generate(c, &cfg.mount, "internal", Some(&mut opts))
             .await
-            .map_err(|e| describe(cfg, e, "generating a root", &format!("{}/root/generate/internal", cfg.mount), "update"))?;
-        done.push(format!("generated an internal root in {}/ (the key stays in Vault)", cfg.mount));
+            .map_err(|e| {
+                describe(
+                    cfg,
+                    e,
+                    "generating a root",
+                    &format!("{}/root/generate/internal", cfg.mount),
+                    "update",
+                )
+            })?;
+        done.push(format!(
+            "generated an internal root in {}/ (the key stays in Vault)",
+            cfg.mount
+        ));
     }
     Ok(done)
 }
