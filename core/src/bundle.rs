@@ -212,6 +212,106 @@ impl TrustBundle {
     }
 }
 
+/// A SPIFFE trust bundle (SPIFFE Trust Domain and Bundle spec §4): a JWK set whose keys are
+/// the trust domain's X.509 roots, each with its certificate in `x5c`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SpiffeBundle {
+    /// The roots as JWKs.
+    pub keys: Vec<Jwk>,
+    /// Increases with every change of the bundle.
+    pub spiffe_sequence: i64,
+}
+
+/// One root as a JWK (`use: x509-svid`).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Jwk {
+    /// Always `x509-svid`.
+    #[serde(rename = "use")]
+    pub use_: String,
+    /// `EC` or `RSA`.
+    pub kty: String,
+    /// EC curve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// EC x coordinate (base64url).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// EC y coordinate (base64url).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    /// RSA modulus (base64url).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// RSA exponent (base64url).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    /// The certificate (base64 DER).
+    pub x5c: Vec<String>,
+}
+
+impl TrustBundle {
+    /// One trust domain's roots as a SPIFFE bundle.
+    pub fn spiffe_bundle(&self, trust_domain: &TrustDomain, sequence: i64) -> Result<SpiffeBundle> {
+        use base64::Engine as _;
+        use x509_parser::public_key::PublicKey;
+        let b64url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let mut keys = Vec::new();
+        for der in self.roots_of(trust_domain) {
+            let c = cert::parse_der(&der)?;
+            let spki = c.public_key();
+            let mut jwk = Jwk {
+                use_: "x509-svid".into(),
+                kty: String::new(),
+                crv: None,
+                x: None,
+                y: None,
+                n: None,
+                e: None,
+                x5c: vec![base64::engine::general_purpose::STANDARD.encode(&der)],
+            };
+            match (crate::key::KeyKind::from_spki(spki), spki.parsed()) {
+                (Ok(kind), Ok(PublicKey::EC(point))) => {
+                    let data = point.data();
+                    let half = (data.len() - 1) / 2;
+                    jwk.kty = "EC".into();
+                    jwk.crv = Some(
+                        if kind == crate::key::KeyKind::EcdsaP384 {
+                            "P-384"
+                        } else {
+                            "P-256"
+                        }
+                        .into(),
+                    );
+                    jwk.x = Some(b64url(&data[1..=half]));
+                    jwk.y = Some(b64url(&data[1 + half..]));
+                }
+                (Ok(_), Ok(PublicKey::RSA(rsa))) => {
+                    let strip = |b: &[u8]| {
+                        b.iter()
+                            .skip_while(|x| **x == 0)
+                            .copied()
+                            .collect::<Vec<u8>>()
+                    };
+                    jwk.kty = "RSA".into();
+                    jwk.n = Some(b64url(&strip(rsa.modulus)));
+                    jwk.e = Some(b64url(&strip(rsa.exponent)));
+                }
+                (Err(d), _) => return Err(Error::Key(format!("root of {trust_domain}: {d}"))),
+                _ => {
+                    return Err(Error::Key(format!(
+                        "root of {trust_domain}: unreadable public key"
+                    )));
+                }
+            }
+            keys.push(jwk);
+        }
+        Ok(SpiffeBundle {
+            keys,
+            spiffe_sequence: sequence,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +389,34 @@ mod tests {
             .add(&td("a.local"), leaf.chain[0].clone())
             .unwrap_err();
         assert!(err.to_string().contains("not a CA"), "{err}");
+    }
+
+    #[test]
+    fn spiffe_bundle_lists_the_domain_roots_as_jwks() {
+        let r = roots(2);
+        let mut b = TrustBundle::new();
+        b.add(&td("a.local"), r[0].clone()).unwrap();
+        b.add(&td("b.local"), r[1].clone()).unwrap();
+        let sb = b.spiffe_bundle(&td("a.local"), 7).unwrap();
+        assert_eq!(sb.spiffe_sequence, 7);
+        assert_eq!(sb.keys.len(), 1);
+        let k = &sb.keys[0];
+        assert_eq!(
+            (k.use_.as_str(), k.kty.as_str(), k.crv.as_deref()),
+            ("x509-svid", "EC", Some("P-256"))
+        );
+        assert_eq!(
+            k.x.as_ref().unwrap().len(),
+            43,
+            "32 bytes, base64url without padding"
+        );
+        use base64::Engine as _;
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(&k.x5c[0])
+                .unwrap(),
+            r[0]
+        );
     }
 
     #[test]

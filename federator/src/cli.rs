@@ -43,6 +43,28 @@ pub enum Command {
     Status(StatusArgs),
     /// Run the reconciler.
     Serve(ServeArgs),
+    /// Print the federation's trust bundle (the roots every member trusts).
+    Bundle(BundleArgs),
+}
+
+/// `federator bundle`
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// `pem` (what members get as root-cert.pem) or `spiffe` (a SPIFFE bundle per trust domain, JSON).
+    #[arg(long, value_enum, default_value_t = BundleFormat::Pem)]
+    pub format: BundleFormat,
+    /// Only this trust domain.
+    #[arg(long, value_parser = parse_trust_domain)]
+    pub trust_domain: Option<TrustDomain>,
+}
+
+/// Bundle formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BundleFormat {
+    /// Canonical PEM.
+    Pem,
+    /// SPIFFE trust bundles (JWK sets), keyed by trust domain.
+    Spiffe,
 }
 
 /// `federator init`
@@ -240,6 +262,9 @@ pub struct ServeArgs {
     /// Refresh each member's lastContact at least this often.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub heartbeat: Duration,
+    /// Serve Prometheus metrics on this address (`/metrics`), e.g. 0.0.0.0:9090.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `federator ca ...`

@@ -29,12 +29,37 @@ async fn members_trust_each_other_until_one_leaves() {
         fed.join(name);
         fed.install_mesh_config(name).await;
     }
-    fed.start_serve(&[]);
+    let metrics_port = testbed::process::pick_port().unwrap();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    fed.start_serve(&["--metrics-addr", &metrics_addr]);
     for (name, _) in MEMBERS {
         fed.start_agent(name);
     }
     fed.wait_healthy(&["c1", "c2", "c3"], Duration::from_secs(90))
         .await;
+
+    // The hub's metrics.
+    let metrics = wait_for(
+        "metrics to show every member ready",
+        Duration::from_secs(30),
+        || async {
+            let r = testbed::http::get(&metrics_addr, "/metrics", None)
+                .await
+                .ok()?;
+            let ready = MEMBERS.iter().all(|(n, _)| {
+                r.body
+                    .contains(&format!("federator_member_ready{{cluster=\"{n}\"}} 1"))
+            });
+            ready.then_some(r.body)
+        },
+    )
+    .await;
+    assert!(metrics.contains("federator_members 3\n"), "{metrics}");
+    assert!(metrics.contains("federator_leader 1\n"));
+    assert!(
+        metrics.contains("federator_signed_total{cluster=\"c1\"} 1\n"),
+        "{metrics}"
+    );
 
     // Every member's cacerts passes the core validator and openssl's strict verification.
     let tmp = tempfile::tempdir().unwrap();
@@ -87,6 +112,14 @@ async fn members_trust_each_other_until_one_leaves() {
                 Some(&tmp.path().join(from).join("cert-chain.pem"))
             ));
         }
+    }
+
+    // `federator bundle` prints exactly what members install, and SPIFFE bundles per domain.
+    assert_eq!(fed.federator_ok(&["bundle"]), root_of("c1"));
+    let spiffe: serde_json::Value =
+        serde_json::from_str(&fed.federator_ok(&["bundle", "--format", "spiffe"])).unwrap();
+    for td in ["cluster.local", "c3.example"] {
+        assert_eq!(spiffe[td]["keys"][0]["use"], "x509-svid", "{spiffe}");
     }
 
     // Peers in other trust domains are in the mesh config with their trust domain.

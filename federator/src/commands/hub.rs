@@ -216,6 +216,36 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
     }
 }
 
+/// `federator bundle`
+pub async fn bundle(source: &ClientSource, args: crate::cli::BundleArgs) -> Result<()> {
+    let hub = hub_client(source).await?;
+    let (mut bundle, generation) = crate::hub::bundle::current(&hub).await?;
+    if let Some(td) = &args.trust_domain {
+        let others: Vec<_> = bundle
+            .trust_domains()
+            .filter(|t| *t != td)
+            .cloned()
+            .collect();
+        for t in others {
+            bundle.remove_trust_domain(&t);
+        }
+        if bundle.is_empty() {
+            return Err(Error::Usage(format!("no member is in trust domain {td}")));
+        }
+    }
+    match args.format {
+        crate::cli::BundleFormat::Pem => print!("{}", bundle.to_pem()),
+        crate::cli::BundleFormat::Spiffe => {
+            let mut map = std::collections::BTreeMap::new();
+            for td in bundle.trust_domains() {
+                map.insert(td.to_string(), bundle.spiffe_bundle(td, generation)?);
+            }
+            print!("{}", output::structured(&map, OutputFormat::Json)?);
+        }
+    }
+    Ok(())
+}
+
 /// `federator serve`
 pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
     let hub = hub_client(source).await?;
@@ -230,6 +260,7 @@ pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
             leader_elect: args.leader_elect,
             identity,
             heartbeat: args.heartbeat,
+            metrics_addr: args.metrics_addr,
         },
     )
     .await

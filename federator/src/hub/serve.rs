@@ -37,6 +37,7 @@ use tracing::{info, warn};
 
 use super::kube as k;
 use super::member_access;
+use super::metrics::{Metrics, serve_metrics};
 use super::plan::{self, Desired, StatusInputs};
 use super::roots::{RootStore, Signer};
 use crate::{Error, Result};
@@ -50,10 +51,27 @@ pub struct ServeOptions {
     pub identity: String,
     /// Refresh a member's `lastContact` at least this often.
     pub heartbeat: Duration,
+    /// Serve Prometheus metrics here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs until SIGINT/SIGTERM (or, with leader election, until leadership is lost).
 pub async fn serve(hub: Client, opts: ServeOptions) -> Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let _metrics_task = match opts.metrics_addr {
+        Some(addr) => {
+            // Bind now, so a bad address fails at start rather than silently.
+            let listener_check = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Usage(format!("--metrics-addr {addr}: cannot listen: {e}")))?;
+            drop(listener_check);
+            Some(AbortOnDrop(tokio::spawn(serve_metrics(
+                addr,
+                metrics.clone(),
+            ))))
+        }
+        None => None,
+    };
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -63,8 +81,9 @@ pub async fn serve(hub: Client, opts: ServeOptions) -> Result<()> {
         }
     };
     if !opts.leader_elect {
+        metrics.set_leader(true);
         tokio::select! {
-            r = run(hub, opts) => return r,
+            r = run(hub, opts, metrics) => return r,
             () = shutdown => return Ok(()),
         }
     }
@@ -87,6 +106,7 @@ pub async fn serve(hub: Client, opts: ServeOptions) -> Result<()> {
         }
     }
     info!(identity = %opts.identity, "became the leader");
+    metrics.set_leader(true);
     let lost = async {
         loop {
             if leader.changed().await.is_err() || !*leader.borrow_and_update() {
@@ -95,7 +115,7 @@ pub async fn serve(hub: Client, opts: ServeOptions) -> Result<()> {
         }
     };
     let result = tokio::select! {
-        r = run(hub, opts) => r,
+        r = run(hub, opts, metrics) => r,
         () = lost => Err(Error::Unreachable("lost leadership; exiting so that the new leader alone acts".into())),
         () = &mut shutdown => Ok(()),
     };
@@ -113,6 +133,7 @@ struct Hub {
     signer: Mutex<Option<Arc<Signer>>>,
     desired: watch::Sender<Desired>,
     policy: Mutex<SigningPolicy>,
+    metrics: Arc<Metrics>,
 }
 
 struct MemberTask {
@@ -120,7 +141,16 @@ struct MemberTask {
     handle: JoinHandle<()>,
 }
 
-async fn run(client: Client, opts: ServeOptions) -> Result<()> {
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn run(client: Client, opts: ServeOptions, metrics: Arc<Metrics>) -> Result<()> {
     let roots = RootStore::new(client.clone());
     let hub = Arc::new(Hub {
         client: client.clone(),
@@ -129,6 +159,7 @@ async fn run(client: Client, opts: ServeOptions) -> Result<()> {
         signer: Mutex::new(None),
         desired: watch::Sender::new(Desired::default()),
         policy: Mutex::new(SigningPolicy::default()),
+        metrics,
     });
     let members_api: Api<MemberCluster> = Api::namespaced(client.clone(), names::NAMESPACE);
     let feds_api: Api<Federation> = Api::namespaced(client.clone(), names::NAMESPACE);
@@ -206,6 +237,8 @@ async fn run(client: Client, opts: ServeOptions) -> Result<()> {
             .iter()
             .map(|m| (m.name_any(), m.spec.clone()))
             .collect();
+        hub.metrics
+            .retain_members(&members_now.iter().map(|m| m.name_any()).collect::<Vec<_>>());
         tasks.retain(|name, task| {
             let keep = wanted.get(name) == Some(&task.spec);
             if !keep {
@@ -282,6 +315,8 @@ async fn sync(hub: &Arc<Hub>, fed: &Federation, members: &[Arc<MemberCluster>]) 
         bundle_generation: generation,
         members: i64::try_from(members.len()).unwrap_or(i64::MAX),
     };
+    hub.metrics
+        .set_federation(status.members, status.bundle_generation);
     if status != previous {
         let api: Api<Federation> = Api::namespaced(hub.client.clone(), names::NAMESPACE);
         let patch = serde_json::json!({ "apiVersion": "federator.io/v1alpha1", "kind": "Federation", "status": status });
@@ -525,18 +560,21 @@ async fn reconcile_member(cached: Arc<ClusterTrust>, ctx: Arc<MemberCtx>) -> Res
         match sign(&ctx, csr, &desired, now).await {
             Ok(signed) => {
                 info!(cluster = %ctx.name, generation = csr.generation, serial = %signed.serial, "signed a cluster CA");
+                ctx.hub.metrics.signed(&ctx.name);
                 spec.signed = Some(signed);
             }
             // Vault being unreachable, sealed, or denying (a policy can be fixed) is worth retrying.
             Err(e @ (Error::Vault { .. } | Error::Unreachable(_))) => {
                 // Worth retrying: report it, keep everything as it is, and come back with backoff.
                 warn!(cluster = %ctx.name, error = %e, "signing failed; will retry");
+                ctx.hub.metrics.sign_failed(&ctx.name);
                 let problem = format!("CSR generation {} not signed yet: {e}", csr.generation);
                 report_status(&ctx.hub, &ctx.name, Some(&ct), true, &[problem]).await?;
                 return Err(e);
             }
             Err(e) => {
                 warn!(cluster = %ctx.name, error = %e, "refused to sign");
+                ctx.hub.metrics.sign_failed(&ctx.name);
                 problems.push(format!("CSR generation {} not signed: {e}", csr.generation));
             }
         }
@@ -644,6 +682,18 @@ async fn report_status(
             now: OffsetDateTime::now_utc(),
             heartbeat: hub.opts.heartbeat,
         },
+    );
+    let ca_expiry = OffsetDateTime::parse(
+        &status.ca_not_after,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map(OffsetDateTime::unix_timestamp)
+    .unwrap_or(0);
+    hub.metrics.set_member(
+        name,
+        condition::is_true(&status.conditions, "Ready"),
+        ca_expiry,
+        status.bundle_generation_acknowledged,
     );
     if current.status.as_ref() != Some(&status) {
         let patch = serde_json::json!({ "apiVersion": "federator.io/v1alpha1", "kind": "MemberCluster", "status": status });

@@ -1,0 +1,38 @@
+//! `federator bundle`: the federation's current trust bundle, as members receive it.
+
+use federator_api::hub::{Federation, MemberCluster};
+use federator_api::names;
+use federator_core::bundle::TrustBundle;
+use federator_core::identity::TrustDomain;
+use kube::Client;
+use kube::api::{Api, ListParams};
+
+use super::roots::RootStore;
+use crate::{Error, Result};
+
+/// The bundle for the trust domains of the current members, and its generation.
+pub async fn current(hub: &Client) -> Result<(TrustBundle, i64)> {
+    let feds: Api<Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);
+    let fed = feds
+        .get_opt(names::FEDERATION)
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            Error::Refused("the hub is not initialised: run `federator init` first".into())
+        })?;
+    let members: Api<MemberCluster> = Api::namespaced(hub.clone(), names::NAMESPACE);
+    let mut tds: Vec<TrustDomain> = members
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| Error::kube("list MemberClusters", e))?
+        .items
+        .iter()
+        .filter_map(|m| TrustDomain::new(&m.spec.trust_domain).ok())
+        .collect();
+    tds.sort();
+    tds.dedup();
+    let signer = RootStore::new(hub.clone()).load(&fed.spec).await?;
+    let bundle = signer.bundle_for(tds.iter())?;
+    Ok((bundle, fed.status.map(|s| s.bundle_generation).unwrap_or(0)))
+}
