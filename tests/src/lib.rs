@@ -1,6 +1,10 @@
 //! A harness for end-to-end tests: a testbed with a hub cluster and members, the `federator`
 //! and `cluster-agent` binaries run as real processes, and helpers to wait for and check trust.
 //!
+//! For the proof with real istiod: [`Federation::start_istiod`], and workloads that get their
+//! certificates from istiod's CA and shake hands over mutual TLS ([`workload`],
+//! [`assert_mtls`], [`assert_no_mtls`], built on the `mtls` crate).
+//!
 //! The binaries are the workspace's own (`target/<profile>/federator`, `.../cluster-agent`);
 //! `cargo test --workspace` and `cargo nextest run --workspace` build them before any test runs.
 
@@ -17,9 +21,11 @@ use federator_api::names;
 use federator_core::cacerts::{self, CaCerts};
 use federator_core::cert;
 use federator_core::identity::SpiffeId;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
-use testbed::{Cluster, Process, ProcessSpec, Testbed, TestbedOptions};
+use mtls::{Workload, WorkloadCert};
+use testbed::istiod;
+use testbed::{Cluster, Istiod, IstiodOptions, Process, ProcessSpec, Testbed, TestbedOptions};
 use time::OffsetDateTime;
 
 /// Path of a workspace binary next to the running test's directory.
@@ -93,7 +99,12 @@ impl Federation {
 
     /// Like [`Federation::start`], with the hub in cluster `hub` — which may be one of the
     /// members — and the testbed in `dir` (a temporary directory when `None`).
-    pub async fn start_on(hub: &str, members: &[(&str, &str)], init_args: &[&str], dir: Option<PathBuf>) -> Federation {
+    pub async fn start_on(
+        hub: &str,
+        members: &[(&str, &str)],
+        init_args: &[&str],
+        dir: Option<PathBuf>,
+    ) -> Federation {
         let fed = Self::without_init(hub, members, dir).await;
         let mut args = vec!["init"];
         args.extend_from_slice(init_args);
@@ -103,11 +114,41 @@ impl Federation {
 
     /// The testbed and the member records, without `federator init` (for tests that need
     /// something else first, such as OpenBao).
-    pub async fn without_init(hub: &str, members: &[(&str, &str)], dir: Option<PathBuf>) -> Federation {
+    pub async fn without_init(
+        hub: &str,
+        members: &[(&str, &str)],
+        dir: Option<PathBuf>,
+    ) -> Federation {
+        Self::without_init_plus(hub, members, &[], dir).await
+    }
+
+    /// Like [`Federation::start_on`] (hub in cluster `hub`, temporary directory), with extra
+    /// testbed clusters `outsiders` that are not members (reach them with
+    /// `fed.testbed.cluster(name)`), e.g. a mesh outside the federation.
+    pub async fn start_with_outsiders(
+        hub: &str,
+        members: &[(&str, &str)],
+        outsiders: &[&str],
+        init_args: &[&str],
+    ) -> Federation {
+        let fed = Self::without_init_plus(hub, members, outsiders, None).await;
+        let mut args = vec!["init"];
+        args.extend_from_slice(init_args);
+        fed.federator_ok(&args);
+        fed
+    }
+
+    async fn without_init_plus(
+        hub: &str,
+        members: &[(&str, &str)],
+        outsiders: &[&str],
+        dir: Option<PathBuf>,
+    ) -> Federation {
         let mut names: Vec<String> = members.iter().map(|(n, _)| (*n).to_owned()).collect();
         if !names.iter().any(|n| n == hub) {
             names.insert(0, hub.to_owned());
         }
+        names.extend(outsiders.iter().map(|n| (*n).to_owned()));
         let mut opts = TestbedOptions::named(names);
         if let Some(d) = dir {
             opts = opts.dir(d);
@@ -328,4 +369,163 @@ pub fn openssl_verify(cert: &Path, roots: &Path, untrusted: Option<&Path>) -> bo
         cmd.arg("-untrusted").arg(u);
     }
     cmd.arg(cert).output().unwrap().status.success()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real istiod and workloads (tests/tests/istiod.rs).
+
+impl Federation {
+    /// Starts real istiod in testbed cluster `name` (a member or an outsider) with
+    /// `trust_domain` in its mesh config and `ISTIO_MULTIROOT_MESH=true`; stopped with the
+    /// testbed.
+    pub async fn start_istiod(&self, name: &str, trust_domain: &str) -> Istiod {
+        self.testbed
+            .start_istiod(name, IstiodOptions::new(trust_domain))
+            .await
+            .unwrap_or_else(|e| panic!("istiod of {name}: {e}"))
+    }
+}
+
+/// Creates namespace `ns` and ServiceAccount `ns/sa` in `cluster` if missing (the testbed has
+/// no controller-manager to make ServiceAccounts).
+pub async fn ensure_service_account(cluster: &Cluster, ns: &str, sa: &str) {
+    let client = cluster.client().await.unwrap();
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create namespace {ns}: {e}"),
+    }
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(sa.into()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    match Api::<ServiceAccount>::namespaced(client, ns)
+        .create(&PostParams::default(), &account)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create ServiceAccount {ns}/{sa}: {e}"),
+    }
+}
+
+/// The `root-cert.pem` of the `istio-ca-root-cert` ConfigMap istiod published in namespace
+/// `ns` of `cluster` (what a pod there mounts to trust istiod and its peers).
+pub async fn published_roots(cluster: &Cluster, ns: &str) -> Option<String> {
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client().await.ok()?, ns);
+    let cm = api.get_opt(istiod::ROOT_CERT_CONFIGMAP).await.ok()??;
+    cm.data?.get("root-cert.pem").cloned()
+}
+
+/// Waits for [`published_roots`].
+pub async fn wait_published_roots(cluster: &Cluster, ns: &str) -> String {
+    wait_for(
+        &format!("istio-ca-root-cert in {}/{ns}", cluster.name()),
+        Duration::from_secs(60),
+        || published_roots(cluster, ns),
+    )
+    .await
+}
+
+/// The number of certificates in a PEM bundle.
+pub fn pem_count(pem: &str) -> usize {
+    cert::parse_pem_certificates(pem.as_bytes(), "bundle")
+        .map(|c| c.len())
+        .unwrap_or(0)
+}
+
+/// Asks `istiod` of `cluster` for a workload certificate for ServiceAccount `ns/sa`, as
+/// istio-agent does: a TokenRequest token for audience `istio-ca`, TLS to istiod's CA port
+/// trusting the published `istio-ca-root-cert`, a fresh P-256 key. Creates the namespace and
+/// ServiceAccount if needed.
+pub async fn request_workload_cert(
+    cluster: &Cluster,
+    istiod: &Istiod,
+    ns: &str,
+    sa: &str,
+    ttl: Duration,
+) -> mtls::Result<WorkloadCert> {
+    ensure_service_account(cluster, ns, sa).await;
+    let token = cluster
+        .token_request(ns, sa, &[mtls::ISTIO_CA_AUDIENCE], Some(3600))
+        .await
+        .unwrap();
+    let roots = wait_published_roots(cluster, ns).await;
+    mtls::CaClient::new(istiod.secure_grpc_addr().unwrap(), roots.as_bytes())?
+        .with_cluster_id(cluster.name())
+        .create_certificate(&token, ttl)
+        .await
+}
+
+/// A workload of `cluster` in `ns` running as ServiceAccount `ns/sa`: a fresh certificate
+/// from its istiod (1 h) and, as its trust, the bundle that istiod published in `ns`.
+pub async fn workload(cluster: &Cluster, istiod: &Istiod, ns: &str, sa: &str) -> Workload {
+    let cert = request_workload_cert(cluster, istiod, ns, sa, Duration::from_secs(3600))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "workload certificate from istiod of {}: {e}",
+                cluster.name()
+            )
+        });
+    let trust = wait_published_roots(cluster, ns).await;
+    Workload::new(cert, trust.as_bytes()).unwrap()
+}
+
+/// The same workload certificate with the trust bundle istiod publishes *now* in `ns` (a
+/// sidecar picks up new roots without a new certificate).
+pub async fn with_current_trust(w: &Workload, cluster: &Cluster, ns: &str) -> Workload {
+    let trust = wait_published_roots(cluster, ns).await;
+    Workload::new(w.cert().clone(), trust.as_bytes()).unwrap()
+}
+
+/// Mutual TLS in both directions between `a` and `b`; panics unless each side sees the
+/// other's SPIFFE ID.
+pub async fn assert_mtls(a: &Workload, b: &Workload) {
+    for (client, server) in [(a, b), (b, a)] {
+        let out = mtls::handshake(client, server).await.unwrap_or_else(|e| {
+            panic!("{} (client) -> {} (server): {e}", client.id(), server.id())
+        });
+        assert_eq!(out.client_saw, server.id());
+        assert_eq!(out.server_saw, client.id());
+    }
+}
+
+/// Mutual TLS in both directions between `a` and `b`; panics if either direction completes.
+/// Returns the two errors.
+pub async fn assert_no_mtls(a: &Workload, b: &Workload) -> [String; 2] {
+    let mut errors = Vec::new();
+    for (client, server) in [(a, b), (b, a)] {
+        match mtls::handshake(client, server).await {
+            Ok(out) => panic!(
+                "{} (client) -> {} (server) completed a handshake: {out:?}",
+                client.id(),
+                server.id()
+            ),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    [errors[0].clone(), errors[1].clone()]
+}
+
+/// The first certificate of a PEM text, DER.
+pub fn first_cert(pem: &[u8]) -> Vec<u8> {
+    cert::parse_pem_certificates(pem, "pem")
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap()
 }
