@@ -206,6 +206,9 @@ pub struct Inspection {
     pub chain: Vec<CertInfo>,
     /// `root-cert.pem`, in file order.
     pub roots: Vec<CertInfo>,
+    /// The SPIFFE ID of a test workload certificate minted from this material and verified
+    /// against `root-cert.pem` with rustls-webpki (set when that succeeded).
+    pub workload_check: Option<String>,
     /// Every problem; empty when istiod would load the material and peers would accept it.
     pub problems: Vec<Problem>,
 }
@@ -367,6 +370,30 @@ pub fn inspect(files: &BTreeMap<String, Vec<u8>>, now: OffsetDateTime) -> Inspec
     }
     if let Some(k) = &key {
         out.key = Some(k.kind().to_string());
+    }
+    // End to end, as a peer would see it: a workload certificate minted from this material
+    // verifies against root-cert.pem with rustls-webpki.
+    if out.problems.is_empty()
+        && let (Ok(material), Some(roots)) = (CaCerts::from_files(files), &roots)
+    {
+        let td = out
+            .trust_domain
+            .clone()
+            .unwrap_or_else(|| crate::identity::DEFAULT_TRUST_DOMAIN.to_owned());
+        let checked =
+            SpiffeId::parse(&format!("spiffe://{td}/ns/federator/sa/inspect")).and_then(|id| {
+                let leaf = material.issue_workload_cert(&id, Duration::from_secs(300), now)?;
+                verify::verify_workload_chain(&leaf.chain, roots, now)
+            });
+        match checked {
+            Ok(id) => out.workload_check = Some(id.to_string()),
+            Err(e) => out.problems.push(Problem {
+                file: CERT_CHAIN.to_owned(),
+                message: format!(
+                    "a workload certificate minted from this material does not verify: {e}"
+                ),
+            }),
+        }
     }
     out
 }

@@ -61,6 +61,10 @@ fn valid_material_has_no_problem_and_a_full_report() {
     assert_eq!(report.chain.len(), 2);
     assert_eq!(report.roots.len(), 1);
     assert_eq!(report.ca.unwrap().sha256, report.chain[0].sha256);
+    assert_eq!(
+        report.workload_check.as_deref(),
+        Some("spiffe://cluster.local/ns/federator/sa/inspect")
+    );
 }
 
 #[test]

@@ -259,6 +259,15 @@ fn files_have_the_right_modes_and_layout() {
     assert_eq!(v["trust_domain"], "c1.example");
     assert_eq!(v["ca"]["subject"], "O=Example, L=c1, CN=c1 intermediate CA");
     assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        v["workload_check"],
+        "spiffe://c1.example/ns/federator/sa/inspect"
+    );
+    assert!(
+        ok(&["ca", "inspect", s(&c1)]).contains(
+            "Workload check: a certificate for spiffe://c1.example/ns/federator/sa/inspect"
+        )
+    );
 }
 
 #[test]

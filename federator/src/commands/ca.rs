@@ -230,6 +230,13 @@ pub fn render_inspection(r: &Inspection) -> String {
     if !r.roots.is_empty() {
         list(&mut s, &format!("Roots ({})", cacerts::ROOT_CERT), &r.roots);
     }
+    if let Some(id) = &r.workload_check {
+        let _ = writeln!(
+            s,
+            "Workload check: a certificate for {id} minted from this material verifies against {} (rustls-webpki)",
+            cacerts::ROOT_CERT
+        );
+    }
     if r.problems.is_empty() {
         let _ = writeln!(s, "Problems: none (istiod will load this material)");
     } else {
