@@ -51,6 +51,25 @@ async fn hub_credential_cannot_read_secrets_and_weak_or_dead_clusters_are_refuse
         &[],
     )
     .await;
+
+    // init against a hub that already has another root refuses, and changes nothing.
+    let other = fed.dir.join("other-root");
+    fed.federator_ok(&["ca", "init", "--out", other.to_str().unwrap()]);
+    let out = fed.federator(&[
+        "init",
+        "--root",
+        "import",
+        "--cert",
+        other.join("root-cert.pem").to_str().unwrap(),
+        "--key",
+        other.join("root-key.pem").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refusing to change it to import"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     fed.join("c1");
 
     // The hub's stored credential for c1.

@@ -109,6 +109,11 @@ async fn no_writes_at_steady_state() {
         "{before:?}"
     );
     assert!(before.keys().any(|k| k.ends_with("/configmap/istio")));
+    // Joining again and re-running init change nothing either.
+    for (name, _) in members {
+        assert!(fed.join(name).contains("is a member"));
+    }
+    assert!(fed.federator_ok(&["init"]).contains("nothing changed"));
     tokio::time::sleep(Duration::from_secs(30)).await;
     let after = snapshot().await;
     let changed: Vec<&String> = before
