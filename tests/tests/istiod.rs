@@ -225,8 +225,15 @@ async fn istiod_proves_the_federation() {
             .is_none_or(|a| !a.contains_key(names::RESTARTED_AT_ANNOTATION)),
         "no restart was requested"
     );
-    let status = cts.get(names::CLUSTER_TRUST).await.unwrap().status.unwrap();
-    assert_eq!(status.istiod.unwrap().state, "hot-reload");
+    wait_for(
+        "the agent to report a hot reload",
+        Duration::from_secs(30),
+        || async {
+            let ct = cts.get(names::CLUSTER_TRUST).await.ok()?;
+            (ct.status?.istiod?.state == "hot-reload").then_some(())
+        },
+    )
+    .await;
     // New certificates chain to the new intermediate.
     let new_w = workload(&clusters["cluster-1"], i1, NS, SA).await;
     assert_eq!(new_w.cert().chain_der()[1], new_ca);
@@ -372,8 +379,15 @@ async fn a_self_signed_istiod_is_restarted_into_plug_in_mode() {
         .annotations
         .unwrap();
     assert!(annotations.contains_key(names::RESTARTED_AT_ANNOTATION));
-    let ct = fed.cluster_trust("cluster-1").await.unwrap();
-    assert_eq!(ct.status.unwrap().istiod.unwrap().state, "restarted");
+    wait_for(
+        "the agent to report the restart",
+        Duration::from_secs(30),
+        || async {
+            let ct = fed.cluster_trust("cluster-1").await?;
+            (ct.status?.istiod?.state == "restarted").then_some(())
+        },
+    )
+    .await;
 
     // Now it issues from the agent's cluster CA, under the federation root, and publishes
     // the federation's bundle instead of its old self-signed root.
