@@ -138,10 +138,10 @@ impl CaClient {
 /// A workload certificate istiod issued, with its key: what a sidecar holds.
 #[derive(Clone)]
 pub struct WorkloadCert {
-    /// The leaf, then the chain istiod appends (its `cert-chain.pem`: the cluster CA first).
-    pub chain: Vec<CertificateDer<'static>>,
-    /// The roots istiod sent as the last element (its whole `root-cert.pem`).
-    pub roots: Vec<CertificateDer<'static>>,
+    /// The leaf, then the chain istiod appends (never empty).
+    chain: Vec<CertificateDer<'static>>,
+    /// The roots istiod sent as the last element.
+    roots: Vec<CertificateDer<'static>>,
     /// The leaf's SPIFFE ID.
     pub spiffe_id: String,
     /// The leaf's NotAfter.
@@ -202,6 +202,16 @@ impl WorkloadCert {
             not_after,
             key_pkcs8,
         })
+    }
+
+    /// The leaf, then the chain istiod appended (its `cert-chain.pem`: the cluster CA first).
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// The roots istiod sent as the last element of its answer (its whole `root-cert.pem`).
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.roots
     }
 
     /// The leaf certificate.

@@ -73,7 +73,7 @@ impl Workload {
         Ok(ServerConfig::builder_with_provider(crate::provider())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(self.verifier()?)
-            .with_single_cert(self.cert.chain.clone(), self.cert.key())?)
+            .with_single_cert(self.cert.chain().to_vec(), self.cert.key())?)
     }
 
     /// Its client side: presents its certificate, verifies the server as a SPIFFE peer.
@@ -82,7 +82,7 @@ impl Workload {
             .with_safe_default_protocol_versions()?
             .dangerous()
             .with_custom_certificate_verifier(self.verifier()?)
-            .with_client_auth_cert(self.cert.chain.clone(), self.cert.key())?)
+            .with_client_auth_cert(self.cert.chain().to_vec(), self.cert.key())?)
     }
 }
 

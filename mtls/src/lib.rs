@@ -21,6 +21,9 @@ pub mod handshake;
 pub mod proto;
 pub mod verifier;
 
+#[cfg(test)]
+mod tests;
+
 pub use ca_client::{CaClient, WorkloadCert};
 pub use error::{Error, Result};
 pub use handshake::{Outcome, Workload, handshake};

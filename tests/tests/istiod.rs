@@ -130,7 +130,7 @@ async fn istiod_proves_the_federation() {
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         // istiod's answer ends with its whole root-cert.pem: the federation's two roots.
-        assert_eq!(w.cert().roots.len(), 2, "{name}");
+        assert_eq!(w.cert().roots().len(), 2, "{name}");
         assert_eq!(
             w.trust().len(),
             2,
@@ -306,7 +306,11 @@ async fn istiod_proves_the_federation() {
     }
     assert_mtls(&c1, &c2).await;
     let fresh = workload(&clusters["cluster-1"], i1, NS, SA).await;
-    assert_eq!(fresh.cert().roots.len(), 1, "istiod now hands out one root");
+    assert_eq!(
+        fresh.cert().roots().len(),
+        1,
+        "istiod now hands out one root"
+    );
     assert_mtls(&fresh, &c2).await;
     assert_no_mtls(&fresh, &c3).await;
     // The departed cluster's istiod still runs its own mesh.
@@ -334,11 +338,11 @@ async fn a_self_signed_istiod_is_restarted_into_plug_in_mode() {
     assert_eq!(istiod.ca_mode(), Some(CaMode::SelfSigned));
     let before = workload(&cluster, &istiod, NS, SA).await;
     assert_eq!(
-        before.cert().chain.len(),
+        before.cert().chain().len(),
         1,
         "a self-signed CA sends no chain"
     );
-    let self_signed_root = before.cert().roots[0].to_vec();
+    let self_signed_root = before.cert().roots()[0].to_vec();
     let pid = istiod.pid();
 
     // Then the federation: the agent installs cacerts and, since istiod cannot pick it up,
