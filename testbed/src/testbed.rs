@@ -296,6 +296,14 @@ impl Testbed {
     /// testbed. Needs `tools/build.sh istiod`.
     pub async fn start_istiod(&self, cluster: &str, opts: IstiodOptions) -> Result<Istiod> {
         let c = self.cluster(cluster)?.clone();
+        if lock(&self.istiods)
+            .iter()
+            .any(|i| i.cluster_name() == cluster && i.is_running())
+        {
+            return Err(Error::Api(format!(
+                "istiod already runs in cluster {cluster}: use its handle (Testbed::istiods)"
+            )));
+        }
         let bin = self.binaries.pilot_discovery()?;
         let state = self.state.clone();
         let dir = self.dir.clone();

@@ -56,6 +56,16 @@ async fn istiod_runs_mirrors_cacerts_and_restarts_on_a_template_change() {
         istiod.rss_kib()
     );
 
+    let again = tb
+        .start_istiod("cluster-1", IstiodOptions::new("example.org"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        again.contains("istiod already runs in cluster cluster-1"),
+        "{again}"
+    );
+
     // No cacerts: its own self-signed CA. Recorded in the state file.
     assert_eq!(istiod.ca_mode(), Some(CaMode::SelfSigned));
     let pid = istiod.pid().unwrap();
