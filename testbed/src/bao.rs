@@ -7,12 +7,12 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::http;
 use crate::pki;
-use crate::process::{self, Process, ProcessSpec};
+use crate::process::{self, ProcessSpec};
 use crate::{Error, Result};
 
 const ATTEMPTS: u32 = 5;
@@ -29,7 +29,7 @@ struct Inner {
     token: String,
     dir: PathBuf,
     spec: ProcessSpec,
-    process: Mutex<Option<Process>>,
+    process: process::Slot,
 }
 
 impl std::fmt::Debug for Bao {
@@ -96,7 +96,7 @@ impl Bao {
                             token,
                             dir: dir.to_owned(),
                             spec,
-                            process: Mutex::new(Some(p)),
+                            process: process::Slot::new(p),
                         }),
                     });
                 }
@@ -139,12 +139,12 @@ impl Bao {
 
     /// The server's pid (and process group), if it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.lock().as_ref().map(Process::pid)
+        self.inner.process.pid()
     }
 
     /// Whether the server process runs.
     pub fn is_running(&self) -> bool {
-        self.lock().as_mut().is_some_and(Process::is_running)
+        self.inner.process.is_running()
     }
 
     /// `GET /v1/sys/health` (unauthenticated).
@@ -170,10 +170,7 @@ impl Bao {
 
     /// Stops the server (its in-memory state is lost).
     pub async fn stop(&self) {
-        let p = self.lock().take();
-        if let Some(mut p) = p {
-            p.terminate(Duration::from_secs(10)).await;
-        }
+        self.inner.process.stop(Duration::from_secs(10)).await;
     }
 
     /// Starts a fresh dev server on the same address with the same root token.
@@ -188,32 +185,21 @@ impl Bao {
                 async move { healthy(&hp).await }
             })
             .await?;
-        *self.lock() = Some(p);
+        self.inner.process.put(p);
         Ok(())
     }
 
     /// Freezes the server (SIGSTOP), keeping its state.
     pub fn pause(&self) {
-        if let Some(p) = self.lock().as_mut() {
-            p.pause();
-        }
+        self.inner.process.pause();
     }
 
     /// Resumes a paused server (SIGCONT).
     pub fn resume(&self) {
-        if let Some(p) = self.lock().as_mut() {
-            p.resume();
-        }
+        self.inner.process.resume();
     }
 
     pub(crate) fn kill(&self) {
-        if let Some(mut p) = self.lock().take() {
-            p.kill();
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Process>> {
-        // A panic while holding this lock cannot leave the Option inconsistent; keep going.
-        self.inner.process.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.process.kill();
     }
 }

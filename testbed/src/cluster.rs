@@ -6,7 +6,7 @@
 //! and `kube-apiserver.log`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -16,7 +16,7 @@ use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 
 use crate::kubeconfig::{self, Credentials};
 use crate::pki::{self, Ca, CertAndKey};
-use crate::process::{self, Process, ProcessSpec};
+use crate::process::{self, ProcessSpec};
 use crate::{Error, Result};
 
 /// How long an apiserver may take to answer `/readyz` (several start in parallel on 2 cores).
@@ -42,7 +42,7 @@ struct Inner {
     admin: CertAndKey,
     kubeconfig: PathBuf,
     spec: ProcessSpec,
-    process: Mutex<Option<Process>>,
+    process: process::Slot,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -148,7 +148,7 @@ impl Cluster {
                             admin,
                             kubeconfig,
                             spec,
-                            process: Mutex::new(Some(p)),
+                            process: process::Slot::new(p),
                         }),
                     });
                 }
@@ -216,12 +216,12 @@ impl Cluster {
 
     /// The apiserver's pid (and process group), if it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.lock().as_ref().map(Process::pid)
+        self.inner.process.pid()
     }
 
     /// Whether the apiserver process runs.
     pub fn is_running(&self) -> bool {
-        self.lock().as_mut().is_some_and(Process::is_running)
+        self.inner.process.is_running()
     }
 
     /// A kube client with the admin identity (CN=admin, O=system:masters).
@@ -316,9 +316,7 @@ impl Cluster {
 
     /// Stops the apiserver (SIGTERM, SIGKILL after 10 s): the cluster becomes unreachable.
     pub async fn stop(&self) {
-        let p = self.lock().take();
-        if let Some(mut p) = p {
-            p.terminate(Duration::from_secs(10)).await;
+        if self.inner.process.stop(Duration::from_secs(10)).await {
             tracing::info!(cluster = self.name(), "apiserver stopped");
         }
     }
@@ -334,35 +332,24 @@ impl Cluster {
             readyz(client.clone())
         })
         .await?;
-        *self.lock() = Some(p);
+        self.inner.process.put(p);
         tracing::info!(cluster = self.name(), "apiserver started again");
         Ok(())
     }
 
     /// Freezes the apiserver (SIGSTOP): connections hang instead of being refused.
     pub fn pause(&self) {
-        if let Some(p) = self.lock().as_mut() {
-            p.pause();
-        }
+        self.inner.process.pause();
     }
 
     /// Resumes a paused apiserver (SIGCONT).
     pub fn resume(&self) {
-        if let Some(p) = self.lock().as_mut() {
-            p.resume();
-        }
+        self.inner.process.resume();
     }
 
     /// Kills the apiserver now (used when the testbed goes down).
     pub(crate) fn kill(&self) {
-        if let Some(mut p) = self.lock().take() {
-            p.kill();
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Process>> {
-        // A panic while holding this lock cannot leave the Option inconsistent; keep going.
-        self.inner.process.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.process.kill();
     }
 }
 

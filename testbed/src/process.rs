@@ -225,6 +225,71 @@ impl Process {
     }
 }
 
+/// A supervised process that can be stopped and started again, shared by the clones of a
+/// handle (a cluster's apiserver, the OpenBao server).
+#[derive(Debug)]
+pub struct Slot(std::sync::Mutex<Option<Process>>);
+
+impl Slot {
+    /// A slot holding a running process.
+    pub fn new(p: Process) -> Self {
+        Self(std::sync::Mutex::new(Some(p)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Process>> {
+        // A panic while holding this lock cannot leave the Option inconsistent; keep going.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The process id, while there is a process.
+    pub fn pid(&self) -> Option<u32> {
+        self.lock().as_ref().map(Process::pid)
+    }
+
+    /// Whether the process is alive.
+    pub fn is_running(&self) -> bool {
+        self.lock().as_mut().is_some_and(Process::is_running)
+    }
+
+    /// Puts a (new) process in the slot.
+    pub fn put(&self, p: Process) {
+        *self.lock() = Some(p);
+    }
+
+    /// Stops the process (SIGTERM, SIGKILL after `grace`); returns whether there was one.
+    pub async fn stop(&self, grace: Duration) -> bool {
+        let p = self.lock().take();
+        match p {
+            Some(mut p) => {
+                p.terminate(grace).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Freezes the process (SIGSTOP), keeping its state.
+    pub fn pause(&self) {
+        if let Some(p) = self.lock().as_mut() {
+            p.pause();
+        }
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(p) = self.lock().as_mut() {
+            p.resume();
+        }
+    }
+
+    /// Kills the process now.
+    pub fn kill(&self) {
+        if let Some(mut p) = self.lock().take() {
+            p.kill();
+        }
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
