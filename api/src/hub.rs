@@ -109,6 +109,28 @@ pub struct FederationStatus {
     /// Number of member clusters.
     #[serde(default)]
     pub members: i64,
+    /// Root rotations in progress.
+    #[serde(default)]
+    pub rotations: Vec<RotationStatus>,
+}
+
+/// A root rotation in progress.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// Trust domain.
+    pub trust_domain: String,
+    /// `trusting-new-root` (every member must install the bundle with both roots),
+    /// `re-signing` (members move to the new root), `draining` (old workload certificates
+    /// expire), then the old root is removed.
+    pub phase: String,
+    /// SHA-256 of the root being retired.
+    pub previous_sha256: String,
+    /// SHA-256 of the new root.
+    pub sha256: String,
+    /// When the old root will be removed, once draining (RFC 3339).
+    #[serde(default)]
+    pub removes_old_root_at: String,
 }
 
 /// One root of the bundle.
@@ -200,6 +222,9 @@ pub struct MemberClusterStatus {
     /// NotAfter of the installed cluster CA (RFC 3339).
     #[serde(default)]
     pub ca_not_after: String,
+    /// SHA-256 of the root the installed cluster CA chains to.
+    #[serde(default)]
+    pub ca_root_sha256: String,
     /// Bundle generation the agent installed.
     #[serde(default)]
     pub bundle_generation_acknowledged: i64,

@@ -45,6 +45,21 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the federation's trust bundle (the roots every member trusts).
     Bundle(BundleArgs),
+    /// Rotate a trust domain's root without downtime (local backend): `serve` moves every
+    /// member to the new root, then drops the old one.
+    RotateRoot(RotateRootArgs),
+}
+
+/// `federator rotate-root`
+#[derive(Debug, Args)]
+pub struct RotateRootArgs {
+    /// The trust domain whose root to rotate.
+    #[arg(long, value_parser = parse_trust_domain)]
+    pub trust_domain: TrustDomain,
+    /// How long the old root stays trusted once every member runs on the new one: at least
+    /// the lifetime of workload certificates (Istio's default is 24h).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub drain: Duration,
 }
 
 /// `federator bundle`
@@ -237,6 +252,14 @@ pub struct LeaveClusterArgs {
     /// Cluster name.
     #[arg(value_parser = parse_cluster_name)]
     pub name: ClusterName,
+    /// When other members share the cluster's trust domain (and so its root), rotate that
+    /// root, so the departed cluster's CA stops being trusted (local backend).
+    #[arg(long)]
+    pub rotate_trust_domain: bool,
+    /// With --rotate-trust-domain: how long the old root stays trusted once every remaining
+    /// member runs on the new one.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub rotation_drain: Duration,
 }
 
 /// `federator status`

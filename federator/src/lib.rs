@@ -40,5 +40,6 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Status(args) => commands::hub::status(&hub, args).await,
         cli::Command::Serve(args) => commands::hub::serve(&hub, args).await,
         cli::Command::Bundle(args) => commands::hub::bundle(&hub, args).await,
+        cli::Command::RotateRoot(args) => commands::hub::rotate_root(&hub, args).await,
     }
 }

@@ -124,10 +124,42 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
     Ok(())
 }
 
+/// `federator rotate-root`
+pub async fn rotate_root(source: &ClientSource, args: crate::cli::RotateRootArgs) -> Result<()> {
+    let hub = hub_client(source).await?;
+    let fp = crate::hub::roots::RootStore::new(hub)
+        .start_rotation(&args.trust_domain, &RootOptions::default(), args.drain)
+        .await?;
+    println!(
+        "rotating the root of {}: new root sha256 {fp}\n  `federator serve` now has every member trust both roots, moves the members of {} to the new root, and drops the old root {} after that; follow it with `federator status`",
+        args.trust_domain,
+        args.trust_domain,
+        federator_core::duration::format(args.drain)
+    );
+    Ok(())
+}
+
 /// `federator leave cluster`
 pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> {
     let hub = hub_client(source).await?;
     let report = hub_join::leave(&hub, &args.name).await?;
+    if let Some((td, sharing)) = &report.shared_trust_domain {
+        if args.rotate_trust_domain {
+            let fp = crate::hub::roots::RootStore::new(hub.clone())
+                .start_rotation(td, &RootOptions::default(), args.rotation_drain)
+                .await?;
+            println!(
+                "rotating the root of {td} (new root sha256 {fp}) so that {}'s CA is trusted nowhere once it completes",
+                args.name
+            );
+        } else {
+            eprintln!(
+                "warning: {} shared trust domain {td} (and its root) with {}; its cluster CA stays trusted until it expires. Run `federator rotate-root --trust-domain {td}` to cut it off now.",
+                args.name,
+                sharing.join(", ")
+            );
+        }
+    }
     println!(
         "cluster {} left the federation{}",
         args.name,
@@ -181,6 +213,18 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            for r in &report.rotations {
+                s += &format!(
+                    "rotating {}: {}{}\n",
+                    r.trust_domain,
+                    r.phase,
+                    if r.removes_old_root_at.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (old root removed at {})", r.removes_old_root_at)
+                    }
+                );
+            }
             s += &output::table(
                 &[
                     "CLUSTER",

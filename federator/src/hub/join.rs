@@ -445,6 +445,9 @@ pub fn agent_deployment(image: &str, cluster: &str) -> Deployment {
 pub struct LeaveReport {
     /// Whether the hub's credential in the member was revoked (its ServiceAccount deleted).
     pub credential_revoked: bool,
+    /// The departed cluster's trust domain and the members still in it, when there are any:
+    /// they share its root, so only a root rotation stops trusting the departed cluster.
+    pub shared_trust_domain: Option<(TrustDomain, Vec<String>)>,
     /// A warning when the member could not be reached.
     pub warning: Option<String>,
 }
@@ -456,7 +459,7 @@ pub async fn leave(hub: &Client, name: &ClusterName) -> Result<LeaveReport> {
     let members: Api<MemberCluster> = Api::namespaced(hub.clone(), names::NAMESPACE);
     let secrets: Api<Secret> = Api::namespaced(hub.clone(), names::NAMESPACE);
     let secret_name = names::member_credential_secret(name.as_str());
-    let Some(_member) = members
+    let Some(member) = members
         .get_opt(name.as_str())
         .await
         .map_err(|e| Error::kube("read MemberCluster", e))?
@@ -466,6 +469,21 @@ pub async fn leave(hub: &Client, name: &ClusterName) -> Result<LeaveReport> {
         )));
     };
     let mut report = LeaveReport::default();
+    let sharing: Vec<String> = members
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| Error::kube("list MemberClusters", e))?
+        .items
+        .iter()
+        .filter(|m| {
+            m.spec.trust_domain == member.spec.trust_domain
+                && m.metadata.name.as_deref() != Some(name.as_str())
+        })
+        .filter_map(|m| m.metadata.name.clone())
+        .collect();
+    if !sharing.is_empty() {
+        report.shared_trust_domain = Some((TrustDomain::new(&member.spec.trust_domain)?, sharing));
+    }
     if let Some(stored) = member_access::stored_kubeconfig(hub, &secret_name).await? {
         let result: Result<()> = async {
             let (c, _) = k::client_from_kubeconfig_yaml(&stored.kubeconfig, name.as_str()).await?;

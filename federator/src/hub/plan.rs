@@ -19,6 +19,19 @@ pub struct Desired {
     pub key_algorithm: String,
     /// Renewal point, percent of lifetime.
     pub renew_at_percent: u8,
+    /// The root that signs, per trust domain (SHA-256).
+    pub signing_roots: std::collections::BTreeMap<String, String>,
+    /// Trust domains whose members must move to their new root now (a rotation whose new
+    /// root every member already trusts).
+    pub resign: std::collections::BTreeSet<String>,
+}
+
+/// SHA-256 of the last certificate (the root) of a PEM chain.
+pub fn chain_root_sha256(chain_pem: &str) -> Option<String> {
+    federator_core::cert::parse_pem_certificates(chain_pem.as_bytes(), "chain")
+        .ok()?
+        .last()
+        .map(|d| federator_core::cert::fingerprint(d))
 }
 
 /// The plan for one member.
@@ -66,6 +79,16 @@ pub fn plan_member(
             .is_some_and(|s| s.csr_digest == c.digest)
     };
     let sign = csr.filter(|c| c.generation == spec.csr_generation && !answered(c));
+
+    // A rotation in its re-signing phase: a CA under the old root is renewed now.
+    if sign.is_none()
+        && desired.resign.contains(trust_domain)
+        && let Some(signed) = &spec.signed
+        && signed.generation == spec.csr_generation
+        && chain_root_sha256(&signed.chain_pem).as_ref() != desired.signing_roots.get(trust_domain)
+    {
+        spec.csr_generation += 1;
+    }
 
     let mut wake_at = None;
     if sign.is_none()
@@ -181,6 +204,14 @@ pub fn member_status(
             .as_ref()
             .map(|i| i.not_after.clone())
             .unwrap_or_default(),
+        ca_root_sha256: if installed_current {
+            spec.signed
+                .as_ref()
+                .and_then(|s| chain_root_sha256(&s.chain_pem))
+                .unwrap_or_default()
+        } else {
+            prev.ca_root_sha256.clone()
+        },
         bundle_generation_acknowledged: bundle_acked,
         istiod: agent
             .istiod
@@ -319,11 +350,42 @@ mod tests {
             bundle_generation: 3,
             key_algorithm: "ecdsa-p256".into(),
             renew_at_percent: 66,
+            ..Desired::default()
         };
         let mut c = ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z")));
         let p = plan_member(&c, "c1", "td", &d, t(NOW));
         c.spec = p.spec.clone();
         assert_eq!(plan_member(&c, "c1", "td", &d, t(NOW)).spec, c.spec);
+    }
+
+    #[test]
+    fn a_rotation_renews_cas_under_the_old_root_only() {
+        let ca = federator_core::ca::IssuingCa::create_root(&Default::default(), t(NOW)).unwrap();
+        let chain = ca.chain_pem();
+        let mut c = ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z")));
+        c.spec.signed.as_mut().unwrap().chain_pem = chain.clone();
+        let root_fp = chain_root_sha256(&chain).unwrap();
+        let mut d = Desired::default();
+        d.resign.insert("td".into());
+        d.signing_roots.insert("td".into(), "another-root".into());
+        assert_eq!(
+            plan_member(&c, "c1", "td", &d, t(NOW)).spec.csr_generation,
+            2,
+            "old root: renew now"
+        );
+        d.signing_roots.insert("td".into(), root_fp);
+        assert_eq!(
+            plan_member(&c, "c1", "td", &d, t(NOW)).spec.csr_generation,
+            1,
+            "already on the new root"
+        );
+        d.resign.clear();
+        d.signing_roots.insert("td".into(), "another-root".into());
+        assert_eq!(
+            plan_member(&c, "c1", "td", &d, t(NOW)).spec.csr_generation,
+            1,
+            "not re-signing yet"
+        );
     }
 
     #[test]

@@ -58,23 +58,56 @@ impl Backend {
 /// The CAs that sign cluster CAs.
 #[derive(Debug)]
 pub enum Signer {
-    /// One root per trust domain.
-    Local(BTreeMap<TrustDomain, IssuingCa>),
+    /// One root per trust domain, plus the previous root of each trust domain in rotation.
+    Local(LocalRoots),
     /// One imported CA for all trust domains.
     Import(Box<IssuingCa>),
     /// Vault signs for all trust domains.
     Vault(Box<VaultSigner>),
 }
 
+/// The local backend's roots.
+#[derive(Debug, Default)]
+pub struct LocalRoots {
+    /// The signing root of each trust domain.
+    pub active: BTreeMap<TrustDomain, IssuingCa>,
+    /// Trust domains in rotation: the previous root (still trusted) and the rotation's state.
+    pub rotating: BTreeMap<TrustDomain, (Vec<u8>, Rotation)>,
+}
+
+/// A root rotation in progress (stored as JSON in the roots Secret, `<td>.rotation`).
+///
+/// Phases, derived from the federation's state by `serve`: every member trusts both roots →
+/// the trust domain's members are re-signed under the new root → after `drain_seconds` (the
+/// time workload certificates issued under the old root need to expire) the old root leaves
+/// the bundle.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// How long to keep trusting the old root once every member runs on the new one.
+    pub drain_seconds: u64,
+    /// When every member of the trust domain was running on the new root (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resigned_at: Option<String>,
+}
+
 impl Signer {
     /// The root that anchors a trust domain (DER).
     pub fn root_der_for(&self, td: &TrustDomain) -> Result<&[u8]> {
         match self {
-            Signer::Local(map) => map.get(td).map(IssuingCa::root_der).ok_or_else(|| {
-                Error::Refused(format!(
-                    "no root for trust domain {td} yet; `federator serve` creates it"
-                ))
-            }),
+            Signer::Local(roots) => {
+                roots
+                    .active
+                    .get(td)
+                    .map(IssuingCa::root_der)
+                    .ok_or_else(|| {
+                        Error::Refused(format!(
+                            "no root for trust domain {td} yet; `federator serve` creates it"
+                        ))
+                    })
+            }
             Signer::Import(ca) => Ok(ca.root_der()),
             Signer::Vault(v) => Ok(v.root_der()),
         }
@@ -88,8 +121,8 @@ impl Signer {
         request: &ClusterCaRequest,
     ) -> Result<IssuedCa> {
         match self {
-            Signer::Local(map) => {
-                let issuer = map.get(&request.trust_domain).ok_or_else(|| {
+            Signer::Local(roots) => {
+                let issuer = roots.active.get(&request.trust_domain).ok_or_else(|| {
                     Error::Refused(format!(
                         "no root for trust domain {} yet",
                         request.trust_domain
@@ -105,7 +138,8 @@ impl Signer {
     /// The roots: (trust domain, or `*` for a single issuer serving all, SHA-256 fingerprint).
     pub fn root_fingerprints(&self) -> Vec<(String, String)> {
         match self {
-            Signer::Local(map) => map
+            Signer::Local(roots) => roots
+                .active
                 .iter()
                 .map(|(td, ca)| {
                     (
@@ -129,8 +163,25 @@ impl Signer {
         let mut bundle = TrustBundle::new();
         for td in tds {
             bundle.add(td, self.root_der_for(td)?.to_vec())?;
+            if let Signer::Local(roots) = self
+                && let Some((previous, _)) = roots.rotating.get(td)
+            {
+                bundle.add(td, previous.clone())?;
+            }
         }
         Ok(bundle)
+    }
+
+    /// Trust domains in rotation: the previous root (DER) and the state (local backend only).
+    pub fn rotations(&self) -> Vec<(TrustDomain, Vec<u8>, Rotation)> {
+        match self {
+            Signer::Local(roots) => roots
+                .rotating
+                .iter()
+                .map(|(td, (prev, r))| (td.clone(), prev.clone(), r.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -161,6 +212,15 @@ impl RootStore {
             .get_opt(names::ROOTS_SECRET)
             .await
             .map_err(|e| Error::kube("read the roots Secret", e))
+    }
+
+    /// The Secret's resourceVersion: changes whenever the roots or a rotation change.
+    pub async fn version(&self) -> Result<String> {
+        Ok(self
+            .get()
+            .await?
+            .and_then(|s| s.metadata.resource_version)
+            .unwrap_or_default())
     }
 
     /// The backend recorded in the Secret, if it exists.
@@ -245,39 +305,22 @@ impl RootStore {
         }
     }
 
-    /// With the local backend, creates roots for trust domains that have none, with
-    /// optimistic concurrency (safe with several hub replicas). Returns the trust domains
-    /// created.
-    pub async fn ensure_trust_domains(
+    /// Applies `change` to the Secret's data with optimistic concurrency (safe with several
+    /// hub replicas): re-reads and retries on a conflict. `change` returns whether it changed
+    /// anything, and a result.
+    async fn update_data<R>(
         &self,
-        tds: &[TrustDomain],
-        opts: &RootOptions,
-    ) -> Result<Vec<TrustDomain>> {
+        mut change: impl FnMut(&mut BTreeMap<String, Vec<u8>>, &Backend) -> Result<(bool, R)>,
+    ) -> Result<R> {
         for _attempt in 0..5 {
             let secret = self.get().await?.ok_or_else(|| {
                 Error::Refused("the hub has no roots yet: run `federator init` first".into())
             })?;
-            if backend_of(&secret)? != Backend::Local {
-                return Ok(Vec::new());
-            }
+            let backend = backend_of(&secret)?;
             let mut data = secret_data(&secret);
-            let mut created = Vec::new();
-            for td in tds {
-                if !data.contains_key(&cert_key(td)) {
-                    let root = IssuingCa::create_root(
-                        &RootOptions {
-                            common_name: format!("federator root CA for {td}"),
-                            ..opts.clone()
-                        },
-                        OffsetDateTime::now_utc(),
-                    )?;
-                    data.insert(cert_key(td), root.cert_pem().into_bytes());
-                    data.insert(key_key(td), root.key().to_pkcs8_pem().into_bytes());
-                    created.push(td.clone());
-                }
-            }
-            if created.is_empty() {
-                return Ok(created);
+            let (changed, result) = change(&mut data, &backend)?;
+            if !changed {
+                return Ok(result);
             }
             let mut updated = secret.clone();
             updated.data = Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect());
@@ -286,7 +329,7 @@ impl RootStore {
                 .replace(names::ROOTS_SECRET, &PostParams::default(), &updated)
                 .await
             {
-                Ok(_) => return Ok(created),
+                Ok(_) => return Ok(result),
                 Err(kube::Error::Api(e)) if e.code == 409 => continue, // another replica won; re-read
                 Err(e) => return Err(Error::kube("update the roots Secret", e)),
             }
@@ -295,6 +338,115 @@ impl RootStore {
             "the roots Secret keeps changing under us; retry".into(),
         ))
     }
+
+    /// With the local backend, creates roots for trust domains that have none. Returns the
+    /// trust domains created.
+    pub async fn ensure_trust_domains(
+        &self,
+        tds: &[TrustDomain],
+        opts: &RootOptions,
+    ) -> Result<Vec<TrustDomain>> {
+        self.update_data(|data, backend| {
+            let mut created = Vec::new();
+            if *backend != Backend::Local {
+                return Ok((false, created));
+            }
+            for td in tds {
+                if !data.contains_key(&cert_key(td)) {
+                    let root = new_root(td, opts)?;
+                    data.insert(cert_key(td), root.cert_pem().into_bytes());
+                    data.insert(key_key(td), root.key().to_pkcs8_pem().into_bytes());
+                    created.push(td.clone());
+                }
+            }
+            Ok((!created.is_empty(), created))
+        })
+        .await
+    }
+
+    /// Starts rotating a trust domain's root (local backend): a new root signs from now on,
+    /// the current one stays trusted until `serve` has moved every member of the trust domain
+    /// to the new root and `drain` has passed. Returns the new root's fingerprint.
+    pub async fn start_rotation(
+        &self,
+        td: &TrustDomain,
+        opts: &RootOptions,
+        drain: std::time::Duration,
+    ) -> Result<String> {
+        self.update_data(|data, backend| {
+            if *backend != Backend::Local {
+                return Err(Error::Refused(format!(
+                    "root rotation is managed by federator for the local backend only; with {} rotate the root in your PKI",
+                    backend.as_str()
+                )));
+            }
+            if data.contains_key(&rotation_key(td)) {
+                return Err(Error::Refused(format!(
+                    "trust domain {td} is already rotating its root; see `federator status`"
+                )));
+            }
+            let current = data
+                .get(&cert_key(td))
+                .cloned()
+                .ok_or_else(|| Error::Usage(format!("trust domain {td} has no root")))?;
+            let root = new_root(td, opts)?;
+            let rotation = Rotation {
+                started_at: federator_core::cert::rfc3339(OffsetDateTime::now_utc()),
+                drain_seconds: drain.as_secs(),
+                resigned_at: None,
+            };
+            data.insert(previous_key(td), current);
+            data.insert(cert_key(td), root.cert_pem().into_bytes());
+            data.insert(key_key(td), root.key().to_pkcs8_pem().into_bytes());
+            data.insert(
+                rotation_key(td),
+                serde_json::to_vec(&rotation).map_err(|e| Error::Encode(e.to_string()))?,
+            );
+            Ok((true, federator_core::cert::fingerprint(root.root_der())))
+        })
+        .await
+    }
+
+    /// Records that every member of a rotating trust domain runs on the new root.
+    pub async fn mark_resigned(&self, td: &TrustDomain, at: OffsetDateTime) -> Result<()> {
+        self.update_data(|data, _| {
+            let Some(state) = data.get(&rotation_key(td)) else {
+                return Ok((false, ()));
+            };
+            let mut rotation: Rotation = serde_json::from_slice(state)
+                .map_err(|e| Error::Refused(format!("malformed rotation state: {e}")))?;
+            if rotation.resigned_at.is_some() {
+                return Ok((false, ()));
+            }
+            rotation.resigned_at = Some(federator_core::cert::rfc3339(at));
+            data.insert(
+                rotation_key(td),
+                serde_json::to_vec(&rotation).map_err(|e| Error::Encode(e.to_string()))?,
+            );
+            Ok((true, ()))
+        })
+        .await
+    }
+
+    /// Ends a rotation: the previous root is dropped (and so leaves every bundle).
+    pub async fn finish_rotation(&self, td: &TrustDomain) -> Result<()> {
+        self.update_data(|data, _| {
+            let had = data.remove(&previous_key(td)).is_some();
+            let had_state = data.remove(&rotation_key(td)).is_some();
+            Ok((had || had_state, ()))
+        })
+        .await
+    }
+}
+
+fn new_root(td: &TrustDomain, opts: &RootOptions) -> Result<IssuingCa> {
+    Ok(IssuingCa::create_root(
+        &RootOptions {
+            common_name: format!("federator root CA for {td}"),
+            ..opts.clone()
+        },
+        OffsetDateTime::now_utc(),
+    )?)
 }
 
 /// The Secret data for a local root of a trust domain.
@@ -321,6 +473,14 @@ fn cert_key(td: &TrustDomain) -> String {
 
 fn key_key(td: &TrustDomain) -> String {
     format!("{td}.key")
+}
+
+fn previous_key(td: &TrustDomain) -> String {
+    format!("{td}.previous")
+}
+
+fn rotation_key(td: &TrustDomain) -> String {
+    format!("{td}.rotation")
 }
 
 fn backend_of(secret: &Secret) -> Result<Backend> {
@@ -359,7 +519,7 @@ fn signer_from(secret: &Secret) -> Result<Signer> {
             Ok(Signer::Import(Box::new(IssuingCa::import(cert, key, now)?)))
         }
         Backend::Local => {
-            let mut map = BTreeMap::new();
+            let mut roots = LocalRoots::default();
             for (k, cert) in &data {
                 let Some(td) = k.strip_suffix(".crt") else {
                     continue;
@@ -368,9 +528,21 @@ fn signer_from(secret: &Secret) -> Result<Signer> {
                 let key = data.get(&key_key(&td)).ok_or_else(|| {
                     Error::Refused(format!("roots Secret lacks the key for trust domain {td}"))
                 })?;
-                map.insert(td, IssuingCa::import(cert, key, now)?);
+                if let (Some(prev), Some(state)) =
+                    (data.get(&previous_key(&td)), data.get(&rotation_key(&td)))
+                {
+                    let der = federator_core::cert::parse_pem_certificates(prev, "previous root")?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| Error::Refused(format!("empty previous root for {td}")))?;
+                    let rotation: Rotation = serde_json::from_slice(state).map_err(|e| {
+                        Error::Refused(format!("malformed rotation state for {td}: {e}"))
+                    })?;
+                    roots.rotating.insert(td.clone(), (der, rotation));
+                }
+                roots.active.insert(td, IssuingCa::import(cert, key, now)?);
             }
-            Ok(Signer::Local(map))
+            Ok(Signer::Local(roots))
         }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use federator_api::hub::{
-    Federation, FederationStatus, MemberCluster, MemberClusterSpec, RootStatus,
+    Federation, FederationStatus, MemberCluster, MemberClusterSpec, RootStatus, RotationStatus,
 };
 use federator_api::member::{BundleEntry, ClusterTrust, CsrStatus, SignedCa};
 use federator_api::{condition, names};
@@ -129,8 +129,9 @@ struct Hub {
     client: Client,
     opts: ServeOptions,
     roots: RootStore,
-    /// Loaded at the first sync (it needs the Federation's settings).
-    signer: Mutex<Option<Arc<Signer>>>,
+    /// Loaded at the first sync (it needs the Federation's settings), with the roots Secret's
+    /// resourceVersion it was loaded from.
+    signer: Mutex<Option<(String, Arc<Signer>)>>,
     desired: watch::Sender<Desired>,
     policy: Mutex<SigningPolicy>,
     metrics: Arc<Metrics>,
@@ -187,14 +188,34 @@ async fn run(client: Client, opts: ServeOptions, metrics: Arc<Metrics>) -> Resul
         e.map(|ev| (1usize, matches!(ev, watcher::Event::InitDone)))
             .map_err(|e| e.to_string())
     });
-    let mut events = std::pin::pin!(futures::stream::select(member_events, fed_events));
+    // The roots Secret: a rotation started from the CLI changes only this.
+    let roots_api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), names::NAMESPACE);
+    let root_events = watcher(
+        roots_api,
+        watcher::Config::default().fields(&format!("metadata.name={}", names::ROOTS_SECRET)),
+    )
+    .default_backoff()
+    .map(|e| e.map(|_| (0usize, false)).map_err(|e| e.to_string()));
+    let mut events = std::pin::pin!(futures::stream::select(
+        futures::stream::select(member_events, fed_events),
+        root_events
+    ));
     let mut ready = [false, false];
     let mut tasks: BTreeMap<String, MemberTask> = BTreeMap::new();
     info!("federator serve started");
     // A failed sync (say, Vault unreachable) is retried with backoff even if nothing changes.
     let mut retry_in: Option<Duration> = None;
+    // A sync may also ask to run again at a time (a rotation's drain deadline).
+    let mut wake_at: Option<OffsetDateTime> = None;
     loop {
-        let event = match retry_in {
+        let until_wake = wake_at
+            .map(|t| Duration::try_from(t - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO));
+        let delay = match (retry_in, until_wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let event = match delay {
             Some(delay) => tokio::select! {
                 e = events.next() => e,
                 () = tokio::time::sleep(delay) => Some(Ok((0, false))),
@@ -222,7 +243,10 @@ async fn run(client: Client, opts: ServeOptions, metrics: Arc<Metrics>) -> Resul
         };
         let members_now: Vec<Arc<MemberCluster>> = members.state();
         match sync(&hub, &fed, &members_now).await {
-            Ok(()) => retry_in = None,
+            Ok(wake) => {
+                retry_in = None;
+                wake_at = wake;
+            }
             Err(e) => {
                 let delay = retry_in.map_or(Duration::from_secs(1), |d| {
                     (d * 2).min(Duration::from_secs(60))
@@ -258,8 +282,92 @@ async fn run(client: Client, opts: ServeOptions, metrics: Arc<Metrics>) -> Resul
     Err(Error::Unreachable("the hub watch ended".into()))
 }
 
-/// Re-derives the federation's desired state from its members.
-async fn sync(hub: &Arc<Hub>, fed: &Federation, members: &[Arc<MemberCluster>]) -> Result<()> {
+/// Moves every root rotation forward as far as the members' state allows:
+/// trusting-new-root (until every member installed the bundle with both roots) → re-signing
+/// (members of the trust domain are renewed under the new root) → draining (old workload
+/// certificates expire) → the old root is dropped. Returns the status, the trust domains to
+/// re-sign, and when to look again.
+async fn advance_rotations(
+    hub: &Hub,
+    signer: &Signer,
+    members: &[Arc<MemberCluster>],
+    generation: i64,
+) -> Result<(
+    Vec<RotationStatus>,
+    std::collections::BTreeSet<String>,
+    Option<OffsetDateTime>,
+)> {
+    use time::format_description::well_known::Rfc3339;
+    let now = OffsetDateTime::now_utc();
+    let mut statuses = Vec::new();
+    let mut resign = std::collections::BTreeSet::new();
+    let mut wake_at: Option<OffsetDateTime> = None;
+    let all_trust_new = members.iter().all(|m| {
+        m.status
+            .as_ref()
+            .is_some_and(|s| s.bundle_generation_acknowledged >= generation)
+    });
+    for (td, previous, rotation) in signer.rotations() {
+        let sha256 = federator_core::cert::fingerprint(signer.root_der_for(&td)?);
+        let drain =
+            time::Duration::seconds(i64::try_from(rotation.drain_seconds).unwrap_or(i64::MAX));
+        let mut removes_old_root_at = String::new();
+        let phase = match rotation
+            .resigned_at
+            .as_deref()
+            .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        {
+            Some(resigned) if now >= resigned + drain => {
+                info!(trust_domain = %td, "root rotation done: removing the old root");
+                hub.roots.finish_rotation(&td).await?;
+                continue;
+            }
+            Some(resigned) => {
+                removes_old_root_at = federator_core::cert::rfc3339(resigned + drain);
+                wake_at = Some(wake_at.map_or(resigned + drain, |w| w.min(resigned + drain)));
+                "draining"
+            }
+            None if !all_trust_new => "trusting-new-root",
+            None => {
+                resign.insert(td.to_string());
+                let on_new_root = members
+                    .iter()
+                    .filter(|m| m.spec.trust_domain == td.as_str())
+                    .all(|m| {
+                        m.status.as_ref().is_some_and(|s| {
+                            s.ca_root_sha256 == sha256
+                                && condition::is_true(&s.conditions, "Installed")
+                        })
+                    });
+                if on_new_root {
+                    info!(trust_domain = %td, "every member runs on the new root; draining the old one");
+                    hub.roots.mark_resigned(&td, now).await?;
+                    removes_old_root_at = federator_core::cert::rfc3339(now + drain);
+                    wake_at = Some(wake_at.map_or(now + drain, |w| w.min(now + drain)));
+                    "draining"
+                } else {
+                    "re-signing"
+                }
+            }
+        };
+        statuses.push(RotationStatus {
+            trust_domain: td.to_string(),
+            phase: phase.to_owned(),
+            previous_sha256: federator_core::cert::fingerprint(&previous),
+            sha256,
+            removes_old_root_at,
+        });
+    }
+    Ok((statuses, resign, wake_at))
+}
+
+/// Re-derives the federation's desired state from its members. Returns when to sync again
+/// even if nothing changes (a rotation's drain deadline).
+async fn sync(
+    hub: &Arc<Hub>,
+    fed: &Federation,
+    members: &[Arc<MemberCluster>],
+) -> Result<Option<OffsetDateTime>> {
     let mut tds: Vec<TrustDomain> = members
         .iter()
         .filter_map(|m| TrustDomain::new(&m.spec.trust_domain).ok())
@@ -270,16 +378,13 @@ async fn sync(hub: &Arc<Hub>, fed: &Federation, members: &[Arc<MemberCluster>]) 
         .roots
         .ensure_trust_domains(&tds, &RootOptions::default())
         .await?;
+    let version = hub.roots.version().await?;
     let current = lock(&hub.signer).clone();
     let signer = match current {
-        Some(signer)
-            if created.is_empty() && tds.iter().all(|td| signer.root_der_for(td).is_ok()) =>
-        {
-            signer
-        }
+        Some((v, signer)) if v == version && created.is_empty() => signer,
         _ => {
             let signer = Arc::new(hub.roots.load(&fed.spec).await?);
-            *lock(&hub.signer) = Some(signer.clone());
+            *lock(&hub.signer) = Some((version, signer.clone()));
             signer
         }
     };
@@ -291,6 +396,7 @@ async fn sync(hub: &Arc<Hub>, fed: &Federation, members: &[Arc<MemberCluster>]) 
     } else {
         previous.bundle_generation + 1
     };
+    let (rotations, resign, wake_at) = advance_rotations(hub, &signer, members, generation).await?;
     let ttl = federator_core::duration::parse(&fed.spec.cluster_ca_ttl)?;
     *lock(&hub.policy) = SigningPolicy { ttl };
 
@@ -314,6 +420,7 @@ async fn sync(hub: &Arc<Hub>, fed: &Federation, members: &[Arc<MemberCluster>]) 
         bundle_digest: digest,
         bundle_generation: generation,
         members: i64::try_from(members.len()).unwrap_or(i64::MAX),
+        rotations,
     };
     hub.metrics
         .set_federation(status.members, status.bundle_generation);
@@ -339,6 +446,14 @@ async fn sync(hub: &Arc<Hub>, fed: &Federation, members: &[Arc<MemberCluster>]) 
         bundle_generation: generation,
         key_algorithm: fed.spec.key_algorithm.clone(),
         renew_at_percent: fed.spec.renew_at_percent,
+        signing_roots: tds
+            .iter()
+            .filter_map(|td| {
+                let fp = federator_core::cert::fingerprint(signer.root_der_for(td).ok()?);
+                Some((td.to_string(), fp))
+            })
+            .collect(),
+        resign,
     };
     hub.desired.send_if_modified(|d| {
         if *d == desired {
@@ -348,7 +463,7 @@ async fn sync(hub: &Arc<Hub>, fed: &Federation, members: &[Arc<MemberCluster>]) 
             true
         }
     });
-    Ok(())
+    Ok(wake_at)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -633,7 +748,7 @@ async fn sign(
         trust_domain: TrustDomain::new(&ctx.spec.trust_domain)?,
     };
     let policy = lock(&ctx.hub.policy).clone();
-    let signer = lock(&ctx.hub.signer)
+    let (_, signer) = lock(&ctx.hub.signer)
         .clone()
         .ok_or_else(|| Error::Refused("the signer is not loaded yet".into()))?;
     let issued = signer.sign(&policy, &info, &request).await?;

@@ -47,6 +47,8 @@ pub struct StatusReport {
     pub bundle_generation: i64,
     /// Roots in the bundle.
     pub roots: Vec<RootStatus>,
+    /// Root rotations in progress.
+    pub rotations: Vec<federator_api::hub::RotationStatus>,
     /// Members.
     pub clusters: Vec<ClusterRow>,
     /// Whether every member is healthy.
@@ -126,6 +128,7 @@ pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport>
         root_backend: fed.spec.root.type_.clone(),
         bundle_generation: fstatus.bundle_generation,
         roots: fstatus.roots,
+        rotations: fstatus.rotations,
         healthy: clusters.iter().all(|c| c.healthy),
         clusters,
     })
