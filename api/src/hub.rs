@@ -44,6 +44,24 @@ pub struct FederationSpec {
     pub renew_at_percent: u8,
     /// Key algorithm agents use for cluster CA keys (`ecdsa-p256`, `ecdsa-p384`, `rsa-2048`...).
     pub key_algorithm: String,
+    /// How the `local` backend makes roots (for new trust domains and rotations).
+    #[serde(default)]
+    pub local_roots: LocalRootSettings,
+}
+
+/// How the `local` backend makes roots. Empty fields mean the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalRootSettings {
+    /// Key algorithm (`ecdsa-p256` by default).
+    #[serde(default)]
+    pub key_algorithm: String,
+    /// Lifetime as a Go duration (`87600h` by default).
+    #[serde(default)]
+    pub ttl: String,
+    /// Organization (O) of the subject (`federator` by default).
+    #[serde(default)]
+    pub organization: String,
 }
 
 /// The root backend.

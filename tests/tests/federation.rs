@@ -24,7 +24,7 @@ fn leaf_id(td: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_trust_each_other_until_one_leaves() {
-    let mut fed = Federation::start(&MEMBERS, &[]).await;
+    let mut fed = Federation::start(&MEMBERS, &["--org", "Example Corp"]).await;
     for (name, _) in MEMBERS {
         fed.join(name);
         fed.install_mesh_config(name).await;
@@ -113,6 +113,20 @@ async fn members_trust_each_other_until_one_leaves() {
             ));
         }
     }
+
+    // Roots made later (for c3's trust domain) follow init's settings too.
+    let out = fed.federator_ok(&["status", "-o", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for root in status["roots"].as_array().unwrap() {
+        assert!(
+            root["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("O=Example Corp,"),
+            "{root}"
+        );
+    }
+    assert_eq!(status["roots"].as_array().unwrap().len(), 2);
 
     // `federator bundle` prints exactly what members install, and SPIFFE bundles per domain.
     assert_eq!(fed.federator_ok(&["bundle"]), root_of("c1"));

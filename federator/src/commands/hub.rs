@@ -127,8 +127,12 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
 /// `federator rotate-root`
 pub async fn rotate_root(source: &ClientSource, args: crate::cli::RotateRootArgs) -> Result<()> {
     let hub = hub_client(source).await?;
-    let fp = crate::hub::roots::RootStore::new(hub)
-        .start_rotation(&args.trust_domain, &RootOptions::default(), args.drain)
+    let fp = crate::hub::roots::RootStore::new(hub.clone())
+        .start_rotation(
+            &args.trust_domain,
+            &local_root_options(&hub).await?,
+            args.drain,
+        )
         .await?;
     println!(
         "rotating the root of {}: new root sha256 {fp}\n  `federator serve` now has every member trust both roots, moves the members of {} to the new root, and drops the old root {} after that; follow it with `federator status`",
@@ -146,7 +150,7 @@ pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> 
     if let Some((td, sharing)) = &report.shared_trust_domain {
         if args.rotate_trust_domain {
             let fp = crate::hub::roots::RootStore::new(hub.clone())
-                .start_rotation(td, &RootOptions::default(), args.rotation_drain)
+                .start_rotation(td, &local_root_options(&hub).await?, args.rotation_drain)
                 .await?;
             println!(
                 "rotating the root of {td} (new root sha256 {fp}) so that {}'s CA is trusted nowhere once it completes",
@@ -386,4 +390,18 @@ fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::vault::VaultCon
         auth,
         ca_pem,
     })
+}
+
+/// The local backend's root settings recorded in the Federation.
+async fn local_root_options(hub: &kube::Client) -> Result<RootOptions> {
+    let feds: kube::Api<federator_api::hub::Federation> =
+        kube::Api::namespaced(hub.clone(), federator_api::names::NAMESPACE);
+    let fed = feds
+        .get_opt(federator_api::names::FEDERATION)
+        .await
+        .map_err(|e| Error::kube("read the Federation", e))?
+        .ok_or_else(|| {
+            Error::Refused("the hub is not initialised: run `federator init` first".into())
+        })?;
+    crate::hub::roots::local_root_options(&fed.spec)
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use federator_api::hub::{Federation, FederationSpec, MemberCluster, RootBackend, VaultBackend};
+use federator_api::hub::{
+    Federation, FederationSpec, LocalRootSettings, MemberCluster, RootBackend, VaultBackend,
+};
 use federator_api::member::ClusterTrust;
 use federator_api::names;
 use federator_core::ca::{IssuingCa, RootOptions};
@@ -111,6 +113,14 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
         cluster_ca_ttl: federator_core::duration::format(opts.cluster_ca_ttl),
         renew_at_percent: opts.renew_at_percent,
         key_algorithm: opts.key_algorithm.to_string(),
+        local_roots: match &opts.root {
+            RootChoice::Local { options, .. } => LocalRootSettings {
+                key_algorithm: options.key_algorithm.to_string(),
+                ttl: federator_core::duration::format(options.ttl),
+                organization: options.organization.clone(),
+            },
+            _ => LocalRootSettings::default(),
+        },
     };
 
     let feds: Api<Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);

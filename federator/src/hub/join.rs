@@ -13,7 +13,6 @@ use std::time::Duration;
 use federator_api::hub::{Federation, MemberCluster, MemberClusterSpec};
 use federator_api::member::{ClusterTrust, ClusterTrustSpec};
 use federator_api::{names, rbac};
-use federator_core::ca::RootOptions;
 use federator_core::identity::{ClusterName, TrustDomain};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Secret, ServiceAccount};
@@ -184,7 +183,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
     RootStore::new(hub.clone())
         .ensure_trust_domains(
             std::slice::from_ref(&opts.trust_domain),
-            &RootOptions::default(),
+            &super::roots::local_root_options(&federation.spec)?,
         )
         .await?;
 

@@ -439,6 +439,22 @@ impl RootStore {
     }
 }
 
+/// The options for roots the local backend makes, from the Federation's settings.
+pub fn local_root_options(spec: &FederationSpec) -> Result<RootOptions> {
+    let s = &spec.local_roots;
+    let mut o = RootOptions::default();
+    if !s.key_algorithm.is_empty() {
+        o.key_algorithm = s.key_algorithm.parse()?;
+    }
+    if !s.ttl.is_empty() {
+        o.ttl = federator_core::duration::parse(&s.ttl)?;
+    }
+    if !s.organization.is_empty() {
+        o.organization.clone_from(&s.organization);
+    }
+    Ok(o)
+}
+
 fn new_root(td: &TrustDomain, opts: &RootOptions) -> Result<IssuingCa> {
     Ok(IssuingCa::create_root(
         &RootOptions {

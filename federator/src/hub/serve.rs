@@ -21,7 +21,6 @@ use federator_api::hub::{
 };
 use federator_api::member::{BundleEntry, ClusterTrust, CsrStatus, SignedCa};
 use federator_api::{condition, names};
-use federator_core::ca::RootOptions;
 use federator_core::csr::CsrInfo;
 use federator_core::identity::{ClusterName, TrustDomain};
 use federator_core::policy::{ClusterCaRequest, SigningPolicy};
@@ -376,7 +375,7 @@ async fn sync(
     tds.dedup();
     let created = hub
         .roots
-        .ensure_trust_domains(&tds, &RootOptions::default())
+        .ensure_trust_domains(&tds, &super::roots::local_root_options(&fed.spec)?)
         .await?;
     let version = hub.roots.version().await?;
     let current = lock(&hub.signer).clone();
