@@ -82,7 +82,6 @@ pub fn token_kubeconfig(
     server: &str,
     token: &str,
 ) -> Result<String> {
-    use std::fmt::Write as _;
     let mut ca_pem = String::new();
     for der in config.root_cert.iter().flatten() {
         ca_pem += &federator_core::cert::to_pem([der.as_slice()]);
@@ -105,13 +104,7 @@ pub fn token_kubeconfig(
         "contexts": [{ "name": cluster, "context": { "cluster": cluster, "user": format!("{cluster}-federator") } }],
         "current-context": cluster,
     });
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "{}",
-        serde_yaml::to_string(&kc).map_err(|e| Error::Encode(e.to_string()))?
-    );
-    Ok(out)
+    serde_yaml::to_string(&kc).map_err(|e| Error::Encode(e.to_string()))
 }
 
 fn base64(data: &[u8]) -> String {
