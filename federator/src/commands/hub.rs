@@ -394,14 +394,6 @@ fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::vault::VaultCon
 
 /// The local backend's root settings recorded in the Federation.
 async fn local_root_options(hub: &kube::Client) -> Result<RootOptions> {
-    let feds: kube::Api<federator_api::hub::Federation> =
-        kube::Api::namespaced(hub.clone(), federator_api::names::NAMESPACE);
-    let fed = feds
-        .get_opt(federator_api::names::FEDERATION)
-        .await
-        .map_err(|e| Error::kube("read the Federation", e))?
-        .ok_or_else(|| {
-            Error::Refused("the hub is not initialised: run `federator init` first".into())
-        })?;
+    let fed = crate::hub::kube::federation(hub).await?;
     crate::hub::roots::local_root_options(&fed.spec)
 }

@@ -1,6 +1,6 @@
 //! `federator bundle`: the federation's current trust bundle, as members receive it.
 
-use federator_api::hub::{Federation, MemberCluster};
+use federator_api::hub::MemberCluster;
 use federator_api::names;
 use federator_core::bundle::TrustBundle;
 use federator_core::identity::TrustDomain;
@@ -12,15 +12,7 @@ use crate::{Error, Result};
 
 /// The bundle for the trust domains of the current members, and its generation.
 pub async fn current(hub: &Client) -> Result<(TrustBundle, i64)> {
-    let feds: Api<Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);
-    let fed = feds
-        .get_opt(names::FEDERATION)
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| {
-            Error::Refused("the hub is not initialised: run `federator init` first".into())
-        })?;
+    let fed = super::kube::federation(hub).await?;
     let members: Api<MemberCluster> = Api::namespaced(hub.clone(), names::NAMESPACE);
     let mut tds: Vec<TrustDomain> = members
         .list(&ListParams::default())

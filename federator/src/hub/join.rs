@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use federator_api::hub::{Federation, MemberCluster, MemberClusterSpec};
+use federator_api::hub::{MemberCluster, MemberClusterSpec};
 use federator_api::member::{ClusterTrust, ClusterTrustSpec};
 use federator_api::{names, rbac};
 use federator_core::identity::{ClusterName, TrustDomain};
@@ -128,15 +128,7 @@ fn required_permissions(in_cluster: bool) -> Vec<Permission> {
 pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
     let name = opts.name.as_str();
     // The hub must be initialised.
-    let feds: Api<Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);
-    let federation = feds
-        .get_opt(names::FEDERATION)
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| {
-            Error::Refused("the hub is not initialised: run `federator init` first".into())
-        })?;
+    let federation = k::federation(hub).await?;
     let members: Api<MemberCluster> = Api::namespaced(hub.clone(), names::NAMESPACE);
     let existing = members
         .get_opt(name)

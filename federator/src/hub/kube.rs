@@ -248,3 +248,15 @@ pub fn read_kubeconfig_file(path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The federation's `Federation` object; a clear error when the hub is not initialised.
+pub async fn federation(hub: &Client) -> Result<federator_api::hub::Federation> {
+    let feds: Api<federator_api::hub::Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);
+    feds.get_opt(names::FEDERATION)
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            Error::Refused("the hub is not initialised: run `federator init` first".into())
+        })
+}

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use federator_api::condition;
-use federator_api::hub::{Federation, MemberCluster, RootStatus};
+use federator_api::hub::{MemberCluster, RootStatus};
 use federator_api::names;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
@@ -58,15 +58,7 @@ pub struct StatusReport {
 /// Reads the federation's status. A member is unhealthy when it is not Ready, has problems,
 /// runs an older bundle, or was last reached more than `stale_after` ago.
 pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport> {
-    let feds: Api<Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);
-    let fed = feds
-        .get_opt(names::FEDERATION)
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| {
-            Error::Refused("the hub is not initialised: run `federator init` first".into())
-        })?;
+    let fed = super::kube::federation(hub).await?;
     let fstatus = fed.status.clone().unwrap_or_default();
     let members: Api<MemberCluster> = Api::namespaced(hub.clone(), names::NAMESPACE);
     let list = members
