@@ -86,11 +86,6 @@ impl Error {
         }
     }
 
-    /// Whether this is an HTTP 404 from the API server.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 404)
-    }
-
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();

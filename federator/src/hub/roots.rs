@@ -223,11 +223,6 @@ impl RootStore {
             .unwrap_or_default())
     }
 
-    /// The backend recorded in the Secret, if it exists.
-    pub async fn backend(&self) -> Result<Option<Backend>> {
-        self.get().await?.map(|s| backend_of(&s)).transpose()
-    }
-
     /// Loads the signer. With the Vault backend this logs in to Vault with the stored
     /// credential and reads the issuer.
     pub async fn load(&self, spec: &FederationSpec) -> Result<Signer> {

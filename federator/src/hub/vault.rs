@@ -440,11 +440,6 @@ impl VaultSigner {
             cert_der,
         })
     }
-
-    /// The hub's credential as Vault sees it, for `init`'s report.
-    pub fn config(&self) -> &VaultConfig {
-        &self.cfg
-    }
 }
 
 fn cert_request_pem(der: &[u8]) -> String {
