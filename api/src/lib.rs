@@ -10,6 +10,7 @@
 //! | [`member`] | the exchange object in each member: [`member::ClusterTrust`] |
 //! | [`names`] | namespaces, object names, field managers, annotations |
 //! | [`rbac`] | the Roles the agent and the hub's member credential get |
+//! | [`agent`] | the agent's Deployment, as `join` installs it |
 //! | [`condition`] | status conditions |
 //!
 //! ## The exchange (one `ClusterTrust` named `local` in each member's `federator-system`)
@@ -22,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod condition;
 pub mod hub;
 pub mod member;

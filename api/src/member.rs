@@ -163,4 +163,11 @@ pub struct IstiodStatus {
     /// What happened last, in a sentence.
     #[serde(default)]
     pub message: String,
+    /// The bundle generation istiod serves: the roots it publishes (ConfigMap
+    /// `istio-system/istio-ca-root-cert`) are exactly that generation's. Absent when there is
+    /// no istiod Deployment. A Pod's `cacerts` volume follows the Secret only at the kubelet's
+    /// next sync, so this can lag `installed.bundleGeneration`; the hub counts a bundle as
+    /// acknowledged only once istiod serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_bundle_generation: Option<i64>,
 }

@@ -8,6 +8,17 @@ pub const CLUSTER_TRUST: &str = "local";
 pub const FEDERATION: &str = "default";
 /// ServiceAccount of the agent in a member.
 pub const AGENT_SERVICE_ACCOUNT: &str = "federator-agent";
+/// The agent image this project's build produces (`scripts/images`, or `docker build --target
+/// cluster-agent`) and `federator join`'s default `--agent-image`. The `localhost/` registry is
+/// never pulled from a public registry: load the image into the cluster's nodes (`kind load
+/// image-archive`, `ctr -n k8s.io images import`), or push it to your registry and pass
+/// `--agent-image`.
+pub const AGENT_IMAGE: &str = concat!(
+    "localhost/federator/cluster-agent:",
+    env!("CARGO_PKG_VERSION")
+);
+/// The hub image this project's build produces (`federator serve` in a Deployment).
+pub const FEDERATOR_IMAGE: &str = concat!("localhost/federator/federator:", env!("CARGO_PKG_VERSION"));
 /// ServiceAccount of the hub's identity in a member.
 pub const HUB_SERVICE_ACCOUNT: &str = "federator-hub";
 /// Deployment of the agent in a member.
@@ -31,6 +42,8 @@ pub const CACERTS_SECRET: &str = "cacerts";
 pub const ISTIO_CONFIGMAP: &str = "istio";
 /// Key of the mesh config in the `istio` ConfigMap.
 pub const MESH_KEY: &str = "mesh";
+/// The ConfigMap istiod publishes its roots in (key `root-cert.pem`), in every namespace.
+pub const ISTIO_ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
 /// istiod's Deployment.
 pub const ISTIOD_DEPLOYMENT: &str = "istiod";
 /// Pod template annotation the agent bumps to make the Deployment controller restart istiod

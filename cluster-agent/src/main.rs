@@ -28,6 +28,11 @@ struct Cli {
         env = "CLUSTER_AGENT_LOG"
     )]
     log_level: String,
+    /// Serve `/healthz` (liveness) and `/readyz` (ready once a reconcile succeeded) on this
+    /// address, e.g. `0.0.0.0:8080` (what `federator join` sets in the Deployment). Off by
+    /// default.
+    #[arg(long, value_name = "ADDR", env = "CLUSTER_AGENT_HEALTH_ADDR")]
+    health_addr: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -43,11 +48,16 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    let health = cluster_agent::Health::default();
+    if let Some(addr) = cli.health_addr {
+        cluster_agent::health::serve(addr, health.clone()).await?;
+    }
     let client = cluster_agent::client(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;
     cluster_agent::run(
         client,
         cluster_agent::Options {
             cluster_name: cli.cluster_name,
+            health,
         },
     )
     .await?;

@@ -369,13 +369,36 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
     let (mesh_check, mesh_problem) =
         status::mesh_check(&mesh_facts, &spec.trust_domain, multi_root);
     problems.extend(mesh_problem);
-    let istiod_status = istio.as_ref().map(|o| {
+    let mut istiod_status = istio.as_ref().map(|o| {
         istiod::istiod_status(
             o.deployment,
             &o.event,
             previous.and_then(|p| p.istiod.as_ref()),
         )
     });
+    // Which bundle istiod has loaded, from the roots it publishes.
+    if let Some(st) = istiod_status.as_mut()
+        && st.state != istiod::ABSENT
+    {
+        let before = previous
+            .and_then(|p| p.istiod.as_ref())
+            .and_then(|i| i.serving_bundle_generation);
+        let roots = bundle.as_ref().map(|b| b.roots()).unwrap_or_default();
+        st.serving_bundle_generation = Some(match published_roots(client).await {
+            Ok(published) => istiod::serving_generation(
+                published.as_deref(),
+                &roots,
+                spec.bundle_generation,
+                before,
+            ),
+            Err(e) => {
+                problems.push(format!(
+                    "{e}: the hub counts a bundle as acknowledged only once istiod serves it"
+                ));
+                before.unwrap_or(0)
+            }
+        });
+    }
     let new_status = status::status(
         previous,
         Report {
@@ -440,6 +463,21 @@ async fn patch_status(api: &Api<ClusterTrust>, status: &ClusterTrustStatus) -> R
         names::CLUSTER_TRUST
     )))?;
     Ok(())
+}
+
+/// The `root-cert.pem` istiod publishes in `istio-system` (`None`: not published).
+async fn published_roots(client: &Client) -> Result<Option<Vec<u8>>> {
+    let ns = names::ISTIO_NAMESPACE;
+    let name = names::ISTIO_ROOT_CERT_CONFIGMAP;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm = api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("read ConfigMap {ns}/{name}")))?;
+    Ok(cm
+        .and_then(|c| c.data)
+        .and_then(|d| d.get("root-cert.pem").cloned())
+        .map(String::into_bytes))
 }
 
 /// What steps 3 and 4 found and did.

@@ -219,9 +219,15 @@ pub struct JoinClusterArgs {
     /// Where the agent runs: `in-cluster` (a Deployment) or `external` (you start it).
     #[arg(long, value_enum, default_value_t = AgentModeArg::InCluster)]
     pub agent_mode: AgentModeArg,
-    /// Agent image for --agent-mode in-cluster.
-    #[arg(long, default_value = "ghcr.io/federator/cluster-agent:0.1.0")]
+    /// Agent image for --agent-mode in-cluster. The default is the image this project builds
+    /// (scripts/images, or the Dockerfile): load it into the cluster's nodes, or push it to
+    /// your registry and name it here.
+    #[arg(long, default_value = federator_api::names::AGENT_IMAGE)]
     pub agent_image: String,
+    /// With --agent-mode in-cluster: how long to wait for the agent Deployment to become
+    /// available (join fails early, with the reason, when it cannot); 0s: do not wait.
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    pub wait: Duration,
     /// With --agent-mode external: write a kubeconfig for the agent's identity here (0600).
     #[arg(long)]
     pub agent_kubeconfig_out: Option<PathBuf>,
@@ -260,6 +266,15 @@ pub struct LeaveClusterArgs {
     /// member runs on the new one.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub rotation_drain: Duration,
+    /// Admin kubeconfig of the cluster: also remove what join installed there (the agent
+    /// Deployment, its ServiceAccounts and RBAC, the agent's key Secret, and the ClusterTrust
+    /// CRD when nothing else uses it). Without it, only what the hub's own credential may
+    /// remove is removed, and the rest is listed.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in that kubeconfig.
+    #[arg(long, requires = "kubeconfig")]
+    pub context: Option<String>,
 }
 
 /// `federator status`

@@ -34,6 +34,10 @@ pub enum Error {
     /// The request conflicts with existing state (another root, another trust domain, ...).
     #[error("{0}")]
     Refused(String),
+    /// The agent Deployment `join` installed cannot become available; the message says why
+    /// and what to do.
+    #[error("{0}")]
+    AgentUnavailable(String),
     /// Vault / OpenBao failed or refused; `transient` errors are retried with backoff.
     #[error("{message}")]
     Vault {
@@ -73,6 +77,7 @@ impl Error {
             | Error::ProblemsFound(_)
             | Error::Encode(_)
             | Error::Unreachable(_)
+            | Error::AgentUnavailable(_)
             | Error::Vault { .. }
             | Error::Kube { .. } => 1,
         }

@@ -1,8 +1,10 @@
 //! Where the real binaries live, and which versions the testbed expects.
 //!
 //! `tools/build.sh` builds or installs them into `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`
-//! under versioned names (`kube-apiserver-v1.36.3`, `etcd-v3.6.16`, `bao-v2.7.2`, and with
-//! `tools/build.sh istiod` also `pilot-discovery-1.31-dev-eed52ebb66ad`). The versions here
+//! under versioned names (`kube-apiserver-v1.36.3`, `etcd-v3.6.16`, `bao-v2.7.2`, with
+//! `tools/build.sh istiod` also `pilot-discovery-1.31-dev-eed52ebb66ad`, and with
+//! `tools/build.sh nodes` also `kubelet-v1.36.3`, `kube-scheduler-v1.36.3` and
+//! `kube-controller-manager-v1.36.3`, from the same Kubernetes version). The versions here
 //! mirror that script: change both together.
 
 use std::path::{Path, PathBuf};
@@ -72,6 +74,36 @@ impl Binaries {
         self.find("bao", &format!("bao-v{OPENBAO_VERSION}"))
     }
 
+    /// `kubelet`, or an error telling to run `tools/build.sh nodes`.
+    pub fn kubelet(&self) -> Result<PathBuf> {
+        self.find("kubelet", &format!("kubelet-v{KUBERNETES_VERSION}"))
+    }
+
+    /// `kube-scheduler`, or an error telling to run `tools/build.sh nodes`.
+    pub fn kube_scheduler(&self) -> Result<PathBuf> {
+        self.find(
+            "kube-scheduler",
+            &format!("kube-scheduler-v{KUBERNETES_VERSION}"),
+        )
+    }
+
+    /// `kube-controller-manager`, or an error telling to run `tools/build.sh nodes`.
+    pub fn kube_controller_manager(&self) -> Result<PathBuf> {
+        self.find(
+            "kube-controller-manager",
+            &format!("kube-controller-manager-v{KUBERNETES_VERSION}"),
+        )
+    }
+
+    /// Where image archives made from these binaries are cached (`../images` of the binary
+    /// directory: `~/.cache/federator/images` by default).
+    pub fn image_cache(&self) -> PathBuf {
+        match self.dir.parent() {
+            Some(parent) => parent.join("images"),
+            None => self.dir.join("images"),
+        }
+    }
+
     /// `pilot-discovery` (istiod), or an error telling to run `tools/build.sh istiod`.
     pub fn pilot_discovery(&self) -> Result<PathBuf> {
         self.find(
@@ -115,5 +147,8 @@ mod tests {
             err.contains("pilot-discovery-1.31-dev-eed52ebb66ad"),
             "{err}"
         );
+        let err = b.kubelet().unwrap_err().to_string();
+        assert!(err.contains("run tools/build.sh nodes"), "{err}");
+        assert!(err.contains("kubelet-v1.36.3"), "{err}");
     }
 }

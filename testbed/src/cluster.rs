@@ -15,6 +15,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 
 use crate::kubeconfig::{self, Credentials};
+use crate::node::NodeNetwork;
 use crate::pki::{self, Ca, CertAndKey};
 use crate::process::{self, ProcessSpec};
 use crate::{Error, Result};
@@ -43,6 +44,7 @@ struct Inner {
     kubeconfig: PathBuf,
     spec: ProcessSpec,
     process: process::Slot,
+    network: Option<NodeNetwork>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -63,16 +65,35 @@ pub fn issuer_for(name: &str) -> String {
 impl Cluster {
     /// Generates the cluster's PKI under `dir` and starts its apiserver against etcd `etcd_url`,
     /// retrying on another port if the chosen one was taken meanwhile.
+    ///
+    /// With a node `network`, the apiserver is set up for a node (see [`crate::node`]): its
+    /// serving certificate also names the node network's gateway (the `kubernetes` Service's
+    /// ClusterIP, what Pods connect to) and the Service's DNS names, its service range is the
+    /// node network's `/28`, the ServiceAccount admission plugin is on (it mounts Pods' tokens),
+    /// and the Node authorizer and NodeRestriction admission apply to the kubelet.
     pub(crate) async fn start(
         name: &str,
         dir: &Path,
         apiserver: &Path,
         etcd_url: &str,
+        network: Option<&NodeNetwork>,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
         let serving_ca = Ca::new(&format!("{name} serving CA"))?;
         let client_ca = Ca::new(&format!("{name} client CA"))?;
-        let serving = serving_ca.issue_serving("kube-apiserver")?;
+        let serving = match network {
+            None => serving_ca.issue_serving("kube-apiserver")?,
+            Some(n) => serving_ca.issue_serving_for(
+                "kube-apiserver",
+                &[n.gateway().into()],
+                &[
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                ],
+            )?,
+        };
         let admin = client_ca.issue_client("admin", &["system:masters"])?;
         let (sa_key, sa_pub) = pki::service_account_key()?;
         let ca_pem = serving_ca.cert_pem();
@@ -115,7 +136,6 @@ impl Cluster {
                 format!("--tls-cert-file={}", f("serving.crt").display()),
                 format!("--tls-private-key-file={}", f("serving.key").display()),
                 format!("--client-ca-file={}", f("client-ca.crt").display()),
-                "--authorization-mode=RBAC".to_owned(),
                 format!("--service-account-issuer={issuer}"),
                 format!("--api-audiences={issuer}"),
                 format!("--service-account-key-file={}", f("sa.pub").display()),
@@ -123,13 +143,24 @@ impl Cluster {
                     "--service-account-signing-key-file={}",
                     f("sa.key").display()
                 ),
-                format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
-                // No controller-manager creates the `default` ServiceAccounts this plugin demands.
-                "--disable-admission-plugins=ServiceAccount".to_owned(),
                 // Nothing routes Services here, and Endpoints may not hold a loopback address.
                 "--endpoint-reconciler-type=none".to_owned(),
                 "--allow-privileged=true".to_owned(),
-            ]);
+            ])
+            .args(match network {
+                None => vec![
+                    format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
+                    "--authorization-mode=RBAC".to_owned(),
+                    // No controller-manager creates the `default` ServiceAccounts this plugin
+                    // demands.
+                    "--disable-admission-plugins=ServiceAccount".to_owned(),
+                ],
+                Some(n) => vec![
+                    format!("--service-cluster-ip-range={}", n.service_cidr()),
+                    "--authorization-mode=Node,RBAC".to_owned(),
+                    "--enable-admission-plugins=NodeRestriction".to_owned(),
+                ],
+            });
             kubeconfig::write(&kubeconfig, name, &server, &ca_pem, "admin", &admin_creds)?;
             let client = client_from_file(&kubeconfig).await?;
             match process::spawn_until_ready(spec.clone(), READY_TIMEOUT, || readyz(client.clone()))
@@ -149,6 +180,7 @@ impl Cluster {
                             kubeconfig,
                             spec,
                             process: process::Slot::new(p),
+                            network: network.cloned(),
                         }),
                     });
                 }
@@ -167,6 +199,11 @@ impl Cluster {
             name: format!("{name}/kube-apiserver"),
             attempts: ATTEMPTS,
         })
+    }
+
+    /// The node network, when the cluster has a node (see [`crate::node`]).
+    pub fn node_network(&self) -> Option<&NodeNetwork> {
+        self.inner.network.as_ref()
     }
 
     /// The cluster's name (`cluster-1`, ...), also its kubeconfig context and cluster name.

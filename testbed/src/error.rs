@@ -8,10 +8,31 @@ pub enum Error {
     /// A required binary is not installed.
     #[error(
         "{name} not found at {path}: run tools/build.sh{arg} (or set FEDERATOR_BIN_DIR to the directory holding {file})",
-        arg = if *name == "pilot-discovery" { " istiod" } else { "" },
+        arg = match *name {
+            "pilot-discovery" => " istiod",
+            "kubelet" | "kube-scheduler" | "kube-controller-manager" => " nodes",
+            _ => "",
+        },
         file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
     )]
     MissingBinary { name: &'static str, path: PathBuf },
+
+    /// A system tool a node needs (from a Debian package) is missing.
+    #[error(
+        "{name} not found: nodes need the Debian packages {packages} (`.ci/run` installs them; or `apt-get install {packages}`)"
+    )]
+    MissingTool {
+        name: &'static str,
+        packages: &'static str,
+    },
+
+    /// Setting up or running a node failed.
+    #[error("node: {0}")]
+    Node(String),
+
+    /// Building an image archive failed.
+    #[error("image: {0}")]
+    Image(String),
 
     /// `setpriv` (util-linux), used to give children a parent-death signal, is missing.
     #[error(

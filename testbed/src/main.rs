@@ -48,6 +48,16 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Build the project's OCI image archives (cluster-agent, federator) from its binaries,
+    /// without Docker: what `scripts/images` runs.
+    Images {
+        /// Directory holding the cluster-agent and federator binaries (e.g. target/release).
+        #[arg(long)]
+        bin_dir: PathBuf,
+        /// Where to write the archives.
+        #[arg(long, default_value = "target/images")]
+        out: PathBuf,
+    },
     /// Start an OpenBao dev server for DIR (address in DIR/bao/addr, root token in DIR/bao/token).
     Bao {
         #[arg(long)]
@@ -75,7 +85,19 @@ struct UpArgs {
     /// Also start an OpenBao dev server.
     #[arg(long)]
     bao: bool,
-    /// Also start istiod (pilot-discovery) in every cluster; needs `tools/build.sh istiod`.
+    /// Give clusters a real node (containerd, kubelet, scheduler, controller-manager): all of
+    /// them with a bare `--nodes`, or the listed ones. Needs `tools/build.sh nodes`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "all", value_delimiter = ',')]
+    nodes: Option<Vec<String>>,
+    /// Images the nodes import: `project` (cluster-agent and federator, built from the
+    /// binaries next to this one), `none`, or comma-separated image archives.
+    #[arg(long, default_value = "project", requires = "nodes")]
+    node_images: String,
+    /// The kubelets' syncFrequency in seconds (default: the kubelet's, 60).
+    #[arg(long, requires = "nodes")]
+    kubelet_sync_seconds: Option<u64>,
+    /// Also start istiod (pilot-discovery) in every cluster (as a Pod where there is a node);
+    /// needs `tools/build.sh istiod`.
     #[arg(long)]
     istiod: bool,
     /// The trust domain of every cluster's mesh config (with --istiod).
@@ -90,6 +112,22 @@ struct UpArgs {
 }
 
 impl UpArgs {
+    fn node_names(&self) -> Vec<String> {
+        match &self.nodes {
+            None => Vec::new(),
+            Some(list) if list.iter().any(|n| n == "all") => self.names(),
+            Some(list) => list.clone(),
+        }
+    }
+
+    fn node_images(&self) -> testbed::NodeImages {
+        match self.node_images.as_str() {
+            "project" => testbed::NodeImages::Project,
+            "none" => testbed::NodeImages::None,
+            list => testbed::NodeImages::Archives(list.split(',').map(PathBuf::from).collect()),
+        }
+    }
+
     fn names(&self) -> Vec<String> {
         if self.names.is_empty() {
             (1..=self.clusters)
@@ -116,6 +154,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Up(args) => up(args).await,
         Cmd::Status { dir, json } => status(&dir, json).await,
         Cmd::Down { dir } => down(&dir).await,
+        Cmd::Images { bin_dir, out } => images(&bin_dir, &out),
         Cmd::Bao {
             dir,
             detach,
@@ -170,6 +209,15 @@ async fn up(args: UpArgs) -> Result<()> {
         if args.bao {
             cmd.arg("--bao");
         }
+        let nodes = args.node_names();
+        if !nodes.is_empty() {
+            cmd.arg(format!("--nodes={}", nodes.join(",")))
+                .arg("--node-images")
+                .arg(&args.node_images);
+            if let Some(s) = args.kubelet_sync_seconds {
+                cmd.arg("--kubelet-sync-seconds").arg(s.to_string());
+            }
+        }
         if args.istiod {
             cmd.arg("--istiod")
                 .arg("--trust-domain")
@@ -179,7 +227,12 @@ async fn up(args: UpArgs) -> Result<()> {
             cmd.arg("--bin-dir").arg(b);
         }
         let expect: Vec<String> = if args.istiod {
-            args.names().iter().map(|n| format!("{n}/istiod")).collect()
+            // istiod processes; istiod Pods (node clusters) are not processes of the testbed.
+            args.names()
+                .iter()
+                .filter(|n| !nodes.contains(n))
+                .map(|n| format!("{n}/istiod"))
+                .collect()
         } else {
             Vec::new()
         };
@@ -190,14 +243,46 @@ async fn up(args: UpArgs) -> Result<()> {
     }
 
     let started = Instant::now();
-    let mut opts = TestbedOptions::named(args.names()).dir(dir);
+    let mut opts = TestbedOptions::named(args.names())
+        .dir(dir)
+        .with_nodes_in(args.node_names())
+        .node_images(args.node_images());
     opts.bao = args.bao;
     opts.bin_dir = args.bin_dir.clone();
+    if let Some(s) = args.kubelet_sync_seconds {
+        opts = opts.kubelet_sync_frequency(Duration::from_secs(s));
+    }
     let tb = Testbed::start(opts).await?;
+    for n in tb.nodes() {
+        println!(
+            "{}	node {}	ready in {:.1}s	bridge {} {}	logs {}",
+            n.cluster().name(),
+            n.name(),
+            n.ready_in().as_secs_f64(),
+            n.network().bridge,
+            n.network().subnet(),
+            n.dir().display()
+        );
+    }
     if args.istiod {
         let names = args.names();
+        let nodes = args.node_names();
+        let pods = names.iter().filter(|n| nodes.contains(n)).map(|n| {
+            tb.start_istiod_pod(n, testbed::IstiodOptions::new(args.trust_domain.clone()))
+        });
+        for pod in futures::future::try_join_all(pods).await? {
+            let current = pod.current_pod().await?;
+            println!(
+                "{}	istiod Pod {}	IP {}	ready in {:.1}s",
+                pod.cluster_name(),
+                current.name,
+                current.ip.map(|i| i.to_string()).unwrap_or_default(),
+                pod.started_in().as_secs_f64()
+            );
+        }
         let starts = names
             .iter()
+            .filter(|n| !nodes.contains(n))
             .map(|n| tb.start_istiod(n, testbed::IstiodOptions::new(args.trust_domain.clone())));
         for istiod in futures::future::try_join_all(starts).await? {
             println!(
@@ -222,6 +307,21 @@ async fn up(args: UpArgs) -> Result<()> {
     wait_for_signal().await?;
     eprintln!("stopping the testbed");
     tb.down().await;
+    Ok(())
+}
+
+fn images(bin_dir: &Path, out: &Path) -> Result<()> {
+    let t = Instant::now();
+    for a in testbed::image::project_images(bin_dir, out)? {
+        println!(
+            "{}	{}	{}	{} MiB",
+            a.name,
+            a.path.display(),
+            a.digest,
+            a.size / (1024 * 1024)
+        );
+    }
+    eprintln!("images built in {:.1}s", t.elapsed().as_secs_f64());
     Ok(())
 }
 

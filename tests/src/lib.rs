@@ -138,6 +138,28 @@ impl Federation {
         fed
     }
 
+    /// A federation whose members have real nodes (see `testbed::node`): the hub in cluster
+    /// `hub` (one of the members), every member with a node that imported the project's images
+    /// (built from this workspace's `cluster-agent` and `federator`), the kubelets syncing every
+    /// `kubelet_sync` (`None`: the kubelet's default, 1 min), then `federator init`.
+    pub async fn start_with_nodes(
+        hub: &str,
+        members: &[(&str, &str)],
+        init_args: &[&str],
+        kubelet_sync: Option<Duration>,
+    ) -> Federation {
+        let names: Vec<String> = members.iter().map(|(n, _)| (*n).to_owned()).collect();
+        let mut opts = TestbedOptions::named(names.clone()).with_nodes();
+        if let Some(every) = kubelet_sync {
+            opts = opts.kubelet_sync_frequency(every);
+        }
+        let fed = Self::from_options(hub, members, opts).await;
+        let mut args = vec!["init"];
+        args.extend_from_slice(init_args);
+        fed.federator_ok(&args);
+        fed
+    }
+
     async fn without_init_plus(
         hub: &str,
         members: &[(&str, &str)],
@@ -153,6 +175,10 @@ impl Federation {
         if let Some(d) = dir {
             opts = opts.dir(d);
         }
+        Self::from_options(hub, members, opts).await
+    }
+
+    async fn from_options(hub: &str, members: &[(&str, &str)], opts: TestbedOptions) -> Federation {
         let testbed = Testbed::start(opts).await.unwrap();
         let dir = testbed.dir().to_path_buf();
         let hub = testbed.cluster(hub).unwrap().clone();
@@ -198,6 +224,21 @@ impl Federation {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Joins a member the way the README says: no agent flags, so the agent runs as a
+    /// Deployment of the default image (on a node cluster, where the testbed imported it).
+    pub fn join_default(&self, name: &str) -> String {
+        let m = &self.members[name];
+        self.federator_ok(&[
+            "join",
+            "cluster",
+            name,
+            "--kubeconfig",
+            m.cluster.kubeconfig_path().to_str().unwrap(),
+            "--trust-domain",
+            &m.trust_domain,
+        ])
     }
 
     /// Joins a member with an external agent.
@@ -458,13 +499,24 @@ pub async fn request_workload_cert(
     sa: &str,
     ttl: Duration,
 ) -> mtls::Result<WorkloadCert> {
+    request_workload_cert_at(cluster, istiod.secure_grpc_addr().unwrap(), ns, sa, ttl).await
+}
+
+/// [`request_workload_cert`] from the istiod whose CA port is `addr` (e.g. an istiod Pod's).
+pub async fn request_workload_cert_at(
+    cluster: &Cluster,
+    addr: std::net::SocketAddr,
+    ns: &str,
+    sa: &str,
+    ttl: Duration,
+) -> mtls::Result<WorkloadCert> {
     ensure_service_account(cluster, ns, sa).await;
     let token = cluster
         .token_request(ns, sa, &[mtls::ISTIO_CA_AUDIENCE], Some(3600))
         .await
         .unwrap();
     let roots = wait_published_roots(cluster, ns).await;
-    mtls::CaClient::new(istiod.secure_grpc_addr().unwrap(), roots.as_bytes())?
+    mtls::CaClient::new(addr, roots.as_bytes())?
         .with_cluster_id(cluster.name())
         .create_certificate(&token, ttl)
         .await

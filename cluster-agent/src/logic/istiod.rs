@@ -142,6 +142,7 @@ pub fn istiod_status(
             state: ABSENT.into(),
             multi_root: false,
             message: "no Deployment istio-system/istiod: nothing to restart; istiod loads cacerts when it starts".into(),
+            serving_bundle_generation: None,
         };
     };
     let (state, message) = match event {
@@ -164,6 +165,32 @@ pub fn istiod_status(
         state: state.into(),
         multi_root,
         message,
+        serving_bundle_generation: previous.and_then(|p| p.serving_bundle_generation),
+    }
+}
+
+/// The bundle generation istiod is known to serve, from the `root-cert.pem` it publishes in
+/// ConfigMap `istio-system/istio-ca-root-cert` (`published`; `None`: not published yet).
+///
+/// istiod publishes the roots it has loaded; a Pod's `cacerts` volume follows the Secret only
+/// at the kubelet's next sync of the Pod (up to a minute and more), so the Secret holding a
+/// bundle does not mean istiod trusts it yet. The hub waits for this generation before it
+/// relies on a member trusting a new root. It is `generation` when the published roots are
+/// exactly the bundle's, and otherwise never more than before nor than `generation - 1`.
+pub fn serving_generation(
+    published: Option<&[u8]>,
+    bundle_roots: &[Vec<u8>],
+    generation: i64,
+    previous: Option<i64>,
+) -> i64 {
+    let as_set = |roots: &[Vec<u8>]| roots.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+    let serves = published
+        .and_then(|p| cert::parse_pem_certificates(p, "istio-ca-root-cert").ok())
+        .is_some_and(|roots| !roots.is_empty() && as_set(&roots) == as_set(bundle_roots));
+    if serves {
+        generation
+    } else {
+        previous.unwrap_or(0).min(generation - 1).max(0)
     }
 }
 
@@ -171,6 +198,27 @@ pub fn istiod_status(
 mod tests {
     use super::*;
     use crate::logic::testutil::root_ca;
+
+    #[test]
+    fn istiod_serves_a_generation_only_when_it_publishes_exactly_its_roots() {
+        let (a, b) = (root_ca("a"), root_ca("b"));
+        let der = |pem: &str| cert::parse_pem_certificates(pem.as_bytes(), "t").unwrap();
+        let both: Vec<Vec<u8>> = [der(&a.cert_pem()), der(&b.cert_pem())].concat();
+        let pem_both = format!("{}{}", b.cert_pem(), a.cert_pem());
+        // Order does not matter; exactly the same set does.
+        assert_eq!(serving_generation(Some(pem_both.as_bytes()), &both, 4, Some(3)), 4);
+        // Still the old roots: not the new generation, and not more than before.
+        assert_eq!(
+            serving_generation(Some(a.cert_pem().as_bytes()), &both, 4, Some(3)),
+            3
+        );
+        assert_eq!(
+            serving_generation(Some(a.cert_pem().as_bytes()), &both, 4, Some(4)),
+            3
+        );
+        assert_eq!(serving_generation(None, &both, 4, None), 0);
+        assert_eq!(serving_generation(Some(b"garbage"), &both, 1, None), 0);
+    }
 
     fn files(root_pem: &str) -> BTreeMap<String, Vec<u8>> {
         FILES

@@ -101,6 +101,7 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
             },
         },
         hub_token_ttl: args.hub_token_ttl,
+        agent_wait: args.wait,
     };
     let report = hub_join::join(&hub, &opts).await?;
     let mut out = format!(
@@ -114,6 +115,16 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
         },
         args.trust_domain
     );
+    if let Some(after) = report.agent_available_after {
+        let _ = writeln!(
+            out,
+            "  agent Deployment {}/{} is available ({:.1}s, image {})",
+            federator_api::names::NAMESPACE,
+            federator_api::names::AGENT_DEPLOYMENT,
+            after.as_secs_f64(),
+            args.agent_image
+        );
+    }
     if report.new_credential {
         out += "  stored a new least-privilege credential for the hub\n";
     }
@@ -146,7 +157,11 @@ pub async fn rotate_root(source: &ClientSource, args: crate::cli::RotateRootArgs
 /// `federator leave cluster`
 pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> {
     let hub = hub_client(source).await?;
-    let report = hub_join::leave(&hub, &args.name).await?;
+    let admin = args.kubeconfig.as_ref().map(|k| ClientSource {
+        kubeconfig: Some(k.clone()),
+        context: args.context.clone(),
+    });
+    let report = hub_join::leave(&hub, &args.name, admin.as_ref()).await?;
     if let Some((td, sharing)) = &report.shared_trust_domain {
         if args.rotate_trust_domain {
             let fp = crate::hub::roots::RootStore::new(hub.clone())
@@ -164,15 +179,64 @@ pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> 
             );
         }
     }
-    println!(
-        "cluster {} left the federation{}",
-        args.name,
-        if report.credential_revoked {
-            "; the hub's credential in it is revoked"
-        } else {
-            ""
+    let mut out = String::new();
+    if report.was_member {
+        let _ = writeln!(
+            out,
+            "cluster {} left the federation{}",
+            args.name,
+            if report.credential_revoked {
+                "; the hub's credential in it is revoked"
+            } else {
+                ""
+            }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "cluster {} was no member; cleaned up what join left in it",
+            args.name
+        );
+    }
+    for r in &report.removed {
+        let _ = writeln!(out, "  removed {r}");
+    }
+    if !report.left_behind.is_empty() {
+        let _ = writeln!(
+            out,
+            "  still in the cluster (remove with `federator leave cluster {} --kubeconfig ADMIN-KUBECONFIG`):",
+            args.name
+        );
+        for l in &report.left_behind {
+            let _ = writeln!(out, "    {l}");
         }
-    );
+    }
+    let ns = federator_api::names::ISTIO_NAMESPACE;
+    match &report.cacerts {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "  {ns}/cacerts stays in place: istiod in {} keeps issuing for {} with its cluster CA{}, and its workloads keep trusting the roots in its root-cert.pem ({}) until you replace cacerts; the other members stop trusting {} once `federator serve` removes its root{}",
+                args.name,
+                c.trust_domain,
+                c.ca_not_after
+                    .as_deref()
+                    .map(|t| format!(" (valid until {t})"))
+                    .unwrap_or_default(),
+                c.trusts.join(", "),
+                c.trust_domain,
+                if report.shared_trust_domain.is_some() {
+                    " — not while other members share it (see above)"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  {ns}/cacerts (if any) stays in place");
+        }
+    }
+    print!("{out}");
     if let Some(w) = report.warning {
         eprintln!("warning: {w}");
     }

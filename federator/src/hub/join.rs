@@ -14,10 +14,9 @@ use federator_api::hub::{MemberCluster, MemberClusterSpec};
 use federator_api::member::{ClusterTrust, ClusterTrustSpec};
 use federator_api::{names, rbac};
 use federator_core::identity::{ClusterName, TrustDomain};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Secret, ServiceAccount};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::{Client, CustomResourceExt};
 use time::OffsetDateTime;
@@ -57,6 +56,9 @@ pub struct JoinOptions {
     pub agent: AgentMode,
     /// Lifetime of the hub's token for the member (renewed by `serve`).
     pub hub_token_ttl: Duration,
+    /// In-cluster mode: how long to wait for the agent Deployment to become available
+    /// (zero: do not wait).
+    pub agent_wait: Duration,
 }
 
 /// What join did.
@@ -70,6 +72,9 @@ pub struct JoinReport {
     pub server: String,
     /// For the external agent mode: how to start it.
     pub agent_command: Option<String>,
+    /// In-cluster mode: how long the agent Deployment took to become available (`None`: not
+    /// waited for).
+    pub agent_available_after: Option<Duration>,
 }
 
 fn required_permissions(in_cluster: bool) -> Vec<Permission> {
@@ -120,6 +125,9 @@ fn required_permissions(in_cluster: bool) -> Vec<Permission> {
     ];
     if in_cluster {
         v.push(p("patch", "apps", "deployments", None, fs));
+        // To wait for the agent and say why it does not start.
+        v.push(p("get", "apps", "deployments", None, fs));
+        v.push(p("list", "", "pods", None, fs));
     }
     v
 }
@@ -209,12 +217,19 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
         }
     }
 
-    // The hub's credential: keep a working one, otherwise mint and verify a new one.
-    let secret_name = names::member_credential_secret(name);
+    // The agent must run before the hub relies on it: a Deployment that cannot become
+    // available fails the join here, with the reason, before anything is registered on the hub.
     let mut report = JoinReport {
         server: server.clone(),
         ..JoinReport::default()
     };
+    if in_cluster && !opts.agent_wait.is_zero() {
+        report.agent_available_after =
+            Some(super::rollout::wait_available(&member, name, opts.agent_wait).await?);
+    }
+
+    // The hub's credential: keep a working one, otherwise mint and verify a new one.
+    let secret_name = names::member_credential_secret(name);
     let still_good = match member_access::stored_kubeconfig(hub, &secret_name).await? {
         Some(stored) => {
             let fresh = !stored.needs_renewal(OffsetDateTime::now_utc());
@@ -368,72 +383,51 @@ async fn install_member_objects(member: &Client, opts: &JoinOptions) -> Result<(
     }
 
     if let AgentMode::InCluster { image } = &opts.agent {
-        let deploy = agent_deployment(image, opts.name.as_str());
+        let deploy = agent_deployment(image, opts.name.as_str())?;
         let api: Api<Deployment> = Api::namespaced(member.clone(), names::NAMESPACE);
         let current = api
             .get_opt(names::AGENT_DEPLOYMENT)
             .await
             .map_err(|e| Error::kube("read Deployment", e))?;
-        let image_of = |d: &Deployment| {
-            d.spec
+        let hash = |d: &Deployment| {
+            d.metadata
+                .annotations
                 .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .and_then(|p| p.containers.first())
-                .and_then(|c| c.image.clone())
+                .and_then(|a| a.get(SPEC_HASH_ANNOTATION))
+                .cloned()
         };
-        if current.as_ref().and_then(image_of) != image_of(&deploy) {
+        if current.as_ref().and_then(hash) != hash(&deploy) {
             k::apply(&api, &deploy).await?;
         }
     }
     Ok(())
 }
 
-/// The agent's Deployment.
-pub fn agent_deployment(image: &str, cluster: &str) -> Deployment {
-    let labels: std::collections::BTreeMap<String, String> = [(
-        "app.kubernetes.io/name".to_owned(),
-        names::AGENT_DEPLOYMENT.to_owned(),
-    )]
-    .into();
-    Deployment {
-        metadata: meta(names::AGENT_DEPLOYMENT, names::NAMESPACE),
-        spec: Some(DeploymentSpec {
-            replicas: Some(1),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(names::AGENT_SERVICE_ACCOUNT.to_owned()),
-                    containers: vec![Container {
-                        name: "cluster-agent".into(),
-                        image: Some(image.to_owned()),
-                        args: Some(vec!["--cluster-name".into(), cluster.to_owned()]),
-                        security_context: Some(k8s_openapi::api::core::v1::SecurityContext {
-                            run_as_non_root: Some(true),
-                            read_only_root_filesystem: Some(true),
-                            allow_privilege_escalation: Some(false),
-                            ..Default::default()
-                        }),
-                        ..Container::default()
-                    }],
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        status: None,
-    }
+/// Annotation on the agent Deployment: the SHA-256 of the spec join applied, so a re-run
+/// writes only when the desired spec changed (a new image, a new federator version).
+pub const SPEC_HASH_ANNOTATION: &str = "federator.io/spec-sha256";
+
+/// The agent's Deployment ([`federator_api::agent::deployment`]), with the managed-by label
+/// and the hash of its spec.
+pub fn agent_deployment(image: &str, cluster: &str) -> Result<Deployment> {
+    let mut d = federator_api::agent::deployment(image, cluster);
+    let spec = serde_json::to_vec(&d.spec)
+        .map_err(|e| Error::Encode(format!("agent Deployment: {e}")))?;
+    d.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            SPEC_HASH_ANNOTATION.to_owned(),
+            federator_core::cert::fingerprint(&spec),
+        );
+    Ok(d)
 }
 
 /// What leave did.
 #[derive(Debug, Default)]
 pub struct LeaveReport {
+    /// Whether the cluster was a member on the hub (and is not any more).
+    pub was_member: bool,
     /// Whether the hub's credential in the member was revoked (its ServiceAccount deleted).
     pub credential_revoked: bool,
     /// The departed cluster's trust domain and the members still in it, when there are any:
@@ -441,73 +435,336 @@ pub struct LeaveReport {
     pub shared_trust_domain: Option<(TrustDomain, Vec<String>)>,
     /// A warning when the member could not be reached.
     pub warning: Option<String>,
+    /// What was removed from the member.
+    pub removed: Vec<String>,
+    /// What `join` installed that is still in the member, and how to remove it.
+    pub left_behind: Vec<String>,
+    /// What the member's `cacerts` (left in place) still holds.
+    pub cacerts: Option<CacertsLeft>,
 }
 
-/// Removes a member: revokes the hub's credential in the member (best effort), deletes the
-/// exchange object there, and deletes the MemberCluster and credential on the hub. `serve`
-/// then removes its trust domain's roots from every other member (when no one else uses it).
-pub async fn leave(hub: &Client, name: &ClusterName) -> Result<LeaveReport> {
+/// What stays trusted through the `cacerts` a departed member keeps.
+#[derive(Debug, Clone, Default)]
+pub struct CacertsLeft {
+    /// The member's trust domain.
+    pub trust_domain: String,
+    /// The trust domains whose roots its `root-cert.pem` holds.
+    pub trusts: Vec<String>,
+    /// NotAfter of its cluster CA (RFC 3339), if known.
+    pub ca_not_after: Option<String>,
+}
+
+/// What `join` installs in a member, for `leave` to remove: (kind, namespace, name).
+fn installed_objects() -> Vec<(&'static str, &'static str, &'static str)> {
+    let (fs, is) = (names::NAMESPACE, names::ISTIO_NAMESPACE);
+    vec![
+        ("ClusterTrust", fs, names::CLUSTER_TRUST),
+        ("Deployment", fs, names::AGENT_DEPLOYMENT),
+        ("RoleBinding", fs, names::AGENT_SERVICE_ACCOUNT),
+        ("RoleBinding", is, names::AGENT_SERVICE_ACCOUNT),
+        ("RoleBinding", fs, names::HUB_SERVICE_ACCOUNT),
+        ("Role", fs, names::AGENT_SERVICE_ACCOUNT),
+        ("Role", is, names::AGENT_SERVICE_ACCOUNT),
+        ("Role", fs, names::HUB_SERVICE_ACCOUNT),
+        ("Secret", fs, names::AGENT_KEY_SECRET),
+        ("ServiceAccount", fs, names::AGENT_SERVICE_ACCOUNT),
+        ("ServiceAccount", fs, names::HUB_SERVICE_ACCOUNT),
+    ]
+}
+
+fn leave_permissions() -> Vec<Permission> {
+    let p = |verb, group, resource, namespace| Permission {
+        verb,
+        group,
+        resource,
+        subresource: None,
+        namespace,
+    };
+    let (fs, is) = (Some(names::NAMESPACE), Some(names::ISTIO_NAMESPACE));
+    let rbac = "rbac.authorization.k8s.io";
+    vec![
+        p("delete", federator_api::GROUP, "clustertrusts", fs),
+        p("list", federator_api::GROUP, "clustertrusts", None),
+        p("delete", "apps", "deployments", fs),
+        p("delete", rbac, "rolebindings", fs),
+        p("delete", rbac, "rolebindings", is),
+        p("delete", rbac, "roles", fs),
+        p("delete", rbac, "roles", is),
+        p("delete", "", "secrets", fs),
+        p("delete", "", "serviceaccounts", fs),
+        p("delete", "apiextensions.k8s.io", "customresourcedefinitions", None),
+    ]
+}
+
+/// Deletes `name`, `Ok(true)` if it existed.
+async fn delete_if_present<K>(api: &Api<K>, name: &str, what: &str) -> Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(Error::kube(&format!("delete {what}"), e)),
+    }
+}
+
+fn cacerts_left(ct: &ClusterTrust) -> CacertsLeft {
+    CacertsLeft {
+        trust_domain: ct.spec.trust_domain.clone(),
+        trusts: ct
+            .spec
+            .bundle
+            .iter()
+            .map(|e| e.trust_domain.clone())
+            .collect(),
+        ca_not_after: ct
+            .status
+            .as_ref()
+            .and_then(|s| s.installed.as_ref())
+            .map(|i| i.not_after.clone()),
+    }
+}
+
+/// Removes everything `join` installed in the member, with its admin credential (`leave
+/// --kubeconfig`): the exchange object, the agent Deployment, the Roles and RoleBindings of
+/// the agent and the hub, the agent's key Secret, both ServiceAccounts (which revokes the
+/// hub's token), and the `ClusterTrust` CRD when no `ClusterTrust` is left anywhere in the
+/// cluster. `istio-system/cacerts` and the mesh config are left as they are.
+async fn remove_member_objects(member: &Client, report: &mut LeaveReport) -> Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let missing = k::missing_permissions(member, &leave_permissions()).await?;
+    if !missing.is_empty() {
+        let list = missing
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(Error::Permissions(format!(
+            "the kubeconfig for the cluster cannot: {list}. Use a kubeconfig with cluster-admin rights for leave --kubeconfig"
+        )));
+    }
+    let trusts: Api<ClusterTrust> = Api::namespaced(member.clone(), names::NAMESPACE);
+    if let Some(ct) = trusts
+        .get_opt(names::CLUSTER_TRUST)
+        .await
+        .map_err(|e| Error::kube("read ClusterTrust", e))?
+    {
+        report.cacerts = Some(cacerts_left(&ct));
+    }
+    for (kind, ns, name) in installed_objects() {
+        let what = format!("{kind} {ns}/{name}");
+        let gone = match kind {
+            "ClusterTrust" => delete_if_present(&trusts, name, &what).await?,
+            "Deployment" => {
+                delete_if_present(&Api::<Deployment>::namespaced(member.clone(), ns), name, &what)
+                    .await?
+            }
+            "RoleBinding" => {
+                delete_if_present(&Api::<RoleBinding>::namespaced(member.clone(), ns), name, &what)
+                    .await?
+            }
+            "Role" => {
+                delete_if_present(&Api::<Role>::namespaced(member.clone(), ns), name, &what).await?
+            }
+            "Secret" => {
+                delete_if_present(&Api::<Secret>::namespaced(member.clone(), ns), name, &what)
+                    .await?
+            }
+            _ => {
+                let sas = Api::<ServiceAccount>::namespaced(member.clone(), ns);
+                let gone = delete_if_present(&sas, name, &what).await?;
+                if name == names::HUB_SERVICE_ACCOUNT {
+                    report.credential_revoked = true;
+                }
+                gone
+            }
+        };
+        if gone {
+            report.removed.push(what);
+        }
+    }
+    let remaining = Api::<ClusterTrust>::all(member.clone())
+        .list(&kube::api::ListParams::default())
+        .await;
+    let crd_name = ClusterTrust::crd_name();
+    match remaining {
+        Ok(list) if list.items.is_empty() => {
+            let crds: Api<CustomResourceDefinition> = Api::all(member.clone());
+            if delete_if_present(&crds, crd_name, &format!("CRD {crd_name}")).await? {
+                report.removed.push(format!("CustomResourceDefinition {crd_name}"));
+            }
+        }
+        Ok(list) => report.left_behind.push(format!(
+            "CustomResourceDefinition {crd_name} (still used by {} other ClusterTrust objects)",
+            list.items.len()
+        )),
+        // The CRD is gone already.
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(Error::kube("list ClusterTrusts", e)),
+    }
+    Ok(())
+}
+
+/// Removes a member: deletes the MemberCluster and credential on the hub (`serve` then
+/// removes its trust domain's roots from every other member, when no one else uses it) and
+/// cleans up inside the member.
+///
+/// With `member_admin` (an admin kubeconfig for the member) everything `join` installed there
+/// is removed ([`remove_member_objects`]); this also works when the cluster is no member any
+/// more (a second `leave` to finish the clean-up). Without it, the hub's own credential
+/// deletes the exchange object and revokes itself (best effort), and the report lists what
+/// stays. Either way `istio-system/cacerts` stays: istiod keeps running on it.
+pub async fn leave(
+    hub: &Client,
+    name: &ClusterName,
+    member_admin: Option<&ClientSource>,
+) -> Result<LeaveReport> {
     let members: Api<MemberCluster> = Api::namespaced(hub.clone(), names::NAMESPACE);
     let secrets: Api<Secret> = Api::namespaced(hub.clone(), names::NAMESPACE);
     let secret_name = names::member_credential_secret(name.as_str());
-    let Some(member) = members
+    let member = members
         .get_opt(name.as_str())
         .await
-        .map_err(|e| Error::kube("read MemberCluster", e))?
-    else {
+        .map_err(|e| Error::kube("read MemberCluster", e))?;
+    if member.is_none() && member_admin.is_none() {
         return Err(Error::Usage(format!(
-            "cluster {name} is not a member (see `federator status`)"
+            "cluster {name} is not a member (see `federator status`); to clean up what join left in it, run leave again with --kubeconfig ADMIN-KUBECONFIG"
         )));
+    }
+    let mut report = LeaveReport {
+        was_member: member.is_some(),
+        ..LeaveReport::default()
     };
-    let mut report = LeaveReport::default();
-    let sharing: Vec<String> = members
-        .list(&kube::api::ListParams::default())
-        .await
-        .map_err(|e| Error::kube("list MemberClusters", e))?
-        .items
-        .iter()
-        .filter(|m| {
-            m.spec.trust_domain == member.spec.trust_domain
-                && m.metadata.name.as_deref() != Some(name.as_str())
-        })
-        .filter_map(|m| m.metadata.name.clone())
-        .collect();
-    if !sharing.is_empty() {
-        report.shared_trust_domain = Some((TrustDomain::new(&member.spec.trust_domain)?, sharing));
+    if let Some(member) = &member {
+        let sharing: Vec<String> = members
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(|e| Error::kube("list MemberClusters", e))?
+            .items
+            .iter()
+            .filter(|m| {
+                m.spec.trust_domain == member.spec.trust_domain
+                    && m.metadata.name.as_deref() != Some(name.as_str())
+            })
+            .filter_map(|m| m.metadata.name.clone())
+            .collect();
+        if !sharing.is_empty() {
+            report.shared_trust_domain =
+                Some((TrustDomain::new(&member.spec.trust_domain)?, sharing));
+        }
     }
-    if let Some(stored) = member_access::stored_kubeconfig(hub, &secret_name).await? {
-        let result: Result<()> = async {
-            let (c, _) = k::client_from_kubeconfig_yaml(&stored.kubeconfig, name.as_str()).await?;
-            let trusts: Api<ClusterTrust> = Api::namespaced(c.clone(), names::NAMESPACE);
-            let sas: Api<ServiceAccount> = Api::namespaced(c, names::NAMESPACE);
-            let _ = trusts
-                .delete(names::CLUSTER_TRUST, &DeleteParams::default())
+
+    match member_admin {
+        Some(source) => {
+            // Reach the member and check permissions before changing anything on the hub.
+            let config = k::config_from(source).await?;
+            let server = k::server_of(&config);
+            let client = k::client(&config, name.as_str())?;
+            k::check_reachable(&client, &server, &format!("cluster {name}")).await?;
+            remove_member_objects(&client, &mut report).await?;
+        }
+        None => {
+            if let Some(stored) = member_access::stored_kubeconfig(hub, &secret_name).await? {
+                let result: Result<()> = async {
+                    let (c, _) =
+                        k::client_from_kubeconfig_yaml(&stored.kubeconfig, name.as_str()).await?;
+                    let trusts: Api<ClusterTrust> = Api::namespaced(c.clone(), names::NAMESPACE);
+                    let sas: Api<ServiceAccount> = Api::namespaced(c, names::NAMESPACE);
+                    if let Ok(Some(ct)) = trusts.get_opt(names::CLUSTER_TRUST).await {
+                        report.cacerts = Some(cacerts_left(&ct));
+                    }
+                    if delete_if_present(&trusts, names::CLUSTER_TRUST, "ClusterTrust").await? {
+                        report.removed.push(format!(
+                            "ClusterTrust {}/{}",
+                            names::NAMESPACE,
+                            names::CLUSTER_TRUST
+                        ));
+                    }
+                    sas.delete(names::HUB_SERVICE_ACCOUNT, &DeleteParams::default())
+                        .await
+                        .map_err(|e| Error::kube("revoke the hub's ServiceAccount", e))?;
+                    report.removed.push(format!(
+                        "ServiceAccount {}/{}",
+                        names::NAMESPACE,
+                        names::HUB_SERVICE_ACCOUNT
+                    ));
+                    Ok(())
+                }
                 .await;
-            sas.delete(names::HUB_SERVICE_ACCOUNT, &DeleteParams::default())
-                .await
-                .map_err(|e| Error::kube("revoke the hub's ServiceAccount", e))?;
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => report.credential_revoked = true,
-            Err(e) => {
-                report.warning = Some(format!(
-                    "could not clean up inside cluster {name} ({e}); delete ServiceAccount {}/{} there to revoke the hub's token",
-                    names::NAMESPACE,
-                    names::HUB_SERVICE_ACCOUNT
-                ))
+                match result {
+                    Ok(()) => report.credential_revoked = true,
+                    Err(e) => {
+                        report.warning = Some(format!(
+                            "could not clean up inside cluster {name} ({e}); delete ServiceAccount {}/{} there to revoke the hub's token",
+                            names::NAMESPACE,
+                            names::HUB_SERVICE_ACCOUNT
+                        ))
+                    }
+                }
             }
+            report.left_behind = installed_objects()
+                .into_iter()
+                .filter(|(kind, _, obj)| {
+                    !(*kind == "ClusterTrust"
+                        || (*kind == "ServiceAccount" && *obj == names::HUB_SERVICE_ACCOUNT))
+                })
+                .map(|(kind, ns, obj)| format!("{kind} {ns}/{obj}"))
+                .chain([format!(
+                    "CustomResourceDefinition {}",
+                    ClusterTrust::crd_name()
+                )])
+                .collect();
         }
     }
-    members
-        .delete(name.as_str(), &DeleteParams::default())
-        .await
-        .map_err(|e| Error::kube("delete MemberCluster", e))?;
-    match secrets.delete(&secret_name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(Error::kube("delete the member credential", e)),
+
+    if report.was_member {
+        members
+            .delete(name.as_str(), &DeleteParams::default())
+            .await
+            .map_err(|e| Error::kube("delete MemberCluster", e))?;
+        match secrets.delete(&secret_name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(Error::kube("delete the member credential", e)),
+        }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leave_removes_what_join_installs() {
+        let objects = installed_objects();
+        // Every Role join applies has its binding and is removed.
+        let mut roles = rbac::agent_roles();
+        roles.push(rbac::hub_role());
+        for r in roles {
+            let ns = r.metadata.namespace.as_deref().unwrap();
+            let n = r.metadata.name.as_deref().unwrap();
+            assert!(objects.contains(&("Role", ns, n)), "{ns}/{n}");
+            assert!(objects.contains(&("RoleBinding", ns, n)), "{ns}/{n}");
+        }
+        for sa in [names::AGENT_SERVICE_ACCOUNT, names::HUB_SERVICE_ACCOUNT] {
+            assert!(objects.contains(&("ServiceAccount", names::NAMESPACE, sa)));
+        }
+        assert!(objects.contains(&("Deployment", names::NAMESPACE, names::AGENT_DEPLOYMENT)));
+        // cacerts is never on the list.
+        assert!(!objects.iter().any(|(_, _, n)| *n == names::CACERTS_SECRET));
+    }
+
+    #[test]
+    fn the_agent_deployment_carries_the_hash_of_its_spec() {
+        let a = agent_deployment("img:1", "east").unwrap();
+        let b = agent_deployment("img:2", "east").unwrap();
+        let hash = |d: &Deployment| d.metadata.annotations.as_ref().unwrap()[SPEC_HASH_ANNOTATION].clone();
+        assert_eq!(hash(&a), hash(&agent_deployment("img:1", "east").unwrap()));
+        assert_ne!(hash(&a), hash(&b));
+        assert_eq!(
+            a.metadata.labels.as_ref().unwrap()[names::MANAGED_BY_LABEL.0],
+            names::MANAGED_BY_LABEL.1
+        );
+    }
 }

@@ -9,6 +9,7 @@
 //! | [`member_access`] | the hub's least-privilege credentials for members |
 //! | [`init`] | `federator init` |
 //! | [`join`] | `federator join cluster` / `leave cluster` |
+//! | [`rollout`] | waiting for the agent Deployment, and why it is stuck |
 //! | [`metrics`] | Prometheus metrics of `serve` |
 //! | [`plan`] | pure decisions for one member (spec, signing, renewal, status) |
 //! | [`serve`] | the reconciler runtime |
@@ -22,6 +23,7 @@ pub mod kube;
 pub mod member_access;
 pub mod metrics;
 pub mod plan;
+pub mod rollout;
 pub mod roots;
 pub mod serve;
 pub mod status;

@@ -148,7 +148,13 @@ pub fn member_status(
     let installed_current = installed
         .as_ref()
         .is_some_and(|i| spec.signed.as_ref().is_some_and(|s| s.serial == i.serial));
-    let bundle_acked = installed.as_ref().map(|i| i.bundle_generation).unwrap_or(0);
+    // Acknowledged: in `cacerts` and, where istiod runs, served by istiod (a Pod's volume
+    // follows the Secret only at the kubelet's next sync).
+    let in_cacerts = installed.as_ref().map(|i| i.bundle_generation).unwrap_or(0);
+    let bundle_acked = match agent.istiod.as_ref().and_then(|i| i.serving_bundle_generation) {
+        Some(served) => in_cacerts.min(served),
+        None => in_cacerts,
+    };
 
     let mut conditions = prev.conditions.clone();
     conditions = condition::set(
