@@ -56,11 +56,33 @@ pub fn diagnose(d: &Deployment, pods: &[Pod]) -> Rollout {
         .and_then(|c| c.image.clone())
         .unwrap_or_default();
     let observed = status.observed_generation.unwrap_or(0) >= generation;
-    if observed && status.updated_replicas.unwrap_or(0) >= 1 && status.available_replicas.unwrap_or(0) >= 1
+    // As `kubectl rollout status`: every desired replica updated, no old one left, and every
+    // updated one available.
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let updated = status.updated_replicas.unwrap_or(0);
+    if observed
+        && updated >= desired
+        && status.replicas.unwrap_or(0) <= updated
+        && status.available_replicas.unwrap_or(0) >= updated
     {
         return Rollout::Available;
     }
-    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    let wanted = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .map(|c| (c.image.clone(), c.args.clone()));
+    // Only Pods of the current template: an old Pod on its way out says nothing about it.
+    let current = pods.iter().filter(|p| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .map(|c| (c.image.clone(), c.args.clone()))
+                == wanted
+    });
+    for pod in current {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let st = pod.status.clone().unwrap_or_default();
         for c in st.container_statuses.iter().flatten() {
@@ -167,7 +189,7 @@ pub async fn wait_available(member: &Client, cluster: &str, timeout: Duration) -
             Rollout::Available => return Ok(started.elapsed()),
             Rollout::Stuck(why) => {
                 return Err(Error::AgentUnavailable(format!(
-                    "cluster {cluster}: the agent Deployment {}/{} cannot become available: {why}. Nothing was registered on the hub; run join again once this is fixed (or use --agent-mode external)",
+                    "cluster {cluster}: the agent Deployment {}/{} cannot become available: {why}. The hub was not changed by this join; run it again once this is fixed (or use --agent-mode external)",
                     names::NAMESPACE,
                     names::AGENT_DEPLOYMENT
                 )));
@@ -175,7 +197,7 @@ pub async fn wait_available(member: &Client, cluster: &str, timeout: Duration) -
             Rollout::Progressing(what) => {
                 if started.elapsed() >= timeout {
                     return Err(Error::AgentUnavailable(format!(
-                        "cluster {cluster}: the agent Deployment {}/{} is not available after {}s: {what}. Nothing was registered on the hub; run join again (a longer --wait), or use --agent-mode external",
+                        "cluster {cluster}: the agent Deployment {}/{} is not available after {}s: {what}. The hub was not changed by this join; run it again (with a longer --wait), or use --agent-mode external",
                         names::NAMESPACE,
                         names::AGENT_DEPLOYMENT,
                         timeout.as_secs()
@@ -201,6 +223,7 @@ mod tests {
         d.metadata.generation = Some(generation);
         d.status = Some(DeploymentStatus {
             observed_generation: Some(observed),
+            replicas: Some(1),
             updated_replicas: Some(1),
             available_replicas: Some(available),
             ..DeploymentStatus::default()
@@ -209,13 +232,14 @@ mod tests {
     }
 
     fn pod(status: PodStatus) -> Pod {
+        let d = deploy(1, 1, 0);
         Pod {
             metadata: kube::api::ObjectMeta {
                 name: Some("federator-agent-abc".into()),
                 ..Default::default()
             },
+            spec: d.spec.unwrap().template.spec,
             status: Some(status),
-            ..Pod::default()
         }
     }
 
@@ -241,6 +265,10 @@ mod tests {
     #[test]
     fn available_when_an_updated_replica_is_available() {
         assert_eq!(diagnose(&deploy(2, 2, 1), &[]), Rollout::Available);
+        // A rollout in progress: the old replica is available, the new one is not yet.
+        let mut d = deploy(2, 2, 1);
+        d.status.as_mut().unwrap().replicas = Some(2);
+        assert!(matches!(diagnose(&d, &[]), Rollout::Progressing(_)));
         assert!(matches!(diagnose(&deploy(2, 1, 1), &[]), Rollout::Progressing(m) if m.contains("kube-controller-manager")));
     }
 
@@ -286,6 +314,13 @@ mod tests {
             panic!("not stuck")
         };
         assert!(m.contains("Insufficient memory"), "{m}");
+    }
+
+    #[test]
+    fn an_old_pod_says_nothing_about_the_new_template() {
+        let mut old = pod(waiting("ImagePullBackOff", "Back-off pulling image", 0));
+        old.spec.as_mut().unwrap().containers[0].image = Some("localhost/nope:1".into());
+        assert!(matches!(diagnose(&deploy(2, 2, 0), &[old]), Rollout::Progressing(_)));
     }
 
     #[test]
