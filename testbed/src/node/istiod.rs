@@ -120,6 +120,8 @@ pub fn deployment(cluster: &str, image: &str, opts: &IstiodOptions) -> serde_jso
                 "metadata": {"labels": labels},
                 "spec": {
                     "serviceAccountName": "istiod",
+                    // No cluster DNS on the testbed; istiod needs none.
+                    "dnsPolicy": "Default",
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [{
                         "name": CONTAINER,

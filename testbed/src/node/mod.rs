@@ -246,6 +246,85 @@ pub fn leftovers(info: &NodeInfo) -> Vec<String> {
     out
 }
 
+/// The machine-wide places a node could touch, as they are now: the kernel settings the
+/// kubelet writes and `net.ipv4.ip_forward`, whether the host directories the node stack
+/// writes to by default exist, and the mounts and processes that mention a directory. Taken
+/// before and after a testbed with nodes, they must be equal (see `testbed/tests/nodes.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostState {
+    /// `(key, value)` of the kubelet's sysctls and `net.ipv4.ip_forward`.
+    pub sysctls: Vec<(String, String)>,
+    /// `(path, exists)` of the host directories a kubelet, containerd or CNI would create.
+    pub paths: Vec<(String, bool)>,
+    /// Lines of `/proc/self/mountinfo` that mention the directory.
+    pub mounts: Vec<String>,
+    /// Processes whose command line mentions the directory: `(pid, command line)`.
+    pub processes: Vec<(u32, String)>,
+    /// Network namespaces under `/run/netns` and `/var/run/netns`.
+    pub netns: Vec<String>,
+}
+
+/// Host directories a kubelet, containerd or the CNI plugins create by default.
+pub const DEFAULT_HOST_PATHS: [&str; 9] = [
+    "/var/lib/kubelet",
+    "/var/log/containers",
+    "/var/log/pods",
+    "/run/containerd",
+    "/var/lib/containerd",
+    "/var/lib/cni",
+    "/opt/containerd",
+    "/usr/libexec/kubernetes",
+    "/run/netns",
+];
+
+impl HostState {
+    /// The state now, with mounts and processes filtered on `dir`.
+    pub fn now(dir: &Path) -> Self {
+        let d = dir.to_string_lossy().into_owned();
+        let mut sysctls = host::machine_sysctls();
+        if let Ok(v) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward") {
+            sysctls.push(("net.ipv4.ip_forward".into(), v.trim().to_owned()));
+        }
+        let paths = DEFAULT_HOST_PATHS
+            .iter()
+            .map(|p| ((*p).to_owned(), Path::new(p).exists()))
+            .collect();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&d))
+            .map(str::to_owned)
+            .collect();
+        let me = std::process::id();
+        let processes = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| *pid != me && process::pid_alive(*pid))
+            .filter_map(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                cmd.contains(&d).then_some((pid, cmd))
+            })
+            .collect();
+        let mut netns: Vec<String> = ["/run/netns", "/var/run/netns"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+            .map(|e| e.path().display().to_string())
+            .collect();
+        netns.sort();
+        netns.dedup();
+        HostState {
+            sysctls,
+            paths,
+            mounts,
+            processes,
+            netns,
+        }
+    }
+}
+
 struct Inner {
     cluster: Cluster,
     name: String,
