@@ -25,7 +25,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
 use mtls::{Workload, WorkloadCert};
 use testbed::istiod;
-use testbed::{Cluster, Istiod, IstiodOptions, Process, ProcessSpec, Testbed, TestbedOptions};
+use testbed::{
+    Cluster, Istiod, IstiodOptions, IstiodPod, Process, ProcessSpec, Testbed, TestbedOptions,
+};
 use time::OffsetDateTime;
 
 /// Path of a workspace binary next to the running test's directory.
@@ -580,4 +582,109 @@ pub fn first_cert(pem: &[u8]) -> Vec<u8> {
         .into_iter()
         .next()
         .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real Pods (tests/tests/pods.rs): istiod as a Deployment on a node, and trust checked all the
+// time from the certificates istiods issue.
+
+impl Federation {
+    /// Runs istiod as a Pod on member `name`'s node, with `trust_domain` in its mesh config and
+    /// `ISTIO_MULTIROOT_MESH=true`; waits for the rollout.
+    pub async fn start_istiod_pod(&self, name: &str, trust_domain: &str) -> IstiodPod {
+        self.testbed
+            .start_istiod_pod(name, IstiodOptions::new(trust_domain))
+            .await
+            .unwrap_or_else(|e| panic!("istiod Pod of {name}: {e}"))
+    }
+}
+
+/// A workload of `cluster` in `ns` running as ServiceAccount `ns/sa`, with a fresh certificate
+/// from the ready istiod Pod and the bundle that istiod published in `ns`.
+pub async fn pod_workload(
+    cluster: &Cluster,
+    istiod: &IstiodPod,
+    ns: &str,
+    sa: &str,
+) -> Result<Workload, String> {
+    let addr = istiod.serving_addr().await.map_err(|e| e.to_string())?;
+    let cert = request_workload_cert_at(cluster, addr, ns, sa, Duration::from_secs(600))
+        .await
+        .map_err(|e| format!("certificate from istiod {addr} of {}: {e}", cluster.name()))?;
+    let trust = wait_published_roots(cluster, ns).await;
+    Workload::new(cert, trust.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// What a [`TrustWatch`] saw.
+#[derive(Debug, Default, Clone)]
+pub struct TrustReport {
+    /// Rounds in which every pair was checked.
+    pub rounds: usize,
+    /// Every failure, `<seconds since start>: <what>`.
+    pub failures: Vec<String>,
+    /// The distinct issuers (cluster CA SHA-256, first 12 hex) seen per cluster, in order.
+    pub issuers: BTreeMap<String, Vec<String>>,
+}
+
+/// Checks trust between every pair of members all the time, in the background, the way a
+/// mesh would see a gap: each round, every member's istiod Pod issues a fresh workload
+/// certificate, each workload trusts what its istiod publishes, and every pair completes a
+/// mutual-TLS handshake both ways.
+pub struct TrustWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<TrustReport>,
+}
+
+impl TrustWatch {
+    /// Starts watching `members` (cluster and its istiod Pod).
+    pub fn start(members: Vec<(Cluster, IstiodPod)>) -> TrustWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut report = TrustReport::default();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut workloads = Vec::new();
+                for (cluster, istiod) in &members {
+                    match pod_workload(cluster, istiod, "web", "web").await {
+                        Ok(w) => {
+                            let issuer = cert::fingerprint(&w.cert().chain_der()[1])[..12].to_owned();
+                            let seen = report.issuers.entry(cluster.name().to_owned()).or_default();
+                            if seen.last() != Some(&issuer) {
+                                seen.push(issuer);
+                            }
+                            workloads.push((cluster.name().to_owned(), w));
+                        }
+                        Err(e) => report
+                            .failures
+                            .push(format!("{:.1}s: {e}", started.elapsed().as_secs_f64())),
+                    }
+                }
+                for (i, (a, wa)) in workloads.iter().enumerate() {
+                    for (b, wb) in &workloads[i + 1..] {
+                        for (client, server, c, s) in [(wa, wb, a, b), (wb, wa, b, a)] {
+                            if let Err(e) = mtls::handshake(client, server).await {
+                                report.failures.push(format!(
+                                    "{:.1}s: trust gap {c} -> {s}: {e}",
+                                    started.elapsed().as_secs_f64()
+                                ));
+                            }
+                        }
+                    }
+                }
+                if workloads.len() == members.len() {
+                    report.rounds += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            report
+        });
+        TrustWatch { stop, task }
+    }
+
+    /// Stops and returns what was seen.
+    pub async fn stop(self) -> TrustReport {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
 }

@@ -295,6 +295,28 @@ impl IstiodPod {
         }
     }
 
+    /// The newest ready Pod that is not terminating (during a rollout, the new one once it is
+    /// ready), if any.
+    pub async fn serving_pod(&self) -> Result<PodRef> {
+        self.pods()
+            .await?
+            .into_iter()
+            .rev()
+            .find(|p| p.ready && !p.terminating && p.ip.is_some())
+            .ok_or_else(|| {
+                Error::Api(format!("istiod of {}: no ready Pod", self.cluster_name()))
+            })
+    }
+
+    /// The CA port of [`IstiodPod::serving_pod`].
+    pub async fn serving_addr(&self) -> Result<SocketAddr> {
+        let pod = self.serving_pod().await?;
+        let ip = pod
+            .ip
+            .ok_or_else(|| Error::Api(format!("istiod Pod {} has no IP", pod.name)))?;
+        Ok(SocketAddr::new(ip, SECURE_GRPC_PORT))
+    }
+
     /// Waits until the Deployment's rollout is complete: the controller-manager saw its
     /// latest generation, and exactly one Pod runs, up to date and ready, none terminating.
     pub async fn wait_rolled_out(&self, timeout: Duration) -> Result<PodRef> {
