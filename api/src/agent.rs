@@ -37,7 +37,10 @@ pub fn pod_labels() -> BTreeMap<String, String> {
             "app.kubernetes.io/name".to_owned(),
             names::AGENT_DEPLOYMENT.to_owned(),
         ),
-        ("app.kubernetes.io/part-of".to_owned(), "federator".to_owned()),
+        (
+            "app.kubernetes.io/part-of".to_owned(),
+            "federator".to_owned(),
+        ),
     ]
     .into()
 }
@@ -179,13 +182,42 @@ mod tests {
         let res = c.resources.as_ref().unwrap();
         assert!(res.requests.as_ref().unwrap().contains_key("memory"));
         assert!(res.limits.as_ref().unwrap().contains_key("memory"));
-        let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(ready.path.as_deref(), Some("/readyz"));
-        let live = c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(live.path.as_deref(), Some("/healthz"));
         // The selector matches the template.
-        let sel = d.spec.as_ref().unwrap().selector.match_labels.clone().unwrap();
-        let tpl = d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        let sel = d
+            .spec
+            .as_ref()
+            .unwrap()
+            .selector
+            .match_labels
+            .clone()
+            .unwrap();
+        let tpl = d
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
         assert!(sel.iter().all(|(k, v)| tpl.get(k) == Some(v)));
     }
 

@@ -18,7 +18,8 @@ pub const AGENT_IMAGE: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 /// The hub image this project's build produces (`federator serve` in a Deployment).
-pub const FEDERATOR_IMAGE: &str = concat!("localhost/federator/federator:", env!("CARGO_PKG_VERSION"));
+pub const FEDERATOR_IMAGE: &str =
+    concat!("localhost/federator/federator:", env!("CARGO_PKG_VERSION"));
 /// ServiceAccount of the hub's identity in a member.
 pub const HUB_SERVICE_ACCOUNT: &str = "federator-hub";
 /// Deployment of the agent in a member.

@@ -52,7 +52,9 @@ impl Health {
             "/readyz" => (
                 "503 Service Unavailable",
                 match lock(&self.inner.last_error).as_deref() {
-                    Some(e) => format!("not ready: no reconcile has succeeded yet; last error: {e}\n"),
+                    Some(e) => {
+                        format!("not ready: no reconcile has succeeded yet; last error: {e}\n")
+                    }
                     None => "not ready: no reconcile has succeeded yet\n".to_owned(),
                 },
             ),
@@ -77,36 +79,39 @@ pub async fn serve(
         .map_err(|e| Error::Config(format!("--health-addr {addr}: cannot listen: {e}")))?;
     let bound = listener.local_addr().unwrap_or(addr);
     info!(addr = %bound, "serving /healthz and /readyz");
-    Ok((bound, tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            };
-            let health = health.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let read = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    conn.read(&mut buf),
-                )
-                .await;
-                let Ok(Ok(n)) = read else {
-                    return;
+    Ok((
+        bound,
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
                 };
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let path = request.split_whitespace().nth(1).unwrap_or("/");
-                let (status, body) = health.answer(path);
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                if let Err(e) = conn.write_all(response.as_bytes()).await {
-                    warn!(error = %e, "probe response");
-                }
-            });
-        }
-    })))
+                let health = health.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let read = tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        conn.read(&mut buf),
+                    )
+                    .await;
+                    let Ok(Ok(n)) = read else {
+                        return;
+                    };
+                    let request = String::from_utf8_lossy(&buf[..n]);
+                    let path = request.split_whitespace().nth(1).unwrap_or("/");
+                    let (status, body) = health.answer(path);
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if let Err(e) = conn.write_all(response.as_bytes()).await {
+                        warn!(error = %e, "probe response");
+                    }
+                });
+            }
+        }),
+    ))
 }
 
 #[cfg(test)]

@@ -300,7 +300,7 @@ pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
         .filter_map(|line| {
             let line = line.trim();
             let path = match line.split_once("=>") {
-                Some((_, rest)) => rest.trim().split_whitespace().next()?,
+                Some((_, rest)) => rest.split_whitespace().next()?,
                 None => line.split_whitespace().next()?,
             };
             path.starts_with('/').then(|| PathBuf::from(path))
@@ -313,8 +313,10 @@ fn base_description() -> String {
     let os = std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_owned()))
+            t.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_owned())
+            })
         })
         .unwrap_or_else(|| "host".into());
     let versions: Vec<String> = ["libc6", "libgcc-s1", "ca-certificates"]
@@ -366,7 +368,9 @@ impl Archive {
             let m = &index["manifests"][0];
             let name = m["annotations"]["io.containerd.image.name"]
                 .as_str()
-                .ok_or_else(|| bad("index.json names no image (io.containerd.image.name)".into()))?;
+                .ok_or_else(
+                    || bad("index.json names no image (io.containerd.image.name)".into()),
+                )?;
             let digest = m["digest"]
                 .as_str()
                 .ok_or_else(|| bad("index.json has no manifest digest".into()))?;
@@ -432,7 +436,8 @@ fn write_layer(spec: &ImageSpec, out: &Path) -> Result<(String, u64)> {
                 uid,
                 gid,
             } => {
-                let mut h = header(data.len() as u64,
+                let mut h = header(
+                    data.len() as u64,
                     *mode,
                     *uid,
                     *gid,
@@ -455,9 +460,7 @@ fn write_layer(spec: &ImageSpec, out: &Path) -> Result<(String, u64)> {
             }
             Entry::Symlink { target } => {
                 let mut h = header(0, 0o777, 0, 0, tar::EntryType::Symlink);
-                builder
-                    .append_link(&mut h, &name, target)
-                    .map_err(io)?;
+                builder.append_link(&mut h, &name, target).map_err(io)?;
             }
         }
     }
@@ -541,7 +544,11 @@ pub fn build(spec: &ImageSpec, out: &Path) -> Result<Archive> {
     });
     let manifest_bytes = serde_json::to_vec(&manifest)?;
     let manifest_digest = sha256_hex(&manifest_bytes);
-    let tag = spec.name.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    let tag = spec
+        .name
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .unwrap_or("latest");
     let index = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -584,7 +591,9 @@ pub fn build(spec: &ImageSpec, out: &Path) -> Result<Archive> {
         w.flush().map_err(io)?;
     }
     std::fs::rename(&tmp, out).map_err(Error::io("rename", out))?;
-    let size = std::fs::metadata(out).map_err(Error::io("stat", out))?.len();
+    let size = std::fs::metadata(out)
+        .map_err(Error::io("stat", out))?
+        .len();
     Ok(Archive {
         name: spec.name.clone(),
         path: out.to_owned(),

@@ -31,7 +31,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -43,7 +46,10 @@ async fn run_pods(client: &kube::Client, replicas: i32) -> Vec<Pod> {
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
         "stringData": {"key": "first"}});
     secrets
-        .create(&PostParams::default(), &serde_json::from_value(secret).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(secret).unwrap(),
+        )
         .await
         .unwrap();
     let d = json!({
@@ -139,7 +145,10 @@ async fn pods_run_on_nodes_of_two_testbeds_and_nothing_is_left() {
     let t = Instant::now();
     let (a, b) = futures::future::join(start(dirs[0].path()), start(dirs[1].path())).await;
     let (a, b) = (a.unwrap(), b.unwrap());
-    figure("two testbeds with a node each, in parallel", format!("{:.1?}", t.elapsed()));
+    figure(
+        "two testbeds with a node each, in parallel",
+        format!("{:.1?}", t.elapsed()),
+    );
     let (na, nb) = (
         a.node("cluster-1").unwrap().clone(),
         b.node("cluster-1").unwrap().clone(),
@@ -156,7 +165,15 @@ async fn pods_run_on_nodes_of_two_testbeds_and_nothing_is_left() {
     // Pods are on their node's network, and their processes in its cgroups, hardened.
     let (first, _) = na.network().pod_range();
     for p in &pods_a {
-        let ip: std::net::Ipv4Addr = p.status.as_ref().unwrap().pod_ip.as_ref().unwrap().parse().unwrap();
+        let ip: std::net::Ipv4Addr = p
+            .status
+            .as_ref()
+            .unwrap()
+            .pod_ip
+            .as_ref()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(ip.octets()[..3], first.octets()[..3], "{ip}");
         assert!(ip.octets()[3] >= 16);
     }
@@ -167,7 +184,10 @@ async fn pods_run_on_nodes_of_two_testbeds_and_nothing_is_left() {
     // no privilege escalation, seccomp filtered.
     for pid in &pids {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        assert!(status.contains("Uid:\t65535\t65535\t65535\t65535"), "{status}");
+        assert!(
+            status.contains("Uid:\t65535\t65535\t65535\t65535"),
+            "{status}"
+        );
         assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
         assert!(status.contains("NoNewPrivs:\t1"), "{status}");
         assert!(status.contains("Seccomp:\t2"), "{status}");
@@ -177,9 +197,9 @@ async fn pods_run_on_nodes_of_two_testbeds_and_nothing_is_left() {
     // mount namespace, with the Secret's content.
     let pod = &pods_a[0];
     let uid = pod.metadata.uid.as_deref().unwrap();
-    let file = na
-        .dir()
-        .join(format!("kubelet/pods/{uid}/volumes/kubernetes.io~secret/s/key"));
+    let file = na.dir().join(format!(
+        "kubelet/pods/{uid}/volumes/kubernetes.io~secret/s/key"
+    ));
     let holder = na
         .processes()
         .iter()
@@ -201,7 +221,11 @@ async fn pods_run_on_nodes_of_two_testbeds_and_nothing_is_left() {
     // The machine's settings are untouched; the kubelet wrote its values into the covers.
     assert_eq!(HostState::now(dirs[0].path()).sysctls, before[0].sysctls);
     let cover = std::fs::read_to_string(na.dir().join("host/sysctl/vm.overcommit_memory")).unwrap();
-    assert_eq!(cover.trim(), "1", "the kubelet set its value in the node's namespace");
+    assert_eq!(
+        cover.trim(),
+        "1",
+        "the kubelet set its value in the node's namespace"
+    );
 
     // RSS of the node's processes.
     for (role, pid, _) in na.processes() {
@@ -214,7 +238,10 @@ async fn pods_run_on_nodes_of_two_testbeds_and_nothing_is_left() {
     let info_a = na.info().clone();
     let t = Instant::now();
     a.down().await;
-    figure("down of a testbed with a node", format!("{:.1?}", t.elapsed()));
+    figure(
+        "down of a testbed with a node",
+        format!("{:.1?}", t.elapsed()),
+    );
     assert_nothing_left(dirs[0].path(), &[info_a], &before[0]).await;
     let client_b = b.cluster("cluster-1").unwrap().client().await.unwrap();
     let still = Api::<Pod>::namespaced(client_b, "default")
@@ -244,12 +271,16 @@ fn testbed_cli(args: &[&str], dir: &Path, log: &Path) -> std::process::Child {
 }
 
 async fn wait_ready(dir: &Path, owner: u32) -> State {
-    wait_for("the testbed to be ready", Duration::from_secs(180), || async {
-        State::read(dir, STATE_FILE)
-            .ok()
-            .flatten()
-            .filter(|s| s.ready && s.owner_pid == owner)
-    })
+    wait_for(
+        "the testbed to be ready",
+        Duration::from_secs(180),
+        || async {
+            State::read(dir, STATE_FILE)
+                .ok()
+                .flatten()
+                .filter(|s| s.ready && s.owner_pid == owner)
+        },
+    )
     .await
 }
 
@@ -273,25 +304,30 @@ async fn sigkill_of_the_owner_then_up_leaves_nothing() {
     owner.wait().unwrap();
     // The parent-death signal took the testbed's own processes; what a node leaves is still
     // there (containerd's shims and the Pods outlive containerd), and its cgroups and bridge.
-    wait_for("the testbed's processes to die", Duration::from_secs(10), || async {
-        state
-            .processes
-            .iter()
-            .all(|p| !p.is_alive())
-            .then_some(())
-    })
+    wait_for(
+        "the testbed's processes to die",
+        Duration::from_secs(10),
+        || async { state.processes.iter().all(|p| !p.is_alive()).then_some(()) },
+    )
     .await;
     let found = node::leftovers(&info);
     assert!(
-        found.iter().any(|l| l.starts_with("shims")) && found.iter().any(|l| l.starts_with("cgroup")),
+        found.iter().any(|l| l.starts_with("shims"))
+            && found.iter().any(|l| l.starts_with("cgroup")),
         "{found:?}"
     );
-    assert!(pids.iter().any(|p| testbed::process::pid_alive(*p)), "Pods outlive the owner");
+    assert!(
+        pids.iter().any(|p| testbed::process::pid_alive(*p)),
+        "Pods outlive the owner"
+    );
 
     // The next `up` on the directory removes all of it before it starts again.
     let mut second = testbed_cli(&up, &dir, &tmp.path().join("second.log"));
     let state2 = wait_ready(&dir, second.id()).await;
-    assert!(pids.iter().all(|p| !testbed::process::pid_alive(*p)), "old Pods killed");
+    assert!(
+        pids.iter().all(|p| !testbed::process::pid_alive(*p)),
+        "old Pods killed"
+    );
     let owner_log = std::fs::read_to_string(dir.join("testbed.log")).unwrap_or_default();
     let second_log = std::fs::read_to_string(tmp.path().join("second.log")).unwrap();
     assert!(
@@ -304,7 +340,11 @@ async fn sigkill_of_the_owner_then_up_leaves_nothing() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     second.wait().unwrap();
     assert_nothing_left(&dir, &[info, state2.nodes[0].clone()], &before).await;
 }

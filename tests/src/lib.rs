@@ -648,7 +648,8 @@ impl TrustWatch {
                 for (cluster, istiod) in &members {
                     match pod_workload(cluster, istiod, "web", "web").await {
                         Ok(w) => {
-                            let issuer = cert::fingerprint(&w.cert().chain_der()[1])[..12].to_owned();
+                            let issuer =
+                                cert::fingerprint(&w.cert().chain_der()[1])[..12].to_owned();
                             let seen = report.issuers.entry(cluster.name().to_owned()).or_default();
                             if seen.last() != Some(&issuer) {
                                 seen.push(issuer);

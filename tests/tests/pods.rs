@@ -75,7 +75,8 @@ fn assert_agent_process_is_confined(fed: &Federation, member: &str) {
     let pid = testbed::node::host::cgroup_pids(&node.info().cgroup)
         .into_iter()
         .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "cluster-agent")
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "cluster-agent")
         })
         .unwrap_or_else(|| panic!("{member}: no cluster-agent process in the node's cgroups"));
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -95,7 +96,10 @@ fn assert_agent_process_is_confined(fed: &Federation, member: &str) {
         .find(|l| l.split_whitespace().nth(4) == Some("/"))
         .unwrap();
     let opts = root.split_whitespace().nth(5).unwrap();
-    assert!(opts.split(',').any(|o| o == "ro"), "{member}: root mount {root}");
+    assert!(
+        opts.split(',').any(|o| o == "ro"),
+        "{member}: root mount {root}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +113,10 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
         format!("{:.1?}", started.elapsed()),
     );
     for n in fed.testbed.nodes() {
-        figure(&format!("node {} ready", n.name()), format!("{:.1?}", n.ready_in()));
+        figure(
+            &format!("node {} ready", n.name()),
+            format!("{:.1?}", n.ready_in()),
+        );
     }
     // cluster-1's istiod runs before its cluster joins: its self-signed CA.
     let istiod_1 = fed.start_istiod_pod("cluster-1", "cluster.local").await;
@@ -118,7 +125,10 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
         format!("{:.1?}", istiod_1.started_in()),
     );
     let first_pod = istiod_1.current_pod().await.unwrap();
-    assert_eq!(istiod_1.ca_mode_of(&first_pod.name), Some(CaMode::SelfSigned));
+    assert_eq!(
+        istiod_1.ca_mode_of(&first_pod.name),
+        Some(CaMode::SelfSigned)
+    );
 
     fed.start_serve(&[]);
 
@@ -138,24 +148,42 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
     ]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot get its image localhost/federator/missing:0"), "{err}");
-    assert!(err.contains("--agent-image") && err.contains("kind load image-archive"), "{err}");
-    assert!(fed.member_cluster("cluster-3").await.is_none(), "nothing registered");
+    assert!(
+        err.contains("cannot get its image localhost/federator/missing:0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--agent-image") && err.contains("kind load image-archive"),
+        "{err}"
+    );
+    assert!(
+        fed.member_cluster("cluster-3").await.is_none(),
+        "nothing registered"
+    );
 
     // The README's join: no agent flags.
     for (name, _) in MEMBERS {
         let t = Instant::now();
         let out = fed.join_default(name);
-        figure(&format!("join {name} (agent available)"), format!("{:.1?}", t.elapsed()));
+        figure(
+            &format!("join {name} (agent available)"),
+            format!("{:.1?}", t.elapsed()),
+        );
         assert!(
-            out.contains(&format!("agent Deployment federator-system/federator-agent is available")),
+            out.contains("agent Deployment federator-system/federator-agent is available"),
             "{out}"
         );
         assert!(out.contains(names::AGENT_IMAGE), "{out}");
     }
-    fed.wait_healthy(&["cluster-1", "cluster-2", "cluster-3"], Duration::from_secs(120))
-        .await;
-    figure("federation healthy after", format!("{:.1?}", started.elapsed()));
+    fed.wait_healthy(
+        &["cluster-1", "cluster-2", "cluster-3"],
+        Duration::from_secs(120),
+    )
+    .await;
+    figure(
+        "federation healthy after",
+        format!("{:.1?}", started.elapsed()),
+    );
 
     for (name, _) in MEMBERS {
         let m = &fed.members[name];
@@ -164,7 +192,10 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
         assert_eq!(ready.len(), 1, "{name}: {pods:?}");
         let pod = ready[0];
         let spec = pod.spec.as_ref().unwrap();
-        assert_eq!(spec.containers[0].image.as_deref(), Some(names::AGENT_IMAGE));
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some(names::AGENT_IMAGE)
+        );
         assert_ne!(spec.host_network, Some(true));
         assert_agent_process_is_confined(&fed, name);
         // The readiness endpoint the kubelet probes.
@@ -176,7 +207,10 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
         );
         assert!(log.contains("serving /healthz and /readyz"), "{log}");
         if let Some(d) = start_to_cacerts(&log) {
-            figure(&format!("agent Pod of {name}: start to cacerts written"), format!("{d:.2?}"));
+            figure(
+                &format!("agent Pod of {name}: start to cacerts written"),
+                format!("{d:.2?}"),
+            );
         }
         let files = fed.cacerts(name).await.unwrap();
         let inspection = cacerts::inspect(&files, time::OffsetDateTime::now_utc());
@@ -185,10 +219,18 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
 
     // The first install restarted cluster-1's istiod: a real rollout by the controller-manager
     // (a new ReplicaSet's Pod, the old one gone), now in plug-in mode from the Secret volume.
-    let rolled = istiod_1.wait_rolled_out(Duration::from_secs(120)).await.unwrap();
+    let rolled = istiod_1
+        .wait_rolled_out(Duration::from_secs(120))
+        .await
+        .unwrap();
     assert_ne!(rolled.uid, first_pod.uid);
     assert!(
-        istiod_1.pods().await.unwrap().iter().all(|p| p.uid != first_pod.uid),
+        istiod_1
+            .pods()
+            .await
+            .unwrap()
+            .iter()
+            .all(|p| p.uid != first_pod.uid),
         "the old Pod is gone"
     );
     assert_eq!(istiod_1.generation().await.unwrap(), 2, "one rollout");
@@ -199,9 +241,11 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
             .unwrap()
             .contains_key(names::RESTARTED_AT_ANNOTATION)
     );
-    wait_for("cluster-1's new istiod Pod to log its CA", Duration::from_secs(30), || async {
-        istiod_1.ca_mode_of(&rolled.name).map(|_| ())
-    })
+    wait_for(
+        "cluster-1's new istiod Pod to log its CA",
+        Duration::from_secs(30),
+        || async { istiod_1.ca_mode_of(&rolled.name).map(|_| ()) },
+    )
     .await;
     assert_eq!(istiod_1.ca_mode_of(&rolled.name), Some(CaMode::PlugIn));
     // The agent asked for it (its status has moved on since: cluster-3's root was a hot
@@ -212,7 +256,10 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
         agent1[0].metadata.name.as_deref().unwrap(),
         "cluster-agent",
     );
-    assert!(log1.contains("requested a rolling restart of istiod"), "{log1}");
+    assert!(
+        log1.contains("requested a rolling restart of istiod"),
+        "{log1}"
+    );
 
     // istiod Pods started after the join: plug-in mode from the start.
     let mut istiods: BTreeMap<&str, IstiodPod> = BTreeMap::new();
@@ -237,8 +284,16 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
         let w = pod_workload(c, &istiods[name], "web", "web").await.unwrap();
         assert_eq!(w.id(), format!("spiffe://{td}/ns/web/sa/web"));
         let chain = w.cert().chain_der();
-        assert_eq!(chain[1], cluster_ca(&fed, name).await, "{name}: issued by the agent's CA");
-        assert_eq!(w.trust().len(), 2, "{name}: both federation roots published");
+        assert_eq!(
+            chain[1],
+            cluster_ca(&fed, name).await,
+            "{name}: issued by the agent's CA"
+        );
+        assert_eq!(
+            w.trust().len(),
+            2,
+            "{name}: both federation roots published"
+        );
         workloads.insert(name, w);
     }
     assert_mtls(&workloads["cluster-1"], &workloads["cluster-3"]).await;
@@ -246,8 +301,19 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
     assert_mtls(&workloads["cluster-1"], &workloads["cluster-2"]).await;
     for (name, _) in MEMBERS {
         let ct = fed.cluster_trust(name).await.unwrap();
-        let served = ct.status.as_ref().unwrap().istiod.as_ref().unwrap().serving_bundle_generation;
-        assert_eq!(served, Some(ct.spec.bundle_generation), "{name}: istiod serves the bundle");
+        let served = ct
+            .status
+            .as_ref()
+            .unwrap()
+            .istiod
+            .as_ref()
+            .unwrap()
+            .serving_bundle_generation;
+        assert_eq!(
+            served,
+            Some(ct.spec.bundle_generation),
+            "{name}: istiod serves the bundle"
+        );
     }
 
     // Renewal of cluster-2's CA: the same istiod Pod hot-reloads it from its Secret volume.
@@ -257,17 +323,26 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
     let generation2 = i2.generation().await.unwrap();
     let old_ca = cluster_ca(&fed, "cluster-2").await;
     bump_csr_generation(&fed, "cluster-2").await;
-    let new_ca = wait_for("cluster-2's new cluster CA", Duration::from_secs(60), || async {
-        let ca = cluster_ca(&fed, "cluster-2").await;
-        (ca != old_ca).then_some(ca)
-    })
+    let new_ca = wait_for(
+        "cluster-2's new cluster CA",
+        Duration::from_secs(60),
+        || async {
+            let ca = cluster_ca(&fed, "cluster-2").await;
+            (ca != old_ca).then_some(ca)
+        },
+    )
     .await;
     let t = Instant::now();
-    wait_for("the istiod Pod to hot-reload", Duration::from_secs(90), || async {
-        (i2.log_count(&pod2.name, LOG_HOT_RELOAD) > reloads).then_some(())
-    })
+    wait_for(
+        "the istiod Pod to hot-reload",
+        Duration::from_secs(90),
+        || async { (i2.log_count(&pod2.name, LOG_HOT_RELOAD) > reloads).then_some(()) },
+    )
     .await;
-    figure("renewal: cacerts written to istiod Pod reload (kubelet sync 10s)", format!("{:.1?}", t.elapsed()));
+    figure(
+        "renewal: cacerts written to istiod Pod reload (kubelet sync 10s)",
+        format!("{:.1?}", t.elapsed()),
+    );
     assert_eq!(i2.current_pod().await.unwrap().uid, pod2.uid, "same Pod");
     assert_eq!(i2.generation().await.unwrap(), generation2, "no rollout");
     let renewed = pod_workload(&fed.members["cluster-2"].cluster, &i2, "web", "web")
@@ -285,8 +360,14 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
         "--kubeconfig",
         c3.kubeconfig_path().to_str().unwrap(),
     ]);
-    assert!(out.contains("removed Deployment federator-system/federator-agent"), "{out}");
-    assert!(out.contains("removed CustomResourceDefinition clustertrusts.federator.io"), "{out}");
+    assert!(
+        out.contains("removed Deployment federator-system/federator-agent"),
+        "{out}"
+    );
+    assert!(
+        out.contains("removed CustomResourceDefinition clustertrusts.federator.io"),
+        "{out}"
+    );
     assert!(out.contains("istio-system/cacerts stays in place"), "{out}");
     let client3 = c3.client().await.unwrap();
     assert!(
@@ -296,9 +377,11 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
             .unwrap()
             .is_none()
     );
-    wait_for("the agent Pod to be gone (garbage collector)", Duration::from_secs(60), || async {
-        agent_pods(&c3).await.is_empty().then_some(())
-    })
+    wait_for(
+        "the agent Pod to be gone (garbage collector)",
+        Duration::from_secs(60),
+        || async { agent_pods(&c3).await.is_empty().then_some(()) },
+    )
     .await;
     for sa in [names::AGENT_SERVICE_ACCOUNT, names::HUB_SERVICE_ACCOUNT] {
         let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
@@ -315,14 +398,23 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
     );
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client3);
-    assert!(crds.get_opt("clustertrusts.federator.io").await.unwrap().is_none());
+    assert!(
+        crds.get_opt("clustertrusts.federator.io")
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The other members stop trusting east.example once their istiods load the smaller bundle.
     let c1 = fed.members["cluster-1"].cluster.clone();
-    wait_for("cluster-1's istiod to publish one root", Duration::from_secs(90), || async {
-        (pem_count(&published_roots(&c1, "web").await?) == 1).then_some(())
-    })
+    wait_for(
+        "cluster-1's istiod to publish one root",
+        Duration::from_secs(90),
+        || async { (pem_count(&published_roots(&c1, "web").await?) == 1).then_some(()) },
+    )
     .await;
-    let w1 = pod_workload(&c1, &istiods["cluster-1"], "web", "web").await.unwrap();
+    let w1 = pod_workload(&c1, &istiods["cluster-1"], "web", "web")
+        .await
+        .unwrap();
     assert_no_mtls(&w1, &workloads["cluster-3"]).await;
     assert_mtls(&w1, &renewed).await;
     figure("test total", format!("{:.1?}", started.elapsed()));
@@ -333,11 +425,20 @@ async fn bump_csr_generation(fed: &Federation, member: &str) {
         fed.members[member].cluster.client().await.unwrap(),
         names::NAMESPACE,
     );
-    let generation = cts.get(names::CLUSTER_TRUST).await.unwrap().spec.csr_generation;
-    let bump = serde_json::json!({"spec": {"csrGeneration": generation + 1}});
-    cts.patch(names::CLUSTER_TRUST, &PatchParams::default(), &Patch::Merge(&bump))
+    let generation = cts
+        .get(names::CLUSTER_TRUST)
         .await
-        .unwrap();
+        .unwrap()
+        .spec
+        .csr_generation;
+    let bump = serde_json::json!({"spec": {"csrGeneration": generation + 1}});
+    cts.patch(
+        names::CLUSTER_TRUST,
+        &PatchParams::default(),
+        &Patch::Merge(&bump),
+    )
+    .await
+    .unwrap();
 }
 
 /// Joins every member with default flags, runs `serve`, and starts an istiod Pod in each once
@@ -375,7 +476,11 @@ fn watch(fed: &Federation, istiods: &BTreeMap<&'static str, IstiodPod>) -> Trust
 async fn federation_status(fed: &Federation) -> federator_api::hub::FederationStatus {
     let api: Api<federator_api::hub::Federation> =
         Api::namespaced(fed.hub.client().await.unwrap(), names::NAMESPACE);
-    api.get(names::FEDERATION).await.unwrap().status.unwrap_or_default()
+    api.get(names::FEDERATION)
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default()
 }
 
 /// Renewal and a root rotation with istiod Pods whose `cacerts` volumes the kubelets update
@@ -386,25 +491,41 @@ async fn federation_status(fed: &Federation) -> federator_api::hub::FederationSt
 async fn renewal_and_rotation_at_the_default_kubelet_sync_keep_trust() {
     let started = Instant::now();
     let (fed, istiods) = federation_with_istiod_pods(&MEMBERS, None, &[]).await;
-    figure("setup (3 nodes, joins, istiod Pods)", format!("{:.1?}", started.elapsed()));
+    figure(
+        "setup (3 nodes, joins, istiod Pods)",
+        format!("{:.1?}", started.elapsed()),
+    );
     let watcher = watch(&fed, &istiods);
 
     // Renewal of cluster-1: istiod picks the new CA up at the kubelet's next sync.
     let old_ca = cluster_ca(&fed, "cluster-1").await;
     bump_csr_generation(&fed, "cluster-1").await;
-    let new_ca = wait_for("cluster-1's new cluster CA", Duration::from_secs(60), || async {
-        let ca = cluster_ca(&fed, "cluster-1").await;
-        (ca != old_ca).then_some(ca)
-    })
+    let new_ca = wait_for(
+        "cluster-1's new cluster CA",
+        Duration::from_secs(60),
+        || async {
+            let ca = cluster_ca(&fed, "cluster-1").await;
+            (ca != old_ca).then_some(ca)
+        },
+    )
     .await;
     let t = Instant::now();
     let c1 = fed.members["cluster-1"].cluster.clone();
-    wait_for("cluster-1's istiod Pod to issue under the new CA", Duration::from_secs(180), || async {
-        let w = pod_workload(&c1, &istiods["cluster-1"], "web", "web").await.ok()?;
-        (w.cert().chain_der()[1] == new_ca).then_some(())
-    })
+    wait_for(
+        "cluster-1's istiod Pod to issue under the new CA",
+        Duration::from_secs(180),
+        || async {
+            let w = pod_workload(&c1, &istiods["cluster-1"], "web", "web")
+                .await
+                .ok()?;
+            (w.cert().chain_der()[1] == new_ca).then_some(())
+        },
+    )
     .await;
-    figure("renewal: cacerts written to istiod issuing under it (default sync)", format!("{:.1?}", t.elapsed()));
+    figure(
+        "renewal: cacerts written to istiod issuing under it (default sync)",
+        format!("{:.1?}", t.elapsed()),
+    );
 
     // Rotation of cluster.local's root. The drain is longer than a kubelet sync: the last
     // step (old root dropped) must not come before every istiod of cluster.local issues
@@ -418,7 +539,13 @@ async fn renewal_and_rotation_at_the_default_kubelet_sync_keep_trust() {
         .sha256
         .clone();
     let t = Instant::now();
-    fed.federator_ok(&["rotate-root", "--trust-domain", "cluster.local", "--drain", "150s"]);
+    fed.federator_ok(&[
+        "rotate-root",
+        "--trust-domain",
+        "cluster.local",
+        "--drain",
+        "150s",
+    ]);
     let mut phases: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -432,33 +559,57 @@ async fn renewal_and_rotation_at_the_default_kubelet_sync_keep_trust() {
         if st.rotations.is_empty() && !phases.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "the rotation did not complete: {phases:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the rotation did not complete: {phases:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    figure("rotation: start to old root dropped", format!("{:.1?}", t.elapsed()));
-    assert!(phases.contains(&"trusting-new-root".to_owned()), "{phases:?}");
+    figure(
+        "rotation: start to old root dropped",
+        format!("{:.1?}", t.elapsed()),
+    );
+    assert!(
+        phases.contains(&"trusting-new-root".to_owned()),
+        "{phases:?}"
+    );
     assert!(phases.contains(&"draining".to_owned()), "{phases:?}");
     // Every istiod ends on the new bundle: two roots, the old one gone.
     for (name, _) in MEMBERS {
         let c = fed.members[name].cluster.clone();
-        wait_for(&format!("{name}'s istiod to drop the old root"), Duration::from_secs(180), || async {
-            let pem = published_roots(&c, "web").await?;
-            let fps: Vec<String> = cert::parse_pem_certificates(pem.as_bytes(), "roots")
-                .ok()?
-                .iter()
-                .map(|d| cert::fingerprint(d))
-                .collect();
-            (fps.len() == 2 && !fps.contains(&old_root)).then_some(())
-        })
+        wait_for(
+            &format!("{name}'s istiod to drop the old root"),
+            Duration::from_secs(180),
+            || async {
+                let pem = published_roots(&c, "web").await?;
+                let fps: Vec<String> = cert::parse_pem_certificates(pem.as_bytes(), "roots")
+                    .ok()?
+                    .iter()
+                    .map(|d| cert::fingerprint(d))
+                    .collect();
+                (fps.len() == 2 && !fps.contains(&old_root)).then_some(())
+            },
+        )
         .await;
     }
     let report = watcher.stop().await;
-    figure("trust checks (every pair, both ways, fresh certificates)", report.rounds);
+    figure(
+        "trust checks (every pair, both ways, fresh certificates)",
+        report.rounds,
+    );
     eprintln!("issuers seen: {:?}", report.issuers);
     assert!(report.rounds > 50, "{report:?}");
-    assert!(report.failures.is_empty(), "trust gaps: {:#?}", report.failures);
+    assert!(
+        report.failures.is_empty(),
+        "trust gaps: {:#?}",
+        report.failures
+    );
     // cluster-1 went through three CAs: the first, the renewal, the re-signing.
-    assert!(report.issuers["cluster-1"].len() >= 3, "{:?}", report.issuers);
+    assert!(
+        report.issuers["cluster-1"].len() >= 3,
+        "{:?}",
+        report.issuers
+    );
     figure("test total", format!("{:.1?}", started.elapsed()));
 }
 
@@ -467,7 +618,10 @@ async fn renewal_and_rotation_at_the_default_kubelet_sync_keep_trust() {
 /// in its Secret, installs the hub's answer, and istiod picks it up, with no trust gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_agent_pod_comes_back_in_the_middle_of_a_renewal() {
-    let members = [("cluster-1", "cluster.local"), ("cluster-2", "east.example")];
+    let members = [
+        ("cluster-1", "cluster.local"),
+        ("cluster-2", "east.example"),
+    ];
     let (mut fed, istiods) =
         federation_with_istiod_pods(&members, Some(Duration::from_secs(10)), &[]).await;
     let watcher = watch(&fed, &istiods);
@@ -478,7 +632,12 @@ async fn a_deleted_agent_pod_comes_back_in_the_middle_of_a_renewal() {
         serve.terminate(Duration::from_secs(5)).await;
     }
     let old_ca = cluster_ca(&fed, "cluster-1").await;
-    let generation = fed.cluster_trust("cluster-1").await.unwrap().spec.csr_generation;
+    let generation = fed
+        .cluster_trust("cluster-1")
+        .await
+        .unwrap()
+        .spec
+        .csr_generation;
     bump_csr_generation(&fed, "cluster-1").await;
     wait_for("the agent's new CSR", Duration::from_secs(60), || async {
         let ct = fed.cluster_trust("cluster-1").await?;
@@ -489,25 +648,38 @@ async fn a_deleted_agent_pod_comes_back_in_the_middle_of_a_renewal() {
     assert_eq!(old_pods.len(), 1);
     let old_name = old_pods[0].metadata.name.clone().unwrap();
     let pods: Api<Pod> = Api::namespaced(c1.client().await.unwrap(), names::NAMESPACE);
-    pods.delete(&old_name, &DeleteParams::default()).await.unwrap();
+    pods.delete(&old_name, &DeleteParams::default())
+        .await
+        .unwrap();
     let t = Instant::now();
-    let new_pod = wait_for("a new agent Pod, ready", Duration::from_secs(90), || async {
-        agent_pods(&c1)
-            .await
-            .into_iter()
-            .find(|p| p.metadata.name.as_deref() != Some(old_name.as_str()) && is_ready(p))
-    })
+    let new_pod = wait_for(
+        "a new agent Pod, ready",
+        Duration::from_secs(90),
+        || async {
+            agent_pods(&c1)
+                .await
+                .into_iter()
+                .find(|p| p.metadata.name.as_deref() != Some(old_name.as_str()) && is_ready(p))
+        },
+    )
     .await;
-    figure("agent Pod deleted to its replacement ready", format!("{:.1?}", t.elapsed()));
+    figure(
+        "agent Pod deleted to its replacement ready",
+        format!("{:.1?}", t.elapsed()),
+    );
     // The pending CSR survived: the new Pod did not make another one.
     let ct = fed.cluster_trust("cluster-1").await.unwrap();
     assert_eq!(ct.status.unwrap().csr.unwrap().generation, generation + 1);
 
     fed.start_serve(&[]);
-    let new_ca = wait_for("cluster-1's new cluster CA", Duration::from_secs(60), || async {
-        let ca = cluster_ca(&fed, "cluster-1").await;
-        (ca != old_ca).then_some(ca)
-    })
+    let new_ca = wait_for(
+        "cluster-1's new cluster CA",
+        Duration::from_secs(60),
+        || async {
+            let ca = cluster_ca(&fed, "cluster-1").await;
+            (ca != old_ca).then_some(ca)
+        },
+    )
     .await;
     let node = fed.testbed.node("cluster-1").unwrap();
     let log = node.container_log(
@@ -516,15 +688,29 @@ async fn a_deleted_agent_pod_comes_back_in_the_middle_of_a_renewal() {
         "cluster-agent",
     );
     assert!(log.contains("accepted the hub's signed chain"), "{log}");
-    assert!(!log.contains("made a fresh key and CSR"), "the pending key was kept:\n{log}");
-    wait_for("cluster-1's istiod to issue under the new CA", Duration::from_secs(120), || async {
-        let w = pod_workload(&c1, &istiods["cluster-1"], "web", "web").await.ok()?;
-        (w.cert().chain_der()[1] == new_ca).then_some(())
-    })
+    assert!(
+        !log.contains("made a fresh key and CSR"),
+        "the pending key was kept:\n{log}"
+    );
+    wait_for(
+        "cluster-1's istiod to issue under the new CA",
+        Duration::from_secs(120),
+        || async {
+            let w = pod_workload(&c1, &istiods["cluster-1"], "web", "web")
+                .await
+                .ok()?;
+            (w.cert().chain_der()[1] == new_ca).then_some(())
+        },
+    )
     .await;
-    fed.wait_healthy(&["cluster-1", "cluster-2"], Duration::from_secs(60)).await;
+    fed.wait_healthy(&["cluster-1", "cluster-2"], Duration::from_secs(60))
+        .await;
     let report = watcher.stop().await;
     figure("trust checks during the interrupted renewal", report.rounds);
     assert!(report.rounds > 10, "{report:?}");
-    assert!(report.failures.is_empty(), "trust gaps: {:#?}", report.failures);
+    assert!(
+        report.failures.is_empty(),
+        "trust gaps: {:#?}",
+        report.failures
+    );
 }

@@ -183,7 +183,12 @@ pub fn serving_generation(
     generation: i64,
     previous: Option<i64>,
 ) -> i64 {
-    let as_set = |roots: &[Vec<u8>]| roots.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+    let as_set = |roots: &[Vec<u8>]| {
+        roots
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+    };
     let serves = published
         .and_then(|p| cert::parse_pem_certificates(p, "istio-ca-root-cert").ok())
         .is_some_and(|roots| !roots.is_empty() && as_set(&roots) == as_set(bundle_roots));
@@ -206,7 +211,10 @@ mod tests {
         let both: Vec<Vec<u8>> = [der(&a.cert_pem()), der(&b.cert_pem())].concat();
         let pem_both = format!("{}{}", b.cert_pem(), a.cert_pem());
         // Order does not matter; exactly the same set does.
-        assert_eq!(serving_generation(Some(pem_both.as_bytes()), &both, 4, Some(3)), 4);
+        assert_eq!(
+            serving_generation(Some(pem_both.as_bytes()), &both, 4, Some(3)),
+            4
+        );
         // Still the old roots: not the new generation, and not more than before.
         assert_eq!(
             serving_generation(Some(a.cert_pem().as_bytes()), &both, 4, Some(3)),

@@ -411,8 +411,8 @@ pub const SPEC_HASH_ANNOTATION: &str = "federator.io/spec-sha256";
 /// and the hash of its spec.
 pub fn agent_deployment(image: &str, cluster: &str) -> Result<Deployment> {
     let mut d = federator_api::agent::deployment(image, cluster);
-    let spec = serde_json::to_vec(&d.spec)
-        .map_err(|e| Error::Encode(format!("agent Deployment: {e}")))?;
+    let spec =
+        serde_json::to_vec(&d.spec).map_err(|e| Error::Encode(format!("agent Deployment: {e}")))?;
     d.metadata
         .annotations
         .get_or_insert_with(Default::default)
@@ -492,7 +492,12 @@ fn leave_permissions() -> Vec<Permission> {
         p("delete", rbac, "roles", is),
         p("delete", "", "secrets", fs),
         p("delete", "", "serviceaccounts", fs),
-        p("delete", "apiextensions.k8s.io", "customresourcedefinitions", None),
+        p(
+            "delete",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            None,
+        ),
     ]
 }
 
@@ -556,12 +561,20 @@ async fn remove_member_objects(member: &Client, report: &mut LeaveReport) -> Res
         let gone = match kind {
             "ClusterTrust" => delete_if_present(&trusts, name, &what).await?,
             "Deployment" => {
-                delete_if_present(&Api::<Deployment>::namespaced(member.clone(), ns), name, &what)
-                    .await?
+                delete_if_present(
+                    &Api::<Deployment>::namespaced(member.clone(), ns),
+                    name,
+                    &what,
+                )
+                .await?
             }
             "RoleBinding" => {
-                delete_if_present(&Api::<RoleBinding>::namespaced(member.clone(), ns), name, &what)
-                    .await?
+                delete_if_present(
+                    &Api::<RoleBinding>::namespaced(member.clone(), ns),
+                    name,
+                    &what,
+                )
+                .await?
             }
             "Role" => {
                 delete_if_present(&Api::<Role>::namespaced(member.clone(), ns), name, &what).await?
@@ -591,7 +604,9 @@ async fn remove_member_objects(member: &Client, report: &mut LeaveReport) -> Res
         Ok(list) if list.items.is_empty() => {
             let crds: Api<CustomResourceDefinition> = Api::all(member.clone());
             if delete_if_present(&crds, crd_name, &format!("CRD {crd_name}")).await? {
-                report.removed.push(format!("CustomResourceDefinition {crd_name}"));
+                report
+                    .removed
+                    .push(format!("CustomResourceDefinition {crd_name}"));
             }
         }
         Ok(list) => report.left_behind.push(format!(
@@ -759,7 +774,8 @@ mod tests {
     fn the_agent_deployment_carries_the_hash_of_its_spec() {
         let a = agent_deployment("img:1", "east").unwrap();
         let b = agent_deployment("img:2", "east").unwrap();
-        let hash = |d: &Deployment| d.metadata.annotations.as_ref().unwrap()[SPEC_HASH_ANNOTATION].clone();
+        let hash =
+            |d: &Deployment| d.metadata.annotations.as_ref().unwrap()[SPEC_HASH_ANNOTATION].clone();
         assert_eq!(hash(&a), hash(&agent_deployment("img:1", "east").unwrap()));
         assert_ne!(hash(&a), hash(&b));
         assert_eq!(

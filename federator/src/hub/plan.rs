@@ -151,7 +151,11 @@ pub fn member_status(
     // Acknowledged: in `cacerts` and, where istiod runs, served by istiod (a Pod's volume
     // follows the Secret only at the kubelet's next sync).
     let in_cacerts = installed.as_ref().map(|i| i.bundle_generation).unwrap_or(0);
-    let bundle_acked = match agent.istiod.as_ref().and_then(|i| i.serving_bundle_generation) {
+    let bundle_acked = match agent
+        .istiod
+        .as_ref()
+        .and_then(|i| i.serving_bundle_generation)
+    {
         Some(served) => in_cacerts.min(served),
         None => in_cacerts,
     };

@@ -269,7 +269,9 @@ mod tests {
         let mut d = deploy(2, 2, 1);
         d.status.as_mut().unwrap().replicas = Some(2);
         assert!(matches!(diagnose(&d, &[]), Rollout::Progressing(_)));
-        assert!(matches!(diagnose(&deploy(2, 1, 1), &[]), Rollout::Progressing(m) if m.contains("kube-controller-manager")));
+        assert!(
+            matches!(diagnose(&deploy(2, 1, 1), &[]), Rollout::Progressing(m) if m.contains("kube-controller-manager"))
+        );
     }
 
     #[test]
@@ -320,12 +322,17 @@ mod tests {
     fn an_old_pod_says_nothing_about_the_new_template() {
         let mut old = pod(waiting("ImagePullBackOff", "Back-off pulling image", 0));
         old.spec.as_mut().unwrap().containers[0].image = Some("localhost/nope:1".into());
-        assert!(matches!(diagnose(&deploy(2, 2, 0), &[old]), Rollout::Progressing(_)));
+        assert!(matches!(
+            diagnose(&deploy(2, 2, 0), &[old]),
+            Rollout::Progressing(_)
+        ));
     }
 
     #[test]
     fn a_starting_pod_is_progressing() {
         let p = pod(waiting("ContainerCreating", "", 0));
-        assert!(matches!(diagnose(&deploy(1, 1, 0), &[p]), Rollout::Progressing(m) if m.contains("not ready")));
+        assert!(
+            matches!(diagnose(&deploy(1, 1, 0), &[p]), Rollout::Progressing(m) if m.contains("not ready"))
+        );
     }
 }

@@ -242,7 +242,10 @@ mod tests {
     fn containerd_config_keeps_everything_in_the_node_dir() {
         let l = NodeLayout::new("/tmp/tb/c1/node");
         let t = containerd_toml(&l, "localhost/pause:x", Path::new("/usr/lib/cni"));
-        assert!(t.contains(r#"address = "/tmp/tb/c1/node/containerd.sock""#), "{t}");
+        assert!(
+            t.contains(r#"address = "/tmp/tb/c1/node/containerd.sock""#),
+            "{t}"
+        );
         assert!(t.contains(r#"address = "/tmp/tb/c1/node/containerd.sock.ttrpc""#));
         assert!(t.contains(r#"root = "/tmp/tb/c1/node/containerd/root""#));
         assert!(t.contains(r#"path = "/tmp/tb/c1/node/containerd/opt""#));
@@ -266,10 +269,7 @@ mod tests {
     #[test]
     fn kubelet_config_defaults_to_the_kubelet_sync_period() {
         let l = NodeLayout::new("/tmp/tb/c1/node");
-        let ports = KubeletPorts {
-            api: 1,
-            healthz: 2,
-        };
+        let ports = KubeletPorts { api: 1, healthz: 2 };
         let c = kubelet_config(&l, "federator-testbed-x", Path::new("/ca"), ports, None);
         assert!(c.get("syncFrequency").is_none());
         assert_eq!(c["cgroupRoot"], "/federator-testbed-x");

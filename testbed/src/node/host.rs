@@ -21,7 +21,10 @@ pub fn node_id(dir: &Path, cluster: &str) -> String {
     h.update(dir.as_os_str().as_encoded_bytes());
     h.update([0]);
     h.update(cluster.as_bytes());
-    h.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Name of the node's cgroup subtree (the kubelet's `cgroupRoot`), at the top of every
@@ -102,9 +105,10 @@ pub fn create_cgroups(name: &str) -> Result<()> {
         }
         if cpuset {
             for f in ["cpuset.cpus", "cpuset.mems"] {
-                let value =
-                    std::fs::read_to_string(mount.join(f)).map_err(Error::io("read", mount.join(f)))?;
-                std::fs::write(dir.join(f), value.trim()).map_err(Error::io("write", dir.join(f)))?;
+                let value = std::fs::read_to_string(mount.join(f))
+                    .map_err(Error::io("read", mount.join(f)))?;
+                std::fs::write(dir.join(f), value.trim())
+                    .map_err(Error::io("write", dir.join(f)))?;
             }
         }
     }
@@ -373,9 +377,16 @@ pub fn claim_network(id: &str) -> Result<NodeNetwork> {
             }
         }
         let addr = format!("{}/24", net.gateway());
-        let setup = ip(&["link", "set", "dev", &net.bridge, "alias", &NodeNetwork::alias(id)])
-            .and_then(|()| ip(&["addr", "add", &addr, "dev", &net.bridge]))
-            .and_then(|()| ip(&["link", "set", "dev", &net.bridge, "up"]));
+        let setup = ip(&[
+            "link",
+            "set",
+            "dev",
+            &net.bridge,
+            "alias",
+            &NodeNetwork::alias(id),
+        ])
+        .and_then(|()| ip(&["addr", "add", &addr, "dev", &net.bridge]))
+        .and_then(|()| ip(&["link", "set", "dev", &net.bridge, "up"]));
         if let Err(e) = setup {
             let _ = ip(&["link", "del", &net.bridge]);
             return Err(Error::Node(format!(
@@ -484,7 +495,10 @@ pub fn prepare_namespace(holder: u32, host_dir: &Path) -> Result<()> {
             upper.display(),
             work.display()
         );
-        in_namespace(holder, &["mount", "-t", "overlay", "overlay", "-o", &opts, target])?;
+        in_namespace(
+            holder,
+            &["mount", "-t", "overlay", "overlay", "-o", &opts, target],
+        )?;
     }
     let sysctl_dir = host_dir.join("sysctl");
     std::fs::create_dir_all(&sysctl_dir).map_err(Error::io("create", &sysctl_dir))?;

@@ -38,7 +38,9 @@ use serde_json::json;
 
 use super::Node;
 use crate::image::Archive;
-use crate::istiod::{CaMode, DEPLOYMENT, IstiodOptions, LOG_PLUGIN_CA, LOG_SELF_SIGNED_CA, NAMESPACE};
+use crate::istiod::{
+    CaMode, DEPLOYMENT, IstiodOptions, LOG_PLUGIN_CA, LOG_SELF_SIGNED_CA, NAMESPACE,
+};
 use crate::{Error, Result};
 
 const FIELD_MANAGER: &str = "testbed";
@@ -258,9 +260,11 @@ impl IstiodPod {
 
     /// The Deployment.
     pub async fn deployment(&self) -> Result<Deployment> {
-        Ok(Api::<Deployment>::namespaced(self.inner.client.clone(), NAMESPACE)
-            .get(DEPLOYMENT)
-            .await?)
+        Ok(
+            Api::<Deployment>::namespaced(self.inner.client.clone(), NAMESPACE)
+                .get(DEPLOYMENT)
+                .await?,
+        )
     }
 
     /// istiod's Pods (also terminating ones), oldest first.
@@ -303,9 +307,7 @@ impl IstiodPod {
             .into_iter()
             .rev()
             .find(|p| p.ready && !p.terminating && p.ip.is_some())
-            .ok_or_else(|| {
-                Error::Api(format!("istiod of {}: no ready Pod", self.cluster_name()))
-            })
+            .ok_or_else(|| Error::Api(format!("istiod of {}: no ready Pod", self.cluster_name())))
     }
 
     /// The CA port of [`IstiodPod::serving_pod`].
@@ -355,7 +357,9 @@ impl IstiodPod {
     /// The CA port of the current Pod (`<pod IP>:15012`).
     pub async fn secure_grpc_addr(&self) -> Result<SocketAddr> {
         let pod = self.current_pod().await?;
-        let ip = pod.ip.ok_or_else(|| Error::Api(format!("istiod Pod {} has no IP", pod.name)))?;
+        let ip = pod
+            .ip
+            .ok_or_else(|| Error::Api(format!("istiod Pod {} has no IP", pod.name)))?;
         Ok(SocketAddr::new(ip, SECURE_GRPC_PORT))
     }
 
@@ -366,7 +370,10 @@ impl IstiodPod {
 
     /// How many lines of Pod `pod`'s log contain `needle`.
     pub fn log_count(&self, pod: &str, needle: &str) -> usize {
-        self.log_of(pod).lines().filter(|l| l.contains(needle)).count()
+        self.log_of(pod)
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     /// Which CA Pod `pod` started with, once it has logged it.

@@ -217,7 +217,10 @@ pub fn cleanup_leftovers(info: &NodeInfo) -> Vec<String> {
     let _ = host::cgroup_pids(&info.cgroup)
         .into_iter()
         .map(|pid| {
-            if let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+            if let Some(p) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
                 let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
             }
         })
@@ -412,10 +415,14 @@ impl Node {
 
         // The mount namespace, held by a sleeping process.
         let holder = Process::spawn(
-            ProcessSpec::new(format!("{c}/node-namespace"), &bins.unshare, log("namespace"))
-                .args(["--mount", "--propagation", "private", "--"])
-                .arg(&bins.sleep)
-                .arg("infinity"),
+            ProcessSpec::new(
+                format!("{c}/node-namespace"),
+                &bins.unshare,
+                log("namespace"),
+            )
+            .args(["--mount", "--propagation", "private", "--"])
+            .arg(&bins.sleep)
+            .arg("infinity"),
         )?;
         let holder_pid = holder.pid();
         on_spawn("node-namespace", holder_pid, &bins.sleep);
@@ -589,7 +596,10 @@ impl Node {
                         "--service-account-private-key-file={}",
                         i.cluster.dir().join("sa.key").display()
                     ),
-                    format!("--root-ca-file={}", i.cluster.dir().join("ca.crt").display()),
+                    format!(
+                        "--root-ca-file={}",
+                        i.cluster.dir().join("ca.crt").display()
+                    ),
                     "--controllers=*".to_owned(),
                 ],
             ),
@@ -640,7 +650,11 @@ impl Node {
             for (what, slot, l) in [
                 ("kubelet", &i.kubelet, "kubelet"),
                 ("kube-scheduler", &i.scheduler, "kube-scheduler"),
-                ("kube-controller-manager", &i.controller_manager, "kube-controller-manager"),
+                (
+                    "kube-controller-manager",
+                    &i.controller_manager,
+                    "kube-controller-manager",
+                ),
                 ("containerd", &i.containerd, "containerd"),
             ] {
                 if !slot.is_running() {
@@ -660,7 +674,12 @@ impl Node {
                 .is_some_and(|n| is_ready(&n));
             let kcm_ready = node_ready
                 && sas.get_opt("default").await.ok().flatten().is_some()
-                && cms.get_opt("kube-root-ca.crt").await.ok().flatten().is_some();
+                && cms
+                    .get_opt("kube-root-ca.crt")
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some();
             if kcm_ready {
                 let took = started.elapsed();
                 tracing::info!(cluster = c, node = %i.name, ms = took.as_millis() as u64, "node ready");
@@ -668,7 +687,10 @@ impl Node {
             }
             if Instant::now() > deadline {
                 let (what, l) = if node_ready {
-                    ("the controller-manager made no default ServiceAccount", "kube-controller-manager")
+                    (
+                        "the controller-manager made no default ServiceAccount",
+                        "kube-controller-manager",
+                    )
                 } else {
                     ("the Node is not Ready", "kubelet")
                 };
@@ -773,14 +795,22 @@ impl Node {
             ("containerd", &i.containerd, &i.bins.containerd),
             ("kubelet", &i.kubelet, &i.bins.kubelet),
             ("kube-scheduler", &i.scheduler, &i.bins.scheduler),
-            ("kube-controller-manager", &i.controller_manager, &i.bins.controller_manager),
+            (
+                "kube-controller-manager",
+                &i.controller_manager,
+                &i.bins.controller_manager,
+            ),
         ] {
             if let Some(pid) = slot.pid() {
                 out.push((role, pid, bin.clone()));
             }
         }
         for pid in host::shims_of(&i.layout.containerd_socket()) {
-            out.push(("containerd-shim", pid, PathBuf::from("containerd-shim-runc-v2")));
+            out.push((
+                "containerd-shim",
+                pid,
+                PathBuf::from("containerd-shim-runc-v2"),
+            ));
         }
         out
     }

@@ -16,9 +16,11 @@ use crate::{Error, Result};
 /// Listens on `listen` and forwards every connection to `target`, until the returned task is
 /// aborted.
 pub async fn spawn(listen: SocketAddr, target: SocketAddr) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::Node(format!("cannot listen on {listen} for the kubernetes Service: {e}")))?;
+    let listener = TcpListener::bind(listen).await.map_err(|e| {
+        Error::Node(format!(
+            "cannot listen on {listen} for the kubernetes Service: {e}"
+        ))
+    })?;
     Ok(tokio::spawn(async move {
         loop {
             let Ok((mut inbound, _)) = listener.accept().await else {
@@ -29,7 +31,9 @@ pub async fn spawn(listen: SocketAddr, target: SocketAddr) -> Result<tokio::task
                     Ok(mut outbound) => {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
-                    Err(e) => tracing::debug!(%target, error = %e, "kubernetes Service: apiserver unreachable"),
+                    Err(e) => {
+                        tracing::debug!(%target, error = %e, "kubernetes Service: apiserver unreachable")
+                    }
                 }
             });
         }
