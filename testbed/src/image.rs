@@ -736,6 +736,72 @@ mod tests {
         assert!(parse_ldd("\tstatically linked\n").is_empty());
     }
 
+    /// The archive is an OCI image layout whose blobs are named by their SHA-256, with the
+    /// config and layer the spec describes; the same inputs give the same digest.
+    #[test]
+    fn writes_a_content_addressed_oci_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("tool");
+        std::fs::write(&bin, b"#!/bin/true\n").unwrap();
+        let mut spec = ImageSpec::base("localhost/test/tool:1", &bin).unwrap();
+        spec.content("/etc/hello", b"hi");
+        let a = build(&spec, &dir.path().join("a.tar")).unwrap();
+        let b = build(&spec, &dir.path().join("b.tar")).unwrap();
+        assert_eq!(a.digest, b.digest, "deterministic");
+        assert_eq!(Archive::read(&a.path).unwrap().name, "localhost/test/tool:1");
+
+        let mut blobs = BTreeMap::new();
+        let mut index = None;
+        let mut tar = tar::Archive::new(std::fs::File::open(&a.path).unwrap());
+        for e in tar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            if let Some(digest) = path.strip_prefix("blobs/sha256/") {
+                assert_eq!(sha256_hex(&data), digest, "{path} is content-addressed");
+                blobs.insert(digest.to_owned(), data);
+            } else if path == "index.json" {
+                index = Some(serde_json::from_slice::<serde_json::Value>(&data).unwrap());
+            }
+        }
+        let index = index.unwrap();
+        let m = &index["manifests"][0];
+        assert_eq!(m["annotations"]["io.containerd.image.name"], "localhost/test/tool:1");
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &blobs[m["digest"].as_str().unwrap().trim_start_matches("sha256:")],
+        )
+        .unwrap();
+        let config: serde_json::Value = serde_json::from_slice(
+            &blobs[manifest["config"]["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")],
+        )
+        .unwrap();
+        assert_eq!(config["config"]["User"], "65532:65532");
+        assert_eq!(config["config"]["Entrypoint"][0], "/usr/local/bin/tool");
+        assert_eq!(config["config"]["WorkingDir"], "/home/nonroot");
+        let layer = &blobs[manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")];
+        let mut files = BTreeMap::new();
+        for e in tar::Archive::new(layer.as_slice()).entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            files.insert(
+                e.path().unwrap().to_string_lossy().into_owned(),
+                (h.mode().unwrap(), h.uid().unwrap(), h.mtime().unwrap()),
+            );
+        }
+        assert_eq!(files["usr/local/bin/tool"].0, 0o755);
+        assert_eq!(files["home/nonroot"].1, u64::from(NONROOT));
+        assert_eq!(files["tmp"].0, 0o1777);
+        assert!(files.contains_key("etc/passwd"));
+        assert!(files.values().all(|(_, _, mtime)| *mtime == 0));
+    }
+
     #[test]
     fn normalizes_symlink_targets() {
         assert_eq!(

@@ -204,7 +204,7 @@ pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> 
     if !report.left_behind.is_empty() {
         let _ = writeln!(
             out,
-            "  still in the cluster (remove with `federator leave cluster {} --kubeconfig ADMIN-KUBECONFIG`):",
+            "  what join installed stays in the cluster (remove it with `federator leave cluster {} --kubeconfig ADMIN-KUBECONFIG`):",
             args.name
         );
         for l in &report.left_behind {

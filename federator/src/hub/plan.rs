@@ -437,4 +437,47 @@ mod tests {
         assert!(!condition::is_true(&s4.conditions, "Ready"));
         assert_eq!(s4.last_contact, s1.last_contact);
     }
+
+    /// A bundle in `cacerts` counts as acknowledged only once istiod serves it: a Pod's
+    /// volume lags the Secret, and a rotation must not move on before.
+    #[test]
+    fn a_bundle_is_acknowledged_once_istiod_serves_it() {
+        let mut c = ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z")));
+        c.spec.bundle_generation = 3;
+        let st = c.status.as_mut().unwrap();
+        st.installed = Some(Installed {
+            serial: "01".into(),
+            bundle_generation: 3,
+            csr_generation: 1,
+            ..Installed::default()
+        });
+        st.istiod = Some(federator_api::member::IstiodStatus {
+            state: "hot-reload".into(),
+            serving_bundle_generation: Some(2),
+            ..Default::default()
+        });
+        let inp = |c: &ClusterTrust| {
+            member_status(
+                None,
+                &StatusInputs {
+                    ct: Some(c),
+                    reachable: true,
+                    hub_problems: &[],
+                    bundle_generation: 3,
+                    now: t(NOW),
+                    heartbeat: std::time::Duration::from_secs(300),
+                },
+            )
+        };
+        let s = inp(&c);
+        assert_eq!(s.bundle_generation_acknowledged, 2, "istiod still serves 2");
+        assert!(!condition::is_true(&s.conditions, "BundleAcknowledged"));
+        c.status.as_mut().unwrap().istiod.as_mut().unwrap().serving_bundle_generation = Some(3);
+        let s = inp(&c);
+        assert_eq!(s.bundle_generation_acknowledged, 3);
+        assert!(condition::is_true(&s.conditions, "BundleAcknowledged"));
+        // No istiod Deployment: cacerts is all there is.
+        c.status.as_mut().unwrap().istiod.as_mut().unwrap().serving_bundle_generation = None;
+        assert_eq!(inp(&c).bundle_generation_acknowledged, 3);
+    }
 }
