@@ -8,10 +8,13 @@
 //!   TokenReview work and tokens of one cluster are rejected by another;
 //! - on demand, an OpenBao dev server (`bao server -dev`);
 //! - on demand, real istiod (`pilot-discovery`) per cluster, with stand-ins for the kubelet's
-//!   Secret volume and the Deployment controller ([`istiod`], [`secret_volume`]).
+//!   Secret volume and the Deployment controller ([`istiod`], [`secret_volume`]);
+//! - on the clusters asked for ([`TestbedOptions::with_nodes`]), a real node: containerd,
+//!   kubelet, scheduler and controller-manager ([`node`]), with the project's images imported
+//!   ([`image`]), and istiod as a Pod there ([`node::istiod`]).
 //!
-//! There is no kubelet, scheduler, controller-manager or garbage collector: see
-//! `docs/testbed.md` for what that means for tests.
+//! A cluster without a node has no kubelet, scheduler, controller-manager or garbage
+//! collector: see `docs/testbed.md` for what that means for tests.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), testbed::Error> {
