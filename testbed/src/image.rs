@@ -748,7 +748,10 @@ mod tests {
         let a = build(&spec, &dir.path().join("a.tar")).unwrap();
         let b = build(&spec, &dir.path().join("b.tar")).unwrap();
         assert_eq!(a.digest, b.digest, "deterministic");
-        assert_eq!(Archive::read(&a.path).unwrap().name, "localhost/test/tool:1");
+        assert_eq!(
+            Archive::read(&a.path).unwrap().name,
+            "localhost/test/tool:1"
+        );
 
         let mut blobs = BTreeMap::new();
         let mut index = None;
@@ -767,7 +770,10 @@ mod tests {
         }
         let index = index.unwrap();
         let m = &index["manifests"][0];
-        assert_eq!(m["annotations"]["io.containerd.image.name"], "localhost/test/tool:1");
+        assert_eq!(
+            m["annotations"]["io.containerd.image.name"],
+            "localhost/test/tool:1"
+        );
         let manifest: serde_json::Value = serde_json::from_slice(
             &blobs[m["digest"].as_str().unwrap().trim_start_matches("sha256:")],
         )

@@ -155,6 +155,19 @@ pub enum CaMode {
     SelfSigned,
 }
 
+impl CaMode {
+    /// The mode one istiod run logged (`None` until it has logged it).
+    pub fn from_log(log: &str) -> Option<CaMode> {
+        if log.contains(LOG_PLUGIN_CA) {
+            Some(CaMode::PlugIn)
+        } else if log.contains(LOG_SELF_SIGNED_CA) {
+            Some(CaMode::SelfSigned)
+        } else {
+            None
+        }
+    }
+}
+
 type SpawnHook = Box<dyn Fn(&Process) + Send + Sync>;
 
 struct Running {
@@ -381,14 +394,7 @@ impl Istiod {
 
     /// Which CA the current process started with, once it has logged it.
     pub fn ca_mode(&self) -> Option<CaMode> {
-        let log = self.current_log();
-        if log.contains(LOG_PLUGIN_CA) {
-            Some(CaMode::PlugIn)
-        } else if log.contains(LOG_SELF_SIGNED_CA) {
-            Some(CaMode::SelfSigned)
-        } else {
-            None
-        }
+        CaMode::from_log(&self.current_log())
     }
 
     /// Restarts the process (as a pod restart would: the volume is re-read first) and waits

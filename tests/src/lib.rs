@@ -333,6 +333,59 @@ impl Federation {
         api.get_opt(names::CLUSTER_TRUST).await.ok()?
     }
 
+    /// The cluster CA in a member's `cacerts` (DER).
+    pub async fn cluster_ca(&self, name: &str) -> Vec<u8> {
+        let files = self.cacerts(name).await.unwrap();
+        first_cert(&files[cacerts::CA_CERT])
+    }
+
+    /// Waits until a member's `cacerts` holds a cluster CA other than `old`; returns it.
+    pub async fn wait_new_cluster_ca(&self, name: &str, old: &[u8]) -> Vec<u8> {
+        wait_for(
+            &format!("{name}'s new cluster CA"),
+            Duration::from_secs(60),
+            || async {
+                let ca = self.cluster_ca(name).await;
+                (ca != old).then_some(ca)
+            },
+        )
+        .await
+    }
+
+    /// Asks a member for a renewal the way the hub does at `renewAfter`: bumps
+    /// `spec.csrGeneration` of its `ClusterTrust`.
+    pub async fn bump_csr_generation(&self, name: &str) {
+        let cts: Api<ClusterTrust> = Api::namespaced(
+            self.members[name].cluster.client().await.unwrap(),
+            names::NAMESPACE,
+        );
+        let generation = cts
+            .get(names::CLUSTER_TRUST)
+            .await
+            .unwrap()
+            .spec
+            .csr_generation;
+        let bump = serde_json::json!({"spec": {"csrGeneration": generation + 1}});
+        cts.patch(
+            names::CLUSTER_TRUST,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&bump),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// The hub's `Federation` status.
+    pub async fn federation_status(&self) -> federator_api::hub::FederationStatus {
+        let api: Api<federator_api::hub::Federation> =
+            Api::namespaced(self.hub.client().await.unwrap(), names::NAMESPACE);
+        api.get(names::FEDERATION)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+    }
+
     /// A member's `MemberCluster` on the hub.
     pub async fn member_cluster(&self, name: &str) -> Option<MemberCluster> {
         let api: Api<MemberCluster> =

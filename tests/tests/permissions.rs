@@ -174,7 +174,10 @@ async fn hub_credential_cannot_read_secrets_and_weak_or_dead_clusters_are_refuse
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not available after 3s"), "{err}");
-    assert!(err.contains("does the cluster run a kube-controller-manager?"), "{err}");
+    assert!(
+        err.contains("does the cluster run a kube-controller-manager?"),
+        "{err}"
+    );
     assert!(err.contains("The hub was not changed"), "{err}");
     assert!(members.get_opt("weak").await.unwrap().is_none());
 

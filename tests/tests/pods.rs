@@ -11,13 +11,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use federator_api::member::ClusterTrust;
 use federator_api::names;
 use federator_core::{cacerts, cert};
 use federator_e2e::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use testbed::IstiodPod;
 use testbed::istiod::{CaMode, LOG_HOT_RELOAD};
 
@@ -44,12 +43,6 @@ fn is_ready(p: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// The cluster CA in a member's `cacerts` (DER).
-async fn cluster_ca(fed: &Federation, member: &str) -> Vec<u8> {
-    let files = fed.cacerts(member).await.unwrap();
-    first_cert(&files[cacerts::CA_CERT])
 }
 
 /// The timestamp (RFC 3339, nanoseconds) at the start of a CRI log line.
@@ -286,7 +279,7 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
         let chain = w.cert().chain_der();
         assert_eq!(
             chain[1],
-            cluster_ca(&fed, name).await,
+            fed.cluster_ca(name).await,
             "{name}: issued by the agent's CA"
         );
         assert_eq!(
@@ -321,17 +314,9 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
     let pod2 = i2.current_pod().await.unwrap();
     let reloads = i2.log_count(&pod2.name, LOG_HOT_RELOAD);
     let generation2 = i2.generation().await.unwrap();
-    let old_ca = cluster_ca(&fed, "cluster-2").await;
-    bump_csr_generation(&fed, "cluster-2").await;
-    let new_ca = wait_for(
-        "cluster-2's new cluster CA",
-        Duration::from_secs(60),
-        || async {
-            let ca = cluster_ca(&fed, "cluster-2").await;
-            (ca != old_ca).then_some(ca)
-        },
-    )
-    .await;
+    let old_ca = fed.cluster_ca("cluster-2").await;
+    fed.bump_csr_generation("cluster-2").await;
+    let new_ca = fed.wait_new_cluster_ca("cluster-2", &old_ca).await;
     let t = Instant::now();
     wait_for(
         "the istiod Pod to hot-reload",
@@ -420,27 +405,6 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
     figure("test total", format!("{:.1?}", started.elapsed()));
 }
 
-async fn bump_csr_generation(fed: &Federation, member: &str) {
-    let cts: Api<ClusterTrust> = Api::namespaced(
-        fed.members[member].cluster.client().await.unwrap(),
-        names::NAMESPACE,
-    );
-    let generation = cts
-        .get(names::CLUSTER_TRUST)
-        .await
-        .unwrap()
-        .spec
-        .csr_generation;
-    let bump = serde_json::json!({"spec": {"csrGeneration": generation + 1}});
-    cts.patch(
-        names::CLUSTER_TRUST,
-        &PatchParams::default(),
-        &Patch::Merge(&bump),
-    )
-    .await
-    .unwrap();
-}
-
 /// Joins every member with default flags, runs `serve`, and starts an istiod Pod in each once
 /// its `cacerts` exists (plug-in mode).
 async fn federation_with_istiod_pods(
@@ -473,16 +437,6 @@ fn watch(fed: &Federation, istiods: &BTreeMap<&'static str, IstiodPod>) -> Trust
     )
 }
 
-async fn federation_status(fed: &Federation) -> federator_api::hub::FederationStatus {
-    let api: Api<federator_api::hub::Federation> =
-        Api::namespaced(fed.hub.client().await.unwrap(), names::NAMESPACE);
-    api.get(names::FEDERATION)
-        .await
-        .unwrap()
-        .status
-        .unwrap_or_default()
-}
-
 /// Renewal and a root rotation with istiod Pods whose `cacerts` volumes the kubelets update
 /// at their default sync period (a minute; measured 60–90 s), with trust between every pair
 /// checked continuously from istiod-issued certificates. The hub moves a rotation on only
@@ -498,17 +452,9 @@ async fn renewal_and_rotation_at_the_default_kubelet_sync_keep_trust() {
     let watcher = watch(&fed, &istiods);
 
     // Renewal of cluster-1: istiod picks the new CA up at the kubelet's next sync.
-    let old_ca = cluster_ca(&fed, "cluster-1").await;
-    bump_csr_generation(&fed, "cluster-1").await;
-    let new_ca = wait_for(
-        "cluster-1's new cluster CA",
-        Duration::from_secs(60),
-        || async {
-            let ca = cluster_ca(&fed, "cluster-1").await;
-            (ca != old_ca).then_some(ca)
-        },
-    )
-    .await;
+    let old_ca = fed.cluster_ca("cluster-1").await;
+    fed.bump_csr_generation("cluster-1").await;
+    let new_ca = fed.wait_new_cluster_ca("cluster-1", &old_ca).await;
     let t = Instant::now();
     let c1 = fed.members["cluster-1"].cluster.clone();
     wait_for(
@@ -530,7 +476,8 @@ async fn renewal_and_rotation_at_the_default_kubelet_sync_keep_trust() {
     // Rotation of cluster.local's root. The drain is longer than a kubelet sync: the last
     // step (old root dropped) must not come before every istiod of cluster.local issues
     // under the new root, which only the time since re-signing can tell.
-    let old_root = federation_status(&fed)
+    let old_root = fed
+        .federation_status()
         .await
         .roots
         .iter()
@@ -549,7 +496,7 @@ async fn renewal_and_rotation_at_the_default_kubelet_sync_keep_trust() {
     let mut phases: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let st = federation_status(&fed).await;
+        let st = fed.federation_status().await;
         for r in &st.rotations {
             if phases.last() != Some(&r.phase) {
                 eprintln!("[rotation] {:.1?}: {}", t.elapsed(), r.phase);
@@ -631,14 +578,14 @@ async fn a_deleted_agent_pod_comes_back_in_the_middle_of_a_renewal() {
     if let Some(mut serve) = fed.serve.take() {
         serve.terminate(Duration::from_secs(5)).await;
     }
-    let old_ca = cluster_ca(&fed, "cluster-1").await;
+    let old_ca = fed.cluster_ca("cluster-1").await;
     let generation = fed
         .cluster_trust("cluster-1")
         .await
         .unwrap()
         .spec
         .csr_generation;
-    bump_csr_generation(&fed, "cluster-1").await;
+    fed.bump_csr_generation("cluster-1").await;
     wait_for("the agent's new CSR", Duration::from_secs(60), || async {
         let ct = fed.cluster_trust("cluster-1").await?;
         (ct.status?.csr?.generation == generation + 1).then_some(())
@@ -672,15 +619,7 @@ async fn a_deleted_agent_pod_comes_back_in_the_middle_of_a_renewal() {
     assert_eq!(ct.status.unwrap().csr.unwrap().generation, generation + 1);
 
     fed.start_serve(&[]);
-    let new_ca = wait_for(
-        "cluster-1's new cluster CA",
-        Duration::from_secs(60),
-        || async {
-            let ca = cluster_ca(&fed, "cluster-1").await;
-            (ca != old_ca).then_some(ca)
-        },
-    )
-    .await;
+    let new_ca = fed.wait_new_cluster_ca("cluster-1", &old_ca).await;
     let node = fed.testbed.node("cluster-1").unwrap();
     let log = node.container_log(
         names::NAMESPACE,

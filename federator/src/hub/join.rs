@@ -132,6 +132,22 @@ fn required_permissions(in_cluster: bool) -> Vec<Permission> {
     v
 }
 
+/// Fails, naming every permission of `wanted` that `client` lacks, when there is one.
+async fn require(client: &Client, wanted: &[Permission], who: &str, when: &str) -> Result<()> {
+    let missing = k::missing_permissions(client, wanted).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Error::Permissions(format!(
+        "{who} cannot: {list}. Use a kubeconfig with cluster-admin rights {when}"
+    )))
+}
+
 /// Joins a member cluster.
 pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
     let name = opts.name.as_str();
@@ -157,17 +173,13 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
     let member = k::client(&config, name)?;
     k::check_reachable(&member, &server, &format!("cluster {name}")).await?;
     let in_cluster = matches!(opts.agent, AgentMode::InCluster { .. });
-    let missing = k::missing_permissions(&member, &required_permissions(in_cluster)).await?;
-    if !missing.is_empty() {
-        let list = missing
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(Error::Permissions(format!(
-            "the kubeconfig for cluster {name} cannot: {list}. Use a kubeconfig with cluster-admin rights for join (only join needs them; the hub keeps a narrower credential)"
-        )));
-    }
+    require(
+        &member,
+        &required_permissions(in_cluster),
+        &format!("the kubeconfig for cluster {name}"),
+        "for join (only join needs them; the hub keeps a narrower credential)",
+    )
+    .await?;
     // An exchange object from another federation or name is a conflict, not something to overwrite.
     let trusts: Api<ClusterTrust> = Api::namespaced(member.clone(), names::NAMESPACE);
     if let Some(ct) = trusts.get_opt(names::CLUSTER_TRUST).await.ok().flatten()
@@ -537,17 +549,13 @@ fn cacerts_left(ct: &ClusterTrust) -> CacertsLeft {
 /// cluster. `istio-system/cacerts` and the mesh config are left as they are.
 async fn remove_member_objects(member: &Client, report: &mut LeaveReport) -> Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let missing = k::missing_permissions(member, &leave_permissions()).await?;
-    if !missing.is_empty() {
-        let list = missing
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(Error::Permissions(format!(
-            "the kubeconfig for the cluster cannot: {list}. Use a kubeconfig with cluster-admin rights for leave --kubeconfig"
-        )));
-    }
+    require(
+        member,
+        &leave_permissions(),
+        "the kubeconfig for the cluster",
+        "for leave --kubeconfig",
+    )
+    .await?;
     let trusts: Api<ClusterTrust> = Api::namespaced(member.clone(), names::NAMESPACE);
     if let Some(ct) = trusts
         .get_opt(names::CLUSTER_TRUST)

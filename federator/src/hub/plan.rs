@@ -472,12 +472,24 @@ mod tests {
         let s = inp(&c);
         assert_eq!(s.bundle_generation_acknowledged, 2, "istiod still serves 2");
         assert!(!condition::is_true(&s.conditions, "BundleAcknowledged"));
-        c.status.as_mut().unwrap().istiod.as_mut().unwrap().serving_bundle_generation = Some(3);
+        c.status
+            .as_mut()
+            .unwrap()
+            .istiod
+            .as_mut()
+            .unwrap()
+            .serving_bundle_generation = Some(3);
         let s = inp(&c);
         assert_eq!(s.bundle_generation_acknowledged, 3);
         assert!(condition::is_true(&s.conditions, "BundleAcknowledged"));
         // No istiod Deployment: cacerts is all there is.
-        c.status.as_mut().unwrap().istiod.as_mut().unwrap().serving_bundle_generation = None;
+        c.status
+            .as_mut()
+            .unwrap()
+            .istiod
+            .as_mut()
+            .unwrap()
+            .serving_bundle_generation = None;
         assert_eq!(inp(&c).bundle_generation_acknowledged, 3);
     }
 }

@@ -38,9 +38,7 @@ use serde_json::json;
 
 use super::Node;
 use crate::image::Archive;
-use crate::istiod::{
-    CaMode, DEPLOYMENT, IstiodOptions, LOG_PLUGIN_CA, LOG_SELF_SIGNED_CA, NAMESPACE,
-};
+use crate::istiod::{CaMode, DEPLOYMENT, IstiodOptions, NAMESPACE};
 use crate::{Error, Result};
 
 const FIELD_MANAGER: &str = "testbed";
@@ -69,7 +67,7 @@ struct Inner {
     node: Node,
     client: kube::Client,
     opts: IstiodOptions,
-    started_in: Duration,
+    started_in: std::sync::Mutex<Duration>,
 }
 
 /// istiod running as a Deployment on a node. Cheap to clone.
@@ -227,14 +225,14 @@ impl IstiodPod {
                 node: node.clone(),
                 client,
                 opts,
-                started_in: Duration::ZERO,
+                started_in: std::sync::Mutex::new(Duration::ZERO),
             }),
         };
         pod.wait_rolled_out(READY_TIMEOUT).await?;
-        let mut pod = pod;
-        if let Some(inner) = Arc::get_mut(&mut pod.inner) {
-            inner.started_in = started.elapsed();
-        }
+        *pod.inner
+            .started_in
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = started.elapsed();
         Ok(pod)
     }
 
@@ -255,7 +253,12 @@ impl IstiodPod {
 
     /// From [`IstiodPod::start`] to a ready Pod (image import included).
     pub fn started_in(&self) -> Duration {
-        self.inner.started_in
+        // Only a Duration is stored; a poisoned lock still holds a valid one.
+        *self
+            .inner
+            .started_in
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The Deployment.
@@ -378,14 +381,7 @@ impl IstiodPod {
 
     /// Which CA Pod `pod` started with, once it has logged it.
     pub fn ca_mode_of(&self, pod: &str) -> Option<CaMode> {
-        let log = self.log_of(pod);
-        if log.contains(LOG_PLUGIN_CA) {
-            Some(CaMode::PlugIn)
-        } else if log.contains(LOG_SELF_SIGNED_CA) {
-            Some(CaMode::SelfSigned)
-        } else {
-            None
-        }
+        CaMode::from_log(&self.log_of(pod))
     }
 
     /// The Deployment's `metadata.generation` (it grows with every change of its spec, such

@@ -342,7 +342,7 @@ struct Inner {
     proxy: Mutex<Option<tokio::task::AbortHandle>>,
     imported: Mutex<Vec<String>>,
     import_lock: tokio::sync::Mutex<()>,
-    ready_in: Duration,
+    ready_in: Mutex<Duration>,
     cleaned: std::sync::atomic::AtomicBool,
 }
 
@@ -382,8 +382,8 @@ fn ns_spec(
 impl Node {
     /// Starts the node of `cluster` (prepared with [`prepare`]) and returns once the Node is
     /// `Ready`, the controller-manager has made the `default` ServiceAccount and
-    /// `kube-root-ca.crt`, and the images are imported. On error the caller kills it (the
-    /// handle is returned inside the error path's cleanup through `on_spawn`).
+    /// `kube-root-ca.crt`, and the images are imported. `on_spawn` is told every process it
+    /// starts (for the state file). On error, everything of the node is removed again.
     pub(crate) async fn start(
         cluster: &Cluster,
         prepared: Prepared,
@@ -441,7 +441,7 @@ impl Node {
                 proxy: Mutex::new(None),
                 imported: Mutex::new(Vec::new()),
                 import_lock: tokio::sync::Mutex::new(()),
-                ready_in: Duration::ZERO,
+                ready_in: Mutex::new(Duration::ZERO),
                 cleaned: std::sync::atomic::AtomicBool::new(false),
             }),
         };
@@ -450,11 +450,7 @@ impl Node {
             .await;
         match result {
             Ok(ready_in) => {
-                // Only this function holds the Arc so far.
-                let mut node = node;
-                if let Some(inner) = Arc::get_mut(&mut node.inner) {
-                    inner.ready_in = ready_in;
-                }
+                *lock(&node.inner.ready_in) = ready_in;
                 Ok(node)
             }
             Err(e) => {
@@ -782,7 +778,7 @@ impl Node {
 
     /// From containerd's start to Node `Ready` (with images imported).
     pub fn ready_in(&self) -> Duration {
-        self.inner.ready_in
+        *lock(&self.inner.ready_in)
     }
 
     /// The node's processes: the namespace holder, containerd, the kubelet, the scheduler, the

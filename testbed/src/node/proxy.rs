@@ -24,6 +24,8 @@ pub async fn spawn(listen: SocketAddr, target: SocketAddr) -> Result<tokio::task
     Ok(tokio::spawn(async move {
         loop {
             let Ok((mut inbound, _)) = listener.accept().await else {
+                // Out of file descriptors, say: do not spin.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
             tokio::spawn(async move {
