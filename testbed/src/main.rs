@@ -177,8 +177,10 @@ async fn up(args: UpArgs) -> Result<()> {
     {
         let running: Vec<&str> = s.clusters.iter().map(|c| c.name.as_str()).collect();
         let wanted = args.names();
+        let nodes: Vec<String> = s.nodes.iter().map(|n| n.cluster.clone()).collect();
         if running == wanted.iter().map(String::as_str).collect::<Vec<_>>()
             && (!args.bao || s.bao.is_some())
+            && nodes == args.node_names()
         {
             println!(
                 "reusing the testbed already running in {} (owner pid {})",
@@ -491,6 +493,16 @@ async fn status(dir: &Path, json: bool) -> Result<()> {
         );
         if let Some(url) = &s.etcd_url {
             println!("etcd\t{url}");
+        }
+        for n in &s.nodes {
+            println!(
+                "{}\tnode {}-node\tbridge {} {}\tcgroups /{}",
+                n.cluster,
+                n.cluster,
+                n.network.bridge,
+                n.network.subnet(),
+                n.cgroup
+            );
         }
         for c in &s.clusters {
             let ready = match testbed::cluster::client_from_file(&c.kubeconfig).await {
