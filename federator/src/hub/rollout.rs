@@ -26,13 +26,10 @@ pub enum Rollout {
     Stuck(String),
 }
 
-/// Waiting reasons of a container that mean its image cannot be had.
-const IMAGE_REASONS: [&str; 4] = [
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "ErrImageNeverPull",
-    "InvalidImageName",
-];
+/// Waiting reasons of a container that mean its image cannot be had. A first `ErrImagePull`
+/// may be a registry's hiccup: the kubelet retries, and reports `ImagePullBackOff` when that
+/// failed too, which is when join gives up.
+const IMAGE_REASONS: [&str; 3] = ["ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"];
 
 fn image_hint(image: &str) -> String {
     format!(
@@ -284,6 +281,12 @@ mod tests {
         assert!(m.contains("ImagePullBackOff"), "{m}");
         assert!(m.contains("--agent-image"), "{m}");
         assert!(m.contains("kind load image-archive"), "{m}");
+    }
+
+    #[test]
+    fn a_first_failed_pull_is_retried() {
+        let p = pod(waiting("ErrImagePull", "dial tcp: i/o timeout", 0));
+        assert!(matches!(diagnose(&deploy(1, 1, 0), &[p]), Rollout::Progressing(_)));
     }
 
     #[test]
