@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use federator_api::hub::MemberCluster;
 use federator_api::member::ClusterTrust;
@@ -45,24 +45,7 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use federator_testkit::wait_for;
 
 /// A member of the test federation.
 pub struct Member {
@@ -363,12 +346,7 @@ pub fn write_dir(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
 
 /// `openssl verify -x509_strict` of `cert` against `roots`, with optional untrusted chain.
 pub fn openssl_verify(cert: &Path, roots: &Path, untrusted: Option<&Path>) -> bool {
-    let mut cmd = std::process::Command::new("openssl");
-    cmd.args(["verify", "-x509_strict", "-CAfile"]).arg(roots);
-    if let Some(u) = untrusted {
-        cmd.arg("-untrusted").arg(u);
-    }
-    cmd.arg(cert).output().unwrap().status.success()
+    federator_testkit::openssl::verify(cert, roots, untrusted).is_ok()
 }
 
 // ---------------------------------------------------------------------------------------------

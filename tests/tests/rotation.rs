@@ -52,8 +52,8 @@ async fn follow_rotation(
         check_trust(fed, members).await;
         let st = federation_status(fed).await;
         for r in &st.rotations {
-            phases.insert(r.phase.clone());
-            if r.phase == "draining"
+            phases.insert(r.phase.to_string());
+            if r.phase.to_string() == "draining"
                 && let Some((leaf, witness)) = old_leaf
             {
                 old_leaf_ok_while_draining |=

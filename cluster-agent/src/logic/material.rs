@@ -15,7 +15,8 @@
 //! always a projection of this Secret and of `spec.bundle`.
 
 use std::collections::BTreeMap;
-use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
 
 /// Key of the pending private key.
 pub const PENDING_KEY: &str = "pending-key.pem";
@@ -31,45 +32,50 @@ pub const INSTALLED_CHAIN: &str = "installed-chain.pem";
 pub const INSTALLED_GENERATION: &str = "installed-generation";
 
 /// The newest key and CSR. `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Pending {
-    /// The private key, PKCS#8 PEM (secret).
-    pub key_pem: String,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: SecretString,
     /// The CSR, PEM.
     pub csr_pem: String,
     /// The CSR generation it answers.
     pub generation: i64,
 }
 
-impl fmt::Debug for Pending {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pending")
-            .field("key_pem", &"<redacted>")
-            .field("csr_pem", &self.csr_pem)
-            .field("generation", &self.generation)
-            .finish()
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        same_key(&self.key_pem, &other.key_pem)
+            && self.csr_pem == other.csr_pem
+            && self.generation == other.generation
     }
 }
 
+impl Eq for Pending {}
+
 /// The cluster CA that was validated and promoted. `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct InstalledMaterial {
-    /// The private key, PKCS#8 PEM (secret).
-    pub key_pem: String,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: SecretString,
     /// The signed chain, cluster CA first, PEM.
     pub chain_pem: String,
     /// The CSR generation it answered.
     pub generation: i64,
 }
 
-impl fmt::Debug for InstalledMaterial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InstalledMaterial")
-            .field("key_pem", &"<redacted>")
-            .field("chain_pem", &self.chain_pem)
-            .field("generation", &self.generation)
-            .finish()
+impl PartialEq for InstalledMaterial {
+    fn eq(&self, other: &Self) -> bool {
+        same_key(&self.key_pem, &other.key_pem)
+            && self.chain_pem == other.chain_pem
+            && self.generation == other.generation
     }
+}
+
+impl Eq for InstalledMaterial {}
+
+/// Whether two keys are the same key.
+pub fn same_key(a: &SecretString, b: &SecretString) -> bool {
+    a.expose_secret() == b.expose_secret()
 }
 
 /// Everything the agent Secret holds.
@@ -92,7 +98,7 @@ impl AgentMaterial {
             &mut problems,
         )
         .map(|(key_pem, csr_pem, generation)| Pending {
-            key_pem,
+            key_pem: key_pem.into(),
             csr_pem,
             generation,
         });
@@ -102,7 +108,7 @@ impl AgentMaterial {
             &mut problems,
         )
         .map(|(key_pem, chain_pem, generation)| InstalledMaterial {
-            key_pem,
+            key_pem: key_pem.into(),
             chain_pem,
             generation,
         });
@@ -113,7 +119,10 @@ impl AgentMaterial {
     pub fn to_data(&self) -> BTreeMap<String, Vec<u8>> {
         let mut out = BTreeMap::new();
         if let Some(p) = &self.pending {
-            out.insert(PENDING_KEY.to_owned(), p.key_pem.as_bytes().to_vec());
+            out.insert(
+                PENDING_KEY.to_owned(),
+                p.key_pem.expose_secret().as_bytes().to_vec(),
+            );
             out.insert(PENDING_CSR.to_owned(), p.csr_pem.as_bytes().to_vec());
             out.insert(
                 PENDING_GENERATION.to_owned(),
@@ -121,7 +130,10 @@ impl AgentMaterial {
             );
         }
         if let Some(i) = &self.installed {
-            out.insert(INSTALLED_KEY.to_owned(), i.key_pem.as_bytes().to_vec());
+            out.insert(
+                INSTALLED_KEY.to_owned(),
+                i.key_pem.expose_secret().as_bytes().to_vec(),
+            );
             out.insert(INSTALLED_CHAIN.to_owned(), i.chain_pem.as_bytes().to_vec());
             out.insert(
                 INSTALLED_GENERATION.to_owned(),
@@ -134,7 +146,7 @@ impl AgentMaterial {
     /// Whether the pending CSR is the one installed (same key).
     pub fn pending_is_installed(&self) -> bool {
         match (&self.pending, &self.installed) {
-            (Some(p), Some(i)) => p.key_pem == i.key_pem,
+            (Some(p), Some(i)) => same_key(&p.key_pem, &i.key_pem),
             _ => false,
         }
     }
@@ -173,12 +185,12 @@ mod tests {
     fn sample() -> AgentMaterial {
         AgentMaterial {
             pending: Some(Pending {
-                key_pem: "KEY2".into(),
+                key_pem: "KEY2".to_owned().into(),
                 csr_pem: "CSR2".into(),
                 generation: 2,
             }),
             installed: Some(InstalledMaterial {
-                key_pem: "KEY1".into(),
+                key_pem: "KEY1".to_owned().into(),
                 chain_pem: "CHAIN1".into(),
                 generation: 1,
             }),

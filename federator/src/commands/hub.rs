@@ -127,7 +127,7 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
 /// `federator rotate-root`
 pub async fn rotate_root(source: &ClientSource, args: crate::cli::RotateRootArgs) -> Result<()> {
     let hub = hub_client(source).await?;
-    let fp = crate::hub::roots::RootStore::new(hub.clone())
+    let fp = crate::hub::trust::roots::RootStore::new(hub.clone())
         .start_rotation(
             &args.trust_domain,
             &local_root_options(&hub).await?,
@@ -149,7 +149,7 @@ pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> 
     let report = hub_join::leave(&hub, &args.name).await?;
     if let Some((td, sharing)) = &report.shared_trust_domain {
         if args.rotate_trust_domain {
-            let fp = crate::hub::roots::RootStore::new(hub.clone())
+            let fp = crate::hub::trust::roots::RootStore::new(hub.clone())
                 .start_rotation(td, &local_root_options(&hub).await?, args.rotation_drain)
                 .await?;
             println!(
@@ -222,10 +222,9 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
                     "rotating {}: {}{}\n",
                     r.trust_domain,
                     r.phase,
-                    if r.removes_old_root_at.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (old root removed at {})", r.removes_old_root_at)
+                    match &r.removes_old_root_at {
+                        None => String::new(),
+                        Some(t) => format!(" (old root removed at {})", t.0),
                     }
                 );
             }
@@ -330,9 +329,9 @@ fn secret_from(file: Option<&std::path::Path>, env: &str, what: &str) -> Result<
         })
 }
 
-fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::vault::VaultConfig> {
+fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::trust::vault_config::VaultConfig> {
     use crate::cli::VaultAuthKind;
-    use crate::hub::vault::{VaultAuth, VaultConfig};
+    use crate::hub::trust::vault_config::{VaultAuth, VaultConfig};
     let address = v
         .vault_addr
         .clone()
@@ -344,7 +343,8 @@ fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::vault::VaultCon
                     v.vault_token_file.as_deref(),
                     "VAULT_TOKEN",
                     "the Vault token",
-                )?,
+                )?
+                .into(),
             },
             VaultAuthKind::Approle => VaultAuth::AppRole {
                 mount: v
@@ -358,7 +358,8 @@ fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::vault::VaultCon
                     v.vault_secret_id_file.as_deref(),
                     "VAULT_SECRET_ID",
                     "the AppRole secret ID",
-                )?,
+                )?
+                .into(),
             },
             VaultAuthKind::Kubernetes => VaultAuth::Kubernetes {
                 mount: v
@@ -395,5 +396,5 @@ fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::vault::VaultCon
 /// The local backend's root settings recorded in the Federation.
 async fn local_root_options(hub: &kube::Client) -> Result<RootOptions> {
     let fed = crate::hub::kube::federation(hub).await?;
-    crate::hub::roots::local_root_options(&fed.spec)
+    Ok(crate::hub::trust::roots::local_root_options(&fed.spec))
 }

@@ -16,97 +16,15 @@ use federator_core::cert::{self, CertInfo};
 use federator_core::csr::{CsrInfo, cluster_ca_common_name};
 use federator_core::policy::{self, ClusterCaRequest, IssuedCa, SigningPolicy};
 use federator_core::verify;
+use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 use tracing::info;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
+use super::vault_config::{VaultAuth, VaultConfig};
 use crate::{Error, Result};
-
-/// How the hub authenticates to Vault.
-#[derive(Clone)]
-pub enum VaultAuth {
-    /// A token.
-    Token {
-        /// The token (secret).
-        token: String,
-    },
-    /// AppRole.
-    AppRole {
-        /// Auth mount (default `approle`).
-        mount: String,
-        /// Role ID.
-        role_id: String,
-        /// Secret ID (secret).
-        secret_id: String,
-    },
-    /// Kubernetes auth with a ServiceAccount JWT read from a file at each login (so projected,
-    /// rotating tokens work).
-    Kubernetes {
-        /// Auth mount (default `kubernetes`).
-        mount: String,
-        /// Vault role.
-        role: String,
-        /// File holding the JWT.
-        jwt_file: std::path::PathBuf,
-    },
-}
-
-impl std::fmt::Debug for VaultAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            VaultAuth::Token { .. } => f.write_str("Token(<redacted>)"),
-            VaultAuth::AppRole { mount, role_id, .. } => {
-                write!(
-                    f,
-                    "AppRole {{ mount: {mount:?}, role_id: {role_id:?}, secret_id: <redacted> }}"
-                )
-            }
-            VaultAuth::Kubernetes {
-                mount,
-                role,
-                jwt_file,
-            } => {
-                write!(
-                    f,
-                    "Kubernetes {{ mount: {mount:?}, role: {role:?}, jwt_file: {jwt_file:?} }}"
-                )
-            }
-        }
-    }
-}
-
-/// Where Vault is and how to use it.
-#[derive(Clone, Debug)]
-pub struct VaultConfig {
-    /// Address, e.g. `https://vault:8200`.
-    pub address: String,
-    /// PKI mount.
-    pub mount: String,
-    /// Issuer reference; `None` means the mount's default issuer.
-    pub issuer: Option<String>,
-    /// Vault Enterprise namespace.
-    pub namespace: Option<String>,
-    /// Authentication.
-    pub auth: VaultAuth,
-    /// CA bundle (PEM) for Vault's TLS certificate, when not a public CA.
-    pub ca_pem: Option<String>,
-}
-
-impl VaultConfig {
-    fn issuer_ref(&self) -> &str {
-        self.issuer.as_deref().unwrap_or("default")
-    }
-
-    fn sign_path(&self) -> String {
-        format!(
-            "{}/issuer/{}/sign-intermediate",
-            self.mount,
-            self.issuer_ref()
-        )
-    }
-}
 
 struct Session {
     client: VaultClient,
@@ -131,7 +49,9 @@ impl std::fmt::Debug for VaultSigner {
     }
 }
 
-/// Turns a Vault error into one that names what was done, the path, and what to do.
+/// Turns a Vault error into one that names what was done, the path, and what to do. Every
+/// Vault error is retried by `serve` (a denial may be fixed in Vault's policy, a sealed Vault
+/// unsealed), so the message only says "retry" where waiting alone may help.
 pub fn describe(
     cfg: &VaultConfig,
     e: ClientError,
@@ -139,46 +59,33 @@ pub fn describe(
     path: &str,
     capability: &str,
 ) -> Error {
-    match e {
+    let message = match &e {
         ClientError::APIError { code, errors } => {
             let detail = errors.join("; ").replace('\n', " ").replace('\t', "");
-            let detail = detail.trim().to_owned();
-            let (message, transient) = match code {
-                403 => (
-                    format!(
-                        "Vault denied {operation} at {path}: permission denied; the token's policy needs the \"{capability}\" capability on path \"{path}\""
-                    ),
-                    false,
+            let detail = detail.trim();
+            match code {
+                403 => format!(
+                    "Vault denied {operation} at {path}: permission denied; the token's policy needs the \"{capability}\" capability on path \"{path}\""
                 ),
-                503 if detail.contains("sealed") => (
-                    format!(
-                        "Vault at {} is sealed ({operation} at {path}); unseal it and federator will retry",
-                        cfg.address
-                    ),
-                    true,
+                503 if detail.contains("sealed") => format!(
+                    "Vault at {} is sealed ({operation} at {path}); unseal it and federator will retry",
+                    cfg.address
                 ),
-                500..=599 => (
-                    format!("Vault failed {operation} at {path} ({code}): {detail}; retrying"),
-                    true,
-                ),
-                _ => (
-                    format!("Vault refused {operation} at {path} ({code}): {detail}"),
-                    false,
-                ),
-            };
-            Error::Vault { message, transient }
+                500..=599 => {
+                    format!("Vault failed {operation} at {path} ({code}): {detail}; retrying")
+                }
+                _ => format!("Vault refused {operation} at {path} ({code}): {detail}"),
+            }
         }
-        ClientError::RestClientError { source } => Error::Vault {
-            message: format!(
-                "cannot reach Vault at {} ({operation} at {path}): {source}; federator will retry",
-                cfg.address
-            ),
-            transient: true,
-        },
-        other => Error::Vault {
-            message: format!("Vault {operation} at {path}: {other}"),
-            transient: false,
-        },
+        ClientError::RestClientError { source } => format!(
+            "cannot reach Vault at {} ({operation} at {path}): {source}; federator will retry",
+            cfg.address
+        ),
+        other => format!("Vault {operation} at {path}: {other}"),
+    };
+    Error::Vault {
+        message,
+        source: Box::new(e),
     }
 }
 
@@ -203,7 +110,7 @@ fn new_client(cfg: &VaultConfig, token: &str) -> Result<VaultClient> {
         .map_err(|e| Error::Usage(format!("invalid Vault settings ({}): {e}", cfg.address)))?;
     VaultClient::new(settings).map_err(|e| Error::Vault {
         message: format!("cannot configure a Vault client for {}: {e}", cfg.address),
-        transient: false,
+        source: Box::new(e),
     })
 }
 
@@ -211,7 +118,7 @@ fn new_client(cfg: &VaultConfig, token: &str) -> Result<VaultClient> {
 async fn login(cfg: &VaultConfig) -> Result<Session> {
     match &cfg.auth {
         VaultAuth::Token { token } => {
-            let client = new_client(cfg, token)?;
+            let client = new_client(cfg, token.expose_secret())?;
             let me = vaultrs::token::lookup_self(&client)
                 .await
                 .map_err(|e| describe(cfg, e, "token lookup", "auth/token/lookup-self", "read"))?;
@@ -230,17 +137,18 @@ async fn login(cfg: &VaultConfig) -> Result<Session> {
             secret_id,
         } => {
             let client = new_client(cfg, "")?;
-            let auth = vaultrs::auth::approle::login(&client, mount, role_id, secret_id)
-                .await
-                .map_err(|e| {
-                    describe(
-                        cfg,
-                        e,
-                        "AppRole login",
-                        &format!("auth/{mount}/login"),
-                        "update",
-                    )
-                })?;
+            let auth =
+                vaultrs::auth::approle::login(&client, mount, role_id, secret_id.expose_secret())
+                    .await
+                    .map_err(|e| {
+                        describe(
+                            cfg,
+                            e,
+                            "AppRole login",
+                            &format!("auth/{mount}/login"),
+                            "update",
+                        )
+                    })?;
             session_from(cfg, auth)
         }
         VaultAuth::Kubernetes {
@@ -358,12 +266,13 @@ impl VaultSigner {
         Ok(s)
     }
 
-    /// Checks the CSR under `policy`, has Vault sign it, and verifies the answer.
+    /// Checks the CSR under `policy`, has Vault sign it, and verifies the answer at `now`.
     pub async fn sign(
         &self,
         policy: &SigningPolicy,
         csr: &CsrInfo,
         request: &ClusterCaRequest,
+        now: OffsetDateTime,
     ) -> Result<IssuedCa> {
         policy.check(csr, request)?;
         let csr_pem = cert_request_pem(&csr.der);
@@ -430,7 +339,6 @@ impl VaultSigner {
                 }
             }
         }
-        let now = OffsetDateTime::now_utc();
         let root = chain.last().cloned().unwrap_or_default();
         verify::verify_ca_path(&cert_der, &chain[1..], std::slice::from_ref(&root), now)?;
         policy::check_issued(&cert_der, &csr.public_key_info, &request.trust_domain, now)?;
