@@ -465,7 +465,7 @@ mod tests {
         assert_eq!(created, vec![a.clone(), b.clone()]);
         let before = data.clone();
         assert!(
-            add_missing_roots(&mut data, &[a.clone()], &opts, now())
+            add_missing_roots(&mut data, std::slice::from_ref(&a), &opts, now())
                 .unwrap()
                 .is_empty()
         );
