@@ -73,49 +73,56 @@ mod tests {
     /// The API server validates enum-like fields, durations and timestamps itself.
     #[test]
     fn schemas_validate_typed_fields() {
-        let yaml = |crd| serde_yaml::to_string(&crd).unwrap();
-        let fed = yaml(crate::hub::Federation::crd());
-        for needle in [
-            "- local",
-            "- import",
-            "- vault",
-            "- approle",
-            "- trusting-new-root",
-            "- re-signing",
-            "- ecdsa-p384",
-            crate::duration::PATTERN,
-            "format: date-time",
-            "x-kubernetes-list-type: map",
-            "maximum: 99",
-        ] {
-            assert!(
-                fed.contains(needle),
-                "Federation schema lacks {needle:?}:\n{fed}"
-            );
-        }
-        let member = yaml(crate::hub::MemberCluster::crd());
-        for needle in [
-            "- in-cluster",
-            "- external",
-            "- hot-reload",
-            "observedGeneration",
-        ] {
-            assert!(
-                member.contains(needle),
-                "MemberCluster schema lacks {needle:?}"
-            );
-        }
-        let trust = yaml(crate::member::ClusterTrust::crd());
-        for needle in [
-            "- restarted",
-            "format: date-time",
-            "x-kubernetes-list-map-keys",
-        ] {
-            assert!(
-                trust.contains(needle),
-                "ClusterTrust schema lacks {needle:?}"
-            );
-        }
+        let has = |crd, needles: &[&str]| {
+            let yaml = serde_yaml::to_string(&crd).unwrap();
+            for needle in needles {
+                assert!(yaml.contains(needle), "schema lacks {needle:?}:\n{yaml}");
+            }
+        };
+        let fed = crate::hub::Federation::crd();
+        has(
+            fed,
+            &[
+                "- local",
+                "- import",
+                "- vault",
+                "- approle",
+                "- trusting-new-root",
+            ],
+        );
+        let fed = crate::hub::Federation::crd();
+        has(
+            fed,
+            &["- re-signing", "- ecdsa-p384", crate::duration::PATTERN],
+        );
+        let fed = crate::hub::Federation::crd();
+        has(
+            fed,
+            &[
+                "format: date-time",
+                "x-kubernetes-list-type: map",
+                "maximum: 99",
+            ],
+        );
+        let member = crate::hub::MemberCluster::crd();
+        has(
+            member,
+            &[
+                "- in-cluster",
+                "- external",
+                "- hot-reload",
+                "observedGeneration",
+            ],
+        );
+        let trust = crate::member::ClusterTrust::crd();
+        has(
+            trust,
+            &[
+                "- restarted",
+                "format: date-time",
+                "x-kubernetes-list-map-keys",
+            ],
+        );
     }
 
     /// Objects written by earlier versions (every field as text, `""` for unset) are read,

@@ -74,16 +74,16 @@ fn error_policy(_trigger: Arc<ClusterTrust>, error: &Error, ctx: Arc<Context>) -
 /// A watch on one object (by name, so a namespaced Role suffices) that emits `()` whenever it
 /// is created, changed or deleted; errors (say, no access to `istio-system` yet) are logged
 /// and retried without slowing down the other watches ([`plumbing::changes_of`]).
-fn changes_of<K>(
-    api: Api<K>,
-    namespace: &str,
-    name: &str,
-) -> impl Stream<Item = ()> + Send + 'static
+fn changes_of<K>(client: &Client, namespace: &str, name: &str) -> impl Stream<Item = ()> + use<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + DeserializeOwned + Debug + Send + 'static,
 {
     plumbing::changes_of(
-        watcher(api, plumbing::by_name(name)),
+        watcher(
+            Api::<K>::namespaced(client.clone(), namespace),
+            plumbing::by_name(name),
+        ),
         format!("{} {namespace}/{name}", K::kind(&())),
     )
 }
@@ -117,23 +117,15 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         Api::<ClusterTrust>::namespaced(client.clone(), own),
         plumbing::by_name(names::CLUSTER_TRUST),
     )
-    .reconcile_all_on(changes_of(
-        Api::<Secret>::namespaced(client.clone(), own),
-        own,
-        names::AGENT_KEY_SECRET,
-    ))
-    .reconcile_all_on(changes_of(
-        Api::<Secret>::namespaced(client.clone(), istio),
-        istio,
-        names::CACERTS_SECRET,
-    ))
-    .reconcile_all_on(changes_of(
-        Api::<ConfigMap>::namespaced(client.clone(), istio),
+    .reconcile_all_on(changes_of::<Secret>(&client, own, names::AGENT_KEY_SECRET))
+    .reconcile_all_on(changes_of::<Secret>(&client, istio, names::CACERTS_SECRET))
+    .reconcile_all_on(changes_of::<ConfigMap>(
+        &client,
         istio,
         names::ISTIO_CONFIGMAP,
     ))
-    .reconcile_all_on(changes_of(
-        Api::<Deployment>::namespaced(client.clone(), istio),
+    .reconcile_all_on(changes_of::<Deployment>(
+        &client,
         istio,
         names::ISTIOD_DEPLOYMENT,
     ))

@@ -49,6 +49,14 @@ pub struct Summary {
     pub notes: Vec<Note>,
 }
 
+impl Summary {
+    /// Records a write and the event that tells of it.
+    fn wrote(&mut self, write: impl Into<String>, note: Note) {
+        self.writes.push(write.into());
+        self.notes.push(note);
+    }
+}
+
 fn post_params() -> PostParams {
     PostParams {
         dry_run: false,
@@ -125,25 +133,36 @@ async fn write_secret(
     }
 }
 
+/// Writes the agent Secret so that it holds exactly `material`.
+async fn write_agent_secret(
+    api: &Api<Secret>,
+    current: Option<Secret>,
+    material: &AgentMaterial,
+) -> Result<Secret> {
+    let name = names::AGENT_KEY_SECRET;
+    write_secret(
+        api,
+        names::NAMESPACE,
+        name,
+        current,
+        material.to_data(),
+        None,
+    )
+    .await
+}
+
 /// Reconciles the cluster once and publishes the events of what it did. A failure to reach
 /// the cluster's own state returns early; a failure on the Istio side is reported in the
 /// status first and then returned, so the controller retries with backoff.
 pub async fn reconcile_once(client: &Client, opts: &Options, events: &Events) -> Result<Summary> {
     let trusts: Api<ClusterTrust> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let object = format!("ClusterTrust {}/{}", names::NAMESPACE, names::CLUSTER_TRUST);
     let Some(trust) = trusts
         .get_opt(names::CLUSTER_TRUST)
         .await
-        .map_err(Error::kube(format!(
-            "read ClusterTrust {}/{}",
-            names::NAMESPACE,
-            names::CLUSTER_TRUST
-        )))?
+        .map_err(Error::kube(format!("read {object}")))?
     else {
-        debug!(
-            "no ClusterTrust {}/{}: nothing to do until `federator join` creates it",
-            names::NAMESPACE,
-            names::CLUSTER_TRUST
-        );
+        debug!("no {object}: nothing to do until `federator join` creates it");
         return Ok(Summary::default());
     };
     let mut summary = Summary::default();
@@ -191,14 +210,11 @@ async fn reconcile_trust(
 
     // 1. Key and CSR.
     let own: Api<Secret> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let agent_secret_name = format!("{}/{}", names::NAMESPACE, names::AGENT_KEY_SECRET);
     let mut agent_secret = own
         .get_opt(names::AGENT_KEY_SECRET)
         .await
-        .map_err(Error::kube(format!(
-            "read Secret {}/{}",
-            names::NAMESPACE,
-            names::AGENT_KEY_SECRET
-        )))?;
+        .map_err(Error::kube(format!("read Secret {agent_secret_name}")))?;
     let (mut material, p) =
         AgentMaterial::from_data(&secret_data(agent_secret.as_ref()).unwrap_or_default());
     problems.extend(p);
@@ -212,16 +228,7 @@ async fn reconcile_trust(
                         pending: Some(pending),
                         installed: material.installed.clone(),
                     };
-                    match write_secret(
-                        &own,
-                        names::NAMESPACE,
-                        names::AGENT_KEY_SECRET,
-                        agent_secret.take(),
-                        next.to_data(),
-                        None,
-                    )
-                    .await
-                    {
+                    match write_agent_secret(&own, agent_secret.take(), &next).await {
                         Ok(s) => agent_secret = Some(s),
                         Err(e) => return report_early(trusts, trust, e, now).await,
                     }
@@ -238,17 +245,14 @@ async fn reconcile_trust(
                         %reason,
                         "made a fresh key and CSR (key kept in the agent Secret)"
                     );
-                    summary
-                        .writes
-                        .push("agent Secret: fresh key and CSR".into());
-                    summary.notes.push(Note::normal(
-                        events::CSR_CREATED,
-                        "CreateCsr",
-                        format!(
-                            "made a fresh {alg} key and CSR generation {} (the key stays in this cluster): {reason}",
-                            spec.csr_generation
-                        ),
-                    ));
+                    let message = format!(
+                        "made a fresh {alg} key and CSR generation {} (the key stays in this cluster): {reason}",
+                        spec.csr_generation
+                    );
+                    summary.wrote(
+                        "agent Secret: fresh key and CSR",
+                        Note::normal(events::CSR_CREATED, "CreateCsr", message),
+                    );
                 }
                 Err(e) => problems.push(e.to_string()),
             }
@@ -263,32 +267,23 @@ async fn reconcile_trust(
                         pending: material.pending.clone(),
                         installed: Some(installed),
                     };
-                    if let Err(e) = write_secret(
-                        &own,
-                        names::NAMESPACE,
-                        names::AGENT_KEY_SECRET,
-                        agent_secret.take(),
-                        next.to_data(),
-                        None,
-                    )
-                    .await
-                    {
+                    if let Err(e) = write_agent_secret(&own, agent_secret.take(), &next).await {
                         return report_early(trusts, trust, e, now).await;
                     }
                     material = next;
                     let generation = material.installed.as_ref().map(|i| i.generation);
                     info!(generation, "accepted the hub's signed chain");
-                    summary
-                        .writes
-                        .push("agent Secret: promoted the signed chain".into());
-                    summary.notes.push(Note::normal(
-                        events::CHAIN_ACCEPTED,
-                        "ValidateChain",
-                        format!(
-                            "accepted the hub's signed chain for CSR generation {}",
-                            generation.unwrap_or_default()
+                    summary.wrote(
+                        "agent Secret: promoted the signed chain",
+                        Note::normal(
+                            events::CHAIN_ACCEPTED,
+                            "ValidateChain",
+                            format!(
+                                "accepted the hub's signed chain for CSR generation {}",
+                                generation.unwrap_or_default()
+                            ),
                         ),
-                    ));
+                    );
                 }
                 SignedStep::Refuse(why) => {
                     warn!(reason = %why, "refused the hub's signed chain; keeping the installed cluster CA");
@@ -562,16 +557,18 @@ async fn sync_cacerts(
             reason = dec.as_ref().map(|x| x.reason.as_str()).unwrap_or("no istiod Deployment"),
             "wrote {ns}/{name}"
         );
-        summary.writes.push(format!("Secret {ns}/{name}"));
-        summary.notes.push(Note::normal(
-            events::CACERTS_WRITTEN,
-            "InstallCa",
-            format!(
-                "wrote {ns}/{name} (cluster CA sha256 {ca}); {}",
-                dec.as_ref()
-                    .map_or("no istiod Deployment", |x| x.reason.as_str())
+        summary.wrote(
+            format!("Secret {ns}/{name}"),
+            Note::normal(
+                events::CACERTS_WRITTEN,
+                "InstallCa",
+                format!(
+                    "wrote {ns}/{name} (cluster CA sha256 {ca}); {}",
+                    dec.as_ref()
+                        .map_or("no istiod Deployment", |x| x.reason.as_str())
+                ),
             ),
-        ));
+        );
         decision = dec;
     }
 
@@ -597,21 +594,21 @@ async fn sync_cacerts(
                         names::ISTIOD_DEPLOYMENT
                     )))?;
                 info!(restarted_at = %m, "requested a rolling restart of istiod");
-                summary
-                    .writes
-                    .push(format!("Deployment {ns}/{}", names::ISTIOD_DEPLOYMENT));
-                summary.notes.push(Note::normal(
-                    events::ISTIOD_RESTART_REQUESTED,
-                    "RestartIstiod",
-                    format!(
-                        "requested a rolling restart of {ns}/{}: {}",
-                        names::ISTIOD_DEPLOYMENT,
-                        decision.as_ref().filter(|d| d.restart).map_or(
-                            "completing a restart decided before the agent was interrupted",
-                            |d| d.reason.as_str()
-                        )
+                summary.wrote(
+                    format!("Deployment {ns}/{}", names::ISTIOD_DEPLOYMENT),
+                    Note::normal(
+                        events::ISTIOD_RESTART_REQUESTED,
+                        "RestartIstiod",
+                        format!(
+                            "requested a rolling restart of {ns}/{}: {}",
+                            names::ISTIOD_DEPLOYMENT,
+                            decision.as_ref().filter(|d| d.restart).map_or(
+                                "completing a restart decided before the agent was interrupted",
+                                |d| d.reason.as_str()
+                            )
+                        ),
                     ),
-                ));
+                );
             }
             event = IstiodEvent::Restarted(match &decision {
                 Some(d) if d.restart => d.reason.clone(),
@@ -689,15 +686,17 @@ async fn sync_mesh(
             entries = merged.managed_entries,
             "updated caCertificates in the mesh config"
         );
-        summary.writes.push(format!("ConfigMap {ns}/{name}"));
-        summary.notes.push(Note::normal(
-            events::MESH_CONFIG_UPDATED,
-            "UpdateMeshConfig",
-            format!(
-                "caCertificates in {ns}/{name} lists {} root(s) of other trust domains",
-                merged.managed_entries
+        summary.wrote(
+            format!("ConfigMap {ns}/{name}"),
+            Note::normal(
+                events::MESH_CONFIG_UPDATED,
+                "UpdateMeshConfig",
+                format!(
+                    "caCertificates in {ns}/{name} lists {} root(s) of other trust domains",
+                    merged.managed_entries
+                ),
             ),
-        ));
+        );
     }
     Ok(MeshFacts::InSync {
         mesh_trust_domain: merged.mesh_trust_domain,

@@ -16,9 +16,7 @@ use federator_core::cacerts;
 use federator_core::cert::CertInfo;
 use federator_core::identity::TrustDomain;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::*;
@@ -398,26 +396,16 @@ async fn repairs_hand_edits_and_refuses_bad_chains() {
                      name: Option<&'static str>| {
         let agent = agent.clone();
         async move {
-            let review = SelfSubjectAccessReview {
-                spec: SelfSubjectAccessReviewSpec {
-                    resource_attributes: Some(ResourceAttributes {
-                        verb: Some(verb.into()),
-                        resource: Some(resource.into()),
-                        namespace: ns.map(Into::into),
-                        name: name.map(Into::into),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+            let attributes = ResourceAttributes {
+                verb: Some(verb.into()),
+                resource: Some(resource.into()),
+                namespace: ns.map(Into::into),
+                name: name.map(Into::into),
                 ..Default::default()
             };
-            Api::<SelfSubjectAccessReview>::all(agent)
-                .create(&PostParams::default(), &review)
+            federator_api::plumbing::access_allowed(&agent, attributes)
                 .await
                 .unwrap()
-                .status
-                .unwrap()
-                .allowed
         }
     };
     let can = |verb, resource, ns| can_named(verb, resource, ns, None);

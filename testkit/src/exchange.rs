@@ -31,42 +31,30 @@ pub fn spec(
     }
 }
 
-/// The hub's answer to a CSR of `generation`, signed under policy by `root` for `cluster` in
+/// How the hub answers a CSR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hub {
+    /// Under its policy.
+    Honest,
+    /// A rogue hub: the CSR's public key certified for the trust domain it names, whatever
+    /// the CSR asked.
+    Rogue,
+}
+
+/// The hub's answer to a CSR of `generation`, signed by `root` for `cluster` in
 /// `trust_domain` (no renewal point).
 pub fn signed(
     root: &IssuingCa,
     csr_pem: &str,
     generation: i64,
-    cluster: &str,
-    trust_domain: &str,
-) -> SignedCa {
-    let csr = CsrInfo::parse(csr_pem.as_bytes()).unwrap();
-    answer(root, &csr, &csr.digest(), generation, cluster, trust_domain)
-}
-
-/// A rogue answer: the CSR's public key certified for `trust_domain`, whatever the CSR asked
-/// (the answer of a hub that skips its policy).
-pub fn signed_unchecked(
-    root: &IssuingCa,
-    csr_pem: &str,
-    generation: i64,
-    cluster: &str,
-    trust_domain: &str,
+    (cluster, trust_domain): (&str, &str),
+    hub: Hub,
 ) -> SignedCa {
     let mut csr = CsrInfo::parse(csr_pem.as_bytes()).unwrap();
     let digest = csr.digest();
-    csr.uri_sans.clear();
-    answer(root, &csr, &digest, generation, cluster, trust_domain)
-}
-
-fn answer(
-    root: &IssuingCa,
-    csr: &CsrInfo,
-    digest: &str,
-    generation: i64,
-    cluster: &str,
-    trust_domain: &str,
-) -> SignedCa {
-    let issued = pki::sign(root, csr, cluster, trust_domain);
-    SignedCa::answer(digest, generation, &issued, None).unwrap()
+    if hub == Hub::Rogue {
+        csr.uri_sans.clear();
+    }
+    let issued = pki::sign(root, &csr, cluster, trust_domain);
+    SignedCa::answer(&digest, generation, &issued, None).unwrap()
 }

@@ -243,14 +243,9 @@ impl Federation {
     pub fn start_agent(&mut self, name: &str) {
         let log = self.dir.join(format!("{name}-agent.log"));
         let m = self.members.get_mut(name).unwrap();
-        let spec = ProcessSpec::new(format!("{name}-agent"), bin("cluster-agent"), log).args([
-            "--kubeconfig",
-            m.agent_kubeconfig.to_str().unwrap(),
-            "--cluster-name",
-            name,
-            "--log-level",
-            "info",
-        ]);
+        let spec = ProcessSpec::new(format!("{name}-agent"), bin("cluster-agent"), log).args(
+            federator_testkit::agent_args(&m.agent_kubeconfig, name, "info"),
+        );
         m.agent = Some(Process::spawn(spec).unwrap());
     }
 
@@ -278,6 +273,25 @@ impl Federation {
         let api: Api<MemberCluster> =
             Api::namespaced(self.hub.client().await.ok()?, names::NAMESPACE);
         api.get_opt(name).await.ok()?
+    }
+
+    /// Joins every member (external agents; with `mesh_configs`, each gets the `istio`
+    /// ConfigMap a mesh installation would have), starts `federator serve` and every agent,
+    /// and waits (up to 90 s) until all of them are healthy.
+    pub async fn join_all_and_serve(&mut self, mesh_configs: bool) {
+        let names: Vec<String> = self.members.keys().cloned().collect();
+        for name in &names {
+            self.join(name);
+            if mesh_configs {
+                self.install_mesh_config(name).await;
+            }
+        }
+        self.start_serve(&[]);
+        for name in &names {
+            self.start_agent(name);
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.wait_healthy(&names, Duration::from_secs(90)).await;
     }
 
     /// Waits until every listed member has valid `cacerts` whose bundle is the current one and

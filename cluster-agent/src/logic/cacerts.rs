@@ -10,8 +10,6 @@ use federator_core::identity::TrustDomain;
 use federator_core::key::PrivateKey;
 use time::OffsetDateTime;
 
-use secrecy::ExposeSecret;
-
 use super::material::InstalledMaterial;
 use super::problem::Problem;
 
@@ -41,11 +39,8 @@ pub fn desired_cacerts(
     if bundle.is_empty() {
         return Err(Problem::EmptyBundle);
     }
-    let key = PrivateKey::from_pem(
-        installed.key_pem.expose_secret().as_bytes(),
-        "installed key",
-    )
-    .map_err(Problem::Material)?;
+    let key = PrivateKey::from_pem(installed.key_pem.expose().as_bytes(), "installed key")
+        .map_err(Problem::Material)?;
     let cacerts =
         CaCerts::assemble(&installed.chain_pem, &key, bundle).map_err(Problem::Material)?;
     let inspection = cacerts::inspect(&cacerts.files(), now);

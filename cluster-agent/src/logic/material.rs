@@ -31,51 +31,52 @@ pub const INSTALLED_CHAIN: &str = "installed-chain.pem";
 /// Key of the installed CSR generation.
 pub const INSTALLED_GENERATION: &str = "installed-generation";
 
-/// The newest key and CSR. `Debug` never shows the key.
+/// A private key, PKCS#8 PEM: a `secrecy` secret (never in `Debug` output) that compares by
+/// value.
 #[derive(Clone, Debug)]
+pub struct KeyPem(SecretString);
+
+impl KeyPem {
+    /// The PEM text, for writing it where it belongs.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl From<String> for KeyPem {
+    fn from(pem: String) -> Self {
+        Self(pem.into())
+    }
+}
+
+impl PartialEq for KeyPem {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for KeyPem {}
+
+/// The newest key and CSR. `Debug` never shows the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pending {
-    /// The private key, PKCS#8 PEM.
-    pub key_pem: SecretString,
+    /// The private key.
+    pub key_pem: KeyPem,
     /// The CSR, PEM.
     pub csr_pem: String,
     /// The CSR generation it answers.
     pub generation: i64,
 }
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        same_key(&self.key_pem, &other.key_pem)
-            && self.csr_pem == other.csr_pem
-            && self.generation == other.generation
-    }
-}
-
-impl Eq for Pending {}
-
 /// The cluster CA that was validated and promoted. `Debug` never shows the key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstalledMaterial {
-    /// The private key, PKCS#8 PEM.
-    pub key_pem: SecretString,
+    /// The private key.
+    pub key_pem: KeyPem,
     /// The signed chain, cluster CA first, PEM.
     pub chain_pem: String,
     /// The CSR generation it answered.
     pub generation: i64,
-}
-
-impl PartialEq for InstalledMaterial {
-    fn eq(&self, other: &Self) -> bool {
-        same_key(&self.key_pem, &other.key_pem)
-            && self.chain_pem == other.chain_pem
-            && self.generation == other.generation
-    }
-}
-
-impl Eq for InstalledMaterial {}
-
-/// Whether two keys are the same key.
-pub fn same_key(a: &SecretString, b: &SecretString) -> bool {
-    a.expose_secret() == b.expose_secret()
 }
 
 /// Everything the agent Secret holds.
@@ -92,61 +93,49 @@ impl AgentMaterial {
     /// is reported as a problem (a hand edit: the agent then starts that part over).
     pub fn from_data(data: &BTreeMap<String, Vec<u8>>) -> (Self, Vec<String>) {
         let mut problems = Vec::new();
-        let pending = read_trio(
-            data,
-            [PENDING_KEY, PENDING_CSR, PENDING_GENERATION],
-            &mut problems,
-        )
-        .map(|(key_pem, csr_pem, generation)| Pending {
-            key_pem: key_pem.into(),
-            csr_pem,
-            generation,
-        });
-        let installed = read_trio(
-            data,
-            [INSTALLED_KEY, INSTALLED_CHAIN, INSTALLED_GENERATION],
-            &mut problems,
-        )
-        .map(|(key_pem, chain_pem, generation)| InstalledMaterial {
-            key_pem: key_pem.into(),
-            chain_pem,
-            generation,
-        });
+        let mut read = |keys| read_trio(data, keys, &mut problems);
+        let pending = read([PENDING_KEY, PENDING_CSR, PENDING_GENERATION]).map(
+            |(key, csr_pem, generation)| Pending {
+                key_pem: key.into(),
+                csr_pem,
+                generation,
+            },
+        );
+        let installed = read([INSTALLED_KEY, INSTALLED_CHAIN, INSTALLED_GENERATION]).map(
+            |(key, chain_pem, generation)| InstalledMaterial {
+                key_pem: key.into(),
+                chain_pem,
+                generation,
+            },
+        );
         (Self { pending, installed }, problems)
     }
 
     /// The Secret's data: exactly the keys of the trios present.
     pub fn to_data(&self) -> BTreeMap<String, Vec<u8>> {
-        let mut out = BTreeMap::new();
-        if let Some(p) = &self.pending {
-            out.insert(
-                PENDING_KEY.to_owned(),
-                p.key_pem.expose_secret().as_bytes().to_vec(),
-            );
-            out.insert(PENDING_CSR.to_owned(), p.csr_pem.as_bytes().to_vec());
-            out.insert(
-                PENDING_GENERATION.to_owned(),
-                p.generation.to_string().into_bytes(),
-            );
-        }
-        if let Some(i) = &self.installed {
-            out.insert(
-                INSTALLED_KEY.to_owned(),
-                i.key_pem.expose_secret().as_bytes().to_vec(),
-            );
-            out.insert(INSTALLED_CHAIN.to_owned(), i.chain_pem.as_bytes().to_vec());
-            out.insert(
-                INSTALLED_GENERATION.to_owned(),
-                i.generation.to_string().into_bytes(),
-            );
-        }
-        out
+        let pending = self.pending.as_ref().map(|p| {
+            [
+                (PENDING_KEY, p.key_pem.expose()),
+                (PENDING_CSR, &p.csr_pem),
+                (PENDING_GENERATION, &p.generation.to_string()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
+        });
+        let installed = self.installed.as_ref().map(|i| {
+            [
+                (INSTALLED_KEY, i.key_pem.expose()),
+                (INSTALLED_CHAIN, &i.chain_pem),
+                (INSTALLED_GENERATION, &i.generation.to_string()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
+        });
+        pending.into_iter().chain(installed).flatten().collect()
     }
 
     /// Whether the pending CSR is the one installed (same key).
     pub fn pending_is_installed(&self) -> bool {
         match (&self.pending, &self.installed) {
-            (Some(p), Some(i)) => same_key(&p.key_pem, &i.key_pem),
+            (Some(p), Some(i)) => p.key_pem == i.key_pem,
             _ => false,
         }
     }

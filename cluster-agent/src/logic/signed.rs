@@ -8,8 +8,6 @@ use federator_core::key::PrivateKey;
 use federator_core::{policy, verify};
 use time::OffsetDateTime;
 
-use secrecy::ExposeSecret;
-
 use super::csr::{Identity, digest};
 use super::material::{AgentMaterial, InstalledMaterial, Pending};
 use super::problem::{ChainRefusal, Problem};
@@ -73,7 +71,7 @@ pub fn validate_chain(
     let csr = CsrInfo::parse(pending.csr_pem.as_bytes()).map_err(ChainRefusal::Unreadable)?;
     policy::check_issued(ca, &csr.public_key_info, &identity.trust_domain, now)
         .map_err(ChainRefusal::Policy)?;
-    let key = PrivateKey::from_pem(pending.key_pem.expose_secret().as_bytes(), "pending key")
+    let key = PrivateKey::from_pem(pending.key_pem.expose().as_bytes(), "pending key")
         .map_err(ChainRefusal::Unreadable)?;
     let parsed = cert::parse_der(ca).map_err(ChainRefusal::Unreadable)?;
     if !key.matches(parsed.public_key()) {
@@ -126,10 +124,7 @@ mod tests {
         let good = sign(&root, &pending, "east", "east.local");
         match signed_step(&with(good.clone()), &id, &bundle, &material, now) {
             SignedStep::Install(i) => {
-                assert!(crate::logic::material::same_key(
-                    &i.key_pem,
-                    &pending.key_pem
-                ));
+                assert_eq!(i.key_pem, pending.key_pem);
                 assert_eq!(i.chain_pem, good.chain_pem);
                 assert_eq!(i.generation, 1);
             }
@@ -157,30 +152,29 @@ mod tests {
         ));
         // Signed for another trust domain (the hub's policy would refuse the CSR; a rogue or
         // buggy hub signs anyway).
-        let wrong_td = sign_unchecked(&root, &pending, "east", "west.local");
-        let SignedStep::Refuse(why) = signed_step(&with(wrong_td), &id, &bundle, &material, now)
-        else {
-            panic!("accepted a chain for another trust domain")
+        // Why an answer is refused (panics, naming `what`, when it is not).
+        let refusal = |signed: SignedCa, what: &str| match signed_step(
+            &with(signed),
+            &id,
+            &bundle,
+            &material,
+            now,
+        ) {
+            SignedStep::Refuse(why) => why.to_string(),
+            other => panic!("accepted a chain {what}: {other:?}"),
         };
-        let why = why.to_string();
+        let wrong_td = sign_unchecked(&root, &pending, "east", "west.local");
+        let why = refusal(wrong_td, "for another trust domain");
         assert!(why.contains("trust domain east.local"), "{why}");
         // Signed by a root that is not this trust domain's.
         let wrong_root = sign(&other_root, &pending, "east", "east.local");
-        let SignedStep::Refuse(why) = signed_step(&with(wrong_root), &id, &bundle, &material, now)
-        else {
-            panic!("accepted a chain to a foreign root")
-        };
-        let why = why.to_string();
+        let why = refusal(wrong_root, "to a foreign root");
         assert!(why.contains("does not lead to a root"), "{why}");
         // For another key.
         let other = fresh_pending(&id, KeyAlgorithm::EcdsaP256, 1).unwrap();
         let mut other_key = sign(&root, &other, "east", "east.local");
         other_key.csr_digest = good.csr_digest.clone();
-        let SignedStep::Refuse(why) = signed_step(&with(other_key), &id, &bundle, &material, now)
-        else {
-            panic!("accepted a chain for another key")
-        };
-        let why = why.to_string();
+        let why = refusal(other_key, "for another key");
         assert!(why.contains("public key"), "{why}");
         // Garbage.
         let mut garbage = good.clone();

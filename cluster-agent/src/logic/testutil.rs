@@ -3,7 +3,7 @@
 
 use federator_api::member::{ClusterTrustSpec, SignedCa};
 use federator_core::ca::IssuingCa;
-use federator_testkit::exchange;
+use federator_testkit::exchange::{self, Hub};
 
 use super::material::Pending;
 
@@ -16,10 +16,22 @@ pub fn spec_with_bundle(entries: &[(&str, &IssuingCa)], csr_generation: i64) -> 
 
 /// The hub's answer to `pending`, under policy.
 pub fn sign(root: &IssuingCa, pending: &Pending, cluster: &str, td: &str) -> SignedCa {
-    exchange::signed(root, &pending.csr_pem, pending.generation, cluster, td)
+    exchange::signed(
+        root,
+        &pending.csr_pem,
+        pending.generation,
+        (cluster, td),
+        Hub::Honest,
+    )
 }
 
 /// A rogue answer: the CSR's public key certified for trust domain `td`, whatever the CSR asked.
 pub fn sign_unchecked(root: &IssuingCa, pending: &Pending, cluster: &str, td: &str) -> SignedCa {
-    exchange::signed_unchecked(root, &pending.csr_pem, pending.generation, cluster, td)
+    exchange::signed(
+        root,
+        &pending.csr_pem,
+        pending.generation,
+        (cluster, td),
+        Hub::Rogue,
+    )
 }

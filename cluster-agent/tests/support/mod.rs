@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use federator_api::member::{BundleEntry, ClusterTrust, ClusterTrustSpec, SignedCa};
 use federator_api::{names, rbac};
 use federator_core::ca::IssuingCa;
-use federator_testkit::exchange;
+use federator_testkit::exchange::{self, Hub};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvVar, Namespace, PodSpec, PodTemplateSpec, Secret, ServiceAccount,
@@ -35,7 +35,7 @@ pub use federator_testkit::pki::root;
 
 /// The hub's answer to a CSR, under policy (`td` the trust domain the hub certifies).
 pub fn sign(root: &IssuingCa, csr_pem: &str, generation: i64, td: &str) -> SignedCa {
-    exchange::signed(root, csr_pem, generation, CLUSTER, td)
+    exchange::signed(root, csr_pem, generation, (CLUSTER, td), Hub::Honest)
 }
 
 /// A rogue answer: the CSR's key certified for trust domain `td`, whatever the CSR asked.
@@ -45,7 +45,7 @@ pub fn sign_for_other_domain(
     generation: i64,
     td: &str,
 ) -> SignedCa {
-    exchange::signed_unchecked(root, csr_pem, generation, CLUSTER, td)
+    exchange::signed(root, csr_pem, generation, (CLUSTER, td), Hub::Rogue)
 }
 
 /// Secret data as bytes.
@@ -205,14 +205,11 @@ impl Fixture {
             env!("CARGO_BIN_EXE_cluster-agent"),
             log,
         )
-        .args([
-            "--kubeconfig",
-            self.agent_kubeconfig.to_str().unwrap(),
-            "--cluster-name",
+        .args(federator_testkit::agent_args(
+            &self.agent_kubeconfig,
             CLUSTER,
-            "--log-level",
             "info,cluster_agent=debug",
-        ]);
+        ));
         self.agent = Some(Process::spawn(spec).unwrap());
     }
 
@@ -487,46 +484,38 @@ impl Fixture {
 
     /// resourceVersions of every object the agent reads or writes.
     pub async fn resource_versions(&self) -> BTreeMap<&'static str, Option<String>> {
-        let rv = |m: Option<ObjectMeta>| m.and_then(|m| m.resource_version);
-        let mut out = BTreeMap::new();
-        out.insert("ClusterTrust", rv(Some(self.trust().await.metadata)));
-        out.insert(
-            "cacerts",
-            rv(self
-                .istio_secrets()
-                .get_opt(names::CACERTS_SECRET)
+        async fn rv<K>(api: Api<K>, name: &str) -> Option<String>
+        where
+            K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        {
+            api.get_opt(name)
                 .await
                 .unwrap()
-                .map(|s| s.metadata)),
-        );
-        out.insert(
-            "agent Secret",
-            rv(self
-                .own_secrets()
-                .get_opt(names::AGENT_KEY_SECRET)
-                .await
-                .unwrap()
-                .map(|s| s.metadata)),
-        );
-        out.insert(
-            "istio ConfigMap",
-            rv(self
-                .configmaps()
-                .get_opt(names::ISTIO_CONFIGMAP)
-                .await
-                .unwrap()
-                .map(|s| s.metadata)),
-        );
-        out.insert(
-            "istiod Deployment",
-            rv(self
-                .deployments()
-                .get_opt(names::ISTIOD_DEPLOYMENT)
-                .await
-                .unwrap()
-                .map(|s| s.metadata)),
-        );
-        out
+                .and_then(|o| o.meta().resource_version.clone())
+        }
+        [
+            (
+                "ClusterTrust",
+                rv(self.trusts(), names::CLUSTER_TRUST).await,
+            ),
+            (
+                "cacerts",
+                rv(self.istio_secrets(), names::CACERTS_SECRET).await,
+            ),
+            (
+                "agent Secret",
+                rv(self.own_secrets(), names::AGENT_KEY_SECRET).await,
+            ),
+            (
+                "istio ConfigMap",
+                rv(self.configmaps(), names::ISTIO_CONFIGMAP).await,
+            ),
+            (
+                "istiod Deployment",
+                rv(self.deployments(), names::ISTIOD_DEPLOYMENT).await,
+            ),
+        ]
+        .into()
     }
 
     /// Asserts that nothing the agent touches changes over `window`.

@@ -336,42 +336,37 @@ fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::trust::vault_co
         .vault_addr
         .clone()
         .ok_or_else(|| Error::Usage("--root vault needs --vault-addr (or $VAULT_ADDR)".into()))?;
-    let auth =
-        match v.vault_auth {
-            VaultAuthKind::Token => VaultAuth::Token {
-                token: secret_from(
-                    v.vault_token_file.as_deref(),
-                    "VAULT_TOKEN",
-                    "the Vault token",
-                )?
-                .into(),
-            },
-            VaultAuthKind::Approle => VaultAuth::AppRole {
-                mount: v
-                    .vault_auth_mount
-                    .clone()
-                    .unwrap_or_else(|| "approle".into()),
-                role_id: v.vault_role_id.clone().ok_or_else(|| {
-                    Error::Usage("--vault-auth approle needs --vault-role-id".into())
-                })?,
-                secret_id: secret_from(
-                    v.vault_secret_id_file.as_deref(),
-                    "VAULT_SECRET_ID",
-                    "the AppRole secret ID",
-                )?
-                .into(),
-            },
-            VaultAuthKind::Kubernetes => VaultAuth::Kubernetes {
-                mount: v
-                    .vault_auth_mount
-                    .clone()
-                    .unwrap_or_else(|| "kubernetes".into()),
-                role: v.vault_role.clone().ok_or_else(|| {
-                    Error::Usage("--vault-auth kubernetes needs --vault-role".into())
-                })?,
-                jwt_file: v.vault_jwt_file.clone(),
-            },
-        };
+    let mount = |default: &str| v.vault_auth_mount.clone().unwrap_or_else(|| default.into());
+    let needs = |value: &Option<String>, what: &str| {
+        value
+            .clone()
+            .ok_or_else(|| Error::Usage(format!("--vault-auth {what}")))
+    };
+    let auth = match v.vault_auth {
+        VaultAuthKind::Token => VaultAuth::Token {
+            token: secret_from(
+                v.vault_token_file.as_deref(),
+                "VAULT_TOKEN",
+                "the Vault token",
+            )?
+            .into(),
+        },
+        VaultAuthKind::Approle => VaultAuth::AppRole {
+            mount: mount("approle"),
+            role_id: needs(&v.vault_role_id, "approle needs --vault-role-id")?,
+            secret_id: secret_from(
+                v.vault_secret_id_file.as_deref(),
+                "VAULT_SECRET_ID",
+                "the AppRole secret ID",
+            )?
+            .into(),
+        },
+        VaultAuthKind::Kubernetes => VaultAuth::Kubernetes {
+            mount: mount("kubernetes"),
+            role: needs(&v.vault_role, "kubernetes needs --vault-role")?,
+            jwt_file: v.vault_jwt_file.clone(),
+        },
+    };
     let ca_pem = match &v.vault_ca_file {
         Some(path) => Some(
             String::from_utf8_lossy(&fsutil::read_input(

@@ -5,9 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -124,29 +122,20 @@ pub async fn missing_permissions(
     client: &Client,
     wanted: &[Permission],
 ) -> Result<Vec<Permission>> {
-    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut missing = Vec::new();
     for p in wanted {
-        let review = SelfSubjectAccessReview {
-            metadata: ObjectMeta::default(),
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(p.verb.to_owned()),
-                    group: Some(p.group.to_owned()),
-                    resource: Some(p.resource.to_owned()),
-                    subresource: p.subresource.map(str::to_owned),
-                    namespace: p.namespace.map(str::to_owned),
-                    ..ResourceAttributes::default()
-                }),
-                non_resource_attributes: None,
-            },
-            status: None,
+        let attributes = ResourceAttributes {
+            verb: Some(p.verb.to_owned()),
+            group: Some(p.group.to_owned()),
+            resource: Some(p.resource.to_owned()),
+            subresource: p.subresource.map(str::to_owned),
+            namespace: p.namespace.map(str::to_owned),
+            ..ResourceAttributes::default()
         };
-        let answer = api
-            .create(&PostParams::default(), &review)
+        let allowed = plumbing::access_allowed(client, attributes)
             .await
             .map_err(|e| Error::kube("SelfSubjectAccessReview", e))?;
-        if !answer.status.map(|s| s.allowed).unwrap_or(false) {
+        if !allowed {
             missing.push(p.clone());
         }
     }

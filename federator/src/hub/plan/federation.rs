@@ -417,22 +417,28 @@ mod tests {
         signer
             .rotations
             .insert(pki::td("gone.local"), state.clone());
-        let members = [member(
-            "c1",
-            "a.local",
-            0,
-            &state.previous_root_sha256,
-            true,
-        )];
-        let p = plan(&Inputs {
-            spec: &spec,
-            previous: None,
-            generation: None,
-            members: &members,
-            signer: &signer,
-            now: t(NOW),
-        })
-        .unwrap();
+        // c1 in a.local, running under the old root, having installed bundle `acked`.
+        let c1 = |acked| {
+            [member(
+                "c1",
+                "a.local",
+                acked,
+                &state.previous_root_sha256,
+                true,
+            )]
+        };
+        let plan_after = |members: &[Arc<MemberCluster>], previous: Option<&FederationStatus>| {
+            plan(&Inputs {
+                spec: &spec,
+                previous,
+                generation: None,
+                members,
+                signer: &signer,
+                now: t(NOW),
+            })
+            .unwrap()
+        };
+        let p = plan_after(&c1(0), None);
         assert_eq!(p.desired.bundle[0].roots_pem.matches("BEGIN").count(), 2);
         // c1 has not installed the bundle with both roots: every rotation waits for it, also
         // the one of a trust domain it is not in.
@@ -459,22 +465,7 @@ mod tests {
         assert_eq!(phase_notes(&p), 2);
         // Next time, with c1 trusting both roots: its trust domain is re-signed, and the one
         // without members moves straight on to draining.
-        let members = [member(
-            "c1",
-            "a.local",
-            1,
-            &state.previous_root_sha256,
-            true,
-        )];
-        let again = plan(&Inputs {
-            spec: &spec,
-            previous: Some(&p.status),
-            generation: None,
-            members: &members,
-            signer: &signer,
-            now: t(NOW),
-        })
-        .unwrap();
+        let again = plan_after(&c1(1), Some(&p.status));
         assert_eq!(again.status.rotations[0].phase, RotationPhase::ReSigning);
         assert_eq!(again.status.rotations[1].phase, RotationPhase::Draining);
         assert_eq!(
@@ -489,18 +480,7 @@ mod tests {
         assert_eq!(again.wake_at, Some(t("2026-01-01T00:01:00Z")));
         assert_eq!(phase_notes(&again), 2);
         // Nothing new: no new event.
-        let third = plan(&Inputs {
-            previous: Some(&again.status),
-            ..Inputs {
-                spec: &spec,
-                previous: None,
-                generation: None,
-                members: &members,
-                signer: &signer,
-                now: t(NOW),
-            }
-        })
-        .unwrap();
+        let third = plan_after(&c1(1), Some(&again.status));
         assert_eq!(phase_notes(&third), 0);
     }
 }

@@ -329,78 +329,51 @@ mod tests {
 
     const NOW: &str = "2026-01-01T00:00:00Z";
 
+    /// The plan for member c1 in trust domain td, now.
+    fn plan(c: &ClusterTrust, d: &Desired) -> MemberPlan {
+        plan_member(c, "c1", "td", d, t(NOW))
+    }
+
     #[test]
     fn signs_a_current_unanswered_csr_only() {
         let d = Desired::default();
+        assert!(plan(&ct(1, Some((1, "a")), None), &d).sign.is_some());
         assert!(
-            plan_member(&ct(1, Some((1, "a")), None), "c1", "td", &d, t(NOW))
-                .sign
-                .is_some()
-        );
-        assert!(
-            plan_member(
+            plan(
                 &ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z"))),
-                "c1",
-                "td",
-                &d,
-                t(NOW)
+                &d
             )
             .sign
             .is_none()
         );
         // A stale CSR (older generation) is not signed.
         assert!(
-            plan_member(
-                &ct(2, Some((1, "a")), Some(("a", 1, ""))),
-                "c1",
-                "td",
-                &d,
-                t(NOW)
-            )
-            .sign
-            .is_none()
+            plan(&ct(2, Some((1, "a")), Some(("a", 1, ""))), &d)
+                .sign
+                .is_none()
         );
     }
 
     #[test]
     fn renews_when_due_and_wakes_up_otherwise() {
-        let d = Desired::default();
-        let p = plan_member(
-            &ct(1, Some((1, "a")), Some(("a", 1, "2025-12-31T00:00:00Z"))),
-            "c1",
-            "td",
-            &d,
-            t(NOW),
-        );
+        // Generation 1 answered; the spec asks for `generation`; renewal point `renew`.
+        let signed_once = |generation: i64, renew: &str| {
+            plan(
+                &ct(generation, Some((1, "a")), Some(("a", 1, renew))),
+                &Desired::default(),
+            )
+        };
+        let p = signed_once(1, "2025-12-31T00:00:00Z");
         assert_eq!(p.spec.csr_generation, 2);
         assert_eq!(p.request, Some(CsrRequest::Renewal));
-        let p = plan_member(
-            &ct(1, Some((1, "a")), Some(("a", 1, "2026-01-02T00:00:00Z"))),
-            "c1",
-            "td",
-            &d,
-            t(NOW),
-        );
+        let p = signed_once(1, "2026-01-02T00:00:00Z");
         assert_eq!(p.spec.csr_generation, 1);
         assert_eq!(p.wake_at, Some(t("2026-01-02T00:00:00Z")));
         assert_eq!(p.request, None);
         // Exactly at the renewal point: renew.
-        let p = plan_member(
-            &ct(1, Some((1, "a")), Some(("a", 1, NOW))),
-            "c1",
-            "td",
-            &d,
-            t(NOW),
-        );
-        assert_eq!(p.spec.csr_generation, 2);
+        assert_eq!(signed_once(1, NOW).spec.csr_generation, 2);
         // Already renewing: no second bump.
-        let p = plan_member(
-            &ct(2, Some((1, "a")), Some(("a", 1, "2025-12-31T00:00:00Z"))),
-            "c1",
-            "td",
-            &d,
-            t(NOW),
-        );
+        let p = signed_once(2, "2025-12-31T00:00:00Z");
         assert_eq!(p.spec.csr_generation, 2);
         assert_eq!(p.request, None);
     }
@@ -418,10 +391,10 @@ mod tests {
             ..Desired::default()
         };
         let mut c = ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z")));
-        let p = plan_member(&c, "c1", "td", &d, t(NOW));
+        let p = plan(&c, &d);
         assert_eq!(p.notes(&c.spec).len(), 1, "the first bundle is news");
         c.spec = p.spec.clone();
-        let again = plan_member(&c, "c1", "td", &d, t(NOW));
+        let again = plan(&c, &d);
         assert_eq!(again.spec, c.spec);
         assert!(again.notes(&c.spec).is_empty(), "nothing new, no event");
     }
@@ -453,23 +426,19 @@ mod tests {
         let mut d = Desired::default();
         d.resign.insert("td".into());
         d.signing_roots.insert("td".into(), "another-root".into());
-        let p = plan_member(&c, "c1", "td", &d, t(NOW));
+        let p = plan(&c, &d);
         assert_eq!(p.spec.csr_generation, 2, "old root: renew now");
         assert_eq!(p.request, Some(CsrRequest::ReSign));
         assert_eq!(p.notes(&c.spec)[0].reason, events::RE_SIGN_REQUESTED);
         d.signing_roots.insert("td".into(), root_fp);
         assert_eq!(
-            plan_member(&c, "c1", "td", &d, t(NOW)).spec.csr_generation,
+            plan(&c, &d).spec.csr_generation,
             1,
             "already on the new root"
         );
         d.resign.clear();
         d.signing_roots.insert("td".into(), "another-root".into());
-        assert_eq!(
-            plan_member(&c, "c1", "td", &d, t(NOW)).spec.csr_generation,
-            1,
-            "not re-signing yet"
-        );
+        assert_eq!(plan(&c, &d).spec.csr_generation, 1, "not re-signing yet");
     }
 
     #[test]

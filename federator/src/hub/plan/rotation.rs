@@ -175,51 +175,68 @@ mod tests {
 
     const NOW: &str = "2026-01-01T00:00:00Z";
 
-    #[test]
-    fn waits_until_every_member_trusts_both_roots() {
-        // A member of another trust domain that has not installed the new bundle holds
-        // everyone back: it would reject peers signed under the new root.
-        let members = [
-            member("a.local", 5, OLD, true),
-            member("b.local", 4, "b-root", true),
-        ];
-        let s = step("a.local", &rotation(None), &members, 5, t(NOW));
-        assert_eq!(s.phase, Some(RotationPhase::TrustingNewRoot));
-        assert_eq!((s.record, s.resign, s.wake_at), (None, false, None));
+    /// A step of a.local's rotation before any move was recorded, with bundle generation 5.
+    fn unrecorded(members: &[MemberAck]) -> Step {
+        step("a.local", &rotation(None), members, 5, t(NOW))
     }
 
     #[test]
-    fn re_signs_the_trust_domain_once_everyone_trusts_both() {
-        let members = [
-            member("a.local", 5, OLD, true),
-            member("a.local", 5, NEW, true),
-            member("b.local", 6, "b-root", true),
-        ];
-        let s = step("a.local", &rotation(None), &members, 5, t(NOW));
-        assert_eq!(s.phase, Some(RotationPhase::ReSigning));
-        assert!(s.resign);
-        assert_eq!(s.record, None);
-        // A member signed under the new root but not running it yet still counts as old.
-        let members = [member("a.local", 5, NEW, false)];
-        let s = step("a.local", &rotation(None), &members, 5, t(NOW));
-        assert_eq!(s.phase, Some(RotationPhase::ReSigning));
-    }
-
-    #[test]
-    fn records_the_move_and_drains_once_every_member_runs_on_the_new_root() {
-        let members = [
-            member("a.local", 5, NEW, true),
-            member("b.local", 5, "b-root", true),
-        ];
-        let s = step("a.local", &rotation(None), &members, 5, t(NOW));
-        assert_eq!(s.phase, Some(RotationPhase::Draining));
-        assert_eq!(s.record, Some(Record::Resigned { at: t(NOW) }));
-        assert!(
-            s.resign,
-            "this step still renews stragglers (there are none)"
+    fn the_phase_follows_what_the_members_acknowledge() {
+        use RotationPhase::{Draining, ReSigning, TrustingNewRoot};
+        // Members as (trust domain, bundle generation installed, root, running it); the
+        // bundle with both roots is generation 5.
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, i64, &'a str, bool)],
+            RotationPhase,
+            bool,
         );
-        assert_eq!(s.removes_old_root_at, Some(t("2026-01-01T01:00:00Z")));
-        assert_eq!(s.wake_at, s.removes_old_root_at);
+        let cases: [Case<'_>; 4] = [
+            (
+                "a member of another trust domain without the new bundle holds everyone back",
+                &[("a.local", 5, OLD, true), ("b.local", 4, "b-root", true)],
+                TrustingNewRoot,
+                false,
+            ),
+            (
+                "once everyone trusts both roots, the trust domain is re-signed",
+                &[
+                    ("a.local", 5, OLD, true),
+                    ("a.local", 5, NEW, true),
+                    ("b.local", 6, "b-root", true),
+                ],
+                ReSigning,
+                true,
+            ),
+            (
+                "signed under the new root but not running it yet still counts as old",
+                &[("a.local", 5, NEW, false)],
+                ReSigning,
+                true,
+            ),
+            (
+                "every member on the new root: the move is recorded, stragglers (none) renewed",
+                &[("a.local", 5, NEW, true), ("b.local", 5, "b-root", true)],
+                Draining,
+                true,
+            ),
+        ];
+        for (why, members, phase, resign) in cases {
+            let members: Vec<MemberAck> = members
+                .iter()
+                .map(|(td, generation, root, running)| member(td, *generation, root, *running))
+                .collect();
+            let s = unrecorded(&members);
+            assert_eq!((s.phase, s.resign), (Some(phase), resign), "{why}");
+            let recorded = (phase == Draining).then_some(Record::Resigned { at: t(NOW) });
+            assert_eq!(s.record, recorded, "{why}");
+            if phase == Draining {
+                assert_eq!(s.removes_old_root_at, Some(t("2026-01-01T01:00:00Z")));
+                assert_eq!(s.wake_at, s.removes_old_root_at);
+            } else {
+                assert_eq!((s.removes_old_root_at, s.wake_at), (None, None), "{why}");
+            }
+        }
     }
 
     #[test]

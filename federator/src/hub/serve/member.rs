@@ -38,6 +38,7 @@ use tracing::{info, warn};
 use super::{BACKOFF, Shared};
 use crate::hub::member_access::{self, StoredCredential};
 use crate::hub::plan::{self, federation::Desired, member::StatusInputs};
+use crate::hub::trust::signer::Ask;
 use crate::{Error, Result};
 
 /// One member's controller state.
@@ -195,7 +196,13 @@ impl Member {
         let policy = SigningPolicy {
             ttl: desired.cluster_ca_ttl,
         };
-        let issued = signer.sign(&policy, &info, &request, now).await?;
+        let ask = Ask {
+            policy: &policy,
+            csr: &info,
+            request: &request,
+            now,
+        };
+        let issued = signer.sign(&ask).await?;
         plan::chain::answer(csr, &issued, desired.renew_at_percent, now)
     }
 

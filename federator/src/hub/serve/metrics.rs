@@ -74,44 +74,47 @@ impl Default for Metrics {
             known: Mutex::default(),
         };
         let mut registry = Registry::default();
-        let r = &mut registry;
-        r.register(
-            "federator_leader",
-            "1 while this replica acts",
-            m.leader.clone(),
-        );
-        r.register(
-            "federator_members",
-            "Members of the federation",
-            m.members.clone(),
-        );
-        r.register(
-            "federator_bundle_generation",
-            "Current trust bundle generation",
-            m.bundle_generation.clone(),
-        );
-        r.register(
-            "federator_member_ready",
-            "1 when the member is Ready",
-            m.member_ready.clone(),
-        );
-        r.register(
-            "federator_member_ca_expiry_timestamp_seconds",
-            "NotAfter of the installed cluster CA",
-            m.member_ca_expiry.clone(),
-        );
-        r.register(
-            "federator_member_bundle_generation",
-            "Bundle generation the member installed",
-            m.member_bundle_generation.clone(),
-        );
+        for (name, help, gauge) in [
+            ("federator_leader", "1 while this replica acts", &m.leader),
+            ("federator_members", "Members of the federation", &m.members),
+            (
+                "federator_bundle_generation",
+                "Current trust bundle generation",
+                &m.bundle_generation,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+        for (name, help, family) in [
+            (
+                "federator_member_ready",
+                "1 when the member is Ready",
+                &m.member_ready,
+            ),
+            (
+                "federator_member_ca_expiry_timestamp_seconds",
+                "NotAfter of the installed cluster CA",
+                &m.member_ca_expiry,
+            ),
+            (
+                "federator_member_bundle_generation",
+                "Bundle generation the member installed",
+                &m.member_bundle_generation,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
         // Counters are exposed with the `_total` suffix.
-        r.register("federator_signed", "Cluster CAs signed", m.signed.clone());
-        r.register(
-            "federator_sign_failures",
-            "CSRs refused or not signed",
-            m.sign_failures.clone(),
-        );
+        for (name, help, family) in [
+            ("federator_signed", "Cluster CAs signed", &m.signed),
+            (
+                "federator_sign_failures",
+                "CSRs refused or not signed",
+                &m.sign_failures,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
         Metrics { registry, ..m }
     }
 }

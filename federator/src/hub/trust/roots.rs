@@ -536,25 +536,21 @@ mod tests {
     fn refusals_name_what_is_wrong() {
         let a = pki::td("a.local");
         let opts = RootOptions::default();
-        let err = begin_rotation(
-            &mut BTreeMap::new(),
-            RootType::Vault,
-            &a,
-            &opts,
-            Duration::ZERO,
-            now(),
-        )
-        .unwrap_err();
+        let rotate_nothing = |backend| {
+            begin_rotation(
+                &mut BTreeMap::new(),
+                backend,
+                &a,
+                &opts,
+                Duration::ZERO,
+                now(),
+            )
+            .unwrap_err()
+        };
+        let err = rotate_nothing(RootType::Vault);
         assert!(err.to_string().contains("local backend only"), "{err}");
-        let err = begin_rotation(
-            &mut BTreeMap::new(),
-            RootType::Local,
-            &a,
-            &opts,
-            Duration::ZERO,
-            now(),
-        )
-        .unwrap_err();
+        let err = rotate_nothing(RootType::Local);
+        assert!(err.to_string().contains("has no root"), "{err}");
         assert_eq!(err.exit_code(), 2);
         // A root without its key, and a rotation whose state is not JSON.
         let mut data = BTreeMap::new();

@@ -21,6 +21,19 @@ use crate::hub::plan::federation::{self, Holding, SignerView};
 use crate::hub::plan::rotation::RotationState;
 use crate::{Error, Result};
 
+/// What a signer is asked: a CSR to sign under the policy, for a member, at a time.
+#[derive(Clone, Copy, Debug)]
+pub struct Ask<'a> {
+    /// The policy that decides every field.
+    pub policy: &'a SigningPolicy,
+    /// The CSR (its signature verified).
+    pub csr: &'a CsrInfo,
+    /// The member and trust domain to certify.
+    pub request: &'a ClusterCaRequest,
+    /// Now.
+    pub now: OffsetDateTime,
+}
+
 /// The CAs that sign cluster CAs.
 #[derive(Debug)]
 pub enum Signer {
@@ -102,15 +115,15 @@ impl Signer {
         Ok(federation::bundle(&self.view(tds)?.roots)?)
     }
 
-    /// Signs a cluster CA under the policy at `now` (with Vault, Vault signs the policy's
-    /// fields and the hub checks the answer).
-    pub async fn sign(
-        &self,
-        policy: &SigningPolicy,
-        csr: &CsrInfo,
-        request: &ClusterCaRequest,
-        now: OffsetDateTime,
-    ) -> Result<IssuedCa> {
+    /// Signs a cluster CA under the policy (with Vault, Vault signs the policy's fields and
+    /// the hub checks the answer).
+    pub async fn sign(&self, ask: &Ask<'_>) -> Result<IssuedCa> {
+        let Ask {
+            policy,
+            csr,
+            request,
+            now,
+        } = *ask;
         match self {
             Signer::Local(roots) => {
                 let issuer = roots.active.get(&request.trust_domain).ok_or_else(|| {
@@ -122,7 +135,7 @@ impl Signer {
                 Ok(policy.sign(issuer, csr, request, now)?)
             }
             Signer::Import(ca) => Ok(policy.sign(ca, csr, request, now)?),
-            Signer::Vault(v) => v.sign(policy, csr, request, now).await,
+            Signer::Vault(v) => v.sign(ask).await,
         }
     }
 
@@ -160,25 +173,27 @@ mod tests {
         let csr = CsrInfo::parse(pem.as_bytes()).unwrap();
         let policy = SigningPolicy::default();
         let now = OffsetDateTime::now_utc();
-        let issued = signer
-            .sign(&policy, &csr, &pki::request("east", "a.local"), now)
-            .await
-            .unwrap();
+        let (east_in_a, west_in_b, west_in_a) = (
+            pki::request("east", "a.local"),
+            pki::request("west", "b.local"),
+            pki::request("west", "a.local"),
+        );
+        let ask = |csr, request| Ask {
+            policy: &policy,
+            csr,
+            request,
+            now,
+        };
+        let issued = signer.sign(&ask(&csr, &east_in_a)).await.unwrap();
         let root = signer.root_der_for(&pki::td("a.local")).unwrap();
         assert!(issued.chain_pem.contains(&pki::pem(root)));
         // A trust domain without a root yet is a refusal, not a crash.
         let (_, pem) = pki::csr("west", "b.local");
         let other = CsrInfo::parse(pem.as_bytes()).unwrap();
-        let err = signer
-            .sign(&policy, &other, &pki::request("west", "b.local"), now)
-            .await
-            .unwrap_err();
+        let err = signer.sign(&ask(&other, &west_in_b)).await.unwrap_err();
         assert!(err.to_string().contains("no root for trust domain b.local"));
         // The policy refuses what it does not grant: a CSR for another trust domain.
-        let err = signer
-            .sign(&policy, &other, &pki::request("west", "a.local"), now)
-            .await
-            .unwrap_err();
+        let err = signer.sign(&ask(&other, &west_in_a)).await.unwrap_err();
         assert!(matches!(err, Error::Core(_)), "{err:?}");
         assert!(!err.retry_later());
     }

@@ -13,16 +13,16 @@
 use std::time::{Duration, Instant};
 
 use federator_core::cert::{self, CertInfo};
-use federator_core::csr::{CsrInfo, cluster_ca_common_name};
-use federator_core::policy::{self, ClusterCaRequest, IssuedCa, SigningPolicy};
+use federator_core::csr::cluster_ca_common_name;
+use federator_core::policy::{self, IssuedCa};
 use federator_core::verify;
 use secrecy::ExposeSecret;
-use time::OffsetDateTime;
 use tokio::sync::Mutex;
 use tracing::info;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
+use super::signer::Ask;
 use super::vault_config::{VaultAuth, VaultConfig};
 use crate::{Error, Result};
 
@@ -266,14 +266,9 @@ impl VaultSigner {
         Ok(s)
     }
 
-    /// Checks the CSR under `policy`, has Vault sign it, and verifies the answer at `now`.
-    pub async fn sign(
-        &self,
-        policy: &SigningPolicy,
-        csr: &CsrInfo,
-        request: &ClusterCaRequest,
-        now: OffsetDateTime,
-    ) -> Result<IssuedCa> {
+    /// Checks the CSR under the policy, has Vault sign it, and verifies the answer.
+    pub async fn sign(&self, ask: &Ask<'_>) -> Result<IssuedCa> {
+        let (policy, csr, request) = (ask.policy, ask.csr, ask.request);
         policy.check(csr, request)?;
         let csr_pem = cert_request_pem(&csr.der);
         let path = self.cfg.sign_path();
@@ -294,36 +289,30 @@ impl VaultSigner {
         if let Some(org) = org {
             opts.organization(vec![org]);
         }
-        let signed = {
-            let session = self.fresh_session().await?;
-            let mut result = vaultrs::pki::issuer::sign_intermediate(
+        let common_name = cluster_ca_common_name(&request.cluster);
+        let mut session = self.fresh_session().await?;
+        let mut logged_in_again = false;
+        let signed = loop {
+            let result = vaultrs::pki::issuer::sign_intermediate(
                 &session.client,
                 &self.cfg.mount,
                 &csr_pem,
-                &cluster_ca_common_name(&request.cluster),
+                &common_name,
                 self.cfg.issuer.as_deref(),
                 Some(&mut opts),
             )
             .await;
-            // A token revoked or expired under us: log in again once.
-            if matches!(&result, Err(ClientError::APIError { code: 403, .. }))
-                && !matches!(self.cfg.auth, VaultAuth::Token { .. })
-            {
-                drop(session);
-                *self.session.lock().await = login(&self.cfg).await?;
-                let session = self.session.lock().await;
-                result = vaultrs::pki::issuer::sign_intermediate(
-                    &session.client,
-                    &self.cfg.mount,
-                    &csr_pem,
-                    &cluster_ca_common_name(&request.cluster),
-                    self.cfg.issuer.as_deref(),
-                    Some(&mut opts),
-                )
-                .await;
+            // A token revoked or expired under us: log in again, once.
+            let denied = matches!(&result, Err(ClientError::APIError { code: 403, .. }));
+            if denied && !logged_in_again && !matches!(self.cfg.auth, VaultAuth::Token { .. }) {
+                *session = login(&self.cfg).await?;
+                logged_in_again = true;
+                continue;
             }
-            result.map_err(|e| describe(&self.cfg, e, "signing a cluster CA", &path, "update"))?
+            break result
+                .map_err(|e| describe(&self.cfg, e, "signing a cluster CA", &path, "update"))?;
         };
+        drop(session);
 
         // Vault's answer, whole: the cluster CA, then its chain to the root.
         let cert_der =
@@ -340,8 +329,13 @@ impl VaultSigner {
             }
         }
         let root = chain.last().cloned().unwrap_or_default();
-        verify::verify_ca_path(&cert_der, &chain[1..], std::slice::from_ref(&root), now)?;
-        policy::check_issued(&cert_der, &csr.public_key_info, &request.trust_domain, now)?;
+        verify::verify_ca_path(&cert_der, &chain[1..], std::slice::from_ref(&root), ask.now)?;
+        policy::check_issued(
+            &cert_der,
+            &csr.public_key_info,
+            &request.trust_domain,
+            ask.now,
+        )?;
         Ok(IssuedCa {
             chain_pem: cert::to_pem(chain.iter().map(Vec::as_slice)),
             info: CertInfo::from_der(&cert_der)?,
@@ -363,29 +357,27 @@ fn cert_request_pem(der: &[u8]) -> String {
 pub async fn bootstrap(cfg: &VaultConfig) -> Result<Vec<String>> {
     let session = login(cfg).await?;
     let c = &session.client;
+    let failed = |operation: &'static str, path: String, capability: &'static str| {
+        move |e| describe(cfg, e, operation, &path, capability)
+    };
     let mut done = Vec::new();
-    let mounts = vaultrs::sys::mount::list(c)
-        .await
-        .map_err(|e| describe(cfg, e, "listing mounts", "sys/mounts", "read"))?;
+    let mounts = vaultrs::sys::mount::list(c).await.map_err(failed(
+        "listing mounts",
+        "sys/mounts".into(),
+        "read",
+    ))?;
     if !mounts.contains_key(&format!("{}/", cfg.mount)) {
         let mut opts = vaultrs::api::sys::requests::EnableEngineRequest::builder();
         opts.config(
             vaultrs::api::sys::requests::EnableEngineDataConfigBuilder::default()
                 .max_lease_ttl("87600h")
                 .build()
-                .map_err(|e| Error::Usage(e.to_string()))?,
+                .map_err(Error::encode("the PKI mount's settings"))?,
         );
+        let path = format!("sys/mounts/{}", cfg.mount);
         vaultrs::sys::mount::enable(c, &cfg.mount, "pki", Some(&mut opts))
             .await
-            .map_err(|e| {
-                describe(
-                    cfg,
-                    e,
-                    "enabling the PKI mount",
-                    &format!("sys/mounts/{}", cfg.mount),
-                    "create",
-                )
-            })?;
+            .map_err(failed("enabling the PKI mount", path, "create"))?;
         done.push(format!(
             "enabled the pki engine at {}/ (max lease TTL 87600h)",
             cfg.mount
@@ -402,17 +394,10 @@ pub async fn bootstrap(cfg: &VaultConfig) -> Result<Vec<String>> {
             .key_type("ec")
             .key_bits(256u64)
             .max_path_length(1);
+        let path = format!("{}/root/generate/internal", cfg.mount);
         vaultrs::pki::cert::ca::generate(c, &cfg.mount, "internal", Some(&mut opts))
             .await
-            .map_err(|e| {
-                describe(
-                    cfg,
-                    e,
-                    "generating a root",
-                    &format!("{}/root/generate/internal", cfg.mount),
-                    "update",
-                )
-            })?;
+            .map_err(failed("generating a root", path, "update"))?;
         done.push(format!(
             "generated an internal root in {}/ (the key stays in Vault)",
             cfg.mount

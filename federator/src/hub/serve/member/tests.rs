@@ -16,6 +16,7 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use super::{Member, reconcile};
 use crate::hub::member_access::StoredCredential;
@@ -162,6 +163,15 @@ fn fixture(signer_loaded: bool) -> Fixture {
     }
 }
 
+impl Fixture {
+    /// Starts a reconcile and answers its first call, the read of the `ClusterTrust`.
+    async fn start(&mut self, code: u16, answer: Value) -> JoinHandle<crate::Result<Action>> {
+        let run = tokio::spawn(reconcile(trigger(), self.member.clone()));
+        expect(&mut self.cluster, Method::GET, TRUST, code, answer).await;
+        run
+    }
+}
+
 fn member_spec() -> MemberClusterSpec {
     MemberClusterSpec {
         trust_domain: TD.into(),
@@ -224,32 +234,34 @@ fn condition(status: &Value, type_: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The hub's side of the end of a reconcile: the stored credential is read (there is none)
+/// when `credential`, then the `MemberCluster` and its status write, whose body is returned.
+async fn expect_report(hub: &mut Handle, credential: bool) -> Value {
+    if credential {
+        let missing = status_body(404, "NotFound");
+        expect(hub, Method::GET, CREDENTIAL, 404, missing).await;
+    }
+    expect(hub, Method::GET, MEMBER, 200, member_cluster()).await;
+    let status_path = format!("{MEMBER}/status");
+    expect(hub, Method::PATCH, &status_path, 200, member_cluster()).await
+}
+
+/// The next event published on the hub: (reason, type, the whole event).
+async fn expect_event(hub: &mut Handle) -> (String, String, Value) {
+    let event = expect(hub, Method::POST, EVENTS, 201, Value::Null).await;
+    let field = |k: &str| event[k].as_str().unwrap_or_default().to_owned();
+    (field("reason"), field("type"), event)
+}
+
+fn metrics(member: &Member) -> String {
+    member.shared.metrics.render()
+}
+
 #[tokio::test]
 async fn a_rejected_credential_is_reported_and_reloaded() {
-    let Fixture {
-        member,
-        mut hub,
-        mut cluster,
-        ..
-    } = fixture(true);
-    let run = tokio::spawn(reconcile(trigger(), member.clone()));
-    expect(
-        &mut cluster,
-        Method::GET,
-        TRUST,
-        401,
-        status_body(401, "Unauthorized"),
-    )
-    .await;
-    expect(&mut hub, Method::GET, MEMBER, 200, member_cluster()).await;
-    let status = expect(
-        &mut hub,
-        Method::PATCH,
-        &format!("{MEMBER}/status"),
-        200,
-        member_cluster(),
-    )
-    .await;
+    let mut f = fixture(true);
+    let run = f.start(401, status_body(401, "Unauthorized")).await;
+    let status = expect_report(&mut f.hub, false).await;
     assert_eq!(condition(&status, "Reachable")["status"], "False");
     assert_eq!(condition(&status, "Ready")["observedGeneration"], 1);
     let problems = status["status"]["problems"].to_string();
@@ -257,157 +269,78 @@ async fn a_rejected_credential_is_reported_and_reloaded() {
         problems.contains("credential was rejected (401") && problems.contains("join cluster c1"),
         "{problems}"
     );
-    let event = expect(&mut hub, Method::POST, EVENTS, 201, Value::Null).await;
+    let (reason, type_, event) = expect_event(&mut f.hub).await;
     assert_eq!(
-        (&event["reason"], &event["type"], &event["regarding"]["uid"]),
-        (
-            &json!("CredentialRejected"),
-            &json!("Warning"),
-            &json!("uid-c1")
-        )
+        (reason.as_str(), type_.as_str()),
+        ("CredentialRejected", "Warning")
     );
-    assert_eq!(
-        run.await.unwrap().unwrap(),
-        Action::requeue(Duration::from_secs(5))
-    );
-    tokio::time::timeout(Duration::from_secs(1), member.reload.notified())
+    assert_eq!(event["regarding"]["uid"], "uid-c1");
+    let action = run.await.unwrap().unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    tokio::time::timeout(Duration::from_secs(1), f.member.reload.notified())
         .await
         .expect("a 401 makes the controller reload the credential");
-    expect_nothing(&mut hub).await;
-    expect_nothing(&mut cluster).await;
+    expect_nothing(&mut f.hub).await;
+    expect_nothing(&mut f.cluster).await;
 }
 
 #[tokio::test]
 async fn a_member_without_its_exchange_object_is_left_alone() {
-    let Fixture {
-        member,
-        mut hub,
-        mut cluster,
-        ..
-    } = fixture(true);
-    let run = tokio::spawn(reconcile(trigger(), member));
-    expect(
-        &mut cluster,
-        Method::GET,
-        TRUST,
-        404,
-        status_body(404, "NotFound"),
-    )
-    .await;
+    let mut f = fixture(true);
+    let run = f.start(404, status_body(404, "NotFound")).await;
     assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
-    expect_nothing(&mut hub).await;
-    expect_nothing(&mut cluster).await;
+    expect_nothing(&mut f.hub).await;
+    expect_nothing(&mut f.cluster).await;
 }
 
 #[tokio::test]
 async fn a_refused_csr_is_reported_without_touching_the_member() {
-    let Fixture {
-        member,
-        mut hub,
-        mut cluster,
-        root,
-    } = fixture(true);
-    let (ct, _) = cluster_trust(&root, false);
-    let run = tokio::spawn(reconcile(trigger(), member.clone()));
-    expect(&mut cluster, Method::GET, TRUST, 200, ct).await;
+    let mut f = fixture(true);
+    let (ct, _) = cluster_trust(&f.root, false);
+    let run = f.start(200, ct).await;
     // No spec write: nothing to sign, and the spec already says everything else.
-    expect(
-        &mut hub,
-        Method::GET,
-        CREDENTIAL,
-        404,
-        status_body(404, "NotFound"),
-    )
-    .await;
-    expect(&mut hub, Method::GET, MEMBER, 200, member_cluster()).await;
-    let status = expect(
-        &mut hub,
-        Method::PATCH,
-        &format!("{MEMBER}/status"),
-        200,
-        member_cluster(),
-    )
-    .await;
+    let status = expect_report(&mut f.hub, true).await;
     let ready = condition(&status, "Ready");
     assert_eq!(ready["status"], "False");
+    let message = ready["message"].as_str().unwrap();
     assert!(
-        ready["message"]
-            .as_str()
-            .unwrap()
-            .contains("CSR generation 1 not signed: the CSR's digest does not match the CSR"),
+        message.contains("CSR generation 1 not signed: the CSR's digest does not match the CSR"),
         "{ready}"
     );
     assert_eq!(condition(&status, "Reachable")["status"], "True");
-    let event = expect(&mut hub, Method::POST, EVENTS, 201, Value::Null).await;
-    assert_eq!(
-        (&event["reason"], &event["type"]),
-        (&json!("CsrRefused"), &json!("Warning"))
-    );
+    let (reason, type_, event) = expect_event(&mut f.hub).await;
+    assert_eq!((reason.as_str(), type_.as_str()), ("CsrRefused", "Warning"));
     assert!(
         event["note"].as_str().unwrap().contains("digest"),
         "{event}"
     );
     assert_eq!(run.await.unwrap().unwrap(), Action::requeue(HEARTBEAT));
-    assert!(
-        member
-            .shared
-            .metrics
-            .render()
-            .contains("federator_sign_failures_total{cluster=\"c1\"} 1\n")
-    );
-    expect_nothing(&mut cluster).await;
+    assert!(metrics(&f.member).contains("federator_sign_failures_total{cluster=\"c1\"} 1\n"));
+    expect_nothing(&mut f.cluster).await;
 }
 
 #[tokio::test]
 async fn without_a_signer_the_csr_waits_and_says_why() {
-    let Fixture {
-        member,
-        mut hub,
-        mut cluster,
-        root,
-    } = fixture(false);
-    let (ct, _) = cluster_trust(&root, true);
-    let run = tokio::spawn(reconcile(trigger(), member));
-    expect(&mut cluster, Method::GET, TRUST, 200, ct).await;
-    expect(
-        &mut hub,
-        Method::GET,
-        CREDENTIAL,
-        404,
-        status_body(404, "NotFound"),
-    )
-    .await;
-    expect(&mut hub, Method::GET, MEMBER, 200, member_cluster()).await;
-    let status = expect(
-        &mut hub,
-        Method::PATCH,
-        &format!("{MEMBER}/status"),
-        200,
-        member_cluster(),
-    )
-    .await;
+    let mut f = fixture(false);
+    let (ct, _) = cluster_trust(&f.root, true);
+    let run = f.start(200, ct).await;
+    let status = expect_report(&mut f.hub, true).await;
+    let problems = status["status"]["problems"].to_string();
     assert!(
-        status["status"]["problems"]
-            .to_string()
-            .contains("the signer is not loaded yet"),
+        problems.contains("the signer is not loaded yet"),
         "{status}"
     );
-    expect(&mut hub, Method::POST, EVENTS, 201, Value::Null).await;
+    let (reason, _, _) = expect_event(&mut f.hub).await;
+    assert_eq!(reason, "CsrRefused");
     assert_eq!(run.await.unwrap().unwrap(), Action::requeue(HEARTBEAT));
 }
 
 #[tokio::test]
 async fn a_valid_csr_is_signed_under_the_trust_domains_root() {
-    let Fixture {
-        member,
-        mut hub,
-        mut cluster,
-        root,
-    } = fixture(true);
-    let (ct, digest) = cluster_trust(&root, true);
-    let run = tokio::spawn(reconcile(trigger(), member.clone()));
-    expect(&mut cluster, Method::GET, TRUST, 200, ct).await;
-    let applied = expect(&mut cluster, Method::PATCH, TRUST, 200, Value::Null).await;
+    let mut f = fixture(true);
+    let (ct, digest) = cluster_trust(&f.root, true);
+    let run = f.start(200, ct).await;
+    let applied = expect(&mut f.cluster, Method::PATCH, TRUST, 200, Value::Null).await;
     let signed = &applied["spec"]["signed"];
     assert_eq!(
         (&signed["csrDigest"], &signed["generation"]),
@@ -415,40 +348,15 @@ async fn a_valid_csr_is_signed_under_the_trust_domains_root() {
     );
     let chain = signed["chainPem"].as_str().unwrap();
     assert!(
-        chain.contains(&root.cert_pem()),
+        chain.contains(&f.root.cert_pem()),
         "the chain ends at the root"
     );
     assert!(signed["renewAfter"].is_string() && signed["notAfter"].is_string());
-    expect(
-        &mut hub,
-        Method::GET,
-        CREDENTIAL,
-        404,
-        status_body(404, "NotFound"),
-    )
-    .await;
-    expect(&mut hub, Method::GET, MEMBER, 200, member_cluster()).await;
-    expect(
-        &mut hub,
-        Method::PATCH,
-        &format!("{MEMBER}/status"),
-        200,
-        member_cluster(),
-    )
-    .await;
-    let event = expect(&mut hub, Method::POST, EVENTS, 201, Value::Null).await;
-    assert_eq!(
-        (&event["reason"], &event["type"]),
-        (&json!("CsrSigned"), &json!("Normal"))
-    );
+    expect_report(&mut f.hub, true).await;
+    let (reason, type_, _) = expect_event(&mut f.hub).await;
+    assert_eq!((reason.as_str(), type_.as_str()), ("CsrSigned", "Normal"));
     assert_eq!(run.await.unwrap().unwrap(), Action::requeue(HEARTBEAT));
-    assert!(
-        member
-            .shared
-            .metrics
-            .render()
-            .contains("federator_signed_total{cluster=\"c1\"} 1\n")
-    );
-    expect_nothing(&mut hub).await;
-    expect_nothing(&mut cluster).await;
+    assert!(metrics(&f.member).contains("federator_signed_total{cluster=\"c1\"} 1\n"));
+    expect_nothing(&mut f.hub).await;
+    expect_nothing(&mut f.cluster).await;
 }
