@@ -127,7 +127,7 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
 /// `federator rotate-root`
 pub async fn rotate_root(source: &ClientSource, args: crate::cli::RotateRootArgs) -> Result<()> {
     let hub = hub_client(source).await?;
-    let fp = crate::hub::trust::roots::RootStore::new(hub.clone())
+    let fp = crate::hub::trust::store::RootStore::new(hub.clone())
         .start_rotation(
             &args.trust_domain,
             &local_root_options(&hub).await?,
@@ -149,7 +149,7 @@ pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> 
     let report = hub_join::leave(&hub, &args.name).await?;
     if let Some((td, sharing)) = &report.shared_trust_domain {
         if args.rotate_trust_domain {
-            let fp = crate::hub::trust::roots::RootStore::new(hub.clone())
+            let fp = crate::hub::trust::store::RootStore::new(hub.clone())
                 .start_rotation(td, &local_root_options(&hub).await?, args.rotation_drain)
                 .await?;
             println!(

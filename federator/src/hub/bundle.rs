@@ -7,7 +7,7 @@ use kube::Client;
 use kube::api::{Api, ListParams};
 
 use super::plan::federation::trust_domains;
-use super::trust::roots::RootStore;
+use super::trust::store::RootStore;
 use crate::{Error, Result};
 
 /// The bundle for the trust domains of the current members, and its generation.

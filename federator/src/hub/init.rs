@@ -15,7 +15,8 @@ use kube::{Client, CustomResourceExt};
 use time::OffsetDateTime;
 
 use super::kube::{ensure_namespace, find_federation, install_crds};
-use super::trust::roots::{self, RootStore};
+use super::trust::roots;
+use super::trust::store::RootStore;
 use super::trust::vault;
 use super::trust::vault_config::{VaultConfig, vault_backend_spec, vault_material};
 use crate::{Error, Result};

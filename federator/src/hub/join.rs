@@ -27,7 +27,8 @@ use time::OffsetDateTime;
 
 use super::kube::{self as k, ClientSource, Permission};
 use super::member_access;
-use super::trust::roots::{RootStore, local_root_options};
+use super::trust::roots::local_root_options;
+use super::trust::store::RootStore;
 use crate::{Error, Result};
 
 /// Where the agent runs.

@@ -32,8 +32,9 @@ use tracing::{info, warn};
 use super::fleet::Fleet;
 use super::{BACKOFF, Shared};
 use crate::hub::plan::{self, rotation::Record};
-use crate::hub::trust::roots::{RootStore, local_root_options};
+use crate::hub::trust::roots::local_root_options;
 use crate::hub::trust::signer::Signer;
+use crate::hub::trust::store::RootStore;
 use crate::{Error, Result};
 
 /// What the federation reconcile works with.
