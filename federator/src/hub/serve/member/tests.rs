@@ -170,6 +170,16 @@ impl Fixture {
         expect(&mut self.cluster, Method::GET, TRUST, code, answer).await;
         run
     }
+
+    /// Starts a reconcile that reads a `ClusterTrust` with a CSR of generation 1 (its digest
+    /// right or not); returns it and the CSR's digest.
+    async fn start_with_csr(
+        &mut self,
+        good_digest: bool,
+    ) -> (JoinHandle<crate::Result<Action>>, String) {
+        let (ct, digest) = cluster_trust(&self.root, good_digest);
+        (self.start(200, ct).await, digest)
+    }
 }
 
 fn member_spec() -> MemberClusterSpec {
@@ -296,8 +306,7 @@ async fn a_member_without_its_exchange_object_is_left_alone() {
 #[tokio::test]
 async fn a_refused_csr_is_reported_without_touching_the_member() {
     let mut f = fixture(true);
-    let (ct, _) = cluster_trust(&f.root, false);
-    let run = f.start(200, ct).await;
+    let (run, _) = f.start_with_csr(false).await;
     // No spec write: nothing to sign, and the spec already says everything else.
     let status = expect_report(&mut f.hub, true).await;
     let ready = condition(&status, "Ready");
@@ -322,8 +331,7 @@ async fn a_refused_csr_is_reported_without_touching_the_member() {
 #[tokio::test]
 async fn without_a_signer_the_csr_waits_and_says_why() {
     let mut f = fixture(false);
-    let (ct, _) = cluster_trust(&f.root, true);
-    let run = f.start(200, ct).await;
+    let (run, _) = f.start_with_csr(true).await;
     let status = expect_report(&mut f.hub, true).await;
     let problems = status["status"]["problems"].to_string();
     assert!(
@@ -338,8 +346,7 @@ async fn without_a_signer_the_csr_waits_and_says_why() {
 #[tokio::test]
 async fn a_valid_csr_is_signed_under_the_trust_domains_root() {
     let mut f = fixture(true);
-    let (ct, digest) = cluster_trust(&f.root, true);
-    let run = f.start(200, ct).await;
+    let (run, digest) = f.start_with_csr(true).await;
     let applied = expect(&mut f.cluster, Method::PATCH, TRUST, 200, Value::Null).await;
     let signed = &applied["spec"]["signed"];
     assert_eq!(
