@@ -191,12 +191,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
         .is_none()
     {
         let ct = ClusterTrust {
-            metadata: ObjectMeta {
-                name: Some(names::CLUSTER_TRUST.to_owned()),
-                namespace: Some(names::NAMESPACE.to_owned()),
-                labels: Some(federator_api::plumbing::managed_labels()),
-                ..ObjectMeta::default()
-            },
+            metadata: meta(names::CLUSTER_TRUST, names::NAMESPACE),
             spec: ClusterTrustSpec {
                 cluster_name: name.to_owned(),
                 trust_domain: opts.trust_domain.to_string(),
@@ -251,12 +246,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
     };
     if existing.as_ref().map(|m| &m.spec) != Some(&spec) {
         let mc = MemberCluster {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                namespace: Some(names::NAMESPACE.to_owned()),
-                labels: Some(federator_api::plumbing::managed_labels()),
-                ..ObjectMeta::default()
-            },
+            metadata: meta(name, names::NAMESPACE),
             spec,
             status: None,
         };
