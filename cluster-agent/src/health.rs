@@ -76,7 +76,7 @@ pub async fn serve(
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Config(format!("--health-addr {addr}: cannot listen: {e}")))?;
+        .map_err(|source| Error::HealthListen { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
     info!(addr = %bound, "serving /healthz and /readyz");
     Ok((

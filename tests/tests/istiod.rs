@@ -13,10 +13,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use federator_api::member::ClusterTrust;
 use federator_api::names;
+use federator_core::cacerts;
 use federator_e2e::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use mtls::{SpiffeVerifier, Workload};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use testbed::Istiod;
@@ -45,6 +47,12 @@ async fn federation_root(fed: &Federation, member: &str, trust_domain: &str) -> 
         .find(|e| e.trust_domain == trust_domain)
         .unwrap_or_else(|| panic!("no root for {trust_domain} in {member}'s bundle"));
     first_cert(entry.roots_pem.as_bytes())
+}
+
+/// The cluster CA in a member's `cacerts` (DER).
+async fn cluster_ca(fed: &Federation, member: &str) -> Vec<u8> {
+    let files = fed.cacerts(member).await.unwrap();
+    first_cert(&files[cacerts::CA_CERT])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +114,7 @@ async fn istiod_proves_the_federation() {
         let chain = w.cert().chain_der();
         assert_eq!(
             chain[1],
-            fed.cluster_ca(name).await,
+            cluster_ca(&fed, name).await,
             "{name}: the issuer is the agent's cluster CA"
         );
         let root = federation_root(&fed, name, td).await;
@@ -159,11 +167,36 @@ async fn istiod_proves_the_federation() {
     let i1 = &istiods["cluster-1"];
     let pid = i1.pid();
     let reloads = i1.log_count(LOG_HOT_RELOAD);
-    let old_ca = fed.cluster_ca("cluster-1").await;
+    let old_ca = cluster_ca(&fed, "cluster-1").await;
     let old_w = workloads["cluster-1"].clone();
-    fed.bump_csr_generation("cluster-1").await;
+    let cts: Api<ClusterTrust> = Api::namespaced(
+        clusters["cluster-1"].client().await.unwrap(),
+        names::NAMESPACE,
+    );
+    let generation = cts
+        .get(names::CLUSTER_TRUST)
+        .await
+        .unwrap()
+        .spec
+        .csr_generation;
+    let bump = serde_json::json!({"spec": {"csrGeneration": generation + 1}});
+    cts.patch(
+        names::CLUSTER_TRUST,
+        &PatchParams::default(),
+        &Patch::Merge(&bump),
+    )
+    .await
+    .unwrap();
     let t = Instant::now();
-    let new_ca = fed.wait_new_cluster_ca("cluster-1", &old_ca).await;
+    let new_ca = wait_for(
+        "cluster-1's new cluster CA",
+        Duration::from_secs(60),
+        || async {
+            let ca = cluster_ca(&fed, "cluster-1").await;
+            (ca != old_ca).then_some(ca)
+        },
+    )
+    .await;
     wait_for("istiod to hot-reload", Duration::from_secs(30), || async {
         (i1.log_count(LOG_HOT_RELOAD) > reloads).then_some(())
     })
@@ -196,8 +229,8 @@ async fn istiod_proves_the_federation() {
         "the agent to report a hot reload",
         Duration::from_secs(30),
         || async {
-            let ct = fed.cluster_trust("cluster-1").await?;
-            (ct.status?.istiod?.state == "hot-reload").then_some(())
+            let ct = cts.get(names::CLUSTER_TRUST).await.ok()?;
+            (ct.status?.istiod?.state.to_string() == "hot-reload").then_some(())
         },
     )
     .await;
@@ -355,7 +388,7 @@ async fn a_self_signed_istiod_is_restarted_into_plug_in_mode() {
         Duration::from_secs(30),
         || async {
             let ct = fed.cluster_trust("cluster-1").await?;
-            (ct.status?.istiod?.state == "restarted").then_some(())
+            (ct.status?.istiod?.state.to_string() == "restarted").then_some(())
         },
     )
     .await;
@@ -380,7 +413,7 @@ async fn a_self_signed_istiod_is_restarted_into_plug_in_mode() {
     )
     .await;
     let chain = after.cert().chain_der();
-    assert_eq!(chain[1], fed.cluster_ca("cluster-1").await);
+    assert_eq!(chain[1], cluster_ca(&fed, "cluster-1").await);
     assert_eq!(
         chain.last(),
         Some(&federation_root(&fed, "cluster-1", "cluster.local").await)

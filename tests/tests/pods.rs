@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use federator_api::hub::RotationPhase;
 use federator_api::names;
 use federator_core::{cacerts, cert};
 use federator_e2e::*;
@@ -493,14 +494,14 @@ async fn renewal_and_rotation_at_the_default_kubelet_sync_keep_trust() {
         "--drain",
         "150s",
     ]);
-    let mut phases: Vec<String> = Vec::new();
+    let mut phases: Vec<RotationPhase> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let st = fed.federation_status().await;
         for r in &st.rotations {
             if phases.last() != Some(&r.phase) {
                 eprintln!("[rotation] {:.1?}: {}", t.elapsed(), r.phase);
-                phases.push(r.phase.clone());
+                phases.push(r.phase);
             }
         }
         if st.rotations.is_empty() && !phases.is_empty() {
@@ -517,10 +518,10 @@ async fn renewal_and_rotation_at_the_default_kubelet_sync_keep_trust() {
         format!("{:.1?}", t.elapsed()),
     );
     assert!(
-        phases.contains(&"trusting-new-root".to_owned()),
+        phases.contains(&RotationPhase::TrustingNewRoot),
         "{phases:?}"
     );
-    assert!(phases.contains(&"draining".to_owned()), "{phases:?}");
+    assert!(phases.contains(&RotationPhase::Draining), "{phases:?}");
     // Every istiod ends on the new bundle: two roots, the old one gone.
     for (name, _) in MEMBERS {
         let c = fed.members[name].cluster.clone();

@@ -3,28 +3,21 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`bundle`] | `federator bundle` |
-//! | [`kube`] | clients, server-side apply, CRD install, permission checks |
-//! | [`roots`] | the roots Secret and the signer |
+//! | [`init`], [`join`], [`status`], [`bundle`] | the commands `init`, `join`/`leave`, `status`, `bundle` |
+//! | [`kube`] | clients from the hub's sources, CRD install, permission checks |
 //! | [`member_access`] | the hub's least-privilege credentials for members |
-//! | [`init`] | `federator init` |
-//! | [`join`] | `federator join cluster` / `leave cluster` |
-//! | [`rollout`] | waiting for the agent Deployment, and why it is stuck |
-//! | [`metrics`] | Prometheus metrics of `serve` |
-//! | [`plan`] | pure decisions for one member (spec, signing, renewal, status) |
-//! | [`serve`] | the reconciler runtime |
-//! | [`status`] | `federator status` |
-//! | [`vault`] | the Vault/OpenBao root backend |
+//! | [`rollout`] | waiting for the agent Deployment `join` installs, and why it is stuck |
+//! | [`trust`] | the roots Secret, the signer, Vault |
+//! | [`plan`] | pure decisions: CSR → chain, member plan and status, federation, rotation |
+//! | [`serve`] | `federator serve`: the federation and member controllers, metrics, leadership |
 
 pub mod bundle;
 pub mod init;
 pub mod join;
 pub mod kube;
 pub mod member_access;
-pub mod metrics;
 pub mod plan;
 pub mod rollout;
-pub mod roots;
 pub mod serve;
 pub mod status;
-pub mod vault;
+pub mod trust;

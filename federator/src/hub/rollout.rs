@@ -286,7 +286,10 @@ mod tests {
     #[test]
     fn a_first_failed_pull_is_retried() {
         let p = pod(waiting("ErrImagePull", "dial tcp: i/o timeout", 0));
-        assert!(matches!(diagnose(&deploy(1, 1, 0), &[p]), Rollout::Progressing(_)));
+        assert!(matches!(
+            diagnose(&deploy(1, 1, 0), &[p]),
+            Rollout::Progressing(_)
+        ));
     }
 
     #[test]
