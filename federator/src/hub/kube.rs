@@ -58,10 +58,16 @@ pub async fn config_from(source: &ClientSource) -> Result<Config> {
     }
 }
 
+/// Parses a kubeconfig held in memory (a member credential), with no file or environment
+/// access; `what` names it in the error. The fuzz target `kubeconfig` calls this.
+pub fn parse_kubeconfig(yaml: &str, what: &str) -> Result<Kubeconfig> {
+    Kubeconfig::from_yaml(yaml)
+        .map_err(|e| Error::Usage(format!("{what}: malformed kubeconfig: {e}")))
+}
+
 /// Builds a client from a kubeconfig held in memory (a member credential).
 pub async fn client_from_kubeconfig_yaml(yaml: &str, what: &str) -> Result<(Client, Config)> {
-    let kc = Kubeconfig::from_yaml(yaml)
-        .map_err(|e| Error::Usage(format!("{what}: malformed kubeconfig: {e}")))?;
+    let kc = parse_kubeconfig(yaml, what)?;
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .map_err(|e| Error::Usage(format!("{what}: {e}")))?;
