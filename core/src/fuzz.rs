@@ -13,8 +13,10 @@
 //! itself, and above all a CA the hub signs has exactly the fields of the signing policy,
 //! whatever the CSR asked for.
 //!
-//! Multi-part inputs (`cacerts`, `ca_import`, `trust_bundle`) are split on NUL bytes, which
-//! PEM text never contains.
+//! PEM inputs may also be given as DER, which the entry turns into PEM before parsing: random
+//! changes to base64 text mostly just break it, so this lets the fuzzer mutate the DER
+//! structures themselves while every input still goes through the PEM parser. Multi-part
+//! inputs (`cacerts`, `ca_import`, `trust_bundle`) are split on the line [`SEPARATOR`].
 //!
 //! The SPIFFE bundle *writer* ([`TrustBundle::spiffe_bundle`]) is fuzzed by [`trust_bundle`].
 //! federator has no SPIFFE bundle *reader* yet; when SPIFFE federation brings one, add an entry
@@ -55,8 +57,70 @@ fn text(data: &[u8]) -> std::result::Result<&str, String> {
     std::str::from_utf8(data).map_err(|_| "not UTF-8".to_owned())
 }
 
+/// What separates the parts of a multi-part input.
+pub const SEPARATOR: &[u8] = b"\n--8<--\n";
+
 fn parts(data: &[u8]) -> Vec<&[u8]> {
-    data.split(|b| *b == 0).collect()
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Some(i) = rest.windows(SEPARATOR.len()).position(|w| w == SEPARATOR) {
+        out.push(&rest[..i]);
+        rest = &rest[i + SEPARATOR.len()..];
+    }
+    out.push(rest);
+    out
+}
+
+/// Joins parts into a multi-part input (for writing seeds).
+pub fn join(parts: &[&[u8]]) -> Vec<u8> {
+    parts.join(SEPARATOR)
+}
+
+/// Splits concatenated DER values at their top-level lengths; what does not parse as a
+/// DER header with a length that fits is taken whole.
+fn split_der(mut data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let len = match data.get(1) {
+            Some(&l) if l < 0x80 => Some(2 + l as usize),
+            Some(&l) if (0x81..=0x84).contains(&l) => {
+                let n = (l & 0x7f) as usize;
+                data.get(2..2 + n)
+                    .map(|b| 2 + n + b.iter().fold(0usize, |acc, x| (acc << 8) | *x as usize))
+            }
+            _ => None,
+        };
+        let take = len.filter(|l| *l <= data.len()).unwrap_or(data.len());
+        out.push(&data[..take]);
+        data = &data[take..];
+    }
+    out
+}
+
+/// PEM text as is; anything else is taken as DER values and encoded as PEM blocks of `tag`.
+fn pem_or_der(data: &[u8], tag: &str) -> Vec<u8> {
+    if data.is_empty() || data.trim_ascii_start().starts_with(b"-----") {
+        return data.to_vec();
+    }
+    let cfg = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    split_der(data)
+        .into_iter()
+        .map(|der| pem::encode_config(&pem::Pem::new(tag, der.to_vec()), cfg))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// The PEM block types of private keys, for DER key input: its first byte selects one.
+pub const KEY_TAGS: [&str; 3] = ["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"];
+
+/// A private key as PEM, or DER after a byte selecting its [`KEY_TAGS`] entry.
+fn key_pem_or_der(data: &[u8]) -> Vec<u8> {
+    match data.split_first() {
+        Some((sel, der)) if !data.trim_ascii_start().starts_with(b"-----") => {
+            pem_or_der(der, KEY_TAGS[*sel as usize % KEY_TAGS.len()])
+        }
+        _ => data.to_vec(),
+    }
 }
 
 /// Go-style durations (`--ttl`, `spec.clusterCaTtl`): [`dur::parse`]. Accepted durations
@@ -72,11 +136,10 @@ pub fn duration(data: &[u8]) -> Outcome {
 
 /// Certificates as federator loads them from files and objects:
 /// [`cert::parse_pem_certificates`], then [`CertInfo::from_der`] of each (what `ca inspect`
-/// prints); the bytes are also tried as one DER certificate. Accepted PEM re-encodes
-/// canonically and parses back to the same certificates.
+/// prints). Accepted PEM re-encodes canonically and parses back to the same certificates.
 pub fn certificate(data: &[u8]) -> Outcome {
-    let _ = CertInfo::from_der(data);
-    let ders = cert::parse_pem_certificates(data, "input").map_err(|e| e.to_string())?;
+    let ders = cert::parse_pem_certificates(&pem_or_der(data, "CERTIFICATE"), "input")
+        .map_err(|e| e.to_string())?;
     let mut summary = Vec::new();
     for der in &ders {
         match CertInfo::from_der(der) {
@@ -95,7 +158,7 @@ pub fn certificate(data: &[u8]) -> Outcome {
 /// [`PrivateKey::from_pem`]. An accepted key re-exports as PKCS#8 that imports back to the
 /// same key.
 pub fn private_key(data: &[u8]) -> Outcome {
-    let key = PrivateKey::from_pem(data, "input").map_err(|e| e.to_string())?;
+    let key = PrivateKey::from_pem(&key_pem_or_der(data), "input").map_err(|e| e.to_string())?;
     let again = PrivateKey::from_pem(key.to_pkcs8_pem().as_bytes(), "re-exported")
         .unwrap_or_else(|e| panic!("a re-exported {} key does not import: {e}", key.kind()));
     assert_eq!(again.kind(), key.kind());
@@ -104,11 +167,12 @@ pub fn private_key(data: &[u8]) -> Outcome {
 }
 
 /// An existing CA to sign with (`init --import`, `ca import`): [`IssuingCa::import`] of
-/// `certificate chain PEM \0 key PEM`, at [`now`].
+/// `certificate chain PEM`, [`SEPARATOR`], `key PEM`, at [`now`].
 pub fn ca_import(data: &[u8]) -> Outcome {
     let p = parts(data);
-    let (cert_pem, key_pem) = (p[0], p.get(1).copied().unwrap_or_default());
-    let ca = IssuingCa::import(cert_pem, key_pem, now()).map_err(|e| e.to_string())?;
+    let cert_pem = pem_or_der(p[0], "CERTIFICATE");
+    let key_pem = key_pem_or_der(p.get(1).copied().unwrap_or_default());
+    let ca = IssuingCa::import(&cert_pem, &key_pem, now()).map_err(|e| e.to_string())?;
     Ok(ca.info().map(|i| i.subject).unwrap_or_default())
 }
 
@@ -250,15 +314,18 @@ pub fn csr_policy(data: &[u8]) -> Outcome {
     ];
     for ext in cert.extensions() {
         let oid = ext.oid.to_id_string();
-        assert!(allowed.contains(&oid.as_str()), "extension {oid} in {got:?}");
+        assert!(
+            allowed.contains(&oid.as_str()),
+            "extension {oid} in {got:?}"
+        );
     }
     Ok(got.subject.clone())
 }
 
 /// `cacerts` material as the agent and `federator ca inspect-cacerts` read it:
-/// [`cacerts::inspect`] of `ca-cert.pem \0 ca-key.pem \0 cert-chain.pem \0 root-cert.pem
-/// [\0 istio-generated]`, at [`now`]. Material found valid has passed the end-to-end workload
-/// check.
+/// [`cacerts::inspect`] of `ca-cert.pem`, `ca-key.pem`, `cert-chain.pem`, `root-cert.pem` and
+/// optionally `istio-generated`, separated by [`SEPARATOR`], at [`now`]. Material found valid
+/// has passed the end-to-end workload check.
 pub fn cacerts(data: &[u8]) -> Outcome {
     let p = parts(data);
     let mut names = cacerts::FILES.to_vec();
@@ -266,7 +333,14 @@ pub fn cacerts(data: &[u8]) -> Outcome {
     let files: BTreeMap<String, Vec<u8>> = names
         .iter()
         .zip(&p)
-        .map(|(n, b)| ((*n).to_owned(), b.to_vec()))
+        .map(|(n, b)| {
+            let content = match *n {
+                cacerts::CA_KEY => key_pem_or_der(b),
+                cacerts::ISTIO_GENERATED => b.to_vec(),
+                _ => pem_or_der(b, "CERTIFICATE"),
+            };
+            ((*n).to_owned(), content)
+        })
         .collect();
     let report = cacerts::inspect(&files, now());
     if report.is_ok() {
@@ -286,19 +360,23 @@ pub fn cacerts(data: &[u8]) -> Outcome {
 }
 
 /// Trust bundles, per trust domain: [`TrustBundle::from_domain_pems`] of entries
-/// `trust domain \n PEM`, separated by NUL, then the canonical `root-cert.pem` and the SPIFFE
+/// `trust domain \n PEM`, separated by [`SEPARATOR`], then the canonical `root-cert.pem` and the SPIFFE
 /// bundle of every trust domain. The canonical PEM parses back to the same roots; every SPIFFE
 /// bundle lists each root of its domain once, with its exact DER in `x5c`.
 pub fn trust_bundle(data: &[u8]) -> Outcome {
     use base64::Engine as _;
     let mut entries = Vec::new();
     for part in parts(data) {
-        let part = text(part)?;
-        let (td, pem) = part.split_once('\n').unwrap_or((part, ""));
-        let td = TrustDomain::new(td).map_err(|e| e.to_string())?;
+        let (td, body) = match part.iter().position(|b| *b == b'\n') {
+            Some(i) => (&part[..i], &part[i + 1..]),
+            None => (part, &[][..]),
+        };
+        let td = TrustDomain::new(text(td)?).map_err(|e| e.to_string())?;
+        let pem = String::from_utf8(pem_or_der(body, "CERTIFICATE"))
+            .map_err(|_| "not UTF-8".to_owned())?;
         entries.push((td, pem));
     }
-    let bundle = TrustBundle::from_domain_pems(entries.iter().map(|(td, pem)| (td, *pem)))
+    let bundle = TrustBundle::from_domain_pems(entries.iter().map(|(td, pem)| (td, pem.as_str())))
         .map_err(|e| e.to_string())?;
     let pem = bundle.to_pem();
     let again = cert::parse_pem_certificates(pem.as_bytes(), "root-cert.pem");
@@ -324,4 +402,90 @@ pub fn trust_bundle(data: &[u8]) -> Outcome {
         }
     }
     Ok(summary.join("; "))
+}
+
+/// A constructed hostile `cacerts` input (the regression case `cacerts/cross-signed-loop`):
+/// `cert-chain.pem` holds `n` self-issued CA certificates with one name and one key, so each
+/// verifies as the issuer of every other, above a cluster CA they issued; `root-cert.pem`
+/// holds a root that issued none of them. A path search without a budget tries every ordering
+/// of them.
+pub fn cross_signed_loop(n: usize) -> crate::Result<Vec<u8>> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyUsagePurpose};
+    let params = |cn: &str, is_ca: IsCa| -> crate::Result<CertificateParams> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = is_ca;
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+        ];
+        p.not_before = now() - std::time::Duration::from_secs(3600);
+        p.not_after = now() + std::time::Duration::from_secs(10 * 365 * 86400);
+        p.serial_number = Some(crate::ca::random_serial()?);
+        Ok(p)
+    };
+    let loop_key = PrivateKey::generate(crate::key::KeyAlgorithm::EcdsaP256)?;
+    let loops = (0..n)
+        .map(|_| {
+            let p = params("loop", IsCa::Ca(BasicConstraints::Unconstrained))?;
+            Ok(p.self_signed(loop_key.pair())?.der().to_vec())
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    let first = loops
+        .first()
+        .ok_or_else(|| crate::Error::Invalid("n must be at least 1".into()))?;
+    let issuer = Issuer::from_ca_cert_der(&first.as_slice().into(), loop_key.pair())?;
+    let cluster_key = PrivateKey::generate(crate::key::KeyAlgorithm::EcdsaP256)?;
+    let cluster = params("cluster CA", IsCa::Ca(BasicConstraints::Constrained(0)))?
+        .signed_by(cluster_key.pair(), &issuer)?
+        .der()
+        .to_vec();
+    let root = IssuingCa::create_root(&RootOptions::default(), now())?;
+    let chain =
+        cert::to_pem(std::iter::once(cluster.as_slice()).chain(loops.iter().map(Vec::as_slice)));
+    Ok(join(&[
+        cert::to_pem([cluster.as_slice()]).as_bytes(),
+        cluster_key.to_pkcs8_pem().as_bytes(),
+        chain.as_bytes(),
+        root.cert_pem().as_bytes(),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_split_on_the_separator() {
+        assert_eq!(parts(b"a"), [b"a".as_slice()]);
+        assert_eq!(parts(&join(&[b"a", b"", b"c"])), [&b"a"[..], b"", b"c"]);
+    }
+
+    #[test]
+    fn der_input_becomes_pem_blocks() {
+        let ca = policy_ca();
+        let two = [ca.cert_der(), ca.cert_der()].concat();
+        let pem = pem_or_der(&two, "CERTIFICATE");
+        assert_eq!(
+            cert::parse_pem_certificates(&pem, "x").unwrap(),
+            [ca.cert_der(), ca.cert_der()]
+        );
+        // PEM passes through; a DER header whose length overruns takes the rest whole.
+        assert_eq!(pem_or_der(b"-----BEGIN X", "T"), b"-----BEGIN X");
+        assert_eq!(split_der(&[0x30, 0x05, 1, 2]), [&[0x30, 0x05, 1, 2][..]]);
+        assert_eq!(
+            split_der(&[0x30, 0x81, 0x01, 9, 0x04, 0x00]),
+            [&[0x30, 0x81, 0x01, 9][..], &[0x04, 0x00]]
+        );
+    }
+
+    #[test]
+    fn key_input_selects_its_pem_type() {
+        let key = PrivateKey::generate(crate::key::KeyAlgorithm::EcdsaP256).unwrap();
+        let der = pem::parse(key.to_pkcs8_pem()).unwrap().into_contents();
+        let input = [vec![0u8], der].concat();
+        assert_eq!(private_key(&input), Ok("ECDSA P-256".to_owned()));
+    }
 }

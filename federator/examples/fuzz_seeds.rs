@@ -4,10 +4,12 @@
 //! at `federator_core::fuzz::now()`, the fixed instant the fuzz entries use.
 //!
 //! ```text
-//! cargo run -p federator --example fuzz_seeds -- fuzz/corpus
+//! cargo run -p federator --example fuzz_seeds -- fuzz/corpus [fuzz/regressions]
 //! ```
 //!
-//! The output differs on every run (fresh keys and serials); the committed corpus is one run.
+//! With a second directory it also writes the regression cases that were constructed rather
+//! than found by a fuzzer (listed in federator/tests/fuzz_corpus.rs). The output differs on
+//! every run (fresh keys and serials); the committed files are one run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -23,8 +25,8 @@ use federator_core::identity::{ClusterName, SpiffeId, TrustDomain};
 use federator_core::key::{KeyAlgorithm, PrivateKey};
 use federator_core::policy::{ClusterCaRequest, SigningPolicy};
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 
 struct Out(PathBuf);
@@ -38,7 +40,23 @@ impl Out {
 }
 
 fn join(parts: &[&[u8]]) -> Vec<u8> {
-    parts.join(&0u8)
+    fuzz::join(parts)
+}
+
+fn der(pem_text: &str) -> Vec<u8> {
+    cert::parse_pem_certificates(pem_text.as_bytes(), "seed")
+        .unwrap()
+        .concat()
+}
+
+/// A DER private key as the fuzz entries take it: a byte selecting the PEM type, then DER.
+fn key_der(pem_text: &str) -> Vec<u8> {
+    let block = pem::parse(pem_text).unwrap();
+    let sel = fuzz::KEY_TAGS
+        .iter()
+        .position(|t| *t == block.tag())
+        .unwrap() as u8;
+    [vec![sel], block.into_contents()].concat()
 }
 
 fn root(alg: KeyAlgorithm, path_len: u8) -> IssuingCa {
@@ -119,6 +137,7 @@ fn main() {
     out.put("certificate", "root-rsa2048.pem", rsa.cert_pem());
     out.put("certificate", "root-p256.der", p256.cert_der());
     out.put("certificate", "cluster-chain.pem", &a.cert_chain);
+    out.put("certificate", "cluster-chain.der", der(&a.cert_chain));
     let leaf = a
         .issue_workload_cert(
             &SpiffeId::parse("spiffe://a.local/ns/default/sa/web").unwrap(),
@@ -144,12 +163,13 @@ fn main() {
         use rsa::pkcs8::DecodePrivateKey;
         let pem = b.ca_key.clone();
         let r = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
-        out.put(
-            "private_key",
-            "pkcs1-rsa2048.pem",
-            r.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF).unwrap().as_bytes(),
-        );
+        let pkcs1 = r.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF).unwrap();
+        out.put("private_key", "pkcs1-rsa2048.pem", pkcs1.as_bytes());
+        out.put("private_key", "pkcs1-rsa2048.der", key_der(&pkcs1));
+        let sec1 = k.to_sec1_pem(LineEnding::LF).unwrap();
+        out.put("private_key", "sec1-p256.der", key_der(&sec1));
     }
+    out.put("private_key", "pkcs8-p256.der", key_der(&a.ca_key));
 
     // ca_import: a self-signed root, and an intermediate with its chain.
     out.put(
@@ -162,8 +182,16 @@ fn main() {
     );
     out.put(
         "ca_import",
+        "root-p256-der",
+        join(&[&der(&p256.cert_pem()), &key_der(&p256.key().to_pkcs8_pem())]),
+    );
+    out.put(
+        "ca_import",
         "root-rsa2048",
-        join(&[rsa.cert_pem().as_bytes(), rsa.key().to_pkcs8_pem().as_bytes()]),
+        join(&[
+            rsa.cert_pem().as_bytes(),
+            rsa.key().to_pkcs8_pem().as_bytes(),
+        ]),
     );
     {
         let root_key = KeyPair::generate().unwrap();
@@ -231,7 +259,8 @@ fn main() {
         (
             "other-trust-domain",
             Box::new(|p| {
-                p.subject_alt_names = vec![SanType::URI("spiffe://other.local".try_into().unwrap())];
+                p.subject_alt_names =
+                    vec![SanType::URI("spiffe://other.local".try_into().unwrap())];
                 p.is_ca = ca0.clone();
             }),
         ),
@@ -295,7 +324,8 @@ fn main() {
     ];
     for (name, f) in &variants {
         let mut p = params("fuzz-1 intermediate CA");
-        p.distinguished_name.push(DnType::OrganizationName, "attacker");
+        p.distinguished_name
+            .push(DnType::OrganizationName, "attacker");
         f(&mut p);
         let csr = p.serialize_request(&fixed).unwrap();
         let cri = fuzz::csr_request_info(csr.der()).unwrap();
@@ -306,9 +336,21 @@ fn main() {
     out.put("cacerts", "valid-p256", cacerts_input(&a));
     out.put("cacerts", "valid-rsa2048", cacerts_input(&b));
     out.put("cacerts", "valid-p384", cacerts_input(&c));
-    let mut generated = cacerts_input(&a);
-    generated.extend(b"\0true");
-    out.put("cacerts", "istio-generated", generated);
+    out.put(
+        "cacerts",
+        "valid-p256-der",
+        join(&[
+            &der(&a.ca_cert),
+            &key_der(&a.ca_key),
+            &der(&a.cert_chain),
+            &der(&a.root_cert),
+        ]),
+    );
+    out.put(
+        "cacerts",
+        "istio-generated",
+        join(&[&cacerts_input(&a), b"true"]),
+    );
 
     // trust_bundle
     let entry = |td: &str, pems: &[String]| format!("{td}\n{}", pems.concat());
@@ -330,6 +372,16 @@ fn main() {
             entry("b.local", &[rsa.cert_pem()]).as_bytes(),
             entry("c.local", &[p384.cert_pem(), p256.cert_pem()]).as_bytes(),
         ]),
+    );
+    out.put(
+        "trust_bundle",
+        "rotation-der",
+        [
+            b"a.local\n".to_vec(),
+            der(&p256.cert_pem()),
+            der(&p384.cert_pem()),
+        ]
+        .concat(),
     );
 
     // kubeconfig: the testbed's (client certificate and token) and the hub's stored credential.
@@ -375,4 +427,17 @@ fn main() {
         ),
     );
     eprintln!("seed corpora written to {}", out.0.display());
+
+    if let Some(dir) = std::env::args().nth(2) {
+        let reg = Out(Path::new(&dir).to_owned());
+        reg.put(
+            "cacerts",
+            "cross-signed-loop",
+            fuzz::cross_signed_loop(12).unwrap(),
+        );
+        eprintln!(
+            "constructed regression cases written to {}",
+            reg.0.display()
+        );
+    }
 }
