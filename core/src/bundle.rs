@@ -277,8 +277,20 @@ impl TrustBundle {
             };
             match (crate::key::KeyKind::from_spki(spki), spki.parsed()) {
                 (Ok(kind), Ok(PublicKey::EC(point))) => {
+                    // x509-parser does not check the point: anything but an uncompressed
+                    // point of the curve's size (0x04, x, y) would give a wrong JWK.
                     let data = point.data();
-                    let half = (data.len() - 1) / 2;
+                    let half = if kind == crate::key::KeyKind::EcdsaP384 {
+                        48
+                    } else {
+                        32
+                    };
+                    if data.len() != 1 + 2 * half || data[0] != 0x04 {
+                        return Err(Error::Key(format!(
+                            "root of {trust_domain}: its {kind} public key is not an uncompressed point ({} bytes)",
+                            data.len()
+                        )));
+                    }
                     jwk.kty = "EC".into();
                     jwk.crv = Some(
                         if kind == crate::key::KeyKind::EcdsaP384 {
@@ -441,6 +453,21 @@ mod tests {
         }
         assert_eq!(built, added);
         assert_eq!(built.roots().len(), 3);
+    }
+
+    /// Found by review while fuzzing `trust_bundle` (regression fuzz/regressions/trust_bundle/
+    /// ec-root-with-empty-point): a CA root whose P-256 key is an empty bit string made
+    /// `spiffe_bundle` compute `0 - 1` and panic; a compressed point gave a wrong JWK.
+    #[test]
+    fn spiffe_bundle_refuses_malformed_ec_points() {
+        let der = roots(1).remove(0);
+        for point in [&[][..], &[0x04], &[0x02; 33]] {
+            let bad = crate::fuzz::with_ec_point(&der, point).unwrap();
+            let mut b = TrustBundle::new();
+            b.add(&td("a.local"), bad).unwrap();
+            let err = b.spiffe_bundle(&td("a.local"), 1).unwrap_err().to_string();
+            assert!(err.contains("is not an uncompressed point"), "{err}");
+        }
     }
 
     #[test]

@@ -453,6 +453,40 @@ pub fn cross_signed_loop(n: usize) -> crate::Result<Vec<u8>> {
     ]))
 }
 
+/// A constructed hostile certificate (the regression case `trust_bundle/ec-root-with-empty-point`):
+/// `cert_der` with its EC public key replaced by `point` and everything else kept, the signature
+/// included (so it no longer verifies; parsers that read roots without checking their
+/// self-signature still take it). Random mutations cannot reach this: the lengths of three
+/// nested DER structures must change together.
+pub fn with_ec_point(cert_der: &[u8], point: &[u8]) -> Option<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der).ok()?;
+    let tbs = cert.tbs_certificate.as_ref();
+    let spki = cert.tbs_certificate.subject_pki.raw;
+    let header = |tlv: &[u8]| match tlv.get(1) {
+        Some(&l) if l < 0x80 => 2,
+        Some(&l) => 2 + (l & 0x7f) as usize,
+        None => tlv.len(),
+    };
+    let spki_at = spki.as_ptr() as usize - tbs.as_ptr() as usize;
+    let alg = *split_der(&spki[header(spki)..]).first()?;
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(point);
+    let new_spki = der_tlv(0x30, &[alg.to_vec(), der_tlv(0x03, &bits)].concat());
+    let new_tbs = der_tlv(
+        0x30,
+        &[
+            &tbs[header(tbs)..spki_at],
+            &new_spki,
+            &tbs[spki_at + spki.len()..],
+        ]
+        .concat(),
+    );
+    let tbs_at = tbs.as_ptr() as usize - cert_der.as_ptr() as usize;
+    let rest = &cert_der[tbs_at + tbs.len()..];
+    Some(der_tlv(0x30, &[new_tbs, rest.to_vec()].concat()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -435,6 +435,16 @@ fn main() {
             "cross-signed-loop",
             fuzz::cross_signed_loop(12).unwrap(),
         );
+        let root = root(KeyAlgorithm::EcdsaP256, 1);
+        reg.put(
+            "trust_bundle",
+            "ec-root-with-empty-point",
+            [
+                b"a.local\n".to_vec(),
+                fuzz::with_ec_point(root.cert_der(), &[]).unwrap(),
+            ]
+            .concat(),
+        );
         eprintln!(
             "constructed regression cases written to {}",
             reg.0.display()
