@@ -29,6 +29,9 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SanType,
 };
 
+/// How one `csr_policy` seed differs from a bare CSR.
+type Variant<'a> = Box<dyn Fn(&mut CertificateParams) + 'a>;
+
 struct Out(PathBuf);
 
 impl Out {
@@ -246,12 +249,12 @@ fn main() {
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
     ];
-    let variants: Vec<(&str, Box<dyn Fn(&mut CertificateParams)>)> = vec![
+    let variants: Vec<(&str, Variant<'_>)> = vec![
         (
             "policy",
             Box::new(|p| {
                 p.subject_alt_names = vec![td_uri()];
-                p.is_ca = ca0.clone();
+                p.is_ca = ca0;
                 p.key_usages = ku.clone();
             }),
         ),
@@ -261,7 +264,7 @@ fn main() {
             Box::new(|p| {
                 p.subject_alt_names =
                     vec![SanType::URI("spiffe://other.local".try_into().unwrap())];
-                p.is_ca = ca0.clone();
+                p.is_ca = ca0;
             }),
         ),
         (
