@@ -414,13 +414,9 @@ fn main() {
     let mut config = kube::Config::new("https://10.0.0.3:6443".parse().unwrap());
     config.root_cert = Some(vec![p256.cert_der().to_vec()]);
     config.tls_server_name = Some("kubernetes.default".into());
-    let stored = federator::hub::member_access::token_kubeconfig(
-        "west",
-        &config,
-        "https://10.0.0.3:6443",
-        "not-a-real-token",
-    )
-    .unwrap();
+    let stored =
+        federator::hub::member_access::token_kubeconfig("west", &config, "not-a-real-token")
+            .unwrap();
     out.put("kubeconfig", "stored-credential.yaml", &stored);
     out.put(
         "kubeconfig",

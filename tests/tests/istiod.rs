@@ -230,7 +230,7 @@ async fn istiod_proves_the_federation() {
         Duration::from_secs(30),
         || async {
             let ct = cts.get(names::CLUSTER_TRUST).await.ok()?;
-            (ct.status?.istiod?.state == "hot-reload").then_some(())
+            (ct.status?.istiod?.state.to_string() == "hot-reload").then_some(())
         },
     )
     .await;
@@ -388,7 +388,7 @@ async fn a_self_signed_istiod_is_restarted_into_plug_in_mode() {
         Duration::from_secs(30),
         || async {
             let ct = fed.cluster_trust("cluster-1").await?;
-            (ct.status?.istiod?.state == "restarted").then_some(())
+            (ct.status?.istiod?.state.to_string() == "restarted").then_some(())
         },
     )
     .await;

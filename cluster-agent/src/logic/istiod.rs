@@ -1,6 +1,6 @@
 //! Step 4: whether istiod can hot-reload a `cacerts` change or must be restarted.
 //!
-//! istiod (see `shared/notes/istio-plugin-ca.md` §1.3, §1.6) watches its `cacerts` directory
+//! istiod (see `docs/istio-plugin-ca.md`) watches its `cacerts` directory
 //! only when it started in plug-in mode, i.e. with all four files present and no
 //! `istio-generated` key. In plug-in mode it ignores a whole update whose `root-cert.pem`
 //! bytes changed unless it runs with `ISTIO_MULTIROOT_MESH=true` and the root set only grew or
@@ -13,17 +13,17 @@
 
 use std::collections::BTreeMap;
 
-use federator_api::member::IstiodStatus;
+use federator_api::member::{IstiodState, IstiodStatus};
 use federator_core::bundle::BundleChange;
 use federator_core::cacerts::{FILES, ISTIO_GENERATED, ROOT_CERT};
 use federator_core::cert;
 
 /// `absent`: no istiod Deployment.
-pub const ABSENT: &str = "absent";
+pub const ABSENT: IstiodState = IstiodState::Absent;
 /// `hot-reload`: istiod picks the change up itself.
-pub const HOT_RELOAD: &str = "hot-reload";
+pub const HOT_RELOAD: IstiodState = IstiodState::HotReload;
 /// `restarted`: the agent asked for a rolling restart.
-pub const RESTARTED: &str = "restarted";
+pub const RESTARTED: IstiodState = IstiodState::Restarted;
 
 /// The environment variable that lets istiod hot-reload root changes.
 pub const MULTIROOT_ENV: &str = "ISTIO_MULTIROOT_MESH";
@@ -139,7 +139,7 @@ pub fn istiod_status(
 ) -> IstiodStatus {
     let Some(multi_root) = deployment else {
         return IstiodStatus {
-            state: ABSENT.into(),
+            state: ABSENT,
             multi_root: false,
             message: "no Deployment istio-system/istiod: nothing to restart; istiod loads cacerts when it starts".into(),
         };
@@ -161,7 +161,7 @@ pub fn istiod_status(
         },
     };
     IstiodStatus {
-        state: state.into(),
+        state,
         multi_root,
         message,
     }
@@ -241,21 +241,15 @@ mod tests {
     fn status_is_stable_when_nothing_happens() {
         assert_eq!(istiod_status(None, &IstiodEvent::Quiet, None).state, ABSENT);
         let r = istiod_status(Some(true), &IstiodEvent::Restarted("why".into()), None);
-        assert_eq!((r.state.as_str(), r.multi_root), (RESTARTED, true));
+        assert_eq!((r.state, r.multi_root), (RESTARTED, true));
         let again = istiod_status(Some(true), &IstiodEvent::Quiet, Some(&r));
         assert_eq!(again, r);
         let flag_off = istiod_status(Some(false), &IstiodEvent::Quiet, Some(&r));
-        assert_eq!(
-            (flag_off.state.as_str(), flag_off.multi_root),
-            (RESTARTED, false)
-        );
+        assert_eq!((flag_off.state, flag_off.multi_root), (RESTARTED, false));
         let absent = istiod_status(None, &IstiodEvent::Quiet, None);
         let appeared = istiod_status(Some(false), &IstiodEvent::Quiet, Some(&absent));
         assert_eq!(appeared.state, HOT_RELOAD);
         let hot = istiod_status(Some(true), &IstiodEvent::HotReload("x".into()), Some(&r));
-        assert_eq!(
-            (hot.state.as_str(), hot.message.as_str()),
-            (HOT_RELOAD, "x")
-        );
+        assert_eq!((hot.state, hot.message.as_str()), (HOT_RELOAD, "x"));
     }
 }

@@ -1,52 +1,87 @@
 //! Pure decisions of the hub for one member: what its `ClusterTrust` spec must say, whether a
-//! CSR needs signing, whether a renewal is due, and what the member's status on the hub is.
-//! No I/O here; `serve` does the reading, signing and writing.
+//! CSR needs signing, whether a renewal is due, the events an operator should see, and what
+//! the member's status on the hub is. No I/O here; the member controller reads, signs and
+//! writes.
 
-use federator_api::condition;
+use federator_api::condition::{self, reasons, types};
+use federator_api::events::{Note, reasons as events};
+use federator_api::fields;
 use federator_api::hub::MemberClusterStatus;
-use federator_api::member::{BundleEntry, ClusterTrust, ClusterTrustSpec, CsrStatus};
+use federator_api::member::{ClusterTrust, ClusterTrustSpec, CsrStatus};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-/// What every member must currently be told.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Desired {
-    /// The bundle, per trust domain.
-    pub bundle: Vec<BundleEntry>,
-    /// Its generation.
-    pub bundle_generation: i64,
-    /// Key algorithm for cluster CA keys.
-    pub key_algorithm: String,
-    /// Renewal point, percent of lifetime.
-    pub renew_at_percent: u8,
-    /// The root that signs, per trust domain (SHA-256).
-    pub signing_roots: std::collections::BTreeMap<String, String>,
-    /// Trust domains whose members must move to their new root now (a rotation whose new
-    /// root every member already trusts).
-    pub resign: std::collections::BTreeSet<String>,
-}
+use super::chain::chain_root_sha256;
+use super::federation::Desired;
 
-/// SHA-256 of the last certificate (the root) of a PEM chain.
-pub fn chain_root_sha256(chain_pem: &str) -> Option<String> {
-    federator_core::cert::parse_pem_certificates(chain_pem.as_bytes(), "chain")
-        .ok()?
-        .last()
-        .map(|d| federator_core::cert::fingerprint(d))
+/// Why the hub asks the agent for a new CSR generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CsrRequest {
+    /// The member's trust domain changed: what was signed no longer applies.
+    TrustDomainChanged,
+    /// A root rotation moves the member to the new root.
+    ReSign,
+    /// The cluster CA reached its renewal point.
+    Renewal,
 }
 
 /// The plan for one member.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemberPlan {
-    /// The spec to write (without a new signature; `serve` adds it).
+    /// The spec to write (without a new signature; the controller adds it).
     pub spec: ClusterTrustSpec,
     /// A CSR to sign and put into `spec.signed`.
     pub sign: Option<CsrStatus>,
+    /// Why `spec.csrGeneration` was increased, if it was.
+    pub request: Option<CsrRequest>,
     /// When to look again even if nothing changes (renewal time).
     pub wake_at: Option<OffsetDateTime>,
 }
 
-fn parse_time(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
+impl MemberPlan {
+    /// The events this plan is worth once written, given the spec it replaces.
+    pub fn notes(&self, previous: &ClusterTrustSpec) -> Vec<Note> {
+        let mut notes = Vec::new();
+        let generation = self.spec.csr_generation;
+        match self.request {
+            Some(CsrRequest::Renewal) => notes.push(Note::normal(
+                events::RENEWAL_REQUESTED,
+                "Renew",
+                format!(
+                    "cluster CA {} reached its renewal point; asked for CSR generation {generation}",
+                    previous.signed.as_ref().map(|s| s.serial.as_str()).unwrap_or("?")
+                ),
+            )),
+            Some(CsrRequest::ReSign) => notes.push(Note::normal(
+                events::RE_SIGN_REQUESTED,
+                "Renew",
+                format!(
+                    "root rotation of {}: asked for CSR generation {generation} to move to the new root",
+                    self.spec.trust_domain
+                ),
+            )),
+            Some(CsrRequest::TrustDomainChanged) => notes.push(Note::normal(
+                events::RENEWAL_REQUESTED,
+                "Renew",
+                format!(
+                    "trust domain changed to {}; asked for CSR generation {generation}",
+                    self.spec.trust_domain
+                ),
+            )),
+            None => {}
+        }
+        if self.spec.bundle_generation != previous.bundle_generation {
+            notes.push(Note::normal(
+                events::BUNDLE_UPDATED,
+                "Bundle",
+                format!(
+                    "sent bundle generation {} ({} trust domain(s))",
+                    self.spec.bundle_generation,
+                    self.spec.bundle.len()
+                ),
+            ));
+        }
+        notes
+    }
 }
 
 /// Plans a member's spec from its current `ClusterTrust` and the federation's desired state.
@@ -66,10 +101,12 @@ pub fn plan_member(
     if spec.csr_generation < 1 {
         spec.csr_generation = 1;
     }
+    let mut request = None;
     // A trust domain change invalidates what was signed.
     if spec.signed.is_some() && ct.spec.trust_domain != trust_domain {
         spec.signed = None;
         spec.csr_generation += 1;
+        request = Some(CsrRequest::TrustDomainChanged);
     }
 
     let csr = ct.status.as_ref().and_then(|s| s.csr.clone());
@@ -88,16 +125,19 @@ pub fn plan_member(
         && chain_root_sha256(&signed.chain_pem).as_ref() != desired.signing_roots.get(trust_domain)
     {
         spec.csr_generation += 1;
+        request = Some(CsrRequest::ReSign);
     }
 
     let mut wake_at = None;
     if sign.is_none()
         && let Some(signed) = &spec.signed
         && signed.generation == spec.csr_generation
-        && let Some(renew_after) = parse_time(&signed.renew_after)
+        && let Some(renew_after) = &signed.renew_after
     {
+        let renew_after = fields::offset(renew_after);
         if now >= renew_after {
             spec.csr_generation += 1;
+            request = Some(CsrRequest::Renewal);
         } else {
             wake_at = Some(renew_after);
         }
@@ -105,14 +145,9 @@ pub fn plan_member(
     MemberPlan {
         spec,
         sign,
+        request,
         wake_at,
     }
-}
-
-/// When to renew a CA issued at `now` that expires at `not_after`.
-pub fn renew_after(now: OffsetDateTime, not_after: OffsetDateTime, percent: u8) -> OffsetDateTime {
-    let lifetime = not_after - now;
-    now + lifetime * (f64::from(percent.clamp(1, 99)) / 100.0)
 }
 
 /// Inputs to a member's hub-side status.
@@ -125,6 +160,8 @@ pub struct StatusInputs<'a> {
     pub hub_problems: &'a [String],
     /// The current bundle generation.
     pub bundle_generation: i64,
+    /// The `MemberCluster`'s `metadata.generation`.
+    pub observed_generation: Option<i64>,
     /// Now.
     pub now: OffsetDateTime,
     /// Refresh `lastContact` when older than this even if nothing else changed.
@@ -137,7 +174,7 @@ pub fn member_status(
     previous: Option<&MemberClusterStatus>,
     inp: &StatusInputs<'_>,
 ) -> MemberClusterStatus {
-    let now_s = federator_core::cert::rfc3339(inp.now);
+    let now = fields::time(inp.now);
     let prev = previous.cloned().unwrap_or_default();
     let agent = inp.ct.and_then(|c| c.status.clone()).unwrap_or_default();
     let spec = inp.ct.map(|c| c.spec.clone()).unwrap_or_default();
@@ -150,48 +187,63 @@ pub fn member_status(
         .is_some_and(|i| spec.signed.as_ref().is_some_and(|s| s.serial == i.serial));
     let bundle_acked = installed.as_ref().map(|i| i.bundle_generation).unwrap_or(0);
 
+    let set = |conditions: &[condition::Condition], type_, ok, reason, message: &str| {
+        condition::set(
+            conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            &now,
+            inp.observed_generation,
+        )
+    };
     let mut conditions = prev.conditions.clone();
-    conditions = condition::set(
+    conditions = set(
         &conditions,
-        "Reachable",
+        types::REACHABLE,
         inp.reachable,
         if inp.reachable {
-            "Reachable"
+            reasons::REACHABLE
         } else {
-            "Unreachable"
+            reasons::UNREACHABLE
         },
         "",
-        &now_s,
     );
-    conditions = condition::set(
+    conditions = set(
         &conditions,
-        "Installed",
+        types::INSTALLED,
         installed_current,
         if installed_current {
-            "Installed"
+            reasons::INSTALLED
         } else {
-            "Pending"
+            reasons::PENDING
         },
         "",
-        &now_s,
     );
     let acked = bundle_acked >= inp.bundle_generation && inp.bundle_generation > 0;
-    conditions = condition::set(
+    conditions = set(
         &conditions,
-        "BundleAcknowledged",
+        types::BUNDLE_ACKNOWLEDGED,
         acked,
-        if acked { "Current" } else { "Behind" },
+        if acked {
+            reasons::CURRENT
+        } else {
+            reasons::BEHIND
+        },
         "",
-        &now_s,
     );
     let ready = inp.reachable && installed_current && acked && problems.is_empty();
-    conditions = condition::set(
+    conditions = set(
         &conditions,
-        "Ready",
+        types::READY,
         ready,
-        if ready { "Ready" } else { "NotReady" },
+        if ready {
+            reasons::READY
+        } else {
+            reasons::NOT_READY
+        },
         &problems.join("; "),
-        &now_s,
     );
 
     let mut status = MemberClusterStatus {
@@ -200,10 +252,7 @@ pub fn member_status(
             .as_ref()
             .map(|i| i.serial.clone())
             .unwrap_or_default(),
-        ca_not_after: installed
-            .as_ref()
-            .map(|i| i.not_after.clone())
-            .unwrap_or_default(),
+        ca_not_after: installed.as_ref().map(|i| i.not_after.clone()),
         ca_root_sha256: if installed_current {
             spec.signed
                 .as_ref()
@@ -213,25 +262,24 @@ pub fn member_status(
             prev.ca_root_sha256.clone()
         },
         bundle_generation_acknowledged: bundle_acked,
-        istiod: agent
-            .istiod
-            .as_ref()
-            .map(|i| i.state.clone())
-            .unwrap_or_default(),
+        istiod: agent.istiod.as_ref().map(|i| i.state),
         last_contact: prev.last_contact.clone(),
         problems,
     };
     if inp.reachable {
-        let stale = parse_time(&prev.last_contact).is_none_or(|t| inp.now - t >= inp.heartbeat);
+        let stale = prev
+            .last_contact
+            .as_ref()
+            .is_none_or(|t| inp.now - fields::offset(t) >= inp.heartbeat);
         let changed = MemberClusterStatus {
-            last_contact: String::new(),
+            last_contact: None,
             ..status.clone()
         } != MemberClusterStatus {
-            last_contact: String::new(),
+            last_contact: None,
             ..prev
         };
         if stale || changed {
-            status.last_contact = now_s;
+            status.last_contact = Some(now);
         }
     }
     status
@@ -240,22 +288,31 @@ pub fn member_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use federator_api::member::{ClusterTrustStatus, Installed, SignedCa};
+    use federator_api::member::{BundleEntry, ClusterTrustStatus, Installed, SignedCa};
 
-    fn ct(gen_: i64, csr: Option<(i64, &str)>, signed: Option<(&str, i64, &str)>) -> ClusterTrust {
+    fn t(s: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    }
+
+    fn signed(digest: &str, generation: i64, renew: &str) -> SignedCa {
+        SignedCa {
+            csr_digest: digest.into(),
+            generation,
+            chain_pem: String::new(),
+            serial: "01".into(),
+            not_after: fields::time(t("2030-01-01T00:00:00Z")),
+            renew_after: fields::parse_time(renew),
+        }
+    }
+
+    fn ct(gen_: i64, csr: Option<(i64, &str)>, signed_: Option<(&str, i64, &str)>) -> ClusterTrust {
         let mut c = ClusterTrust::new(
             "local",
             ClusterTrustSpec {
                 cluster_name: "c1".into(),
                 trust_domain: "td".into(),
                 csr_generation: gen_,
-                signed: signed.map(|(d, g, renew)| SignedCa {
-                    csr_digest: d.into(),
-                    generation: g,
-                    serial: "01".into(),
-                    renew_after: renew.into(),
-                    ..SignedCa::default()
-                }),
+                signed: signed_.map(|(d, g, renew)| signed(d, g, renew)),
                 ..ClusterTrustSpec::default()
             },
         );
@@ -270,74 +327,55 @@ mod tests {
         c
     }
 
-    fn t(s: &str) -> OffsetDateTime {
-        parse_time(s).unwrap()
-    }
-
     const NOW: &str = "2026-01-01T00:00:00Z";
+
+    /// The plan for member c1 in trust domain td, now.
+    fn plan(c: &ClusterTrust, d: &Desired) -> MemberPlan {
+        plan_member(c, "c1", "td", d, t(NOW))
+    }
 
     #[test]
     fn signs_a_current_unanswered_csr_only() {
         let d = Desired::default();
+        assert!(plan(&ct(1, Some((1, "a")), None), &d).sign.is_some());
         assert!(
-            plan_member(&ct(1, Some((1, "a")), None), "c1", "td", &d, t(NOW))
-                .sign
-                .is_some()
-        );
-        assert!(
-            plan_member(
+            plan(
                 &ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z"))),
-                "c1",
-                "td",
-                &d,
-                t(NOW)
+                &d
             )
             .sign
             .is_none()
         );
         // A stale CSR (older generation) is not signed.
         assert!(
-            plan_member(
-                &ct(2, Some((1, "a")), Some(("a", 1, ""))),
-                "c1",
-                "td",
-                &d,
-                t(NOW)
-            )
-            .sign
-            .is_none()
+            plan(&ct(2, Some((1, "a")), Some(("a", 1, ""))), &d)
+                .sign
+                .is_none()
         );
     }
 
     #[test]
     fn renews_when_due_and_wakes_up_otherwise() {
-        let d = Desired::default();
-        let p = plan_member(
-            &ct(1, Some((1, "a")), Some(("a", 1, "2025-12-31T00:00:00Z"))),
-            "c1",
-            "td",
-            &d,
-            t(NOW),
-        );
+        // Generation 1 answered; the spec asks for `generation`; renewal point `renew`.
+        let signed_once = |generation: i64, renew: &str| {
+            plan(
+                &ct(generation, Some((1, "a")), Some(("a", 1, renew))),
+                &Desired::default(),
+            )
+        };
+        let p = signed_once(1, "2025-12-31T00:00:00Z");
         assert_eq!(p.spec.csr_generation, 2);
-        let p = plan_member(
-            &ct(1, Some((1, "a")), Some(("a", 1, "2026-01-02T00:00:00Z"))),
-            "c1",
-            "td",
-            &d,
-            t(NOW),
-        );
+        assert_eq!(p.request, Some(CsrRequest::Renewal));
+        let p = signed_once(1, "2026-01-02T00:00:00Z");
         assert_eq!(p.spec.csr_generation, 1);
         assert_eq!(p.wake_at, Some(t("2026-01-02T00:00:00Z")));
+        assert_eq!(p.request, None);
+        // Exactly at the renewal point: renew.
+        assert_eq!(signed_once(1, NOW).spec.csr_generation, 2);
         // Already renewing: no second bump.
-        let p = plan_member(
-            &ct(2, Some((1, "a")), Some(("a", 1, "2025-12-31T00:00:00Z"))),
-            "c1",
-            "td",
-            &d,
-            t(NOW),
-        );
+        let p = signed_once(2, "2025-12-31T00:00:00Z");
         assert_eq!(p.spec.csr_generation, 2);
+        assert_eq!(p.request, None);
     }
 
     #[test]
@@ -353,9 +391,29 @@ mod tests {
             ..Desired::default()
         };
         let mut c = ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z")));
-        let p = plan_member(&c, "c1", "td", &d, t(NOW));
+        let p = plan(&c, &d);
+        assert_eq!(p.notes(&c.spec).len(), 1, "the first bundle is news");
         c.spec = p.spec.clone();
-        assert_eq!(plan_member(&c, "c1", "td", &d, t(NOW)).spec, c.spec);
+        let again = plan(&c, &d);
+        assert_eq!(again.spec, c.spec);
+        assert!(again.notes(&c.spec).is_empty(), "nothing new, no event");
+    }
+
+    #[test]
+    fn a_trust_domain_change_starts_over() {
+        let d = Desired::default();
+        let c = ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z")));
+        let p = plan_member(&c, "c1", "other.td", &d, t(NOW));
+        assert_eq!(p.spec.signed, None);
+        assert_eq!(p.spec.csr_generation, 2);
+        assert_eq!(p.request, Some(CsrRequest::TrustDomainChanged));
+        assert!(p.sign.is_none(), "the old CSR is for the old trust domain");
+        let notes = p.notes(&c.spec);
+        assert!(
+            notes[0].message.contains("other.td"),
+            "{:?}",
+            notes[0].message
+        );
     }
 
     #[test]
@@ -368,31 +426,19 @@ mod tests {
         let mut d = Desired::default();
         d.resign.insert("td".into());
         d.signing_roots.insert("td".into(), "another-root".into());
-        assert_eq!(
-            plan_member(&c, "c1", "td", &d, t(NOW)).spec.csr_generation,
-            2,
-            "old root: renew now"
-        );
+        let p = plan(&c, &d);
+        assert_eq!(p.spec.csr_generation, 2, "old root: renew now");
+        assert_eq!(p.request, Some(CsrRequest::ReSign));
+        assert_eq!(p.notes(&c.spec)[0].reason, events::RE_SIGN_REQUESTED);
         d.signing_roots.insert("td".into(), root_fp);
         assert_eq!(
-            plan_member(&c, "c1", "td", &d, t(NOW)).spec.csr_generation,
+            plan(&c, &d).spec.csr_generation,
             1,
             "already on the new root"
         );
         d.resign.clear();
         d.signing_roots.insert("td".into(), "another-root".into());
-        assert_eq!(
-            plan_member(&c, "c1", "td", &d, t(NOW)).spec.csr_generation,
-            1,
-            "not re-signing yet"
-        );
-    }
-
-    #[test]
-    fn renewal_point_is_a_fraction_of_the_lifetime() {
-        let now = t(NOW);
-        let r = renew_after(now, now + time::Duration::seconds(100), 60);
-        assert_eq!(r, now + time::Duration::seconds(60));
+        assert_eq!(plan(&c, &d).spec.csr_generation, 1, "not re-signing yet");
     }
 
     #[test]
@@ -401,20 +447,23 @@ mod tests {
         c.spec.bundle_generation = 2;
         c.status.as_mut().unwrap().installed = Some(Installed {
             serial: "01".into(),
+            sha256: String::new(),
+            not_after: fields::time(t("2030-01-01T00:00:00Z")),
             bundle_generation: 2,
             csr_generation: 1,
-            ..Installed::default()
         });
         let inp = |now: &str| StatusInputs {
             ct: Some(&c),
             reachable: true,
             hub_problems: &[],
             bundle_generation: 2,
+            observed_generation: Some(1),
             now: t(now),
             heartbeat: std::time::Duration::from_secs(300),
         };
         let s1 = member_status(None, &inp(NOW));
         assert!(condition::is_true(&s1.conditions, "Ready"), "{s1:?}");
+        assert_eq!(s1.conditions[0].observed_generation, Some(1));
         let s2 = member_status(Some(&s1), &inp("2026-01-01T00:01:00Z"));
         assert_eq!(s1, s2, "no change within the heartbeat");
         let s3 = member_status(Some(&s1), &inp("2026-01-01T00:06:00Z"));
@@ -426,5 +475,15 @@ mod tests {
         let s4 = member_status(Some(&s1), &down);
         assert!(!condition::is_true(&s4.conditions, "Ready"));
         assert_eq!(s4.last_contact, s1.last_contact);
+        // A problem the hub found makes the member not Ready, and says why.
+        let problem = ["CSR generation 2 not signed: refused".to_owned()];
+        let refused = StatusInputs {
+            hub_problems: &problem,
+            ..inp("2026-01-01T00:01:00Z")
+        };
+        let s5 = member_status(Some(&s1), &refused);
+        let ready = condition::find(&s5.conditions, "Ready").unwrap();
+        assert_eq!(ready.status, "False");
+        assert!(ready.message.contains("not signed"), "{ready:?}");
     }
 }
