@@ -16,6 +16,7 @@
 //! | [`bundle`] | canonical, byte-stable trust bundles keyed by trust domain |
 //! | [`cacerts`] | istiod's `cacerts` layout and a validator applying istiod's load checks |
 //! | [`verify`] | chain validation: CA paths (Go/istiod rules) and workload leaves (rustls-webpki) |
+//! | [`fuzz`] | entry points for the fuzz targets and their corpus replay (`docs/fuzzing.md`) |
 //!
 //! The crate never logs and never prints: private keys only leave it through
 //! [`key::PrivateKey::to_pkcs8_pem`], and their `Debug` output is redacted.
@@ -29,6 +30,7 @@ pub mod cert;
 pub mod csr;
 pub mod duration;
 mod error;
+pub mod fuzz;
 pub mod identity;
 pub mod key;
 pub mod policy;

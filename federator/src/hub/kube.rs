@@ -9,7 +9,7 @@ use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::config::KubeConfigOptions;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, Resource};
 use serde::Serialize;
@@ -56,6 +56,16 @@ pub async fn config_from(source: &ClientSource) -> Result<Config> {
             ))
         }),
     }
+}
+
+/// Parses a kubeconfig held in memory (a member credential) the way
+/// [`client_from_kubeconfig_yaml`] does, with no file or environment access; `what` names it
+/// in the error. The fuzz target `kubeconfig` calls this.
+pub fn parse_kubeconfig(yaml: &str, what: &str) -> Result<Kubeconfig> {
+    Kubeconfig::from_yaml(yaml).map_err(|source| Error::Kubeconfig {
+        what: what.to_owned(),
+        source,
+    })
 }
 
 /// Builds a client from a kubeconfig held in memory (a member credential).
