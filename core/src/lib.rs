@@ -16,6 +16,7 @@
 //! | [`bundle`] | canonical, byte-stable trust bundles keyed by trust domain |
 //! | [`cacerts`] | istiod's `cacerts` layout and a validator applying istiod's load checks |
 //! | [`verify`] | chain validation: CA paths (Go/istiod rules) and workload leaves (rustls-webpki) |
+//! | [`istiod`] | istiod versions and what each does with a `cacerts` change (root comparison, restarts, leaf clamping) |
 //!
 //! The crate never logs and never prints: private keys only leave it through
 //! [`key::PrivateKey::to_pkcs8_pem`], and their `Debug` output is redacted.
@@ -30,6 +31,7 @@ pub mod csr;
 pub mod duration;
 mod error;
 pub mod identity;
+pub mod istiod;
 pub mod key;
 pub mod policy;
 pub mod verify;

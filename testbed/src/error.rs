@@ -7,11 +7,23 @@ use std::path::PathBuf;
 pub enum Error {
     /// A required binary is not installed.
     #[error(
-        "{name} not found at {path}: run tools/build.sh{arg} (or set FEDERATOR_BIN_DIR to the directory holding {file})",
-        arg = if *name == "pilot-discovery" { " istiod" } else { "" },
+        "{name} not found at {path}: run tools/build.sh (or set FEDERATOR_BIN_DIR to the directory holding {file})",
         file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
     )]
     MissingBinary { name: &'static str, path: PathBuf },
+
+    /// istiod of a declared version is not built.
+    #[error(
+        "istiod {version} (pilot-discovery) not found at {path}: run tools/build.sh istiod {version} (or set FEDERATOR_BIN_DIR to the directory holding pilot-discovery-{version})"
+    )]
+    MissingIstiod { version: String, path: PathBuf },
+
+    /// An istiod version tools/build.sh does not declare.
+    #[error(
+        "istiod {0} is not one of the versions tools/build.sh builds ({versions}); add its wrapper go.mod to tools/pilot-discovery/ first",
+        versions = crate::binaries::ISTIO_VERSIONS.join(", ")
+    )]
+    UnknownIstioVersion(String),
 
     /// `setpriv` (util-linux), used to give children a parent-death signal, is missing.
     #[error(
