@@ -149,6 +149,10 @@ pub struct RotationStatus {
     /// When the old root will be removed, once draining (RFC 3339).
     #[serde(default)]
     pub removes_old_root_at: String,
+    /// The members the current phase waits for, each with why (e.g. an istiod that has to
+    /// restart before it serves the new root).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
 }
 
 /// One root of the bundle.
@@ -205,6 +209,11 @@ pub struct RootStatus {
     ),
     printcolumn(name = "Istiod", type_ = "string", json_path = ".status.istiod"),
     printcolumn(
+        name = "Istio",
+        type_ = "string",
+        json_path = ".status.istiodVersion"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -243,12 +252,16 @@ pub struct MemberClusterStatus {
     /// SHA-256 of the root the installed cluster CA chains to.
     #[serde(default)]
     pub ca_root_sha256: String,
-    /// Bundle generation the agent installed.
+    /// Bundle generation the member trusts: the one in its `cacerts` and, with an istiod, the
+    /// one istiod publishes (the smaller of the two).
     #[serde(default)]
     pub bundle_generation_acknowledged: i64,
     /// istiod's state as the agent reports it.
     #[serde(default)]
     pub istiod: String,
+    /// The istiod version the agent read from the Deployment (empty: unknown or absent).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub istiod_version: String,
     /// Last time the hub reached the member (RFC 3339).
     #[serde(default)]
     pub last_contact: String,

@@ -160,7 +160,23 @@ pub struct IstiodStatus {
     pub state: String,
     /// Whether istiod runs with `ISTIO_MULTIROOT_MESH=true`.
     pub multi_root: bool,
+    /// The istiod version the Deployment runs (its image tag, else its
+    /// `app.kubernetes.io/version` label); empty when unknown, and then the agent applies the
+    /// strictest rules of every version.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// The bundle generation istiod was last seen publishing: its `istio-ca-root-cert`
+    /// ConfigMap in `istio-system` held exactly the roots of `spec.bundle` of that generation
+    /// (0: not yet). Absent without an istiod Deployment. The hub counts a member's bundle as
+    /// acknowledged only up to this generation, so a rotation waits for an istiod that still
+    /// has to restart (or silently ignored a change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_bundle_generation: Option<i64>,
     /// What happened last, in a sentence.
     #[serde(default)]
     pub message: String,
+    /// Risks of this istiod version with the installed material, each a sentence (not
+    /// problems: nothing is broken yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

@@ -74,9 +74,10 @@ pub fn hub_role() -> Role {
 /// only `create` cannot be limited by name):
 ///
 /// * in `federator-system`: the exchange object and its status; its own key Secret;
-/// * in `istio-system`: the `cacerts` Secret, the `istio` ConfigMap, and the istiod Deployment
-///   (to request a restart) — and nothing else there, in particular not istiod's own
-///   `istio-ca-secret`.
+/// * in `istio-system`: the `cacerts` Secret, the `istio` ConfigMap, the istiod Deployment
+///   (its version and flags; to request a restart) and, read-only, the `istio-ca-root-cert`
+///   ConfigMap istiod publishes (to see which bundle it took) — and nothing else there, in
+///   particular not istiod's own `istio-ca-secret`.
 pub fn agent_roles() -> Vec<Role> {
     let rw = ["get", "list", "watch", "patch", "update"];
     vec![
@@ -107,6 +108,12 @@ pub fn agent_roles() -> Vec<Role> {
                 rule(&[""], &["secrets"], &rw, &[names::CACERTS_SECRET]),
                 rule(&[""], &["secrets"], &["create"], &[]),
                 rule(&[""], &["configmaps"], &rw, &[names::ISTIO_CONFIGMAP]),
+                rule(
+                    &[""],
+                    &["configmaps"],
+                    &["get", "list", "watch"],
+                    &[names::ISTIO_ROOT_CERT_CONFIGMAP],
+                ),
                 rule(
                     &["apps"],
                     &["deployments"],

@@ -106,8 +106,9 @@ where
 ///
 /// The controller watches `ClusterTrust` `federator-system/local`, and reconciles it whenever
 /// it or one of the objects it projects onto changes: the agent Secret
-/// (`federator-system/federator-cluster-ca`), `istio-system/cacerts`, the `istio` ConfigMap
-/// and the istiod Deployment. Every watch selects one object by name.
+/// (`federator-system/federator-cluster-ca`), `istio-system/cacerts`, the `istio` ConfigMap,
+/// the istiod Deployment and the `istio-ca-root-cert` ConfigMap istiod publishes. Every watch
+/// selects one object by name.
 pub async fn run(client: Client, opts: Options) -> Result<()> {
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -144,6 +145,11 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         Api::<Deployment>::namespaced(client.clone(), istio),
         istio,
         names::ISTIOD_DEPLOYMENT,
+    ))
+    .reconcile_all_on(changes_of(
+        Api::<ConfigMap>::namespaced(client.clone(), istio),
+        istio,
+        names::ISTIO_ROOT_CERT_CONFIGMAP,
     ))
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)

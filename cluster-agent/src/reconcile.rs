@@ -29,7 +29,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tracing::{debug, info, warn};
 
-use crate::logic::istiod::{IstiodEvent, RestartDecision};
+use crate::logic::istiod::{IstiodEvent, IstiodFacts, IstiodObservation, RestartDecision};
 use crate::logic::material::AgentMaterial;
 use crate::logic::signed::SignedStep;
 use crate::logic::status::{self, InstallFacts, MeshFacts, Report};
@@ -365,16 +365,50 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
             "istio-system/cacerts could not be read or written (see problems)",
         ),
     };
-    let multi_root = istio.as_ref().and_then(|o| o.deployment);
+    let multi_root = istio
+        .as_ref()
+        .and_then(|o| o.deployment.as_ref().map(|f| f.multi_root));
     let (mesh_check, mesh_problem) =
         status::mesh_check(&mesh_facts, &spec.trust_domain, multi_root);
     problems.extend(mesh_problem);
     let istiod_status = istio.as_ref().map(|o| {
-        istiod::istiod_status(
-            o.deployment,
-            &o.event,
-            previous.and_then(|p| p.istiod.as_ref()),
-        )
+        let previous_istiod = previous.and_then(|p| p.istiod.as_ref());
+        let mut warnings = Vec::new();
+        if let (Some(facts), Some(inst)) = (&o.deployment, &in_sync)
+            && let Ok(not_after) = OffsetDateTime::parse(
+                &inst.not_after,
+                &time::format_description::well_known::Rfc3339,
+            )
+        {
+            let renew_after = spec
+                .signed
+                .as_ref()
+                .filter(|s| s.serial == inst.serial)
+                .and_then(|s| {
+                    OffsetDateTime::parse(
+                        &s.renew_after,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .ok()
+                });
+            warnings.extend(istiod::leaf_outlives_ca_warning(
+                facts,
+                not_after,
+                renew_after,
+            ));
+        }
+        let observed = IstiodObservation {
+            facts: o.deployment.clone(),
+            published_generation: istiod::published_generation(
+                o.published_root.as_deref(),
+                bundle.as_ref().map(TrustBundle::to_pem).as_deref(),
+                spec.bundle_generation,
+                previous_istiod.and_then(|i| i.published_bundle_generation),
+            ),
+            bundle_generation: spec.bundle_generation,
+            warnings,
+        };
+        istiod::istiod_status(&observed, &o.event, previous_istiod)
     });
     let new_status = status::status(
         previous,
@@ -446,25 +480,44 @@ async fn patch_status(api: &Api<ClusterTrust>, status: &ClusterTrustStatus) -> R
 struct CacertsOutcome {
     /// `cacerts` after this reconcile (`None`: it does not exist).
     after: Option<BTreeMap<String, Vec<u8>>>,
-    /// The istiod Deployment: `None` absent, else whether it runs with multi-root.
-    deployment: Option<bool>,
+    /// The istiod Deployment: `None` absent, else what it runs.
+    deployment: Option<IstiodFacts>,
+    /// `root-cert.pem` of the `istio-ca-root-cert` ConfigMap istiod publishes in
+    /// `istio-system` (`None`: absent or unreadable).
+    published_root: Option<Vec<u8>>,
     /// What happened to istiod.
     event: IstiodEvent,
 }
 
-fn multi_root_of(d: &Deployment) -> bool {
+/// The istiod Deployment's multi-root flag, version (image tag, else the Helm chart's version
+/// label) and workload certificate TTL.
+fn facts_of(d: &Deployment) -> IstiodFacts {
     let containers = d
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .map(|p| p.containers.as_slice())
         .unwrap_or_default();
-    istiod::multi_root(
+    let env = || {
         containers
             .iter()
             .flat_map(|c| c.env.iter().flatten())
-            .map(|e| (e.name.as_str(), e.value.as_deref())),
-    )
+            .map(|e| (e.name.as_str(), e.value.as_deref()))
+    };
+    // The discovery container first: that is istiod (others may be sidecars).
+    let images = containers
+        .iter()
+        .filter(|c| c.name == "discovery")
+        .chain(containers.iter().filter(|c| c.name != "discovery"))
+        .filter_map(|c| c.image.as_deref());
+    IstiodFacts {
+        multi_root: istiod::multi_root(env()),
+        version: istiod::version_of(
+            images,
+            d.labels().get(istiod::VERSION_LABEL).map(String::as_str),
+        ),
+        workload_ttl: istiod::workload_ttl(env()),
+    }
 }
 
 fn restarted_at(d: &Deployment) -> Option<&str> {
@@ -497,7 +550,25 @@ async fn sync_cacerts(
             "read Deployment {ns}/{}",
             names::ISTIOD_DEPLOYMENT
         )))?;
-    let multi = deployment.as_ref().map(multi_root_of);
+    let facts = deployment.as_ref().map(facts_of);
+    // What istiod publishes, to tell whether it took the bundle. Unreadable (an agent Role
+    // from before this check): unknown, and the hub does not wait on it.
+    let published_root = match &deployment {
+        Some(_) => {
+            let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+            match configmaps.get_opt(names::ISTIO_ROOT_CERT_CONFIGMAP).await {
+                Ok(cm) => cm
+                    .and_then(|c| c.data)
+                    .and_then(|d| d.get(federator_core::cacerts::ROOT_CERT).cloned())
+                    .map(String::into_bytes),
+                Err(e) => {
+                    warn!(error = %e, "cannot read {ns}/{}", names::ISTIO_ROOT_CERT_CONFIGMAP);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let before = secret_data(current.as_ref());
     let mut marker: Option<String> = current
         .as_ref()
@@ -508,7 +579,9 @@ async fn sync_cacerts(
     if let Some(d) = desired
         && cacerts::differs(before.as_ref(), d)
     {
-        let dec = multi.map(|m| istiod::restart_decision(before.as_ref(), &d.root_cert, m));
+        let dec = facts
+            .as_ref()
+            .map(|f| istiod::restart_decision(before.as_ref(), &d.root_cert, f));
         if dec.as_ref().is_some_and(|x| x.restart) {
             marker = Some(rfc3339(now));
         }
@@ -578,7 +651,8 @@ async fn sync_cacerts(
     }
     Ok(CacertsOutcome {
         after,
-        deployment: multi,
+        deployment: facts,
+        published_root,
         event,
     })
 }

@@ -379,10 +379,33 @@ impl Federation {
     /// `trust_domain` in its mesh config and `ISTIO_MULTIROOT_MESH=true`; stopped with the
     /// testbed.
     pub async fn start_istiod(&self, name: &str, trust_domain: &str) -> Istiod {
-        self.testbed
-            .start_istiod(name, IstiodOptions::new(trust_domain))
+        self.start_istiod_version(name, trust_domain, testbed::ISTIO_VERSION)
             .await
-            .unwrap_or_else(|e| panic!("istiod of {name}: {e}"))
+    }
+
+    /// Like [`Federation::start_istiod`], with istiod `version` (one of
+    /// [`testbed::ISTIO_VERSIONS`]).
+    pub async fn start_istiod_version(
+        &self,
+        name: &str,
+        trust_domain: &str,
+        version: &str,
+    ) -> Istiod {
+        self.testbed
+            .start_istiod(name, IstiodOptions::new(trust_domain).version(version))
+            .await
+            .unwrap_or_else(|e| panic!("istiod {version} of {name}: {e}"))
+    }
+
+    /// The hub's `Federation` status.
+    pub async fn federation_status(&self) -> federator_api::hub::FederationStatus {
+        let api: Api<federator_api::hub::Federation> =
+            Api::namespaced(self.hub.client().await.unwrap(), names::NAMESPACE);
+        api.get(names::FEDERATION)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
     }
 }
 

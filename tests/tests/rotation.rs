@@ -9,19 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use federator_api::hub::Federation as FederationCr;
-use federator_api::names;
 use federator_e2e::*;
-use kube::api::Api;
-
-async fn federation_status(fed: &Federation) -> federator_api::hub::FederationStatus {
-    let api: Api<FederationCr> = Api::namespaced(fed.hub.client().await.unwrap(), names::NAMESPACE);
-    api.get(names::FEDERATION)
-        .await
-        .unwrap()
-        .status
-        .unwrap_or_default()
-}
 
 /// Checks that every pair of `members` trusts each other right now.
 async fn check_trust(fed: &Federation, members: &[(&str, &str)]) {
@@ -50,7 +38,7 @@ async fn follow_rotation(
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         check_trust(fed, members).await;
-        let st = federation_status(fed).await;
+        let st = fed.federation_status().await;
         for r in &st.rotations {
             phases.insert(r.phase.clone());
             if r.phase == "draining"
@@ -131,7 +119,7 @@ async fn roots_rotate_without_a_gap_and_a_departed_cluster_is_cut_off() {
         .await;
 
     // The old root is gone everywhere: c2's leaves (and old c1 ones) are trusted nowhere.
-    let st = federation_status(&fed).await;
+    let st = fed.federation_status().await;
     let new_root = st
         .roots
         .iter()

@@ -1,22 +1,31 @@
-//! Step 4: whether istiod can hot-reload a `cacerts` change or must be restarted.
+//! Step 4: whether istiod can hot-reload a `cacerts` change or must be restarted, for the
+//! istiod version the Deployment runs.
 //!
-//! istiod (see `shared/notes/istio-plugin-ca.md` §1.3, §1.6) watches its `cacerts` directory
-//! only when it started in plug-in mode, i.e. with all four files present and no
-//! `istio-generated` key. In plug-in mode it ignores a whole update whose `root-cert.pem`
-//! bytes changed unless it runs with `ISTIO_MULTIROOT_MESH=true` and the root set only grew or
-//! only shrank. So a restart is needed exactly when:
+//! istiod watches its `cacerts` directory only when it started in plug-in mode, i.e. with all
+//! four files present and no `istio-generated` key. In plug-in mode it ignores a whole update
+//! whose `root-cert.pem` bytes changed unless it runs with `ISTIO_MULTIROOT_MESH=true` and its
+//! version's comparison accepts the change: ≤ 1.29 wants the old text inside the new one or
+//! the reverse, 1.30+ one certificate set inside the other
+//! ([`federator_core::istiod::IstiodRules::root_update`]; docs/istiod.md cites the source).
+//! So a restart is needed exactly when:
 //!
 //! * `cacerts` did not exist, was incomplete or held `istio-generated` before the write
-//!   (istiod runs its self-signed CA, with no file watcher), or
-//! * `root-cert.pem` changed and istiod lacks `ISTIO_MULTIROOT_MESH=true`, or the change
-//!   adds and removes roots at once.
+//!   (istiod runs its self-signed CA, with no file watcher, or failed to start), or
+//! * `root-cert.pem` changed in a way the running version ignores (no multi-root, or a change
+//!   its comparison refuses: roots added and removed at once, and on ≤ 1.29 also a root
+//!   dropped from the middle or the same roots in another order).
+//!
+//! An unknown version gets the strictest rules of every version.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use federator_api::member::IstiodStatus;
 use federator_core::bundle::BundleChange;
 use federator_core::cacerts::{FILES, ISTIO_GENERATED, ROOT_CERT};
 use federator_core::cert;
+use federator_core::istiod::{IstiodRules, IstiodVersion, RootUpdate, root_fingerprints};
+use time::OffsetDateTime;
 
 /// `absent`: no istiod Deployment.
 pub const ABSENT: &str = "absent";
@@ -27,6 +36,12 @@ pub const RESTARTED: &str = "restarted";
 
 /// The environment variable that lets istiod hot-reload root changes.
 pub const MULTIROOT_ENV: &str = "ISTIO_MULTIROOT_MESH";
+/// The environment variable with istiod's default workload certificate TTL.
+pub const WORKLOAD_TTL_ENV: &str = "DEFAULT_WORKLOAD_CERT_TTL";
+/// istiod's default workload certificate TTL (and istio-agent's `SECRET_TTL`).
+pub const DEFAULT_WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The label Istio's Helm chart puts on the istiod Deployment with the chart's app version.
+pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
 
 /// Whether an environment value is true the way Go's `strconv.ParseBool` reads it (istiod's
 /// `env.Register` booleans).
@@ -41,6 +56,52 @@ pub fn multi_root<'a>(env: impl IntoIterator<Item = (&'a str, Option<&'a str>)>)
         .any(|(name, value)| name == MULTIROOT_ENV && value.is_some_and(go_bool))
 }
 
+/// The workload certificate TTL istiod uses by default: `DEFAULT_WORKLOAD_CERT_TTL` when set
+/// to a duration, else 24 h.
+pub fn workload_ttl<'a>(env: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Duration {
+    env.into_iter()
+        .filter(|(name, _)| *name == WORKLOAD_TTL_ENV)
+        .find_map(|(_, value)| value.and_then(|v| federator_core::duration::parse(v).ok()))
+        .unwrap_or(DEFAULT_WORKLOAD_TTL)
+}
+
+/// The version istiod runs: the tag of the first container image that names one (the
+/// `discovery` container's comes first), else the `app.kubernetes.io/version` label.
+pub fn version_of<'a>(
+    images: impl IntoIterator<Item = &'a str>,
+    version_label: Option<&str>,
+) -> Option<IstiodVersion> {
+    images
+        .into_iter()
+        .find_map(IstiodVersion::from_image)
+        .or_else(|| version_label.and_then(IstiodVersion::parse))
+}
+
+/// What the agent read about the istiod Deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IstiodFacts {
+    /// `ISTIO_MULTIROOT_MESH=true` on one of its containers.
+    pub multi_root: bool,
+    /// The version it runs, if known.
+    pub version: Option<IstiodVersion>,
+    /// Its default workload certificate TTL.
+    pub workload_ttl: Duration,
+}
+
+impl IstiodFacts {
+    /// The rules of its version (the strictest when unknown).
+    pub fn rules(&self) -> IstiodRules {
+        IstiodRules::for_version(self.version.clone())
+    }
+
+    /// The version for messages.
+    fn version_text(&self) -> String {
+        self.version
+            .as_ref()
+            .map_or_else(|| "of an unknown version".to_owned(), |v| v.to_string())
+    }
+}
+
 /// The restart decision for one `cacerts` write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestartDecision {
@@ -51,11 +112,11 @@ pub struct RestartDecision {
 }
 
 /// Decides, for a write replacing `before` (the Secret's data; `None`: it did not exist) by
-/// material whose `root-cert.pem` is `new_root_pem`.
+/// material whose `root-cert.pem` is `new_root_pem`, for the istiod of `facts`.
 pub fn restart_decision(
     before: Option<&BTreeMap<String, Vec<u8>>>,
     new_root_pem: &str,
-    multi_root: bool,
+    facts: &IstiodFacts,
 ) -> RestartDecision {
     let restart = |reason: String| RestartDecision {
         restart: true,
@@ -79,43 +140,90 @@ pub fn restart_decision(
         .iter()
         .find(|f| before.get(**f).is_none_or(|v| v.is_empty()))
     {
-        return restart(format!(
-            "cacerts was incomplete ({missing} missing): istiod did not start in plug-in mode"
-        ));
+        let what = if facts.rules().partial_bundle_is_fatal() {
+            "istiod failed to start (an incomplete signing CA bundle is fatal)"
+        } else {
+            "istiod did not start in plug-in mode"
+        };
+        return restart(format!("cacerts was incomplete ({missing} missing): {what}"));
     }
     let old_root = before.get(ROOT_CERT).map(Vec::as_slice).unwrap_or_default();
-    if old_root == new_root_pem.as_bytes() {
-        return hot("root-cert.pem unchanged: istiod hot-reloads the cluster CA".into());
+    let rules = facts.rules();
+    let version = facts.version_text();
+    match rules.root_update(facts.multi_root, old_root, new_root_pem.as_bytes()) {
+        RootUpdate::Unchanged => {
+            hot("root-cert.pem unchanged: istiod hot-reloads the cluster CA".into())
+        }
+        RootUpdate::Ignored(why) => restart(format!("{why}; a restart loads it")),
+        RootUpdate::Accepted => {
+            let old = cert::parse_pem_certificates(old_root, ROOT_CERT).unwrap_or_default();
+            let new = cert::parse_pem_certificates(new_root_pem.as_bytes(), ROOT_CERT)
+                .unwrap_or_default();
+            let how = match BundleChange::between(&old, &new) {
+                BundleChange::PureAdd { added } => {
+                    format!("gains {} root(s) (pure add)", added.len())
+                }
+                BundleChange::PureRemove { removed } => {
+                    format!("loses {} root(s) (pure remove)", removed.len())
+                }
+                BundleChange::Unchanged | BundleChange::Mixed { .. } => {
+                    "holds the same roots in other bytes".to_owned()
+                }
+            };
+            hot(format!(
+                "root-cert.pem {how}: istiod {version} hot-reloads it ({MULTIROOT_ENV}=true, {})",
+                rules.root_comparison()
+            ))
+        }
     }
-    if !multi_root {
-        return restart(format!(
-            "root-cert.pem changed and istiod runs without {MULTIROOT_ENV}=true, so it would ignore the update"
-        ));
-    }
-    let Ok(old) = cert::parse_pem_certificates(old_root, ROOT_CERT) else {
-        return restart(
-            "the old root-cert.pem was unreadable: istiod cannot take the new roots as a pure add or remove".into(),
-        );
+}
+
+/// The bundle generation istiod publishes: `bundle_generation` when its `istio-ca-root-cert`
+/// (`published`) holds exactly the roots of `desired_root_pem` (what `spec.bundle` makes
+/// `root-cert.pem`), else the generation last seen (`previous`, 0 if none).
+pub fn published_generation(
+    published: Option<&[u8]>,
+    desired_root_pem: Option<&str>,
+    bundle_generation: i64,
+    previous: Option<i64>,
+) -> i64 {
+    let matches = match (published, desired_root_pem) {
+        (Some(p), Some(d)) => {
+            let p = root_fingerprints(p);
+            p.is_some() && p == root_fingerprints(d.as_bytes())
+        }
+        _ => false,
     };
-    let new = cert::parse_pem_certificates(new_root_pem.as_bytes(), ROOT_CERT).unwrap_or_default();
-    match BundleChange::between(&old, &new) {
-        BundleChange::Mixed { added, removed } => restart(format!(
-            "root-cert.pem adds {} and removes {} root(s) at once, which istiod does not hot-reload",
-            added.len(),
-            removed.len()
-        )),
-        BundleChange::PureAdd { added } => hot(format!(
-            "root-cert.pem gains {} root(s) (pure add): istiod hot-reloads it ({MULTIROOT_ENV}=true)",
-            added.len()
-        )),
-        BundleChange::PureRemove { removed } => hot(format!(
-            "root-cert.pem loses {} root(s) (pure remove): istiod hot-reloads it ({MULTIROOT_ENV}=true)",
-            removed.len()
-        )),
-        BundleChange::Unchanged => hot(format!(
-            "root-cert.pem holds the same roots in other bytes: istiod hot-reloads it ({MULTIROOT_ENV}=true)"
-        )),
+    if matches {
+        bundle_generation
+    } else {
+        previous.unwrap_or(0).min(bundle_generation)
     }
+}
+
+/// A warning when this istiod version does not clamp workload certificates to the cluster CA
+/// (before 1.28.7, 1.29.3, 1.30) and certificates issued before the renewal (`renew_after`)
+/// can outlive the installed cluster CA (`ca_not_after`).
+pub fn leaf_outlives_ca_warning(
+    facts: &IstiodFacts,
+    ca_not_after: OffsetDateTime,
+    renew_after: Option<OffsetDateTime>,
+) -> Option<String> {
+    if facts.rules().clamps_leaf_to_signer() {
+        return None;
+    }
+    let ttl = time::Duration::try_from(facts.workload_ttl).ok()?;
+    let last_issue = renew_after.unwrap_or(ca_not_after);
+    if last_issue + ttl <= ca_not_after {
+        return None;
+    }
+    Some(format!(
+        "istiod {} does not clamp workload certificates to the cluster CA's NotAfter (1.28.7+, 1.29.3+ and 1.30+ do): certificates of {} issued after {} outlive the cluster CA (expires {}) and fail once it expires; use a cluster CA TTL that leaves at least the workload TTL at renewal",
+        facts.version_text(),
+        federator_core::duration::format(facts.workload_ttl),
+        cert::rfc3339(ca_not_after - ttl),
+        cert::rfc3339(ca_not_after),
+    ))
 }
 
 /// What happened to istiod in one reconcile.
@@ -129,41 +237,56 @@ pub enum IstiodEvent {
     Restarted(String),
 }
 
-/// `status.istiod`, given the Deployment (`None`: absent; `Some(multi_root)`), what happened
-/// and the previous report. At steady state it repeats the previous report, so the status
-/// does not change.
+/// What the agent read of istiod in one reconcile, besides what it did.
+#[derive(Clone, Debug, Default)]
+pub struct IstiodObservation {
+    /// The Deployment's facts; `None`: no istiod Deployment.
+    pub facts: Option<IstiodFacts>,
+    /// [`published_generation`].
+    pub published_generation: i64,
+    /// The current `spec.bundleGeneration`.
+    pub bundle_generation: i64,
+    /// [`leaf_outlives_ca_warning`] and the like.
+    pub warnings: Vec<String>,
+}
+
+/// `status.istiod`, given what was observed, what happened and the previous report. At steady
+/// state it repeats the previous report, so the status does not change.
 pub fn istiod_status(
-    deployment: Option<bool>,
+    observed: &IstiodObservation,
     event: &IstiodEvent,
     previous: Option<&IstiodStatus>,
 ) -> IstiodStatus {
-    let Some(multi_root) = deployment else {
+    let Some(facts) = &observed.facts else {
         return IstiodStatus {
             state: ABSENT.into(),
             multi_root: false,
             message: "no Deployment istio-system/istiod: nothing to restart; istiod loads cacerts when it starts".into(),
+            ..IstiodStatus::default()
         };
     };
     let (state, message) = match event {
-        IstiodEvent::Restarted(why) => (RESTARTED, format!("restart requested: {why}")),
-        IstiodEvent::HotReload(why) => (HOT_RELOAD, why.clone()),
+        IstiodEvent::Restarted(why) => (RESTARTED.to_owned(), format!("restart requested: {why}")),
+        IstiodEvent::HotReload(why) => (HOT_RELOAD.to_owned(), why.clone()),
         IstiodEvent::Quiet => match previous {
-            Some(p) if p.state != ABSENT => {
-                return IstiodStatus {
-                    multi_root,
-                    ..p.clone()
-                };
-            }
+            Some(p) if p.state != ABSENT => (p.state.clone(), p.message.clone()),
             _ => (
-                HOT_RELOAD,
+                HOT_RELOAD.to_owned(),
                 "cacerts is up to date: istiod loads it at startup and hot-reloads later changes it can take".into(),
             ),
         },
     };
     IstiodStatus {
-        state: state.into(),
-        multi_root,
+        state,
+        multi_root: facts.multi_root,
+        version: facts
+            .version
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        published_bundle_generation: Some(observed.published_generation),
         message,
+        warnings: observed.warnings.clone(),
     }
 }
 
@@ -195,64 +318,190 @@ mod tests {
         assert!(!multi_root([]));
     }
 
-    #[test]
-    fn restarts_when_istiod_is_not_in_plug_in_mode() {
-        let a = root_ca("a").cert_pem();
-        for multi in [false, true] {
-            assert!(restart_decision(None, &a, multi).restart);
-            let mut generated = files(&a);
-            generated.insert(ISTIO_GENERATED.into(), b"".to_vec());
-            assert!(restart_decision(Some(&generated), &a, multi).restart);
-            let mut partial = files(&a);
-            partial.remove("ca-key.pem");
-            let d = restart_decision(Some(&partial), &a, multi);
-            assert!(d.restart && d.reason.contains("ca-key.pem"), "{d:?}");
+    fn facts(version: Option<&str>, multi_root: bool) -> IstiodFacts {
+        IstiodFacts {
+            multi_root,
+            version: version.map(|v| IstiodVersion::parse(v).unwrap()),
+            workload_ttl: DEFAULT_WORKLOAD_TTL,
         }
     }
 
     #[test]
-    fn root_changes_need_multiroot_and_a_pure_add_or_remove() {
+    fn reads_version_and_ttl_from_the_deployment() {
+        assert_eq!(
+            version_of(["docker.io/istio/pilot:1.27.9-distroless"], Some("1.29.2")),
+            IstiodVersion::parse("1.27.9")
+        );
+        assert_eq!(
+            version_of(["gcr.io/istio-release/pilot@sha256:00"], Some("1.29.2")),
+            IstiodVersion::parse("1.29.2")
+        );
+        assert_eq!(
+            version_of(["busybox", "istio/pilot:1.31.1"], None),
+            IstiodVersion::parse("1.31.1")
+        );
+        assert_eq!(version_of(["istio/pilot:latest"], None), None);
+        assert_eq!(workload_ttl([]), DEFAULT_WORKLOAD_TTL);
+        assert_eq!(
+            workload_ttl([("DEFAULT_WORKLOAD_CERT_TTL", Some("1h"))]),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            workload_ttl([("DEFAULT_WORKLOAD_CERT_TTL", Some("soon"))]),
+            DEFAULT_WORKLOAD_TTL
+        );
+    }
+
+    #[test]
+    fn restarts_when_istiod_is_not_in_plug_in_mode() {
+        let a = root_ca("a").cert_pem();
+        for f in [
+            facts(Some("1.31.1"), true),
+            facts(Some("1.26.8"), false),
+            facts(None, true),
+        ] {
+            assert!(restart_decision(None, &a, &f).restart);
+            let mut generated = files(&a);
+            generated.insert(ISTIO_GENERATED.into(), b"".to_vec());
+            assert!(restart_decision(Some(&generated), &a, &f).restart);
+            let mut partial = files(&a);
+            partial.remove("ca-key.pem");
+            let d = restart_decision(Some(&partial), &a, &f);
+            assert!(
+                d.restart && d.reason.contains("ca-key.pem") && d.reason.contains("fatal"),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn root_changes_follow_the_running_version() {
         let a = root_ca("a").cert_pem();
         let b = root_ca("b").cert_pem();
         let c = root_ca("c").cert_pem();
-        let ab = format!("{a}{b}");
-        let ac = format!("{a}{c}");
-        // Same bytes: hot reload, with or without multi-root.
-        for multi in [false, true] {
-            assert!(!restart_decision(Some(&files(&a)), &a, multi).restart);
+        let (ab, abc, ac, ba) = (
+            format!("{a}{b}"),
+            format!("{a}{b}{c}"),
+            format!("{a}{c}"),
+            format!("{b}{a}"),
+        );
+        let old = facts(Some("1.29.2"), true);
+        let new = facts(Some("1.31.1"), true);
+        let unknown = facts(None, true);
+        let d = |before: &str, after: &str, f: &IstiodFacts| {
+            restart_decision(Some(&files(before)), after, f)
+        };
+        for f in [&old, &new, &unknown] {
+            // Same bytes: hot reload, with or without multi-root.
+            assert!(!d(&a, &a, f).restart);
+            assert!(
+                !d(
+                    &a,
+                    &a,
+                    &IstiodFacts {
+                        multi_root: false,
+                        ..f.clone()
+                    }
+                )
+                .restart
+            );
+            // Appending a root and dropping the first or last one: every version.
+            let add = d(&ab, &abc, f);
+            assert!(!add.restart && add.reason.contains("pure add"), "{add:?}");
+            assert!(!d(&abc, &format!("{b}{c}"), f).restart);
+            assert!(!d(&abc, &ab, f).restart);
+            // Without multi-root: a restart.
+            let off = IstiodFacts {
+                multi_root: false,
+                ..f.clone()
+            };
+            let r = d(&a, &ab, &off);
+            assert!(r.restart && r.reason.contains("ISTIO_MULTIROOT_MESH"), "{r:?}");
+            // Adding and removing at once: a restart everywhere.
+            assert!(d(&ab, &ac, f).restart);
+            // Garbage before.
+            assert!(d("junk", &a, f).restart);
         }
-        // Pure add / pure remove.
-        assert!(restart_decision(Some(&files(&a)), &ab, false).restart);
-        assert!(!restart_decision(Some(&files(&a)), &ab, true).restart);
-        assert!(!restart_decision(Some(&files(&ab)), &a, true).restart);
-        assert!(restart_decision(Some(&files(&ab)), &a, false).restart);
-        // Mixed.
-        let d = restart_decision(Some(&files(&ab)), &ac, true);
-        assert!(d.restart && d.reason.contains("at once"), "{d:?}");
-        // Garbage before.
-        assert!(restart_decision(Some(&files("junk")), &a, true).restart);
-        // Same set, other bytes (order).
+        // Dropping a middle root, inserting one in the middle, reordering: hot on 1.31.1 only.
+        for (before, after) in [(&abc, &ac), (&ac, &abc), (&ab, &ba)] {
+            assert!(!d(before, after, &new).restart, "1.31.1 {before} -> {after}");
+            let r = d(before, after, &old);
+            assert!(
+                r.restart && r.reason.contains("1.29.2") && r.reason.contains("substring"),
+                "{r:?}"
+            );
+            assert!(d(before, after, &unknown).restart);
+        }
+    }
+
+    #[test]
+    fn published_generation_needs_the_same_roots() {
+        let a = root_ca("a").cert_pem();
+        let b = root_ca("b").cert_pem();
+        let ab = format!("{a}{b}");
         let ba = format!("{b}{a}");
-        assert!(!restart_decision(Some(&files(&ab)), &ba, true).restart);
-        assert!(restart_decision(Some(&files(&ab)), &ba, false).restart);
+        assert_eq!(published_generation(Some(ba.as_bytes()), Some(&ab), 5, Some(3)), 5);
+        assert_eq!(published_generation(Some(a.as_bytes()), Some(&ab), 5, Some(3)), 3);
+        assert_eq!(published_generation(None, Some(&ab), 5, None), 0);
+        assert_eq!(published_generation(Some(b"junk"), Some(&ab), 5, Some(3)), 3);
+        assert_eq!(published_generation(Some(ab.as_bytes()), None, 5, Some(3)), 3);
+        // A generation from an older spec never exceeds the current one.
+        assert_eq!(published_generation(None, Some(&ab), 2, Some(3)), 2);
+    }
+
+    #[test]
+    fn warns_when_workload_certificates_can_outlive_the_cluster_ca() {
+        let not_after = time::macros::datetime!(2027-01-10 00:00 UTC);
+        let early = Some(time::macros::datetime!(2027-01-01 00:00 UTC));
+        let late = Some(time::macros::datetime!(2027-01-09 12:00 UTC));
+        let old = facts(Some("1.29.2"), true);
+        assert_eq!(leaf_outlives_ca_warning(&old, not_after, early), None);
+        let w = leaf_outlives_ca_warning(&old, not_after, late).unwrap();
+        assert!(w.contains("1.29.2") && w.contains("24h"), "{w}");
+        assert_eq!(
+            leaf_outlives_ca_warning(&facts(Some("1.29.3"), true), not_after, late),
+            None
+        );
+        assert!(leaf_outlives_ca_warning(&facts(None, true), not_after, late).is_some());
+        assert!(leaf_outlives_ca_warning(&old, not_after, None).is_some());
     }
 
     #[test]
     fn status_is_stable_when_nothing_happens() {
-        assert_eq!(istiod_status(None, &IstiodEvent::Quiet, None).state, ABSENT);
-        let r = istiod_status(Some(true), &IstiodEvent::Restarted("why".into()), None);
-        assert_eq!((r.state.as_str(), r.multi_root), (RESTARTED, true));
-        let again = istiod_status(Some(true), &IstiodEvent::Quiet, Some(&r));
+        let absent = IstiodObservation::default();
+        assert_eq!(istiod_status(&absent, &IstiodEvent::Quiet, None).state, ABSENT);
+        assert_eq!(
+            istiod_status(&absent, &IstiodEvent::Quiet, None).published_bundle_generation,
+            None
+        );
+        let seen = |multi: bool, published: i64| IstiodObservation {
+            facts: Some(facts(Some("1.27.9"), multi)),
+            published_generation: published,
+            bundle_generation: 2,
+            warnings: Vec::new(),
+        };
+        let r = istiod_status(&seen(true, 1), &IstiodEvent::Restarted("why".into()), None);
+        assert_eq!(
+            (r.state.as_str(), r.multi_root, r.version.as_str()),
+            (RESTARTED, true, "1.27.9")
+        );
+        assert_eq!(r.published_bundle_generation, Some(1));
+        let again = istiod_status(&seen(true, 1), &IstiodEvent::Quiet, Some(&r));
         assert_eq!(again, r);
-        let flag_off = istiod_status(Some(false), &IstiodEvent::Quiet, Some(&r));
+        let published = istiod_status(&seen(true, 2), &IstiodEvent::Quiet, Some(&r));
+        assert_eq!(
+            (published.state.as_str(), published.published_bundle_generation),
+            (RESTARTED, Some(2))
+        );
+        let flag_off = istiod_status(&seen(false, 1), &IstiodEvent::Quiet, Some(&r));
         assert_eq!(
             (flag_off.state.as_str(), flag_off.multi_root),
             (RESTARTED, false)
         );
-        let absent = istiod_status(None, &IstiodEvent::Quiet, None);
-        let appeared = istiod_status(Some(false), &IstiodEvent::Quiet, Some(&absent));
+        let was_absent = istiod_status(&absent, &IstiodEvent::Quiet, None);
+        let appeared = istiod_status(&seen(false, 0), &IstiodEvent::Quiet, Some(&was_absent));
         assert_eq!(appeared.state, HOT_RELOAD);
-        let hot = istiod_status(Some(true), &IstiodEvent::HotReload("x".into()), Some(&r));
+        let hot = istiod_status(&seen(true, 2), &IstiodEvent::HotReload("x".into()), Some(&r));
         assert_eq!(
             (hot.state.as_str(), hot.message.as_str()),
             (HOT_RELOAD, "x")

@@ -148,7 +148,14 @@ pub fn member_status(
     let installed_current = installed
         .as_ref()
         .is_some_and(|i| spec.signed.as_ref().is_some_and(|s| s.serial == i.serial));
-    let bundle_acked = installed.as_ref().map(|i| i.bundle_generation).unwrap_or(0);
+    let in_cacerts = installed.as_ref().map(|i| i.bundle_generation).unwrap_or(0);
+    // With an istiod, the bundle counts once istiod publishes it (a change that needs a
+    // restart, or one istiod ignored, is not trusted yet).
+    let published = agent
+        .istiod
+        .as_ref()
+        .and_then(|i| i.published_bundle_generation);
+    let bundle_acked = published.map_or(in_cacerts, |p| p.min(in_cacerts));
 
     let mut conditions = prev.conditions.clone();
     conditions = condition::set(
@@ -176,12 +183,30 @@ pub fn member_status(
         &now_s,
     );
     let acked = bundle_acked >= inp.bundle_generation && inp.bundle_generation > 0;
+    let istiod_behind = !acked && in_cacerts >= inp.bundle_generation && inp.bundle_generation > 0;
+    let (reason, message) = match (acked, istiod_behind, agent.istiod.as_ref()) {
+        (true, _, _) => ("Current", String::new()),
+        (false, true, Some(i)) => (
+            "IstiodBehind",
+            format!(
+                "cacerts holds bundle generation {in_cacerts} but istiod{} publishes generation {}: {}",
+                if i.version.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", i.version)
+                },
+                published.unwrap_or(0),
+                i.message
+            ),
+        ),
+        _ => ("Behind", String::new()),
+    };
     conditions = condition::set(
         &conditions,
         "BundleAcknowledged",
         acked,
-        if acked { "Current" } else { "Behind" },
-        "",
+        reason,
+        &message,
         &now_s,
     );
     let ready = inp.reachable && installed_current && acked && problems.is_empty();
@@ -217,6 +242,11 @@ pub fn member_status(
             .istiod
             .as_ref()
             .map(|i| i.state.clone())
+            .unwrap_or_default(),
+        istiod_version: agent
+            .istiod
+            .as_ref()
+            .map(|i| i.version.clone())
             .unwrap_or_default(),
         last_contact: prev.last_contact.clone(),
         problems,

@@ -301,16 +301,37 @@ async fn advance_rotations(
     let mut statuses = Vec::new();
     let mut resign = std::collections::BTreeSet::new();
     let mut wake_at: Option<OffsetDateTime> = None;
-    let all_trust_new = members.iter().all(|m| {
-        m.status
-            .as_ref()
-            .is_some_and(|s| s.bundle_generation_acknowledged >= generation)
-    });
+    // Members that do not trust the current bundle yet (cacerts, and istiod publishing it).
+    let not_trusting: Vec<String> = members
+        .iter()
+        .filter(|m| {
+            !m.status
+                .as_ref()
+                .is_some_and(|s| s.bundle_generation_acknowledged >= generation)
+        })
+        .map(|m| {
+            let s = m.status.clone().unwrap_or_default();
+            let why = s
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "BundleAcknowledged" && !c.message.is_empty())
+                .map(|c| c.message.clone())
+                .unwrap_or_else(|| {
+                    format!(
+                        "trusts bundle generation {} of {generation}",
+                        s.bundle_generation_acknowledged
+                    )
+                });
+            format!("{}: {why}", m.name_any())
+        })
+        .collect();
+    let all_trust_new = not_trusting.is_empty();
     for (td, previous, rotation) in signer.rotations() {
         let sha256 = federator_core::cert::fingerprint(signer.root_der_for(&td)?);
         let drain =
             time::Duration::seconds(i64::try_from(rotation.drain_seconds).unwrap_or(i64::MAX));
         let mut removes_old_root_at = String::new();
+        let mut waiting_for = Vec::new();
         let phase = match rotation
             .resigned_at
             .as_deref()
@@ -326,19 +347,24 @@ async fn advance_rotations(
                 wake_at = Some(wake_at.map_or(resigned + drain, |w| w.min(resigned + drain)));
                 "draining"
             }
-            None if !all_trust_new => "trusting-new-root",
+            None if !all_trust_new => {
+                waiting_for.clone_from(&not_trusting);
+                "trusting-new-root"
+            }
             None => {
                 resign.insert(td.to_string());
-                let on_new_root = members
+                waiting_for = members
                     .iter()
                     .filter(|m| m.spec.trust_domain == td.as_str())
-                    .all(|m| {
-                        m.status.as_ref().is_some_and(|s| {
+                    .filter(|m| {
+                        !m.status.as_ref().is_some_and(|s| {
                             s.ca_root_sha256 == sha256
                                 && condition::is_true(&s.conditions, "Installed")
                         })
-                    });
-                if on_new_root {
+                    })
+                    .map(|m| format!("{}: its cluster CA is not under the new root yet", m.name_any()))
+                    .collect();
+                if waiting_for.is_empty() {
                     info!(trust_domain = %td, "every member runs on the new root; draining the old one");
                     hub.roots.mark_resigned(&td, now).await?;
                     removes_old_root_at = federator_core::cert::rfc3339(now + drain);
@@ -355,6 +381,7 @@ async fn advance_rotations(
             previous_sha256: federator_core::cert::fingerprint(&previous),
             sha256,
             removes_old_root_at,
+            waiting_for,
         });
     }
     Ok((statuses, resign, wake_at))
