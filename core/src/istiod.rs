@@ -129,10 +129,10 @@ impl fmt::Display for IstiodVersion {
         if let Some(p) = self.patch {
             write!(f, ".{p}")?;
         }
-        match (&self.pre_release, self.patch) {
-            (Some(pre), _) => write!(f, "-{pre}"),
-            (None, _) => Ok(()),
+        if let Some(pre) = &self.pre_release {
+            write!(f, "-{pre}")?;
         }
+        Ok(())
     }
 }
 

@@ -796,21 +796,36 @@ pub async fn root_comparison(version: &str) {
         .unwrap();
     assert_eq!(istiod.ca_mode(), Some(CaMode::PlugIn));
 
-    // Each step: the roots written, from the roots istiod holds now.
-    let steps: [(&str, Vec<&IssuingCa>); 5] = [
-        ("append C", vec![&a, &b, &c]),
-        ("drop the middle root B", vec![&a, &c]),
-        ("the same roots reordered", vec![&c, &a]),
-        ("add D and drop C at once", vec![&d, &a]),
-        ("drop the first root", vec![&a]),
+    // Each step rewrites root-cert.pem from the roots istiod holds now (what it accepted
+    // last), so every step is what its name says on every version.
+    type Step = fn(&[&'static str]) -> Vec<&'static str>;
+    let steps: [(&str, Step); 5] = [
+        ("append C", |held| [held, &["C"][..]].concat()),
+        ("drop the middle root", |held| {
+            let mut v = held.to_vec();
+            v.remove(v.len() / 2);
+            v
+        }),
+        ("the same roots reordered", |held| held.iter().rev().copied().collect()),
+        ("add D and drop another root at once", |held| {
+            let drop = held.iter().position(|r| *r != "A").unwrap_or(0);
+            let mut v = held.to_vec();
+            v.remove(drop);
+            v.push("D");
+            v
+        }),
+        ("keep only the first root A", |_| vec!["A"]),
     ];
-    let pem = |roots: &[&IssuingCa]| -> String { roots.iter().map(|r| r.cert_pem()).collect() };
-    let mut held = pem(&[&a, &b]);
-    for (what, roots) in steps {
+    let by_name: BTreeMap<&str, &IssuingCa> = [("A", &a), ("B", &b), ("C", &c), ("D", &d)].into();
+    let pem = |roots: &[&str]| -> String { roots.iter().map(|r| by_name[r].cert_pem()).collect() };
+    let mut held: Vec<&'static str> = vec!["A", "B"];
+    for (what, step) in steps {
+        let roots = step(&held);
         let new = pem(&roots);
-        let expected = rules.root_update(true, held.as_bytes(), new.as_bytes());
+        let expected = rules.root_update(true, pem(&held).as_bytes(), new.as_bytes());
         let (accepted0, ignored0) = (roots_accepted(&istiod), istiod.log_count(LOG_ROOT_IGNORED));
-        secret.data = Some(files(&roots));
+        let written: Vec<&IssuingCa> = roots.iter().map(|r| by_name[r]).collect();
+        secret.data = Some(files(&written));
         secret.metadata.managed_fields = None;
         secret = secrets
             .replace(names::CACERTS_SECRET, &PostParams::default(), &secret)
@@ -835,16 +850,20 @@ pub async fn root_comparison(version: &str) {
         assert_eq!(
             matches!(outcome, RootUpdate::Accepted),
             expected_accepted,
-            "istiod {version}, {what}: real istiod {outcome:?}, rules {expected:?}"
+            "istiod {version}, {what} ({} -> {}): real istiod {outcome:?}, rules {expected:?}",
+            held.concat(),
+            roots.concat()
         );
         eprintln!(
-            "[matrix] istiod {version}: {what}: {}",
+            "[matrix] istiod {version}: {} -> {} ({what}): {}",
+            held.concat(),
+            roots.concat(),
             if expected_accepted { "hot reload" } else { "ignored" }
         );
         if expected_accepted {
-            held = new;
+            held = roots;
             // The published bundle follows.
-            let n = roots.len();
+            let n = held.len();
             wait_for(
                 &format!("istiod {version} to publish {n} roots after {what}"),
                 Duration::from_secs(30),
@@ -1001,7 +1020,7 @@ pub async fn mixed(versions: &[&str]) {
     for (name, td) in &members {
         if *td == rotated {
             let old = with_current_trust(&before[*name], &clusters[*name], NS).await;
-            let peer = names.iter().find(|n| *n != name).unwrap();
+            let peer = names.iter().find(|n| n.as_str() != *name).unwrap();
             assert_no_mtls(&old, &after[peer]).await;
         }
     }
