@@ -952,35 +952,38 @@ pub async fn mixed(versions: &[&str]) {
         "--drain",
         "3s",
     ]);
+    let waits_only_for_oldest = |r: &federator_api::hub::RotationStatus| {
+        r.phase == "trusting-new-root"
+            && !r.waiting_for.is_empty()
+            && r.waiting_for
+                .iter()
+                .all(|w| w.starts_with(&format!("{oldest}:")) && w.contains("istiod"))
+    };
     let waiting = wait_for(
-        "the rotation to wait for the stopped istiod",
+        "the rotation to wait for the stopped istiod, and only for it",
         Duration::from_secs(60),
         || async {
             let st = fed.federation_status().await;
             let r = st.rotations.iter().find(|r| r.trust_domain == rotated)?;
-            (st.bundle_generation > generation
-                && r.phase == "trusting-new-root"
-                && r.waiting_for.iter().any(|w| w.starts_with(&format!("{oldest}:"))))
-            .then(|| r.waiting_for.clone())
+            (st.bundle_generation > generation && waits_only_for_oldest(r))
+                .then(|| r.waiting_for.clone())
         },
     )
     .await;
     eprintln!("[status] rotation waiting for: {waiting:?}");
     assert!(
-        waiting.iter().all(|w| w.starts_with(&format!("{oldest}:"))),
-        "only the stopped istiod holds the rotation up: {waiting:?}"
+        waiting[0].contains(version_of[&oldest]),
+        "the wait names the istiod version: {waiting:?}"
     );
-    assert!(
-        waiting[0].contains("istiod") && waiting[0].contains(version_of[&oldest]),
-        "{waiting:?}"
-    );
-    // It keeps waiting.
+    // It keeps waiting, and `federator status` says so (and exits 1: a member is behind).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let st = fed.federation_status().await;
     let r = st.rotations.iter().find(|r| r.trust_domain == rotated).unwrap();
-    assert_eq!(r.phase, "trusting-new-root");
-    let out = fed.federator_ok(&["status"]);
-    assert!(out.contains(&format!("waiting for {oldest}:")), "{out}");
+    assert!(waits_only_for_oldest(r), "{r:?}");
+    let out = fed.federator(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("waiting for {oldest}:")), "{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
     // Back up (a new pod): it loads the bundle with both roots; the rotation proceeds.
     let restarted = fed
         .start_istiod_version(&oldest, oldest_td, version_of[&oldest])
