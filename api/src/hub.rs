@@ -208,11 +208,7 @@ pub struct RootStatus {
         json_path = ".status.bundleGenerationAcknowledged"
     ),
     printcolumn(name = "Istiod", type_ = "string", json_path = ".status.istiod"),
-    printcolumn(
-        name = "Istio",
-        type_ = "string",
-        json_path = ".status.istiodVersion"
-    ),
+    printcolumn(name = "Istio", type_ = "string", json_path = ".status.istiodVersion"),
     printcolumn(
         name = "Age",
         type_ = "date",

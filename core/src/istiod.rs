@@ -211,9 +211,7 @@ impl IstiodRules {
     /// Whether a partial `cacerts` (some but not all four files) makes istiod fail to start
     /// (1.26.1+) rather than fall back to its self-signed CA. Unknown: yes.
     pub fn partial_bundle_is_fatal(&self) -> bool {
-        self.version
-            .as_ref()
-            .is_none_or(|v| v.at_least(1, 26, 1))
+        self.version.as_ref().is_none_or(|v| v.at_least(1, 26, 1))
     }
 
     /// What istiod does when `root-cert.pem` goes from `old` to `new` (raw file bytes) while
@@ -243,7 +241,9 @@ impl IstiodRules {
             .as_ref()
             .map_or_else(|| "of an unknown version".to_owned(), |v| v.to_string());
         let why = match (substring, set) {
-            (false, true) => "the old and new roots are one inside the other as sets, but neither text contains the other",
+            (false, true) => {
+                "the old and new roots are one inside the other as sets, but neither text contains the other"
+            }
             (true, false) => "the texts contain one another but the certificate sets do not",
             _ => "roots are added and removed at once",
         };
@@ -345,7 +345,14 @@ mod tests {
     #[test]
     fn rules_per_version() {
         let r = |s: &str| IstiodRules::for_version(Some(v(s)));
-        for old in ["1.26.8", "1.27.9", "1.28.3", "1.29.2", "1.29.6", "1.30.0-rc.0"] {
+        for old in [
+            "1.26.8",
+            "1.27.9",
+            "1.28.3",
+            "1.29.2",
+            "1.29.6",
+            "1.30.0-rc.0",
+        ] {
             assert_eq!(r(old).root_comparison(), RootComparison::Substring, "{old}");
         }
         for new in ["1.30.0", "1.30.3", "1.31.0", "1.31.1"] {
@@ -390,7 +397,10 @@ mod tests {
         let abc = format!("{a}{b}{c}");
         // Same bytes: every version, with or without multi-root.
         for r in all {
-            assert_eq!(r.root_update(false, ab.as_bytes(), ab.as_bytes()), RootUpdate::Unchanged);
+            assert_eq!(
+                r.root_update(false, ab.as_bytes(), ab.as_bytes()),
+                RootUpdate::Unchanged
+            );
             assert!(matches!(
                 r.root_update(false, a.as_bytes(), ab.as_bytes()),
                 RootUpdate::Ignored(why) if why.contains("ISTIO_MULTIROOT_MESH")
@@ -417,7 +427,9 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
-            assert!(matches!(accepted(&unknown, o, n), RootUpdate::Ignored(why) if why.contains("unknown")));
+            assert!(
+                matches!(accepted(&unknown, o, n), RootUpdate::Ignored(why) if why.contains("unknown"))
+            );
         }
         // 1.30+ ignores text between blocks and duplicates; the substring rule does not care
         // about sets at all.
@@ -426,7 +438,10 @@ mod tests {
         // An empty new file: Go's bytes.Contains(old, "") is true (istiod then fails to verify
         // the bundle); the set rule refuses an empty set.
         assert_eq!(accepted(&old_rules, &ab, ""), RootUpdate::Accepted);
-        assert!(matches!(accepted(&new_rules, &ab, ""), RootUpdate::Ignored(_)));
+        assert!(matches!(
+            accepted(&new_rules, &ab, ""),
+            RootUpdate::Ignored(_)
+        ));
     }
 
     #[test]

@@ -127,7 +127,10 @@ mod tests {
         assert!(err.contains("run tools/build.sh istiod 1.29.2"), "{err}");
         assert!(err.contains("pilot-discovery-1.29.2"), "{err}");
         let err = b.pilot_discovery("1.30.2").unwrap_err().to_string();
-        assert!(err.contains("1.30.2") && err.contains("1.31.1, 1.29.2"), "{err}");
+        assert!(
+            err.contains("1.30.2") && err.contains("1.31.1, 1.29.2"),
+            "{err}"
+        );
     }
 
     /// `tools/build.sh` declares the same istiod versions, and each has its wrapper module.
@@ -139,7 +142,13 @@ mod tests {
                 .lines()
                 .find(|l| l.starts_with(&format!("{var}=")))
                 .unwrap_or_else(|| panic!("{var} not in tools/build.sh"));
-            line.split_once('=').unwrap().1.trim_matches('"').split_whitespace().map(str::to_owned).collect()
+            line.split_once('=')
+                .unwrap()
+                .1
+                .trim_matches('"')
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
         };
         assert_eq!(declared("ISTIO_VERSIONS_ALL"), ISTIO_VERSIONS);
         assert_eq!(declared("ISTIO_VERSIONS_CI"), ISTIO_CI_VERSIONS);

@@ -201,13 +201,11 @@ async fn up(args: UpArgs) -> Result<()> {
     let tb = Testbed::start(opts).await?;
     if args.istiod {
         let names = args.names();
-        let starts = names
-            .iter()
-            .map(|n| {
-                let opts = testbed::IstiodOptions::new(args.trust_domain.clone())
-                    .version(args.istiod_version.clone());
-                tb.start_istiod(n, opts)
-            });
+        let starts = names.iter().map(|n| {
+            let opts = testbed::IstiodOptions::new(args.trust_domain.clone())
+                .version(args.istiod_version.clone());
+            tb.start_istiod(n, opts)
+        });
         for istiod in futures::future::try_join_all(starts).await? {
             println!(
                 "{}	istiod pid {}	secure gRPC {}	log {}",

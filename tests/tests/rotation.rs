@@ -76,7 +76,8 @@ async fn roots_rotate_without_a_gap_and_a_departed_cluster_is_cut_off() {
     }
     fed.wait_healthy(&["c1", "c2", "c3"], Duration::from_secs(90))
         .await;
-    let old_root = fed.federation_status()
+    let old_root = fed
+        .federation_status()
         .await
         .roots
         .iter()

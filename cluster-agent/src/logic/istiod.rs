@@ -145,7 +145,9 @@ pub fn restart_decision(
         } else {
             "istiod did not start in plug-in mode"
         };
-        return restart(format!("cacerts was incomplete ({missing} missing): {what}"));
+        return restart(format!(
+            "cacerts was incomplete ({missing} missing): {what}"
+        ));
     }
     let old_root = before.get(ROOT_CERT).map(Vec::as_slice).unwrap_or_default();
     let rules = facts.rules();
@@ -416,7 +418,10 @@ mod tests {
                 ..f.clone()
             };
             let r = d(&a, &ab, &off);
-            assert!(r.restart && r.reason.contains("ISTIO_MULTIROOT_MESH"), "{r:?}");
+            assert!(
+                r.restart && r.reason.contains("ISTIO_MULTIROOT_MESH"),
+                "{r:?}"
+            );
             // Adding and removing at once: a restart everywhere.
             assert!(d(&ab, &ac, f).restart);
             // Garbage before.
@@ -424,7 +429,10 @@ mod tests {
         }
         // Dropping a middle root, inserting one in the middle, reordering: hot on 1.31.1 only.
         for (before, after) in [(&abc, &ac), (&ac, &abc), (&ab, &ba)] {
-            assert!(!d(before, after, &new).restart, "1.31.1 {before} -> {after}");
+            assert!(
+                !d(before, after, &new).restart,
+                "1.31.1 {before} -> {after}"
+            );
             let r = d(before, after, &old);
             assert!(
                 r.restart && r.reason.contains("1.29.2") && r.reason.contains("substring"),
@@ -440,11 +448,23 @@ mod tests {
         let b = root_ca("b").cert_pem();
         let ab = format!("{a}{b}");
         let ba = format!("{b}{a}");
-        assert_eq!(published_generation(Some(ba.as_bytes()), Some(&ab), 5, Some(3)), 5);
-        assert_eq!(published_generation(Some(a.as_bytes()), Some(&ab), 5, Some(3)), 3);
+        assert_eq!(
+            published_generation(Some(ba.as_bytes()), Some(&ab), 5, Some(3)),
+            5
+        );
+        assert_eq!(
+            published_generation(Some(a.as_bytes()), Some(&ab), 5, Some(3)),
+            3
+        );
         assert_eq!(published_generation(None, Some(&ab), 5, None), 0);
-        assert_eq!(published_generation(Some(b"junk"), Some(&ab), 5, Some(3)), 3);
-        assert_eq!(published_generation(Some(ab.as_bytes()), None, 5, Some(3)), 3);
+        assert_eq!(
+            published_generation(Some(b"junk"), Some(&ab), 5, Some(3)),
+            3
+        );
+        assert_eq!(
+            published_generation(Some(ab.as_bytes()), None, 5, Some(3)),
+            3
+        );
         // A generation from an older spec never exceeds the current one.
         assert_eq!(published_generation(None, Some(&ab), 2, Some(3)), 2);
     }
@@ -469,7 +489,10 @@ mod tests {
     #[test]
     fn status_is_stable_when_nothing_happens() {
         let absent = IstiodObservation::default();
-        assert_eq!(istiod_status(&absent, &IstiodEvent::Quiet, None).state, ABSENT);
+        assert_eq!(
+            istiod_status(&absent, &IstiodEvent::Quiet, None).state,
+            ABSENT
+        );
         assert_eq!(
             istiod_status(&absent, &IstiodEvent::Quiet, None).published_bundle_generation,
             None
@@ -490,7 +513,10 @@ mod tests {
         assert_eq!(again, r);
         let published = istiod_status(&seen(true, 2), &IstiodEvent::Quiet, Some(&r));
         assert_eq!(
-            (published.state.as_str(), published.published_bundle_generation),
+            (
+                published.state.as_str(),
+                published.published_bundle_generation
+            ),
             (RESTARTED, Some(2))
         );
         let flag_off = istiod_status(&seen(false, 1), &IstiodEvent::Quiet, Some(&r));
@@ -501,7 +527,11 @@ mod tests {
         let was_absent = istiod_status(&absent, &IstiodEvent::Quiet, None);
         let appeared = istiod_status(&seen(false, 0), &IstiodEvent::Quiet, Some(&was_absent));
         assert_eq!(appeared.state, HOT_RELOAD);
-        let hot = istiod_status(&seen(true, 2), &IstiodEvent::HotReload("x".into()), Some(&r));
+        let hot = istiod_status(
+            &seen(true, 2),
+            &IstiodEvent::HotReload("x".into()),
+            Some(&r),
+        );
         assert_eq!(
             (hot.state.as_str(), hot.message.as_str()),
             (HOT_RELOAD, "x")

@@ -362,7 +362,12 @@ async fn advance_rotations(
                                 && condition::is_true(&s.conditions, "Installed")
                         })
                     })
-                    .map(|m| format!("{}: its cluster CA is not under the new root yet", m.name_any()))
+                    .map(|m| {
+                        format!(
+                            "{}: its cluster CA is not under the new root yet",
+                            m.name_any()
+                        )
+                    })
                     .collect();
                 if waiting_for.is_empty() {
                     info!(trust_domain = %td, "every member runs on the new root; draining the old one");

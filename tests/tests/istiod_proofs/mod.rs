@@ -137,7 +137,10 @@ async fn fresh_workloads(
 ) -> BTreeMap<String, Workload> {
     let mut out = BTreeMap::new();
     for (name, cluster) in clusters {
-        out.insert(name.clone(), workload(cluster, &istiods[name], NS, sa).await);
+        out.insert(
+            name.clone(),
+            workload(cluster, &istiods[name], NS, sa).await,
+        );
     }
     out
 }
@@ -245,7 +248,9 @@ pub async fn federation(version: &str) {
         assert!(i.current_log().contains("Added cacerts files watcher"));
         istiods.insert(name.to_owned(), i);
     }
-    let outsider = fed.start_istiod_version(OUTSIDER, "cluster.local", version).await;
+    let outsider = fed
+        .start_istiod_version(OUTSIDER, "cluster.local", version)
+        .await;
     assert_eq!(outsider.ca_mode(), Some(CaMode::SelfSigned));
     for (name, i) in istiods.iter().chain([(&OUTSIDER.to_owned(), &outsider)]) {
         figure(
@@ -747,14 +752,15 @@ pub async fn root_comparison(version: &str) {
         )
         .unwrap();
     let files = |roots: &[&IssuingCa]| -> BTreeMap<String, k8s_openapi::ByteString> {
-        let chain = federator_core::cert::parse_pem_certificates(
-            issued.chain_pem.as_bytes(),
-            "chain",
-        )
-        .unwrap();
+        let chain =
+            federator_core::cert::parse_pem_certificates(issued.chain_pem.as_bytes(), "chain")
+                .unwrap();
         let root_pem: String = roots.iter().map(|r| r.cert_pem()).collect();
         [
-            (cacerts::CA_CERT, federator_core::cert::to_pem([chain[0].as_slice()])),
+            (
+                cacerts::CA_CERT,
+                federator_core::cert::to_pem([chain[0].as_slice()]),
+            ),
             (cacerts::CA_KEY, key.to_pkcs8_pem()),
             (cacerts::CERT_CHAIN, issued.chain_pem.clone()),
             (cacerts::ROOT_CERT, root_pem),
@@ -786,7 +792,10 @@ pub async fn root_comparison(version: &str) {
         data: Some(files(&[&a, &b])),
         ..Secret::default()
     };
-    secret = secrets.create(&PostParams::default(), &secret).await.unwrap();
+    secret = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     let istiod = tb
         .start_istiod(
             "cluster-1",
@@ -806,7 +815,9 @@ pub async fn root_comparison(version: &str) {
             v.remove(v.len() / 2);
             v
         }),
-        ("the same roots reordered", |held| held.iter().rev().copied().collect()),
+        ("the same roots reordered", |held| {
+            held.iter().rev().copied().collect()
+        }),
         ("add D and drop another root at once", |held| {
             let drop = held.iter().position(|r| *r != "A").unwrap_or(0);
             let mut v = held.to_vec();
@@ -858,7 +869,11 @@ pub async fn root_comparison(version: &str) {
             "[matrix] istiod {version}: {} -> {} ({what}): {}",
             held.concat(),
             roots.concat(),
-            if expected_accepted { "hot reload" } else { "ignored" }
+            if expected_accepted {
+                "hot reload"
+            } else {
+                "ignored"
+            }
         );
         if expected_accepted {
             held = roots;
@@ -885,7 +900,9 @@ pub async fn root_comparison(version: &str) {
 /// exactly the members whose version needs it.
 pub async fn mixed(versions: &[&str]) {
     let started = Instant::now();
-    let names: Vec<String> = (1..=versions.len()).map(|i| format!("cluster-{i}")).collect();
+    let names: Vec<String> = (1..=versions.len())
+        .map(|i| format!("cluster-{i}"))
+        .collect();
     let members: Vec<(&str, &str)> = names
         .iter()
         .enumerate()
@@ -945,13 +962,7 @@ pub async fn mixed(versions: &[&str]) {
     istiods[&oldest].stop().await;
     let rotated = trust_domain_of_last_root(&fed, "cluster-1").await;
     let generation = fed.federation_status().await.bundle_generation;
-    fed.federator_ok(&[
-        "rotate-root",
-        "--trust-domain",
-        &rotated,
-        "--drain",
-        "3s",
-    ]);
+    fed.federator_ok(&["rotate-root", "--trust-domain", &rotated, "--drain", "3s"]);
     let waits_only_for_oldest = |r: &federator_api::hub::RotationStatus| {
         r.phase == "trusting-new-root"
             && !r.waiting_for.is_empty()
@@ -978,7 +989,11 @@ pub async fn mixed(versions: &[&str]) {
     // It keeps waiting, and `federator status` says so (and exits 1: a member is behind).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let st = fed.federation_status().await;
-    let r = st.rotations.iter().find(|r| r.trust_domain == rotated).unwrap();
+    let r = st
+        .rotations
+        .iter()
+        .find(|r| r.trust_domain == rotated)
+        .unwrap();
     assert!(waits_only_for_oldest(r), "{r:?}");
     let out = fed.federator(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
