@@ -46,6 +46,17 @@ fn roots_accepted(i: &Istiod) -> usize {
         .count()
 }
 
+/// Waits until `i` counts at least `n` restarts. The counter moves once the restarted process
+/// is ready, which can be a moment after it already published its ConfigMaps.
+async fn wait_restarts(i: &Istiod, n: u32) {
+    wait_for(
+        &format!("istiod of {} to count {n} restart(s)", i.cluster_name()),
+        Duration::from_secs(30),
+        || async { (i.restarts() >= n).then_some(()) },
+    )
+    .await;
+}
+
 /// The root of `trust_domain` in the bundle the hub sent a member (DER).
 async fn federation_root(fed: &Federation, member: &str, trust_domain: &str) -> Vec<u8> {
     let ct = fed.cluster_trust(member).await.unwrap();
@@ -499,6 +510,7 @@ pub async fn federation(version: &str) {
             }
             _ => {
                 // The add hot-reloaded; the removal from the middle needed a restart.
+                wait_restarts(i, 1).await;
                 assert_eq!(i.restarts(), 1, "{name}: {report:?}");
                 assert!(
                     roots_accepted(i) > accepted_before[name.as_str()],
@@ -1038,6 +1050,7 @@ pub async fn mixed(versions: &[&str]) {
         eprintln!(
             "[matrix] mixed: {name} ({v}) dropping the old root needs a restart: {needs_restart}"
         );
+        wait_restarts(i, restarts_before[name] + u32::from(needs_restart)).await;
         assert_eq!(
             i.restarts() - restarts_before[name],
             u32::from(needs_restart),
