@@ -3,11 +3,18 @@
 // kube-derive takes one `printcolumn(...)` per column; clippy reads their keys as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+use federator_core::istiod::IstiodVersion;
+use federator_core::key::KeyAlgorithm;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
+use crate::duration::GoDuration;
+use crate::fields::{
+    conditions_schema, empty_as_none, istiod_version_schema, key_algorithm_schema, time_schema,
+};
 
 /// Federation-wide settings and status. One object, named `default`.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -39,29 +46,78 @@ pub struct FederationSpec {
     /// Where the roots live and who signs cluster CAs.
     pub root: RootBackend,
     /// Lifetime of each cluster CA, as a Go duration (e.g. `720h`).
-    pub cluster_ca_ttl: String,
+    pub cluster_ca_ttl: GoDuration,
     /// Renew a cluster CA when this percentage of its lifetime has passed (1-99).
+    #[schemars(range(min = 1, max = 99))]
     pub renew_at_percent: u8,
     /// Key algorithm agents use for cluster CA keys (`ecdsa-p256`, `ecdsa-p384`, `rsa-2048`...).
-    pub key_algorithm: String,
+    #[schemars(schema_with = "key_algorithm_schema")]
+    pub key_algorithm: KeyAlgorithm,
     /// How the `local` backend makes roots (for new trust domains and rotations).
     #[serde(default)]
     pub local_roots: LocalRootSettings,
 }
 
-/// How the `local` backend makes roots. Empty fields mean the defaults.
+/// How the `local` backend makes roots. Absent (or, as older objects wrote them, empty)
+/// fields mean the defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalRootSettings {
     /// Key algorithm (`ecdsa-p256` by default).
-    #[serde(default)]
-    pub key_algorithm: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    #[schemars(schema_with = "key_algorithm_schema")]
+    pub key_algorithm: Option<KeyAlgorithm>,
     /// Lifetime as a Go duration (`87600h` by default).
-    #[serde(default)]
-    pub ttl: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    pub ttl: Option<GoDuration>,
     /// Organization (O) of the subject (`federator` by default).
     #[serde(default)]
     pub organization: String,
+}
+
+/// Where the roots live and who signs cluster CAs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootType {
+    /// A root per trust domain, generated and kept in a hub Secret.
+    #[default]
+    Local,
+    /// One existing CA, kept in a hub Secret, for every trust domain.
+    Import,
+    /// Vault / OpenBao PKI; the key never leaves it.
+    Vault,
+}
+
+impl RootType {
+    /// The spelling in the Federation spec and the roots Secret's annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RootType::Local => "local",
+            RootType::Import => "import",
+            RootType::Vault => "vault",
+        }
+    }
+
+    /// Reads the spelling of [`RootType::as_str`].
+    pub fn parse(s: &str) -> Option<RootType> {
+        [RootType::Local, RootType::Import, RootType::Vault]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for RootType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The root backend.
@@ -71,14 +127,14 @@ pub struct RootBackend {
     /// `local` (a root per trust domain, generated and kept in a hub Secret), `import` (one
     /// existing CA kept in a hub Secret) or `vault` (Vault/OpenBao PKI; the key never leaves it).
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: RootType,
     /// Vault settings when `type` is `vault`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<VaultBackend>,
 }
 
 /// Vault / OpenBao settings. Secrets are never stored here: only references to them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VaultBackend {
     /// Address, e.g. `https://vault.example:8200`.
@@ -92,7 +148,7 @@ pub struct VaultBackend {
     #[serde(default)]
     pub namespace: String,
     /// `token`, `approle` or `kubernetes`.
-    pub auth: String,
+    pub auth: VaultAuthMethod,
     /// Auth mount path (default: the auth method's name).
     #[serde(default)]
     pub auth_mount: String,
@@ -108,12 +164,35 @@ pub struct VaultBackend {
     pub ca_pem: String,
 }
 
+/// How the hub logs in to Vault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultAuthMethod {
+    /// A token, kept in the roots Secret.
+    Token,
+    /// AppRole: role ID and secret ID, kept in the roots Secret.
+    AppRole,
+    /// Kubernetes auth with the hub's ServiceAccount JWT.
+    Kubernetes,
+}
+
+impl std::fmt::Display for VaultAuthMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VaultAuthMethod::Token => "token",
+            VaultAuthMethod::AppRole => "approle",
+            VaultAuthMethod::Kubernetes => "kubernetes",
+        })
+    }
+}
+
 /// Federation status.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FederationStatus {
-    /// Conditions.
+    /// Conditions: `Ready`.
     #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
     /// The roots in the bundle.
     #[serde(default)]
@@ -132,8 +211,31 @@ pub struct FederationStatus {
     pub rotations: Vec<RotationStatus>,
 }
 
+/// The phase of a root rotation. A rotation moves forward only, one phase at a time, and
+/// the old root leaves the bundle after the last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RotationPhase {
+    /// Every member must install the bundle holding both roots.
+    TrustingNewRoot,
+    /// The trust domain's members move to the new root.
+    ReSigning,
+    /// Workload certificates issued under the old root expire.
+    Draining,
+}
+
+impl std::fmt::Display for RotationPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RotationPhase::TrustingNewRoot => "trusting-new-root",
+            RotationPhase::ReSigning => "re-signing",
+            RotationPhase::Draining => "draining",
+        })
+    }
+}
+
 /// A root rotation in progress.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationStatus {
     /// Trust domain.
@@ -141,22 +243,68 @@ pub struct RotationStatus {
     /// `trusting-new-root` (every member must install the bundle with both roots),
     /// `re-signing` (members move to the new root), `draining` (old workload certificates
     /// expire), then the old root is removed.
-    pub phase: String,
+    pub phase: RotationPhase,
     /// SHA-256 of the root being retired.
     pub previous_sha256: String,
     /// SHA-256 of the new root.
     pub sha256: String,
-    /// When the old root will be removed, once draining (RFC 3339).
-    #[serde(default)]
-    pub removes_old_root_at: String,
-    /// The members the current phase waits for, each with why (e.g. an istiod that has to
-    /// restart before it serves the new root).
+    /// When the old root will be removed, once draining.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    #[schemars(schema_with = "time_schema")]
+    pub removes_old_root_at: Option<Time>,
+    /// The members the current phase waits for, each with why (e.g. an istiod that has not
+    /// published the bundle with both roots yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub waiting_for: Vec<String>,
+    pub waiting_for: Vec<RotationWait>,
+}
+
+/// A member a rotation phase waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationWait {
+    /// The `MemberCluster`.
+    pub member: String,
+    /// What it has not done yet.
+    pub reason: WaitReason,
+    /// Why, in a sentence (for `istiod-behind`, the istiod version and what the agent did).
+    pub message: String,
+}
+
+/// What a member has not done yet that a rotation phase needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitReason {
+    /// `trusting-new-root`: its `cacerts` does not hold the bundle with both roots yet.
+    BundleBehind,
+    /// `trusting-new-root`: its `cacerts` holds the bundle, but its istiod does not publish
+    /// it yet (a restart is pending, or istiod is down or ignored the change).
+    IstiodBehind,
+    /// `re-signing`: it does not run a cluster CA under the new root yet.
+    NotOnNewRoot,
+}
+
+impl std::fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WaitReason::BundleBehind => "bundle-behind",
+            WaitReason::IstiodBehind => "istiod-behind",
+            WaitReason::NotOnNewRoot => "not-on-new-root",
+        })
+    }
+}
+
+impl std::fmt::Display for RotationWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.member, self.reason, self.message)
+    }
 }
 
 /// One root of the bundle.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RootStatus {
     /// Trust domain the root serves.
@@ -165,8 +313,9 @@ pub struct RootStatus {
     pub sha256: String,
     /// Subject.
     pub subject: String,
-    /// NotAfter (RFC 3339).
-    pub not_after: String,
+    /// NotAfter.
+    #[schemars(schema_with = "time_schema")]
+    pub not_after: Time,
 }
 
 /// A member cluster, as the hub knows it.
@@ -228,23 +377,43 @@ pub struct MemberClusterSpec {
     #[serde(default)]
     pub server: String,
     /// `in-cluster` (the agent runs as a Deployment) or `external`.
-    #[serde(default)]
-    pub agent_mode: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    pub agent_mode: Option<AgentMode>,
+}
+
+/// Where a member's agent runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentMode {
+    /// As a Deployment in the member (installed by `federator join`).
+    InCluster,
+    /// Outside the member, with a kubeconfig for its ServiceAccount.
+    External,
 }
 
 /// What the hub last learnt about a member.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberClusterStatus {
-    /// Conditions: `Reachable`, `Issued`, `Installed`, `BundleAcknowledged`, `Ready`.
+    /// Conditions: `Reachable`, `Installed`, `BundleAcknowledged`, `Ready`.
     #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
     /// Serial of the installed cluster CA.
     #[serde(default)]
     pub ca_serial: String,
-    /// NotAfter of the installed cluster CA (RFC 3339).
-    #[serde(default)]
-    pub ca_not_after: String,
+    /// NotAfter of the installed cluster CA.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    #[schemars(schema_with = "time_schema")]
+    pub ca_not_after: Option<Time>,
     /// SHA-256 of the root the installed cluster CA chains to.
     #[serde(default)]
     pub ca_root_sha256: String,
@@ -253,14 +422,24 @@ pub struct MemberClusterStatus {
     #[serde(default)]
     pub bundle_generation_acknowledged: i64,
     /// istiod's state as the agent reports it.
-    #[serde(default)]
-    pub istiod: String,
-    /// The istiod version the agent read from the Deployment (empty: unknown or absent).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub istiod_version: String,
-    /// Last time the hub reached the member (RFC 3339).
-    #[serde(default)]
-    pub last_contact: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    pub istiod: Option<crate::member::IstiodState>,
+    /// The istiod version the agent read from the Deployment (absent: unknown, or no istiod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "istiod_version_schema")]
+    pub istiod_version: Option<IstiodVersion>,
+    /// Last time the hub reached the member.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    #[schemars(schema_with = "time_schema")]
+    pub last_contact: Option<Time>,
     /// Current problems, each a sentence.
     #[serde(default)]
     pub problems: Vec<String>,

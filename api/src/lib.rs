@@ -10,7 +10,10 @@
 //! | [`member`] | the exchange object in each member: [`member::ClusterTrust`] |
 //! | [`names`] | namespaces, object names, field managers, annotations |
 //! | [`rbac`] | the Roles the agent and the hub's member credential get |
-//! | [`condition`] | status conditions |
+//! | [`condition`] | status conditions, their types and reasons |
+//! | [`events`] | Kubernetes Events and their reasons |
+//! | [`duration`], [`fields`] | typed CRD fields: Go durations, timestamps, schemas |
+//! | [`plumbing`] | Kubernetes plumbing both sides use: apply, create, watches, kubeconfigs, backoff |
 //!
 //! ## The exchange (one `ClusterTrust` named `local` in each member's `federator-system`)
 //!
@@ -23,9 +26,13 @@
 #![forbid(unsafe_code)]
 
 pub mod condition;
+pub mod duration;
+pub mod events;
+pub mod fields;
 pub mod hub;
 pub mod member;
 pub mod names;
+pub mod plumbing;
 pub mod rbac;
 
 /// The API group of every federator resource.
@@ -61,5 +68,131 @@ mod tests {
             let yaml = serde_yaml::to_string(&crd).unwrap();
             assert!(yaml.contains("conditions"), "{}", crd.spec.names.kind);
         }
+    }
+
+    /// The API server validates enum-like fields, durations and timestamps itself.
+    #[test]
+    fn schemas_validate_typed_fields() {
+        let has = |crd, needles: &[&str]| {
+            let yaml = serde_yaml::to_string(&crd).unwrap();
+            for needle in needles {
+                assert!(yaml.contains(needle), "schema lacks {needle:?}:\n{yaml}");
+            }
+        };
+        let fed = crate::hub::Federation::crd();
+        has(
+            fed,
+            &[
+                "- local",
+                "- import",
+                "- vault",
+                "- approle",
+                "- trusting-new-root",
+            ],
+        );
+        let fed = crate::hub::Federation::crd();
+        has(
+            fed,
+            &["- re-signing", "- ecdsa-p384", crate::duration::PATTERN],
+        );
+        let fed = crate::hub::Federation::crd();
+        has(
+            fed,
+            &[
+                "format: date-time",
+                "x-kubernetes-list-type: map",
+                "maximum: 99",
+            ],
+        );
+        let member = crate::hub::MemberCluster::crd();
+        has(
+            member,
+            &[
+                "- in-cluster",
+                "- external",
+                "- hot-reload",
+                "observedGeneration",
+            ],
+        );
+        let trust = crate::member::ClusterTrust::crd();
+        has(
+            trust,
+            &[
+                "- restarted",
+                "format: date-time",
+                "x-kubernetes-list-map-keys",
+            ],
+        );
+    }
+
+    /// Objects written by earlier versions (every field as text, `""` for unset) are read,
+    /// and what is written now reads back the same.
+    #[test]
+    fn objects_of_earlier_versions_are_read() {
+        use crate::hub::{AgentMode, Federation, MemberCluster, RootType, RotationPhase};
+        use crate::member::{ClusterTrust, IstiodState};
+        let condition = r#"{"type": "Ready", "status": "True", "reason": "Synced", "message": "", "lastTransitionTime": "2026-01-01T00:00:00.123456789Z"}"#;
+        let fed: Federation = serde_json::from_str(&format!(
+            r#"{{"apiVersion": "federator.io/v1alpha1", "kind": "Federation",
+            "metadata": {{"name": "default", "namespace": "federator-system"}},
+            "spec": {{"root": {{"type": "vault", "vault": {{"address": "http://127.0.0.1:8200",
+                "mount": "pki", "issuer": "", "namespace": "", "auth": "approle",
+                "authMount": "approle", "role": "", "jwtPath": "", "caPem": ""}}}},
+              "clusterCaTtl": "720h", "renewAtPercent": 66, "keyAlgorithm": "ecdsa-p256",
+              "localRoots": {{"keyAlgorithm": "", "ttl": "", "organization": ""}}}},
+            "status": {{"conditions": [{condition}],
+              "roots": [{{"trustDomain": "cluster.local", "sha256": "ab", "subject": "CN=x",
+                "notAfter": "2036-01-01T00:00:00Z"}}],
+              "bundleDigest": "d", "bundleGeneration": 3, "members": 2,
+              "rotations": [{{"trustDomain": "cluster.local", "phase": "trusting-new-root",
+                "previousSha256": "a", "sha256": "b", "removesOldRootAt": ""}}]}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(fed.spec.root.type_, RootType::Vault);
+        assert_eq!(fed.spec.cluster_ca_ttl.get().as_secs(), 720 * 3600);
+        assert_eq!(fed.spec.local_roots, Default::default());
+        let status = fed.status.as_ref().unwrap();
+        assert_eq!(status.rotations[0].phase, RotationPhase::TrustingNewRoot);
+        assert_eq!(status.rotations[0].removes_old_root_at, None);
+        // Written again, they read back the same (sub-second digits are dropped once).
+        fn round<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
+            serde_json::from_value(serde_json::to_value(v).unwrap()).unwrap()
+        }
+        assert_eq!(round(&round(&fed)), round(&fed));
+
+        let member: MemberCluster = serde_json::from_str(&format!(
+            r#"{{"apiVersion": "federator.io/v1alpha1", "kind": "MemberCluster",
+            "metadata": {{"name": "c1", "namespace": "federator-system"}},
+            "spec": {{"trustDomain": "cluster.local", "network": "", "credentialSecret": "s",
+              "server": "https://127.0.0.1:1", "agentMode": "external"}},
+            "status": {{"conditions": [{condition}], "caSerial": "", "caNotAfter": "",
+              "caRootSha256": "", "bundleGenerationAcknowledged": 0, "istiod": "",
+              "lastContact": "", "problems": []}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(member.spec.agent_mode, Some(AgentMode::External));
+        let s = member.status.as_ref().unwrap();
+        assert!(s.ca_not_after.is_none() && s.last_contact.is_none() && s.istiod.is_none());
+        assert_eq!(round(&round(&member)), round(&member));
+
+        let trust: ClusterTrust = serde_json::from_str(&format!(
+            r#"{{"apiVersion": "federator.io/v1alpha1", "kind": "ClusterTrust",
+            "metadata": {{"name": "local", "namespace": "federator-system"}},
+            "spec": {{"clusterName": "c1", "trustDomain": "cluster.local",
+              "bundle": [{{"trustDomain": "cluster.local", "rootsPem": "x"}}],
+              "bundleGeneration": 1, "csrGeneration": 1, "keyAlgorithm": "ecdsa-p256",
+              "signed": {{"csrDigest": "d", "generation": 1, "chainPem": "c", "serial": "01",
+                "notAfter": "2026-02-01T00:00:00Z", "renewAfter": "2026-01-20T00:00:00.5Z"}}}},
+            "status": {{"csr": {{"generation": 1, "pem": "p", "digest": "d"}},
+              "installed": {{"serial": "01", "sha256": "s", "notAfter": "2026-02-01T00:00:00Z",
+                "bundleGeneration": 1, "csrGeneration": 1}},
+              "istiod": {{"state": "hot-reload", "multiRoot": true, "message": "m"}},
+              "conditions": [{condition}], "problems": []}}}}"#
+        ))
+        .unwrap();
+        let st = trust.status.as_ref().unwrap();
+        assert_eq!(st.istiod.as_ref().unwrap().state, IstiodState::HotReload);
+        assert!(trust.spec.signed.as_ref().unwrap().renew_after.is_some());
+        assert_eq!(round(&round(&trust)), round(&trust));
     }
 }

@@ -3,11 +3,17 @@
 // kube-derive takes one `printcolumn(...)` per column; clippy reads their keys as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+use federator_core::istiod::IstiodVersion;
+use federator_core::policy::IssuedCa;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
+use crate::fields::{
+    conditions_schema, empty_as_none, istiod_version_schema, parse_time, time_schema,
+};
 
 /// The single exchange object (`federator-system/local`) between the hub and the agent.
 /// The hub writes `spec`; the agent writes `status`.
@@ -66,7 +72,9 @@ pub struct ClusterTrustSpec {
     /// is older. Increased by the hub to renew.
     #[serde(default)]
     pub csr_generation: i64,
-    /// Key algorithm for the cluster CA key.
+    /// Key algorithm for the cluster CA key (empty: `ecdsa-p256`). Kept as text: the agent
+    /// checks it and reports an algorithm it does not know as a problem, so that a newer hub
+    /// never makes the whole exchange object unreadable to an older agent.
     #[serde(default)]
     pub key_algorithm: String,
     /// The signed chain for the agent's CSR.
@@ -84,8 +92,8 @@ pub struct BundleEntry {
     pub roots_pem: String,
 }
 
-/// A signed cluster CA.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// A signed cluster CA: the hub's answer to one CSR.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignedCa {
     /// SHA-256 of the CSR (DER) this answers.
@@ -96,11 +104,43 @@ pub struct SignedCa {
     pub chain_pem: String,
     /// Serial of the cluster CA.
     pub serial: String,
-    /// NotAfter of the cluster CA (RFC 3339).
-    pub not_after: String,
-    /// When the hub will ask for a renewal (RFC 3339).
-    #[serde(default)]
-    pub renew_after: String,
+    /// NotAfter of the cluster CA.
+    #[schemars(schema_with = "time_schema")]
+    pub not_after: Time,
+    /// When the hub will ask for a renewal.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    #[schemars(schema_with = "time_schema")]
+    pub renew_after: Option<Time>,
+}
+
+impl SignedCa {
+    /// The answer to the CSR with `csr_digest` of `generation`: the issued chain, its serial
+    /// and NotAfter, and the renewal point.
+    pub fn answer(
+        csr_digest: &str,
+        generation: i64,
+        issued: &IssuedCa,
+        renew_after: Option<Time>,
+    ) -> Result<SignedCa, federator_core::Error> {
+        let not_after = parse_time(&issued.info.not_after).ok_or_else(|| {
+            federator_core::Error::Invalid(format!(
+                "the issued cluster CA has an unreadable NotAfter {:?}",
+                issued.info.not_after
+            ))
+        })?;
+        Ok(SignedCa {
+            csr_digest: csr_digest.to_owned(),
+            generation,
+            chain_pem: issued.chain_pem.clone(),
+            serial: issued.info.serial.clone(),
+            not_after,
+            renew_after,
+        })
+    }
 }
 
 /// What the agent reports.
@@ -118,6 +158,7 @@ pub struct ClusterTrustStatus {
     pub istiod: Option<IstiodStatus>,
     /// Conditions: `Installed`, `BundleInstalled`, `MeshConfig`, `Ready`.
     #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
     /// Current problems, each a sentence.
     #[serde(default)]
@@ -137,34 +178,58 @@ pub struct CsrStatus {
 }
 
 /// What is installed as Istio's plug-in CA.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Installed {
     /// Serial of the cluster CA.
     pub serial: String,
     /// SHA-256 of the cluster CA.
     pub sha256: String,
-    /// NotAfter (RFC 3339).
-    pub not_after: String,
+    /// NotAfter.
+    #[schemars(schema_with = "time_schema")]
+    pub not_after: Time,
     /// Bundle generation in `root-cert.pem`.
     pub bundle_generation: i64,
     /// CSR generation of the installed CA.
     pub csr_generation: i64,
 }
 
+/// What the agent did about istiod last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum IstiodState {
+    /// No istiod Deployment: nothing to restart; istiod loads `cacerts` when it starts.
+    Absent,
+    /// istiod picks the change up itself.
+    HotReload,
+    /// The agent asked for a rolling restart.
+    Restarted,
+}
+
+impl std::fmt::Display for IstiodState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IstiodState::Absent => "absent",
+            IstiodState::HotReload => "hot-reload",
+            IstiodState::Restarted => "restarted",
+        })
+    }
+}
+
 /// istiod's state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IstiodStatus {
     /// `absent`, `hot-reload` (istiod picks the change up itself) or `restarted`.
-    pub state: String,
+    pub state: IstiodState,
     /// Whether istiod runs with `ISTIO_MULTIROOT_MESH=true`.
     pub multi_root: bool,
     /// The istiod version the Deployment runs (its image tag, else its
-    /// `app.kubernetes.io/version` label); empty when unknown, and then the agent applies the
+    /// `app.kubernetes.io/version` label); absent when unknown, and then the agent applies the
     /// strictest rules of every version.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "istiod_version_schema")]
+    pub version: Option<IstiodVersion>,
     /// The bundle generation istiod was last seen publishing: its `istio-ca-root-cert`
     /// ConfigMap in `istio-system` held exactly the roots of `spec.bundle` of that generation
     /// (0: not yet). Absent without an istiod Deployment. The hub counts a member's bundle as

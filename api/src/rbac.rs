@@ -2,7 +2,6 @@
 //! keeping them next to the API types keeps the agent's needs and the installer in step.
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role};
-use kube::api::ObjectMeta;
 
 use crate::names;
 
@@ -23,20 +22,14 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str], names: &[&str]) -> 
 
 fn role(name: &str, namespace: &str, rules: Vec<PolicyRule>) -> Role {
     Role {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(
-                [(
-                    names::MANAGED_BY_LABEL.0.to_owned(),
-                    names::MANAGED_BY_LABEL.1.to_owned(),
-                )]
-                .into(),
-            ),
-            ..ObjectMeta::default()
-        },
+        metadata: crate::plumbing::metadata(name, namespace),
         rules: Some(rules),
     }
+}
+
+/// Publishing Events (`events.k8s.io`): create, and patch to count repeats of one.
+pub fn events_rule() -> PolicyRule {
+    rule(&["events.k8s.io"], &["events"], &["create", "patch"], &[])
 }
 
 /// The hub's Role in the member's `federator-system`: read the exchange object and write its
@@ -73,7 +66,8 @@ pub fn hub_role() -> Role {
 /// with a `metadata.name` field selector, so `resourceNames` rules cover list and watch too;
 /// only `create` cannot be limited by name):
 ///
-/// * in `federator-system`: the exchange object and its status; its own key Secret;
+/// * in `federator-system`: the exchange object and its status; its own key Secret; Events
+///   about the exchange object;
 /// * in `istio-system`: the `cacerts` Secret, the `istio` ConfigMap, the istiod Deployment
 ///   (its version and flags; to request a restart) and, read-only, the `istio-ca-root-cert`
 ///   ConfigMap istiod publishes (to see which bundle it took) — and nothing else there, in
@@ -99,6 +93,7 @@ pub fn agent_roles() -> Vec<Role> {
                 ),
                 rule(&[""], &["secrets"], &rw, &[names::AGENT_KEY_SECRET]),
                 rule(&[""], &["secrets"], &["create"], &[]),
+                events_rule(),
             ],
         ),
         role(

@@ -2,21 +2,22 @@
 //! onto, each watched by name (a field selector on `metadata.name`) so the agent's namespaced
 //! Roles suffice: it never lists or watches anything at cluster scope.
 
+use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use federator_api::events::Events;
 use federator_api::member::ClusterTrust;
 use federator_api::names;
+use federator_api::plumbing::{self, Backoff, Failures};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
-use std::fmt::Debug;
 use tracing::{debug, info, warn};
 
 use crate::reconcile::reconcile_once;
@@ -33,22 +34,28 @@ pub const BACKOFF_START: Duration = Duration::from_secs(1);
 /// The longest retry delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
 
+/// The retry backoff.
+pub const BACKOFF: Backoff = Backoff {
+    start: BACKOFF_START,
+    max: BACKOFF_MAX,
+};
+
 /// Shared by every reconcile.
 pub struct Context {
     client: Client,
     opts: Options,
-    failures: AtomicU32,
+    events: Events,
+    failures: Failures,
 }
 
 /// The delay before retry number `failures` (1 = the first retry).
 pub fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    BACKOFF_START.saturating_mul(1u32 << exp).min(BACKOFF_MAX)
+    BACKOFF.delay(failures)
 }
 
 async fn reconcile(_trigger: Arc<ClusterTrust>, ctx: Arc<Context>) -> Result<Action> {
-    let summary = reconcile_once(&ctx.client, &ctx.opts).await?;
-    ctx.failures.store(0, Ordering::Relaxed);
+    let summary = reconcile_once(&ctx.client, &ctx.opts, &ctx.events).await?;
+    ctx.failures.reset();
     if summary.writes.is_empty() {
         debug!("reconciled: nothing to change");
     } else {
@@ -58,48 +65,27 @@ async fn reconcile(_trigger: Arc<ClusterTrust>, ctx: Arc<Context>) -> Result<Act
 }
 
 fn error_policy(_trigger: Arc<ClusterTrust>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = ctx
-        .failures
-        .fetch_add(1, Ordering::Relaxed)
-        .saturating_add(1);
+    let failures = ctx.failures.record();
     let delay = backoff(failures);
     warn!(%error, failures, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
-fn by_name(name: &str) -> watcher::Config {
-    watcher::Config::default().fields(&format!("metadata.name={name}"))
-}
-
 /// A watch on one object (by name, so a namespaced Role suffices) that emits `()` whenever it
-/// is created, changed or deleted. It retries with its own backoff and drops its errors after
-/// logging them: the controller's trigger backoff is shared by every trigger, so an error
-/// passed on (say, no access to `istio-system` yet) would also slow down the reaction to the
-/// `ClusterTrust` and every other watch.
-fn changes_of<K>(
-    api: Api<K>,
-    namespace: &str,
-    name: &str,
-) -> impl Stream<Item = ()> + Send + 'static
+/// is created, changed or deleted; errors (say, no access to `istio-system` yet) are logged
+/// and retried without slowing down the other watches ([`plumbing::changes_of`]).
+fn changes_of<K>(client: &Client, namespace: &str, name: &str) -> impl Stream<Item = ()> + use<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    let what = format!("{} {namespace}/{name}", K::kind(&()));
-    watcher(api, by_name(name))
-        .default_backoff()
-        .touched_objects()
-        .filter_map(move |event| {
-            let what = what.clone();
-            async move {
-                match event {
-                    Ok(_) => Some(()),
-                    Err(error) => {
-                        warn!(watch = %what, %error, "watch failed; retrying with backoff");
-                        None
-                    }
-                }
-            }
-        })
+    plumbing::changes_of(
+        watcher(
+            Api::<K>::namespaced(client.clone(), namespace),
+            plumbing::by_name(name),
+        ),
+        format!("{} {namespace}/{name}", K::kind(&())),
+    )
 }
 
 /// Runs the agent until SIGTERM or Ctrl-C.
@@ -110,10 +96,16 @@ where
 /// the istiod Deployment and the `istio-ca-root-cert` ConfigMap istiod publishes. Every watch
 /// selects one object by name.
 pub async fn run(client: Client, opts: Options) -> Result<()> {
+    let events = Events::new(
+        client.clone(),
+        names::AGENT_FIELD_MANAGER,
+        opts.cluster_name.clone(),
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         opts,
-        failures: AtomicU32::new(0),
+        events,
+        failures: Failures::default(),
     });
     let (own, istio) = (names::NAMESPACE, names::ISTIO_NAMESPACE);
     info!(
@@ -124,30 +116,22 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
     );
     Controller::new(
         Api::<ClusterTrust>::namespaced(client.clone(), own),
-        by_name(names::CLUSTER_TRUST),
+        plumbing::by_name(names::CLUSTER_TRUST),
     )
-    .reconcile_all_on(changes_of(
-        Api::<Secret>::namespaced(client.clone(), own),
-        own,
-        names::AGENT_KEY_SECRET,
-    ))
-    .reconcile_all_on(changes_of(
-        Api::<Secret>::namespaced(client.clone(), istio),
-        istio,
-        names::CACERTS_SECRET,
-    ))
-    .reconcile_all_on(changes_of(
-        Api::<ConfigMap>::namespaced(client.clone(), istio),
+    .reconcile_all_on(changes_of::<Secret>(&client, own, names::AGENT_KEY_SECRET))
+    .reconcile_all_on(changes_of::<Secret>(&client, istio, names::CACERTS_SECRET))
+    .reconcile_all_on(changes_of::<ConfigMap>(
+        &client,
         istio,
         names::ISTIO_CONFIGMAP,
     ))
-    .reconcile_all_on(changes_of(
-        Api::<Deployment>::namespaced(client.clone(), istio),
+    .reconcile_all_on(changes_of::<Deployment>(
+        &client,
         istio,
         names::ISTIOD_DEPLOYMENT,
     ))
-    .reconcile_all_on(changes_of(
-        Api::<ConfigMap>::namespaced(client.clone(), istio),
+    .reconcile_all_on(changes_of::<ConfigMap>(
+        &client,
         istio,
         names::ISTIO_ROOT_CERT_CONFIGMAP,
     ))

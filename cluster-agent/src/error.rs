@@ -1,8 +1,9 @@
 //! The one error type of the agent library.
 
-/// Everything that makes a reconcile fail (and be retried with backoff). Messages name the
-/// object and what to do; none ever holds key material.
+/// Everything that makes a reconcile fail (and be retried with backoff), or keeps the agent
+/// from starting. Messages name the object and what to do; none ever holds key material.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A request to the API server failed.
     #[error("cannot {action}: {}", describe(.source))]
@@ -21,9 +22,26 @@ pub enum Error {
     /// The trust core refused an operation (key generation, CSR).
     #[error(transparent)]
     Trust(#[from] federator_core::Error),
-    /// The kubeconfig or in-cluster configuration cannot be used.
-    #[error("{0}")]
-    Config(String),
+    /// The kubeconfig cannot be read or used.
+    #[error("cannot use kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: std::path::PathBuf,
+        /// kube's error.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// Neither a kubeconfig nor the in-cluster configuration is there.
+    #[error(
+        "not running in a cluster ({0}): pass --kubeconfig FILE to run the agent outside its cluster"
+    )]
+    NotInCluster(#[source] kube::config::InClusterError),
+    /// `--context` without `--kubeconfig`.
+    #[error("--context needs --kubeconfig (in a cluster there is no context to choose)")]
+    ContextWithoutKubeconfig,
+    /// The client cannot be built from the configuration.
+    #[error("cannot build a client: {0}")]
+    Client(#[source] Box<kube::Error>),
 }
 
 impl Error {
@@ -34,6 +52,12 @@ impl Error {
             action,
             source: Box::new(source),
         }
+    }
+
+    /// Whether this is the API server answering 409 (another writer won: a plain retry
+    /// settles it).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube { source, .. } if federator_api::plumbing::is_status(source, 409))
     }
 }
 

@@ -26,7 +26,7 @@ pub mod reconcile;
 use std::path::Path;
 
 use kube::Client;
-use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+use kube::config::Config;
 
 pub use controller::run;
 pub use error::{Error, Result};
@@ -43,33 +43,14 @@ pub struct Options {
 /// when given, else the in-cluster configuration (the pod's ServiceAccount).
 pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client> {
     let config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| {
-                Error::Config(format!("cannot read kubeconfig {}: {e}", path.display()))
-            })?;
-            let opts = KubeConfigOptions {
-                context: context.map(str::to_owned),
-                ..KubeConfigOptions::default()
-            };
-            Config::from_custom_kubeconfig(kc, &opts)
-                .await
-                .map_err(|e| {
-                    Error::Config(format!("cannot use kubeconfig {}: {e}", path.display()))
-                })?
-        }
-        None => {
-            if context.is_some() {
-                return Err(Error::Config(
-                    "--context needs --kubeconfig (in a cluster there is no context to choose)"
-                        .into(),
-                ));
-            }
-            Config::incluster().map_err(|e| {
-                Error::Config(format!(
-                    "not running in a cluster ({e}): pass --kubeconfig FILE to run the agent outside its cluster"
-                ))
-            })?
-        }
+        Some(path) => federator_api::plumbing::config_from_file(path, context)
+            .await
+            .map_err(|source| Error::Kubeconfig {
+                path: path.to_owned(),
+                source,
+            })?,
+        None if context.is_some() => return Err(Error::ContextWithoutKubeconfig),
+        None => Config::incluster().map_err(Error::NotInCluster)?,
     };
-    Client::try_from(config).map_err(|e| Error::Config(format!("cannot build a client: {e}")))
+    Client::try_from(config).map_err(|e| Error::Client(Box::new(e)))
 }

@@ -10,26 +10,28 @@
 //!    write carries the annotation `federator.io/istiod-restart-pending`, which is removed
 //!    only after the Deployment was patched (4), so a restart decision survives a crash;
 //! 5. the mesh config is merged;
-//! 6. the status is patched when it differs.
+//! 6. the status is patched when it differs, and events record what was done.
 
 use std::collections::BTreeMap;
 
+use federator_api::events::{Events, Note, reasons as events};
+use federator_api::fields;
 use federator_api::member::{ClusterTrust, ClusterTrustStatus};
-use federator_api::names;
+use federator_api::{names, plumbing};
 use federator_core::bundle::TrustBundle;
 use federator_core::cacerts::CaCerts;
 use federator_core::cert::rfc3339;
 use federator_core::identity::TrustDomain;
-use k8s_openapi::ByteString;
+use federator_core::istiod::{Container, IstiodFacts, VERSION_LABEL};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use time::OffsetDateTime;
 use tracing::{debug, info, warn};
 
-use crate::logic::istiod::{IstiodEvent, IstiodFacts, IstiodObservation, RestartDecision};
+use crate::logic::istiod::{IstiodEvent, IstiodObservation, Published, RestartDecision};
 use crate::logic::material::AgentMaterial;
 use crate::logic::signed::SignedStep;
 use crate::logic::status::{self, InstallFacts, MeshFacts, Report};
@@ -44,6 +46,16 @@ pub const RESTART_PENDING_ANNOTATION: &str = "federator.io/istiod-restart-pendin
 pub struct Summary {
     /// One line per write, e.g. `Secret istio-system/cacerts`.
     pub writes: Vec<String>,
+    /// Events about what was done, for the `ClusterTrust`.
+    pub notes: Vec<Note>,
+}
+
+impl Summary {
+    /// Records a write and the event that tells of it.
+    fn wrote(&mut self, write: impl Into<String>, note: Note) {
+        self.writes.push(write.into());
+        self.notes.push(note);
+    }
 }
 
 fn post_params() -> PostParams {
@@ -61,25 +73,7 @@ fn patch_params() -> PatchParams {
 }
 
 fn secret_data(secret: Option<&Secret>) -> Option<BTreeMap<String, Vec<u8>>> {
-    secret.map(|s| {
-        s.data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect()
-    })
-}
-
-fn to_byte_strings(data: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, ByteString> {
-    data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()
-}
-
-fn managed_by() -> BTreeMap<String, String> {
-    [(
-        names::MANAGED_BY_LABEL.0.to_owned(),
-        names::MANAGED_BY_LABEL.1.to_owned(),
-    )]
-    .into()
+    secret.map(plumbing::secret_data)
 }
 
 fn missing_namespace(e: &kube::Error) -> bool {
@@ -99,7 +93,7 @@ async fn write_secret(
     match current {
         Some(mut s) => {
             s.metadata.managed_fields = None;
-            s.data = Some(to_byte_strings(data));
+            s.data = Some(plumbing::byte_strings(data));
             s.string_data = None;
             match annotation {
                 Some((k, Some(v))) => {
@@ -120,17 +114,13 @@ async fn write_secret(
                 .map_err(Error::kube(format!("update Secret {namespace}/{name}")))
         }
         None => {
+            let mut metadata = plumbing::metadata(name, namespace);
+            metadata.annotations =
+                annotation.and_then(|(k, v)| v.map(|v| [(k.to_owned(), v.to_owned())].into()));
             let s = Secret {
-                metadata: ObjectMeta {
-                    name: Some(name.to_owned()),
-                    namespace: Some(namespace.to_owned()),
-                    labels: Some(managed_by()),
-                    annotations: annotation
-                        .and_then(|(k, v)| v.map(|v| [(k.to_owned(), v.to_owned())].into())),
-                    ..ObjectMeta::default()
-                },
+                metadata,
                 type_: Some("Opaque".to_owned()),
-                data: Some(to_byte_strings(data)),
+                data: Some(plumbing::byte_strings(data)),
                 ..Secret::default()
             };
             api.create(&post_params(), &s).await.map_err(|e| {
@@ -144,10 +134,28 @@ async fn write_secret(
     }
 }
 
-/// Reconciles the cluster once. A failure to reach the cluster's own state returns early; a
-/// failure on the Istio side is reported in the status first and then returned, so the
-/// controller retries with backoff.
-pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> {
+/// Writes the agent Secret so that it holds exactly `material`.
+async fn write_agent_secret(
+    api: &Api<Secret>,
+    current: Option<Secret>,
+    material: &AgentMaterial,
+) -> Result<Secret> {
+    let name = names::AGENT_KEY_SECRET;
+    write_secret(
+        api,
+        names::NAMESPACE,
+        name,
+        current,
+        material.to_data(),
+        None,
+    )
+    .await
+}
+
+/// Reconciles the cluster once and publishes the events of what it did. A failure to reach
+/// the cluster's own state returns early; a failure on the Istio side is reported in the
+/// status first and then returned, so the controller retries with backoff.
+pub async fn reconcile_once(client: &Client, opts: &Options, events: &Events) -> Result<Summary> {
     let trusts: Api<ClusterTrust> = Api::namespaced(client.clone(), names::NAMESPACE);
     let object = format!("ClusterTrust {}/{}", names::NAMESPACE, names::CLUSTER_TRUST);
     let Some(trust) = trusts
@@ -158,6 +166,27 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
         debug!("no {object}: nothing to do until `federator join` creates it");
         return Ok(Summary::default());
     };
+    let mut summary = Summary::default();
+    let result = reconcile_trust(client, opts, &trusts, &trust, &mut summary).await;
+    let reference = trust.object_ref(&());
+    let reported = trust
+        .status
+        .as_ref()
+        .map(|s| s.problems.clone())
+        .unwrap_or_default();
+    for note in summary.notes.iter().filter(|n| n.is_news(&reported)) {
+        events.publish(&reference, note).await;
+    }
+    result.map(|()| summary)
+}
+
+async fn reconcile_trust(
+    client: &Client,
+    opts: &Options,
+    trusts: &Api<ClusterTrust>,
+    trust: &ClusterTrust,
+    summary: &mut Summary,
+) -> Result<()> {
     let now = OffsetDateTime::now_utc();
     let spec = &trust.spec;
     debug!(
@@ -170,26 +199,23 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
         bundle_generation = spec.bundle_generation,
         "reconciling"
     );
-    let mut summary = Summary::default();
+    let generation = trust.metadata.generation;
     let mut problems: Vec<String> = Vec::new();
 
     let identity = csr::identity(spec, opts.cluster_name.as_deref())
-        .map_err(|e| problems.push(e))
+        .map_err(|e| problems.push(e.to_string()))
         .ok();
     let bundle = cacerts::bundle_from_spec(spec)
-        .map_err(|e| problems.push(e))
+        .map_err(|e| problems.push(e.to_string()))
         .ok();
 
     // 1. Key and CSR.
     let own: Api<Secret> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let agent_secret_name = format!("{}/{}", names::NAMESPACE, names::AGENT_KEY_SECRET);
     let mut agent_secret = own
         .get_opt(names::AGENT_KEY_SECRET)
         .await
-        .map_err(Error::kube(format!(
-            "read Secret {}/{}",
-            names::NAMESPACE,
-            names::AGENT_KEY_SECRET
-        )))?;
+        .map_err(Error::kube(format!("read Secret {agent_secret_name}")))?;
     let (mut material, p) =
         AgentMaterial::from_data(&secret_data(agent_secret.as_ref()).unwrap_or_default());
     problems.extend(p);
@@ -203,18 +229,9 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
                         pending: Some(pending),
                         installed: material.installed.clone(),
                     };
-                    match write_secret(
-                        &own,
-                        names::NAMESPACE,
-                        names::AGENT_KEY_SECRET,
-                        agent_secret.take(),
-                        next.to_data(),
-                        None,
-                    )
-                    .await
-                    {
+                    match write_agent_secret(&own, agent_secret.take(), &next).await {
                         Ok(s) => agent_secret = Some(s),
-                        Err(e) => return report_early(&trusts, &trust, e, now).await,
+                        Err(e) => return report_early(trusts, trust, e, now).await,
                     }
                     material = next;
                     let digest = material
@@ -229,11 +246,16 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
                         %reason,
                         "made a fresh key and CSR (key kept in the agent Secret)"
                     );
-                    summary
-                        .writes
-                        .push("agent Secret: fresh key and CSR".into());
+                    let message = format!(
+                        "made a fresh {alg} key and CSR generation {} (the key stays in this cluster): {reason}",
+                        spec.csr_generation
+                    );
+                    summary.wrote(
+                        "agent Secret: fresh key and CSR",
+                        Note::normal(events::CSR_CREATED, "CreateCsr", message),
+                    );
                 }
-                Err(e) => problems.push(e),
+                Err(e) => problems.push(e.to_string()),
             }
         }
 
@@ -246,29 +268,32 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
                         pending: material.pending.clone(),
                         installed: Some(installed),
                     };
-                    if let Err(e) = write_secret(
-                        &own,
-                        names::NAMESPACE,
-                        names::AGENT_KEY_SECRET,
-                        agent_secret.take(),
-                        next.to_data(),
-                        None,
-                    )
-                    .await
-                    {
-                        return report_early(&trusts, &trust, e, now).await;
+                    if let Err(e) = write_agent_secret(&own, agent_secret.take(), &next).await {
+                        return report_early(trusts, trust, e, now).await;
                     }
                     material = next;
-                    info!(
-                        generation = material.installed.as_ref().map(|i| i.generation),
-                        "accepted the hub's signed chain"
+                    let generation = material.installed.as_ref().map(|i| i.generation);
+                    info!(generation, "accepted the hub's signed chain");
+                    summary.wrote(
+                        "agent Secret: promoted the signed chain",
+                        Note::normal(
+                            events::CHAIN_ACCEPTED,
+                            "ValidateChain",
+                            format!(
+                                "accepted the hub's signed chain for CSR generation {}",
+                                generation.unwrap_or_default()
+                            ),
+                        ),
                     );
-                    summary
-                        .writes
-                        .push("agent Secret: promoted the signed chain".into());
                 }
                 SignedStep::Refuse(why) => {
                     warn!(reason = %why, "refused the hub's signed chain; keeping the installed cluster CA");
+                    let why = why.to_string();
+                    summary.notes.push(Note::warning(
+                        events::CHAIN_REJECTED,
+                        "ValidateChain",
+                        why.clone(),
+                    ));
                     problems.push(why.clone());
                     refused = Some(why);
                 }
@@ -278,7 +303,7 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
     let csr_status = match material.pending.as_ref().map(csr::csr_status) {
         Some(Ok(s)) => Some(s),
         Some(Err(e)) => {
-            problems.push(e);
+            problems.push(e.to_string());
             None
         }
         None => None,
@@ -290,8 +315,8 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
         (Some(inst), Some(b)) => match cacerts::desired_cacerts(inst, b, now) {
             Ok(c) => Some(c),
             Err(e) => {
-                problems.push(e.clone());
-                material_error = Some(e);
+                problems.push(e.to_string());
+                material_error = Some(e.to_string());
                 None
             }
         },
@@ -302,7 +327,7 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
         (None, _) => None,
     };
     let mut failure: Option<Error> = None;
-    let istio = match sync_cacerts(client, desired.as_ref(), now, &mut summary).await {
+    let istio = match sync_cacerts(client, desired.as_ref(), now, summary).await {
         Ok(o) => Some(o),
         Err(e) => {
             problems.push(e.to_string());
@@ -313,7 +338,7 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
 
     // 5. Mesh config.
     let mesh_facts = match (&identity, &bundle) {
-        (Some(id), Some(b)) => match sync_mesh(client, b, &id.trust_domain, &mut summary).await {
+        (Some(id), Some(b)) => match sync_mesh(client, b, &id.trust_domain, summary).await {
             Ok(MeshFacts::Failed(msg)) => {
                 problems.push(msg.clone());
                 MeshFacts::Failed(msg)
@@ -337,7 +362,7 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
             match cacerts::installed_status(inst, spec.bundle_generation) {
                 Ok(i) => Some(i),
                 Err(e) => {
-                    problems.push(e);
+                    problems.push(e.to_string());
                     None
                 }
             }
@@ -374,38 +399,34 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
     let istiod_status = istio.as_ref().map(|o| {
         let previous_istiod = previous.and_then(|p| p.istiod.as_ref());
         let mut warnings = Vec::new();
-        if let (Some(facts), Some(inst)) = (&o.deployment, &in_sync)
-            && let Ok(not_after) = OffsetDateTime::parse(
-                &inst.not_after,
-                &time::format_description::well_known::Rfc3339,
-            )
-        {
+        if let (Some(facts), Some(inst)) = (&o.deployment, &in_sync) {
             let renew_after = spec
                 .signed
                 .as_ref()
                 .filter(|s| s.serial == inst.serial)
-                .and_then(|s| {
-                    OffsetDateTime::parse(
-                        &s.renew_after,
-                        &time::format_description::well_known::Rfc3339,
-                    )
-                    .ok()
-                });
-            warnings.extend(istiod::leaf_outlives_ca_warning(
+                .and_then(|s| s.renew_after.as_ref())
+                .map(fields::offset);
+            warnings.extend(federator_core::istiod::leaf_outlives_ca_warning(
                 facts,
-                not_after,
+                fields::offset(&inst.not_after),
                 renew_after,
+            ));
+        }
+        if let Published::Unreadable(why) = &o.published {
+            warnings.push(format!(
+                "cannot read {}/{} ({why}): the hub cannot tell whether istiod serves the bundle, so it counts cacerts alone; run `federator join` again to update the agent's Role",
+                names::ISTIO_NAMESPACE,
+                names::ISTIO_ROOT_CERT_CONFIGMAP
             ));
         }
         let observed = IstiodObservation {
             facts: o.deployment.clone(),
             published_generation: istiod::published_generation(
-                o.published_root.as_deref(),
+                &o.published,
                 bundle.as_ref().map(TrustBundle::to_pem).as_deref(),
                 spec.bundle_generation,
                 previous_istiod.and_then(|i| i.published_bundle_generation),
             ),
-            bundle_generation: spec.bundle_generation,
             warnings,
         };
         istiod::istiod_status(&observed, &o.event, previous_istiod)
@@ -420,16 +441,17 @@ pub async fn reconcile_once(client: &Client, opts: &Options) -> Result<Summary> 
             bundle_check,
             mesh_check,
             problems,
+            generation,
         },
-        &rfc3339(now),
+        &fields::time(now),
     );
     if previous != Some(&new_status) {
-        patch_status(&trusts, &new_status).await?;
+        patch_status(trusts, &new_status).await?;
         summary.writes.push("ClusterTrust status".into());
     }
     match failure {
         Some(e) => Err(e),
-        None => Ok(summary),
+        None => Ok(()),
     }
 }
 
@@ -441,11 +463,15 @@ async fn report_early(
     trust: &ClusterTrust,
     error: Error,
     now: OffsetDateTime,
-) -> Result<Summary> {
-    let conflict = matches!(&error, Error::Kube { source, .. } if matches!(&**source, kube::Error::Api(s) if s.is_conflict()));
-    if !conflict {
+) -> Result<()> {
+    if !error.is_conflict() {
         let previous = trust.status.clone().unwrap_or_default();
-        let next = status::with_failure(&previous, &error.to_string(), &rfc3339(now));
+        let next = status::with_failure(
+            &previous,
+            &error.to_string(),
+            &fields::time(now),
+            trust.metadata.generation,
+        );
         if next != previous {
             // Best effort: the original error is what counts.
             if let Err(e) = patch_status(trusts, &next).await {
@@ -457,15 +483,11 @@ async fn report_early(
 }
 
 async fn patch_status(api: &Api<ClusterTrust>, status: &ClusterTrustStatus) -> Result<()> {
-    let body = json!({
-        "apiVersion": format!("{}/{}", federator_api::GROUP, federator_api::VERSION),
-        "kind": "ClusterTrust",
-        "status": status,
-    });
-    api.patch_status(
+    plumbing::apply_status(
+        api,
         names::CLUSTER_TRUST,
-        &PatchParams::apply(names::AGENT_FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+        status,
+        names::AGENT_FIELD_MANAGER,
     )
     .await
     .map_err(Error::kube(format!(
@@ -482,15 +504,13 @@ struct CacertsOutcome {
     after: Option<BTreeMap<String, Vec<u8>>>,
     /// The istiod Deployment: `None` absent, else what it runs.
     deployment: Option<IstiodFacts>,
-    /// `root-cert.pem` of the `istio-ca-root-cert` ConfigMap istiod publishes in
-    /// `istio-system` (`None`: absent or unreadable).
-    published_root: Option<Vec<u8>>,
+    /// What istiod publishes (`Nothing` without an istiod Deployment).
+    published: Published,
     /// What happened to istiod.
     event: IstiodEvent,
 }
 
-/// The istiod Deployment's multi-root flag, version (image tag, else the Helm chart's version
-/// label) and workload certificate TTL.
+/// What the istiod Deployment says about the istiod it runs.
 fn facts_of(d: &Deployment) -> IstiodFacts {
     let containers = d
         .spec
@@ -498,25 +518,42 @@ fn facts_of(d: &Deployment) -> IstiodFacts {
         .and_then(|s| s.template.spec.as_ref())
         .map(|p| p.containers.as_slice())
         .unwrap_or_default();
-    let env = || {
-        containers
-            .iter()
-            .flat_map(|c| c.env.iter().flatten())
-            .map(|e| (e.name.as_str(), e.value.as_deref()))
-    };
-    // The discovery container first: that is istiod (others may be sidecars).
-    let images = containers
+    let envs: Vec<Vec<(&str, Option<&str>)>> = containers
         .iter()
-        .filter(|c| c.name == "discovery")
-        .chain(containers.iter().filter(|c| c.name != "discovery"))
-        .filter_map(|c| c.image.as_deref());
-    IstiodFacts {
-        multi_root: istiod::multi_root(env()),
-        version: istiod::version_of(
-            images,
-            d.labels().get(istiod::VERSION_LABEL).map(String::as_str),
-        ),
-        workload_ttl: istiod::workload_ttl(env()),
+        .map(|c| {
+            c.env
+                .iter()
+                .flatten()
+                .map(|e| (e.name.as_str(), e.value.as_deref()))
+                .collect()
+        })
+        .collect();
+    let views: Vec<Container<'_>> = containers
+        .iter()
+        .zip(&envs)
+        .map(|(c, env)| Container {
+            name: &c.name,
+            image: c.image.as_deref(),
+            env,
+        })
+        .collect();
+    IstiodFacts::read(&views, d.labels().get(VERSION_LABEL).map(String::as_str))
+}
+
+/// What istiod publishes in `istio-system/istio-ca-root-cert`, to tell whether it took the
+/// bundle.
+async fn published_roots(client: &Client) -> Published {
+    let ns = names::ISTIO_NAMESPACE;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    match configmaps.get_opt(names::ISTIO_ROOT_CERT_CONFIGMAP).await {
+        Ok(cm) => cm
+            .and_then(|c| c.data)
+            .and_then(|mut d| d.remove(federator_core::cacerts::ROOT_CERT))
+            .map_or(Published::Nothing, |pem| Published::Roots(pem.into_bytes())),
+        Err(e) => {
+            warn!(error = %e, "cannot read {ns}/{}", names::ISTIO_ROOT_CERT_CONFIGMAP);
+            Published::Unreadable(e.to_string())
+        }
     }
 }
 
@@ -551,23 +588,9 @@ async fn sync_cacerts(
             names::ISTIOD_DEPLOYMENT
         )))?;
     let facts = deployment.as_ref().map(facts_of);
-    // What istiod publishes, to tell whether it took the bundle. Unreadable (an agent Role
-    // from before this check): unknown, and the hub does not wait on it.
-    let published_root = match &deployment {
-        Some(_) => {
-            let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-            match configmaps.get_opt(names::ISTIO_ROOT_CERT_CONFIGMAP).await {
-                Ok(cm) => cm
-                    .and_then(|c| c.data)
-                    .and_then(|d| d.get(federator_core::cacerts::ROOT_CERT).cloned())
-                    .map(String::into_bytes),
-                Err(e) => {
-                    warn!(error = %e, "cannot read {ns}/{}", names::ISTIO_ROOT_CERT_CONFIGMAP);
-                    None
-                }
-            }
-        }
-        None => None,
+    let published = match &deployment {
+        Some(_) => published_roots(client).await,
+        None => Published::Nothing,
     };
     let before = secret_data(current.as_ref());
     let mut marker: Option<String> = current
@@ -605,7 +628,18 @@ async fn sync_cacerts(
             reason = dec.as_ref().map(|x| x.reason.as_str()).unwrap_or("no istiod Deployment"),
             "wrote {ns}/{name}"
         );
-        summary.writes.push(format!("Secret {ns}/{name}"));
+        summary.wrote(
+            format!("Secret {ns}/{name}"),
+            Note::normal(
+                events::CACERTS_WRITTEN,
+                "InstallCa",
+                format!(
+                    "wrote {ns}/{name} (cluster CA sha256 {ca}); {}",
+                    dec.as_ref()
+                        .map_or("no istiod Deployment", |x| x.reason.as_str())
+                ),
+            ),
+        );
         decision = dec;
     }
 
@@ -631,9 +665,21 @@ async fn sync_cacerts(
                         names::ISTIOD_DEPLOYMENT
                     )))?;
                 info!(restarted_at = %m, "requested a rolling restart of istiod");
-                summary
-                    .writes
-                    .push(format!("Deployment {ns}/{}", names::ISTIOD_DEPLOYMENT));
+                summary.wrote(
+                    format!("Deployment {ns}/{}", names::ISTIOD_DEPLOYMENT),
+                    Note::normal(
+                        events::ISTIOD_RESTART_REQUESTED,
+                        "RestartIstiod",
+                        format!(
+                            "requested a rolling restart of {ns}/{}: {}",
+                            names::ISTIOD_DEPLOYMENT,
+                            decision.as_ref().filter(|d| d.restart).map_or(
+                                "completing a restart decided before the agent was interrupted",
+                                |d| d.reason.as_str()
+                            )
+                        ),
+                    ),
+                );
             }
             event = IstiodEvent::Restarted(match &decision {
                 Some(d) if d.restart => d.reason.clone(),
@@ -652,7 +698,7 @@ async fn sync_cacerts(
     Ok(CacertsOutcome {
         after,
         deployment: facts,
-        published_root,
+        published,
         event,
     })
 }
@@ -684,7 +730,7 @@ async fn sync_mesh(
         .cloned();
     let merged = match mesh::merge(mesh_yaml.as_deref(), annotation.as_deref(), bundle, own) {
         Ok(m) => m,
-        Err(e) => return Ok(MeshFacts::Failed(e)),
+        Err(e) => return Ok(MeshFacts::Failed(e.to_string())),
     };
     if merged.needs_write() {
         cm.metadata.managed_fields = None;
@@ -712,7 +758,17 @@ async fn sync_mesh(
             entries = merged.managed_entries,
             "updated caCertificates in the mesh config"
         );
-        summary.writes.push(format!("ConfigMap {ns}/{name}"));
+        summary.wrote(
+            format!("ConfigMap {ns}/{name}"),
+            Note::normal(
+                events::MESH_CONFIG_UPDATED,
+                "UpdateMeshConfig",
+                format!(
+                    "caCertificates in {ns}/{name} lists {} root(s) of other trust domains",
+                    merged.managed_entries
+                ),
+            ),
+        );
     }
     Ok(MeshFacts::InSync {
         mesh_trust_domain: merged.mesh_trust_domain,

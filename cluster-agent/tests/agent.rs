@@ -16,9 +16,7 @@ use federator_core::cacerts;
 use federator_core::cert::CertInfo;
 use federator_core::identity::TrustDomain;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::*;
@@ -125,7 +123,7 @@ async fn installs_renews_and_follows_the_bundle() {
     let st = wait_ready(&fx).await;
     let istiod = st.istiod.clone().unwrap();
     assert_eq!(
-        (istiod.state.as_str(), istiod.multi_root),
+        (istiod.state.to_string().as_str(), istiod.multi_root),
         ("restarted", true),
         "{istiod:?}"
     );
@@ -159,7 +157,7 @@ async fn installs_renews_and_follows_the_bundle() {
     );
     let st = wait_ready(&fx).await;
     assert_eq!(
-        st.istiod.as_ref().unwrap().state,
+        st.istiod.as_ref().unwrap().state.to_string(),
         "hot-reload",
         "{:?}",
         st.istiod
@@ -187,7 +185,7 @@ async fn installs_renews_and_follows_the_bundle() {
     assert_eq!(cc3["ca-cert.pem"], cc2["ca-cert.pem"]);
     let st = wait_ready(&fx).await;
     let istiod = st.istiod.unwrap();
-    assert_eq!(istiod.state, "hot-reload", "{istiod:?}");
+    assert_eq!(istiod.state.to_string(), "hot-reload", "{istiod:?}");
     assert!(istiod.message.contains("pure add"), "{istiod:?}");
     assert_eq!(fx.restarted_at().await, Some(restarted1.clone()));
     let original: serde_yaml::Value = serde_yaml::from_str(MESH).unwrap();
@@ -253,7 +251,7 @@ async fn installs_renews_and_follows_the_bundle() {
         .await;
     assert!(!restarted2.is_empty());
     let st = wait_ready(&fx).await;
-    assert_eq!(st.istiod.as_ref().unwrap().state, "restarted");
+    assert_eq!(st.istiod.as_ref().unwrap().state.to_string(), "restarted");
     assert_eq!(
         fx.mesh().await["caCertificates"]
             .as_sequence()
@@ -283,7 +281,7 @@ async fn repairs_hand_edits_and_refuses_bad_chains() {
     let good = fx.wait_installed(1, 1).await;
     assert_valid_cacerts(&good);
     let st = wait_ready(&fx).await;
-    assert_eq!(st.istiod.unwrap().state, "absent");
+    assert_eq!(st.istiod.unwrap().state.to_string(), "absent");
     assert!(
         st.conditions
             .iter()
@@ -398,26 +396,16 @@ async fn repairs_hand_edits_and_refuses_bad_chains() {
                      name: Option<&'static str>| {
         let agent = agent.clone();
         async move {
-            let review = SelfSubjectAccessReview {
-                spec: SelfSubjectAccessReviewSpec {
-                    resource_attributes: Some(ResourceAttributes {
-                        verb: Some(verb.into()),
-                        resource: Some(resource.into()),
-                        namespace: ns.map(Into::into),
-                        name: name.map(Into::into),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
+            let attributes = ResourceAttributes {
+                verb: Some(verb.into()),
+                resource: Some(resource.into()),
+                namespace: ns.map(Into::into),
+                name: name.map(Into::into),
                 ..Default::default()
             };
-            Api::<SelfSubjectAccessReview>::all(agent)
-                .create(&PostParams::default(), &review)
+            federator_api::plumbing::access_allowed(&agent, attributes)
                 .await
                 .unwrap()
-                .status
-                .unwrap()
-                .allowed
         }
     };
     let can = |verb, resource, ns| can_named(verb, resource, ns, None);

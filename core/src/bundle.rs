@@ -374,24 +374,6 @@ mod tests {
     }
 
     #[test]
-    fn refuses_non_ca_roots() {
-        let ca =
-            IssuingCa::create_root(&RootOptions::default(), OffsetDateTime::now_utc()).unwrap();
-        let cacerts = crate::testutil::cacerts_for(&ca, "c1", "a.local");
-        let leaf = cacerts
-            .issue_workload_cert(
-                &crate::identity::SpiffeId::parse("spiffe://a.local/ns/x/sa/y").unwrap(),
-                std::time::Duration::from_secs(60),
-                OffsetDateTime::now_utc(),
-            )
-            .unwrap();
-        let err = TrustBundle::new()
-            .add(&td("a.local"), leaf.chain[0].clone())
-            .unwrap_err();
-        assert!(err.to_string().contains("not a CA"), "{err}");
-    }
-
-    #[test]
     fn spiffe_bundle_lists_the_domain_roots_as_jwks() {
         let r = roots(2);
         let mut b = TrustBundle::new();

@@ -20,18 +20,13 @@ pub fn cluster_ca_common_name(cluster: &ClusterName) -> String {
     format!("{cluster} intermediate CA")
 }
 
-/// Creates a fresh key and a CSR for a cluster CA. The key never leaves the caller.
-pub fn generate_cluster_csr(
-    cluster: &ClusterName,
+/// The extensions of a cluster CA, as the cluster asks for them and the policy grants them:
+/// the trust domain's SPIFFE ID as the only URI SAN, CA with path length 0, and the key usages
+/// digitalSignature, keyCertSign and cRLSign. The subject is the caller's.
+pub(crate) fn cluster_ca_profile(
+    params: &mut CertificateParams,
     trust_domain: &TrustDomain,
-    algorithm: KeyAlgorithm,
-) -> Result<(PrivateKey, String)> {
-    let key = PrivateKey::generate(algorithm)?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, cluster_ca_common_name(cluster));
+) -> Result<()> {
     let uri = trust_domain.spiffe_uri().try_into().map_err(|e| {
         Error::Invalid(format!(
             "trust domain {trust_domain} cannot be a URI SAN ({e})"
@@ -44,6 +39,22 @@ pub fn generate_cluster_csr(
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
     ];
+    Ok(())
+}
+
+/// Creates a fresh key and a CSR for a cluster CA. The key never leaves the caller.
+pub fn generate_cluster_csr(
+    cluster: &ClusterName,
+    trust_domain: &TrustDomain,
+    algorithm: KeyAlgorithm,
+) -> Result<(PrivateKey, String)> {
+    let key = PrivateKey::generate(algorithm)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, cluster_ca_common_name(cluster));
+    cluster_ca_profile(&mut params, trust_domain)?;
     let csr = params.serialize_request(key.pair())?.pem()?;
     Ok((key, csr))
 }

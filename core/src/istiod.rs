@@ -2,10 +2,12 @@
 //!
 //! Pure: [`IstiodVersion`] parses the version an istiod Deployment runs (its image tag, or the
 //! Helm chart's `app.kubernetes.io/version` label), and [`IstiodRules`] answers, for that
-//! version, what istiod does with a change of its plug-in CA files. The cluster agent decides
-//! restarts with it; a `doctor` check can reuse it unchanged. An unknown version gets the
-//! strictest rules of every supported version, so a decision is never looser than the istiod
-//! that actually runs.
+//! version, what istiod does with a change of its plug-in CA files. [`IstiodFacts`] is what
+//! an istiod Deployment says about itself (version, `ISTIO_MULTIROOT_MESH`, workload
+//! certificate TTL), read from its container images, environment and labels
+//! ([`IstiodFacts::read`]). The cluster agent decides restarts with them; a `doctor` check can
+//! reuse them unchanged. An unknown version gets the strictest rules of every supported
+//! version, so a decision is never looser than the istiod that actually runs.
 //!
 //! The rules, each decided by a function of Istio's source (docs/istiod.md cites the lines per
 //! version):
@@ -21,8 +23,24 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+use time::OffsetDateTime;
 
 use crate::cert;
+
+/// The environment variable that lets istiod hot-reload root changes.
+pub const MULTIROOT_ENV: &str = "ISTIO_MULTIROOT_MESH";
+/// The environment variable with istiod's default workload certificate TTL.
+pub const WORKLOAD_TTL_ENV: &str = "DEFAULT_WORKLOAD_CERT_TTL";
+/// istiod's default workload certificate TTL (and istio-agent's `SECRET_TTL`).
+pub const DEFAULT_WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The label Istio's Helm chart puts on the istiod Deployment with the chart's app version.
+pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
+/// The name of istiod's container in Istio's Helm chart.
+pub const DISCOVERY_CONTAINER: &str = "discovery";
 
 /// An Istio release, as an image tag names it: `1.29.2`, `1.30.0-rc.0`, `1.31-dev`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +154,148 @@ impl fmt::Display for IstiodVersion {
     }
 }
 
+/// The text is not an Istio version.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an Istio version (MAJOR.MINOR[.PATCH][-SUFFIX])")]
+pub struct NotAVersion(String);
+
+impl FromStr for IstiodVersion {
+    type Err = NotAVersion;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or_else(|| NotAVersion(s.to_owned()))
+    }
+}
+
+/// Written as its [`Display`](fmt::Display) text (`1.29.2`), which [`IstiodVersion::parse`]
+/// reads back to the same value.
+impl Serialize for IstiodVersion {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for IstiodVersion {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// Whether an environment value is true the way Go's `strconv.ParseBool` reads it (istiod's
+/// `env.Register` booleans).
+fn go_bool(v: &str) -> bool {
+    matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True")
+}
+
+/// Whether istiod runs with `ISTIO_MULTIROOT_MESH=true`, given its containers' environment
+/// (name, literal value; a value from a reference is `None` and counts as unset).
+pub fn multi_root<'a>(env: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> bool {
+    env.into_iter()
+        .any(|(name, value)| name == MULTIROOT_ENV && value.is_some_and(go_bool))
+}
+
+/// The workload certificate TTL istiod uses by default: `DEFAULT_WORKLOAD_CERT_TTL` when set
+/// to a duration, else 24 h.
+pub fn workload_ttl<'a>(env: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Duration {
+    env.into_iter()
+        .filter(|(name, _)| *name == WORKLOAD_TTL_ENV)
+        .find_map(|(_, value)| value.and_then(|v| crate::duration::parse(v).ok()))
+        .unwrap_or(DEFAULT_WORKLOAD_TTL)
+}
+
+/// The version istiod runs: the tag of the first container image that names one, else the
+/// `app.kubernetes.io/version` label.
+pub fn version_of<'a>(
+    images: impl IntoIterator<Item = &'a str>,
+    version_label: Option<&str>,
+) -> Option<IstiodVersion> {
+    images
+        .into_iter()
+        .find_map(IstiodVersion::from_image)
+        .or_else(|| version_label.and_then(IstiodVersion::parse))
+}
+
+/// One container of an istiod Deployment's Pod template, as [`IstiodFacts::read`] needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Container<'a> {
+    /// Its name (`discovery` is istiod; others may be sidecars).
+    pub name: &'a str,
+    /// Its image reference.
+    pub image: Option<&'a str>,
+    /// Its environment: name and literal value (`None`: set from a reference).
+    pub env: &'a [(&'a str, Option<&'a str>)],
+}
+
+/// What an istiod Deployment says about the istiod it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IstiodFacts {
+    /// `ISTIO_MULTIROOT_MESH=true` on one of its containers.
+    pub multi_root: bool,
+    /// The version it runs, if known.
+    pub version: Option<IstiodVersion>,
+    /// Its default workload certificate TTL.
+    pub workload_ttl: Duration,
+}
+
+impl IstiodFacts {
+    /// Reads the Pod template's containers and the Deployment's `app.kubernetes.io/version`
+    /// label: the version from the `discovery` container's image first (then any other's, then
+    /// the label), the multi-root flag and workload TTL from any container's environment.
+    pub fn read(containers: &[Container<'_>], version_label: Option<&str>) -> Self {
+        let env = || containers.iter().flat_map(|c| c.env.iter().copied());
+        let images = containers
+            .iter()
+            .filter(|c| c.name == DISCOVERY_CONTAINER)
+            .chain(containers.iter().filter(|c| c.name != DISCOVERY_CONTAINER))
+            .filter_map(|c| c.image);
+        Self {
+            multi_root: multi_root(env()),
+            version: version_of(images, version_label),
+            workload_ttl: workload_ttl(env()),
+        }
+    }
+
+    /// The rules of its version (the strictest when unknown).
+    pub fn rules(&self) -> IstiodRules {
+        IstiodRules::for_version(self.version.clone())
+    }
+
+    /// The version for messages: `1.29.2`, or `of an unknown version`.
+    pub fn version_text(&self) -> String {
+        version_text(self.version.as_ref())
+    }
+}
+
+fn version_text(version: Option<&IstiodVersion>) -> String {
+    version.map_or_else(|| "of an unknown version".to_owned(), ToString::to_string)
+}
+
+/// A warning when this istiod version does not clamp workload certificates to the cluster CA
+/// (before 1.28.7, 1.29.3, 1.30) and certificates issued before the renewal (`renew_after`;
+/// `None`: none is planned) can outlive the installed cluster CA (`ca_not_after`).
+pub fn leaf_outlives_ca_warning(
+    facts: &IstiodFacts,
+    ca_not_after: OffsetDateTime,
+    renew_after: Option<OffsetDateTime>,
+) -> Option<String> {
+    if facts.rules().clamps_leaf_to_signer() {
+        return None;
+    }
+    let ttl = time::Duration::try_from(facts.workload_ttl).ok()?;
+    let last_issue = renew_after.unwrap_or(ca_not_after);
+    if last_issue + ttl <= ca_not_after {
+        return None;
+    }
+    Some(format!(
+        "istiod {} does not clamp workload certificates to the cluster CA's NotAfter (1.28.7+, 1.29.3+ and 1.30+ do): certificates of {} issued after {} outlive the cluster CA (expires {}) and fail once it expires; use a cluster CA TTL that leaves at least the workload TTL at renewal",
+        facts.version_text(),
+        crate::duration::format(facts.workload_ttl),
+        cert::rfc3339(ca_not_after - ttl),
+        cert::rfc3339(ca_not_after),
+    ))
+}
+
 /// How istiod compares an old and a new `root-cert.pem` with `ISTIO_MULTIROOT_MESH=true`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RootComparison {
@@ -236,10 +396,7 @@ impl IstiodRules {
         if accepted {
             return RootUpdate::Accepted;
         }
-        let version = self
-            .version
-            .as_ref()
-            .map_or_else(|| "of an unknown version".to_owned(), |v| v.to_string());
+        let version = version_text(self.version.as_ref());
         let why = match (substring, set) {
             (false, true) => {
                 "the old and new roots are one inside the other as sets, but neither text contains the other"
@@ -284,20 +441,40 @@ pub fn root_fingerprints(pem_text: &[u8]) -> Option<BTreeSet<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ca::IssuingCa;
 
     fn v(s: &str) -> IstiodVersion {
         IstiodVersion::parse(s).unwrap_or_else(|| panic!("{s}"))
     }
 
     fn root(name: &str) -> String {
-        let opts = crate::ca::RootOptions {
-            common_name: name.to_owned(),
-            ..Default::default()
-        };
-        IssuingCa::create_root(&opts, time::OffsetDateTime::now_utc())
-            .unwrap()
-            .cert_pem()
+        federator_testkit::pki::root(name).cert_pem()
+    }
+
+    fn facts(version: Option<&str>) -> IstiodFacts {
+        IstiodFacts {
+            multi_root: true,
+            version: version.map(v),
+            workload_ttl: DEFAULT_WORKLOAD_TTL,
+        }
+    }
+
+    #[test]
+    fn versions_are_written_as_text_and_read_back() {
+        for text in ["1.29.2", "1.30.0-rc.0", "1.31-dev"] {
+            let json = serde_json::to_value(v(text)).unwrap();
+            assert_eq!(json, serde_json::json!(text));
+            assert_eq!(
+                serde_json::from_value::<IstiodVersion>(json).unwrap(),
+                v(text)
+            );
+        }
+        let bad = serde_json::from_value::<IstiodVersion>(serde_json::json!("latest"));
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("not an Istio version"),
+            "an image tag that names no version is refused"
+        );
     }
 
     #[test]
@@ -456,5 +633,107 @@ mod tests {
             root_fingerprints(format!("{a}{b}").as_bytes())
         );
         assert_eq!(root_fingerprints(b"junk"), None);
+    }
+
+    #[test]
+    fn reads_the_multiroot_flag_like_go() {
+        assert!(multi_root([("ISTIO_MULTIROOT_MESH", Some("true"))]));
+        assert!(multi_root([
+            ("A", None),
+            ("ISTIO_MULTIROOT_MESH", Some("1"))
+        ]));
+        assert!(!multi_root([("ISTIO_MULTIROOT_MESH", Some("false"))]));
+        assert!(!multi_root([("ISTIO_MULTIROOT_MESH", Some("yes"))]));
+        assert!(!multi_root([("ISTIO_MULTIROOT_MESH", None)]));
+        assert!(!multi_root([]));
+    }
+
+    #[test]
+    fn reads_version_and_ttl_from_the_deployment() {
+        assert_eq!(
+            version_of(["docker.io/istio/pilot:1.27.9-distroless"], Some("1.29.2")),
+            IstiodVersion::parse("1.27.9")
+        );
+        assert_eq!(
+            version_of(["gcr.io/istio-release/pilot@sha256:00"], Some("1.29.2")),
+            IstiodVersion::parse("1.29.2")
+        );
+        assert_eq!(
+            version_of(["busybox", "istio/pilot:1.31.1"], None),
+            IstiodVersion::parse("1.31.1")
+        );
+        assert_eq!(version_of(["istio/pilot:latest"], None), None);
+        assert_eq!(workload_ttl([]), DEFAULT_WORKLOAD_TTL);
+        assert_eq!(
+            workload_ttl([("DEFAULT_WORKLOAD_CERT_TTL", Some("1h"))]),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            workload_ttl([("DEFAULT_WORKLOAD_CERT_TTL", Some("soon"))]),
+            DEFAULT_WORKLOAD_TTL
+        );
+    }
+
+    #[test]
+    fn facts_come_from_the_discovery_container_first() {
+        let sidecar_env = [("DEFAULT_WORKLOAD_CERT_TTL", Some("2h"))];
+        let istiod_env = [("ISTIO_MULTIROOT_MESH", Some("true"))];
+        let containers = [
+            Container {
+                name: "proxy",
+                image: Some("istio/proxyv2:1.29.2"),
+                env: &sidecar_env,
+            },
+            Container {
+                name: DISCOVERY_CONTAINER,
+                image: Some("istio/pilot:1.27.9"),
+                env: &istiod_env,
+            },
+        ];
+        let f = IstiodFacts::read(&containers, Some("1.31.1"));
+        assert_eq!(
+            f,
+            IstiodFacts {
+                multi_root: true,
+                version: Some(v("1.27.9")),
+                workload_ttl: Duration::from_secs(7200),
+            }
+        );
+        assert_eq!(f.rules().root_comparison(), RootComparison::Substring);
+        assert_eq!(f.version_text(), "1.27.9");
+        // No image names a version: the Helm chart's label; neither: unknown.
+        let untagged = [Container {
+            name: DISCOVERY_CONTAINER,
+            image: Some("istio/pilot@sha256:00"),
+            env: &[],
+        }];
+        assert_eq!(
+            IstiodFacts::read(&untagged, Some("1.29.2")).version,
+            Some(v("1.29.2"))
+        );
+        let unknown = IstiodFacts::read(&untagged, None);
+        assert_eq!((unknown.version, unknown.multi_root), (None, false));
+        assert_eq!(facts(None).version_text(), "of an unknown version");
+        assert_eq!(
+            facts(None).rules().root_comparison(),
+            RootComparison::Strictest
+        );
+    }
+
+    #[test]
+    fn warns_when_workload_certificates_can_outlive_the_cluster_ca() {
+        let not_after = time::macros::datetime!(2027-01-10 00:00 UTC);
+        let early = Some(time::macros::datetime!(2027-01-01 00:00 UTC));
+        let late = Some(time::macros::datetime!(2027-01-09 12:00 UTC));
+        let old = facts(Some("1.29.2"));
+        assert_eq!(leaf_outlives_ca_warning(&old, not_after, early), None);
+        let w = leaf_outlives_ca_warning(&old, not_after, late).unwrap();
+        assert!(w.contains("1.29.2") && w.contains("24h"), "{w}");
+        assert_eq!(
+            leaf_outlives_ca_warning(&facts(Some("1.29.3")), not_after, late),
+            None
+        );
+        assert!(leaf_outlives_ca_warning(&facts(None), not_after, late).is_some());
+        assert!(leaf_outlives_ca_warning(&old, not_after, None).is_some());
     }
 }

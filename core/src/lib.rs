@@ -37,6 +37,3 @@ pub mod policy;
 pub mod verify;
 
 pub use error::{Error, Result};
-
-#[cfg(test)]
-mod testutil;

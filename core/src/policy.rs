@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose, SanType};
+use rcgen::{CertificateParams, DnType};
 use time::OffsetDateTime;
 
 use crate::ca::{BACKDATE, IssuingCa, random_serial};
@@ -181,19 +181,7 @@ impl SigningPolicy {
         params
             .distinguished_name
             .push(DnType::CommonName, cluster_ca_common_name(&request.cluster));
-        let uri = request.trust_domain.spiffe_uri().try_into().map_err(|e| {
-            Error::Invalid(format!(
-                "trust domain {} cannot be a URI SAN ({e})",
-                request.trust_domain
-            ))
-        })?;
-        params.subject_alt_names = vec![SanType::URI(uri)];
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-        ];
+        crate::csr::cluster_ca_profile(&mut params, &request.trust_domain)?;
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;
         params.not_after = not_after;

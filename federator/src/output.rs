@@ -10,13 +10,12 @@ pub fn structured<T: Serialize>(value: &T, format: OutputFormat) -> Result<Strin
     match format {
         OutputFormat::Json => serde_json::to_string_pretty(value)
             .map(|s| s + "\n")
-            .map_err(|e| Error::Encode(e.to_string())),
+            .map_err(Error::encode("the output as JSON")),
         OutputFormat::Yaml => {
-            serde_yaml::to_string(value).map_err(|e| Error::Encode(e.to_string()))
+            serde_yaml::to_string(value).map_err(Error::encode("the output as YAML"))
         }
-        OutputFormat::Table => Err(Error::Encode(
-            "table output is rendered by the command".into(),
-        )),
+        // Programming error: table output is rendered by each command.
+        OutputFormat::Table => Err(Error::Usage("this command renders its table itself".into())),
     }
 }
 

@@ -18,7 +18,7 @@
 //!   `federator.io/restartedAt`, as `kubectl rollout restart` does), the process is restarted:
 //!   SIGTERM (SIGKILL after 5 s), the volume re-read, a new process on the same ports, ready.
 //!
-//! istiod's environment (see `shared/notes/istio-plugin-ca.md` §5.2): `POD_NAMESPACE=istio-system`,
+//! istiod's environment (see `docs/istio-plugin-ca.md`): `POD_NAMESPACE=istio-system`,
 //! `REVISION=default`, `CLUSTER_ID=<cluster>`, `ROOT_CA_DIR=<abs dir>`,
 //! `ISTIO_MULTIROOT_MESH` (true unless [`IstiodOptions::multi_root`] says otherwise),
 //! `ISTIOD_CUSTOM_HOST=localhost`, `PILOT_CERT_PROVIDER=istiod` and

@@ -2,11 +2,13 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use kube::config::{
+    AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+};
 
 use crate::Result;
 
-/// How the kubeconfig's user authenticates.
+/// How the kubeconfig's user authenticates. `Debug` never shows a credential.
 #[derive(Clone)]
 pub enum Credentials {
     /// A bearer token.
@@ -37,47 +39,46 @@ pub fn render(
     user: &str,
     creds: &Credentials,
 ) -> Result<String> {
-    let user_entry = match creds {
-        Credentials::Token(t) => UserEntry {
-            token: Some(t.clone()),
-            client_certificate_data: None,
-            client_key_data: None,
+    let auth_info = match creds {
+        Credentials::Token(t) => AuthInfo {
+            token: Some(t.clone().into()),
+            ..AuthInfo::default()
         },
-        Credentials::ClientCert { cert_pem, key_pem } => UserEntry {
-            token: None,
+        Credentials::ClientCert { cert_pem, key_pem } => AuthInfo {
             client_certificate_data: Some(b64(cert_pem.as_bytes())),
-            client_key_data: Some(b64(key_pem.as_bytes())),
+            client_key_data: Some(b64(key_pem.as_bytes()).into()),
+            ..AuthInfo::default()
         },
     };
     let kc = Kubeconfig {
-        api_version: "v1",
-        kind: "Config",
-        clusters: vec![Named {
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
+        clusters: vec![NamedCluster {
             name: name.to_owned(),
-            cluster: Some(ClusterEntry {
-                server: server.to_owned(),
-                certificate_authority_data: b64(ca_pem.as_bytes()),
+            cluster: Some(Cluster {
+                server: Some(server.to_owned()),
+                certificate_authority_data: Some(b64(ca_pem.as_bytes())),
+                ..Cluster::default()
             }),
-            user: None,
-            context: None,
+            ..NamedCluster::default()
         }],
-        users: vec![Named {
+        auth_infos: vec![NamedAuthInfo {
             name: user.to_owned(),
-            cluster: None,
-            user: Some(user_entry),
-            context: None,
+            auth_info: Some(auth_info),
+            ..NamedAuthInfo::default()
         }],
-        contexts: vec![Named {
+        contexts: vec![NamedContext {
             name: name.to_owned(),
-            cluster: None,
-            user: None,
-            context: Some(ContextEntry {
+            context: Some(Context {
                 cluster: name.to_owned(),
-                user: user.to_owned(),
-                namespace: "default".to_owned(),
+                user: Some(user.to_owned()),
+                namespace: Some("default".to_owned()),
+                ..Context::default()
             }),
+            ..NamedContext::default()
         }],
-        current_context: name.to_owned(),
+        current_context: Some(name.to_owned()),
+        ..Kubeconfig::default()
     };
     Ok(serde_yaml::to_string(&kc)?)
 }
@@ -95,74 +96,10 @@ pub fn write(
     crate::pki::write_private(path, &yaml)
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "kebab-case")]
-struct Kubeconfig {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    kind: &'static str,
-    clusters: Vec<Named>,
-    users: Vec<Named>,
-    contexts: Vec<Named>,
-    current_context: String,
-}
-
-#[derive(Serialize)]
-struct Named {
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cluster: Option<ClusterEntry>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<UserEntry>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    context: Option<ContextEntry>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "kebab-case")]
-struct ClusterEntry {
-    server: String,
-    certificate_authority_data: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "kebab-case")]
-struct UserEntry {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_certificate_data: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_key_data: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ContextEntry {
-    cluster: String,
-    user: String,
-    namespace: String,
-}
-
 /// Standard base64 with padding (kubeconfig `*-data` fields).
 fn b64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use federator_api::hub::MemberCluster;
 use federator_api::member::ClusterTrust;
@@ -22,6 +22,7 @@ use federator_core::cacerts::{self, CaCerts};
 use federator_core::cert;
 use federator_core::identity::SpiffeId;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ObjectMeta, PostParams};
 use mtls::{Workload, WorkloadCert};
 use testbed::istiod;
@@ -45,24 +46,7 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use federator_testkit::wait_for;
 
 /// A member of the test federation.
 pub struct Member {
@@ -260,14 +244,9 @@ impl Federation {
     pub fn start_agent(&mut self, name: &str) {
         let log = self.dir.join(format!("{name}-agent.log"));
         let m = self.members.get_mut(name).unwrap();
-        let spec = ProcessSpec::new(format!("{name}-agent"), bin("cluster-agent"), log).args([
-            "--kubeconfig",
-            m.agent_kubeconfig.to_str().unwrap(),
-            "--cluster-name",
-            name,
-            "--log-level",
-            "info",
-        ]);
+        let spec = ProcessSpec::new(format!("{name}-agent"), bin("cluster-agent"), log).args(
+            federator_testkit::agent_args(&m.agent_kubeconfig, name, "info"),
+        );
         m.agent = Some(Process::spawn(spec).unwrap());
     }
 
@@ -295,6 +274,25 @@ impl Federation {
         let api: Api<MemberCluster> =
             Api::namespaced(self.hub.client().await.ok()?, names::NAMESPACE);
         api.get_opt(name).await.ok()?
+    }
+
+    /// Joins every member (external agents; with `mesh_configs`, each gets the `istio`
+    /// ConfigMap a mesh installation would have), starts `federator serve` and every agent,
+    /// and waits (up to 90 s) until all of them are healthy.
+    pub async fn join_all_and_serve(&mut self, mesh_configs: bool) {
+        let names: Vec<String> = self.members.keys().cloned().collect();
+        for name in &names {
+            self.join(name);
+            if mesh_configs {
+                self.install_mesh_config(name).await;
+            }
+        }
+        self.start_serve(&[]);
+        for name in &names {
+            self.start_agent(name);
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.wait_healthy(&names, Duration::from_secs(90)).await;
     }
 
     /// Waits until every listed member has valid `cacerts` whose bundle is the current one and
@@ -363,12 +361,7 @@ pub fn write_dir(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
 
 /// `openssl verify -x509_strict` of `cert` against `roots`, with optional untrusted chain.
 pub fn openssl_verify(cert: &Path, roots: &Path, untrusted: Option<&Path>) -> bool {
-    let mut cmd = std::process::Command::new("openssl");
-    cmd.args(["verify", "-x509_strict", "-CAfile"]).arg(roots);
-    if let Some(u) = untrusted {
-        cmd.arg("-untrusted").arg(u);
-    }
-    cmd.arg(cert).output().unwrap().status.success()
+    federator_testkit::openssl::verify(cert, roots, untrusted).is_ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -443,6 +436,23 @@ pub async fn ensure_service_account(cluster: &Cluster, ns: &str, sa: &str) {
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => panic!("create ServiceAccount {ns}/{sa}: {e}"),
     }
+}
+
+/// Every Event about the object of `kind` named `name` in `federator-system` of the cluster
+/// `client` talks to, as (reason, note).
+pub async fn events_about(client: &kube::Client, kind: &str, name: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let events = api.list(&kube::api::ListParams::default()).await.unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+        })
+        .filter_map(|e| Some((e.reason?, e.note.unwrap_or_default())))
+        .collect()
 }
 
 /// The `root-cert.pem` of the `istio-ca-root-cert` ConfigMap istiod published in namespace

@@ -23,15 +23,7 @@ async fn a_dead_member_does_not_stall_the_others() {
         &["--cluster-ca-ttl", "30s", "--renew-at-percent", "40"],
     )
     .await;
-    for (name, _) in members {
-        fed.join(name);
-    }
-    fed.start_serve(&[]);
-    for (name, _) in members {
-        fed.start_agent(name);
-    }
-    fed.wait_healthy(&["c1", "c2", "c3"], Duration::from_secs(90))
-        .await;
+    fed.join_all_and_serve(false).await;
 
     let c3 = fed.members["c3"].cluster.clone();
     c3.stop().await;

@@ -7,37 +7,25 @@
 use federator_api::hub::MemberCluster;
 use federator_api::names;
 use federator_e2e::*;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 
 async fn allowed(client: &Client, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
     let (resource, group) = resource
         .split_once('.')
         .map_or((resource, ""), |(r, g)| (r, g));
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                verb: Some(verb.into()),
-                resource: Some(resource.into()),
-                group: Some(group.into()),
-                namespace: namespace.map(Into::into),
-                ..ResourceAttributes::default()
-            }),
-            ..SelfSubjectAccessReviewSpec::default()
-        },
-        ..SelfSubjectAccessReview::default()
+    let attributes = ResourceAttributes {
+        verb: Some(verb.into()),
+        resource: Some(resource.into()),
+        group: Some(group.into()),
+        namespace: namespace.map(Into::into),
+        ..ResourceAttributes::default()
     };
-    Api::<SelfSubjectAccessReview>::all(client.clone())
-        .create(&PostParams::default(), &review)
+    federator_api::plumbing::access_allowed(client, attributes)
         .await
         .unwrap()
-        .status
-        .unwrap()
-        .allowed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

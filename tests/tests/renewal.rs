@@ -21,15 +21,7 @@ async fn short_lived_cluster_cas_renew_without_a_gap_in_trust() {
         &["--cluster-ca-ttl", "20s", "--renew-at-percent", "50"],
     )
     .await;
-    for (name, _) in MEMBERS {
-        fed.join(name);
-    }
-    fed.start_serve(&[]);
-    for (name, _) in MEMBERS {
-        fed.start_agent(name);
-    }
-    fed.wait_healthy(&["c1", "c2", "c3"], Duration::from_secs(90))
-        .await;
+    fed.join_all_and_serve(false).await;
 
     let mut serials: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let mut keys: BTreeMap<&str, BTreeSet<Vec<u8>>> = BTreeMap::new();

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use federator_api::hub::RotationPhase;
 use federator_e2e::*;
 
 /// Checks that every pair of `members` trusts each other right now.
@@ -26,6 +27,12 @@ async fn check_trust(fed: &Federation, members: &[(&str, &str)]) {
     }
 }
 
+/// The SHA-256 of the root of trust domain `td` in the federation's status.
+fn root_of(st: &federator_api::hub::FederationStatus, td: &str) -> String {
+    let root = st.roots.iter().find(|r| r.trust_domain == td).unwrap();
+    root.sha256.clone()
+}
+
 /// Runs trust checks until the federation has no rotation left. Returns the phases seen and
 /// whether `old_leaf` still verified at `witness` while draining.
 async fn follow_rotation(
@@ -40,8 +47,8 @@ async fn follow_rotation(
         check_trust(fed, members).await;
         let st = fed.federation_status().await;
         for r in &st.rotations {
-            phases.insert(r.phase.clone());
-            if r.phase == "draining"
+            phases.insert(r.phase.to_string());
+            if r.phase == RotationPhase::Draining
                 && let Some((leaf, witness)) = old_leaf
             {
                 old_leaf_ok_while_draining |=
@@ -67,24 +74,8 @@ async fn roots_rotate_without_a_gap_and_a_departed_cluster_is_cut_off() {
         ("c3", "c3.example"),
     ];
     let mut fed = Federation::start(&all, &["--cluster-ca-ttl", "2h"]).await;
-    for (name, _) in all {
-        fed.join(name);
-    }
-    fed.start_serve(&[]);
-    for (name, _) in all {
-        fed.start_agent(name);
-    }
-    fed.wait_healthy(&["c1", "c2", "c3"], Duration::from_secs(90))
-        .await;
-    let old_root = fed
-        .federation_status()
-        .await
-        .roots
-        .iter()
-        .find(|r| r.trust_domain == "cluster.local")
-        .unwrap()
-        .sha256
-        .clone();
+    fed.join_all_and_serve(false).await;
+    let old_root = root_of(&fed.federation_status().await, "cluster.local");
     let c2_leaf = mint_leaf(
         &fed.cacerts("c2").await.unwrap(),
         "spiffe://cluster.local/ns/a/sa/b",
@@ -121,13 +112,7 @@ async fn roots_rotate_without_a_gap_and_a_departed_cluster_is_cut_off() {
 
     // The old root is gone everywhere: c2's leaves (and old c1 ones) are trusted nowhere.
     let st = fed.federation_status().await;
-    let new_root = st
-        .roots
-        .iter()
-        .find(|r| r.trust_domain == "cluster.local")
-        .unwrap()
-        .sha256
-        .clone();
+    let new_root = root_of(&st, "cluster.local");
     assert_ne!(new_root, old_root);
     for m in ["c1", "c3"] {
         let f = fed.cacerts(m).await.unwrap();

@@ -14,79 +14,55 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
+/// resourceVersions by `<cluster>/<namespace>/<kind>/<name>`.
+struct Versions<'a> {
+    client: &'a Client,
+    cluster: &'a str,
+    out: &'a mut BTreeMap<String, String>,
+}
+
+impl Versions<'_> {
+    /// Adds every `K` in `ns`; nothing when the list fails and `optional` (a CRD the cluster
+    /// does not have).
+    async fn add<K>(&mut self, ns: &str, kind: &str, optional: bool)
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let api = Api::<K>::namespaced(self.client.clone(), ns);
+        let list = match api.list(&ListParams::default()).await {
+            Ok(list) => list,
+            Err(_) if optional => return,
+            Err(e) => panic!("list {kind} in {}/{ns}: {e}", self.cluster),
+        };
+        for o in list {
+            let key = format!("{}/{ns}/{kind}/{}", self.cluster, o.name_any());
+            self.out.insert(key, o.resource_version().unwrap());
+        }
+    }
+}
+
 async fn versions(client: &Client, out: &mut BTreeMap<String, String>, cluster: &str) {
+    let mut v = Versions {
+        client,
+        cluster,
+        out,
+    };
     for ns in [names::NAMESPACE, names::ISTIO_NAMESPACE] {
-        let lp = ListParams::default();
-        for s in Api::<Secret>::namespaced(client.clone(), ns)
-            .list(&lp)
-            .await
-            .unwrap()
-        {
-            out.insert(
-                format!("{cluster}/{ns}/secret/{}", s.name_any()),
-                s.resource_version().unwrap(),
-            );
-        }
-        for c in Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .list(&lp)
-            .await
-            .unwrap()
-        {
-            out.insert(
-                format!("{cluster}/{ns}/configmap/{}", c.name_any()),
-                c.resource_version().unwrap(),
-            );
-        }
+        v.add::<Secret>(ns, "secret", false).await;
+        v.add::<ConfigMap>(ns, "configmap", false).await;
     }
-    if let Ok(list) = Api::<ClusterTrust>::namespaced(client.clone(), names::NAMESPACE)
-        .list(&ListParams::default())
-        .await
-    {
-        for c in list {
-            out.insert(
-                format!("{cluster}/clustertrust/{}", c.name_any()),
-                c.resource_version().unwrap(),
-            );
-        }
-    }
-    if let Ok(list) = Api::<MemberCluster>::namespaced(client.clone(), names::NAMESPACE)
-        .list(&ListParams::default())
-        .await
-    {
-        for m in list {
-            out.insert(
-                format!("{cluster}/membercluster/{}", m.name_any()),
-                m.resource_version().unwrap(),
-            );
-        }
-    }
-    if let Ok(list) = Api::<FederationCr>::namespaced(client.clone(), names::NAMESPACE)
-        .list(&ListParams::default())
-        .await
-    {
-        for f in list {
-            out.insert(
-                format!("{cluster}/federation/{}", f.name_any()),
-                f.resource_version().unwrap(),
-            );
-        }
-    }
+    let ns = names::NAMESPACE;
+    v.add::<ClusterTrust>(ns, "clustertrust", true).await;
+    v.add::<MemberCluster>(ns, "membercluster", true).await;
+    v.add::<FederationCr>(ns, "federation", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_writes_at_steady_state() {
     let members = [("c1", "cluster.local"), ("c2", "c2.example")];
     let mut fed = Federation::start(&members, &[]).await;
-    for (name, _) in members {
-        fed.join(name);
-        fed.install_mesh_config(name).await;
-    }
-    fed.start_serve(&[]);
-    for (name, _) in members {
-        fed.start_agent(name);
-    }
-    fed.wait_healthy(&["c1", "c2"], Duration::from_secs(90))
-        .await;
+    fed.join_all_and_serve(true).await;
     // Let the last status writes land.
     tokio::time::sleep(Duration::from_secs(3)).await;
 

@@ -267,19 +267,23 @@ async fn approle_and_policy(bao: &Bao, token_ttl: &str) -> (String, String) {
     (role_id, secret_id)
 }
 
+/// Enables the PKI engine at `pki/` and generates an internal root there, with the dev root
+/// token (as an operator would).
+async fn pki_with_root(bao: &Bao, common_name: &str) {
+    let mount = json!({ "type": "pki", "config": { "max_lease_ttl": "87600h" } });
+    bao_ok(bao, "sys/mounts/pki", mount).await;
+    let root =
+        json!({ "common_name": common_name, "ttl": "87600h", "key_type": "ec", "key_bits": 256 });
+    bao_ok(bao, "pki/root/generate/internal", root).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approle_with_short_tokens_logs_in_again() {
     let mut fed = Federation::without_init("hub", &[("c1", "cluster.local")], None).await;
     let bao = fed.testbed.start_bao().await.unwrap();
     // Bootstrap the PKI with the dev root token (as an operator would), then hand the hub only
     // an AppRole whose tokens live 8 seconds.
-    bao_ok(
-        &bao,
-        "sys/mounts/pki",
-        json!({ "type": "pki", "config": { "max_lease_ttl": "87600h" } }),
-    )
-    .await;
-    bao_ok(&bao, "pki/root/generate/internal", json!({ "common_name": "approle test root", "ttl": "87600h", "key_type": "ec", "key_bits": 256 })).await;
+    pki_with_root(&bao, "approle test root").await;
     let (role_id, secret_id) = approle_and_policy(&bao, "8s").await;
     let secret_file = write_secret_file(&fed, "secret-id", &secret_id);
     fed.federator_ok(&[
@@ -333,13 +337,7 @@ async fn approle_with_short_tokens_logs_in_again() {
 async fn kubernetes_auth_is_validated_by_openbao_with_a_token_review() {
     let mut fed = Federation::without_init("hub", &[("c1", "cluster.local")], None).await;
     let bao = fed.testbed.start_bao().await.unwrap();
-    bao_ok(
-        &bao,
-        "sys/mounts/pki",
-        json!({ "type": "pki", "config": { "max_lease_ttl": "87600h" } }),
-    )
-    .await;
-    bao_ok(&bao, "pki/root/generate/internal", json!({ "common_name": "k8s auth test root", "ttl": "87600h", "key_type": "ec", "key_bits": 256 })).await;
+    pki_with_root(&bao, "k8s auth test root").await;
     bao_ok(
         &bao,
         "sys/policies/acl/federator",

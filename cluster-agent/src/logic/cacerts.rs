@@ -11,16 +11,20 @@ use federator_core::key::PrivateKey;
 use time::OffsetDateTime;
 
 use super::material::InstalledMaterial;
+use super::problem::Problem;
 
 /// The trust bundle in `spec.bundle`.
-pub fn bundle_from_spec(spec: &ClusterTrustSpec) -> Result<TrustBundle, String> {
+pub fn bundle_from_spec(spec: &ClusterTrustSpec) -> Result<TrustBundle, Problem> {
+    let field = |source| Problem::Field {
+        field: "spec.bundle",
+        source,
+    };
     let mut entries = Vec::with_capacity(spec.bundle.len());
     for e in &spec.bundle {
-        let td = TrustDomain::new(&e.trust_domain).map_err(|err| format!("spec.bundle: {err}"))?;
+        let td = TrustDomain::new(&e.trust_domain).map_err(field)?;
         entries.push((td, e.roots_pem.as_str()));
     }
-    TrustBundle::from_domain_pems(entries.iter().map(|(td, pem)| (td, *pem)))
-        .map_err(|e| format!("spec.bundle: {e}"))
+    TrustBundle::from_domain_pems(entries.iter().map(|(td, pem)| (td, *pem))).map_err(field)
 }
 
 /// The four files `cacerts` must hold: the installed chain and key, and the whole bundle as
@@ -31,14 +35,14 @@ pub fn desired_cacerts(
     installed: &InstalledMaterial,
     bundle: &TrustBundle,
     now: OffsetDateTime,
-) -> Result<CaCerts, String> {
+) -> Result<CaCerts, Problem> {
     if bundle.is_empty() {
-        return Err("spec.bundle is empty: root-cert.pem would trust nothing".into());
+        return Err(Problem::EmptyBundle);
     }
-    let key = PrivateKey::from_pem(installed.key_pem.as_bytes(), "installed key")
-        .map_err(|e| e.to_string())?;
+    let key = PrivateKey::from_pem(installed.key_pem.expose().as_bytes(), "installed key")
+        .map_err(Problem::Material)?;
     let cacerts =
-        CaCerts::assemble(&installed.chain_pem, &key, bundle).map_err(|e| e.to_string())?;
+        CaCerts::assemble(&installed.chain_pem, &key, bundle).map_err(Problem::Material)?;
     let inspection = cacerts::inspect(&cacerts.files(), now);
     if !inspection.is_ok() {
         let list: Vec<String> = inspection
@@ -46,10 +50,7 @@ pub fn desired_cacerts(
             .iter()
             .map(|p| format!("{}: {}", p.file, p.message))
             .collect();
-        return Err(format!(
-            "the installed cluster CA and spec.bundle do not make valid cacerts ({})",
-            list.join("; ")
-        ));
+        return Err(Problem::InvalidCacerts(list.join("; ")));
     }
     Ok(cacerts)
 }
@@ -64,17 +65,16 @@ pub fn differs(actual: Option<&BTreeMap<String, Vec<u8>>>, desired: &CaCerts) ->
 pub fn installed_status(
     installed: &InstalledMaterial,
     bundle_generation: i64,
-) -> Result<Installed, String> {
+) -> Result<Installed, Problem> {
     let chain = cert::parse_pem_certificates(installed.chain_pem.as_bytes(), "installed chain")
-        .map_err(|e| e.to_string())?;
-    let first = chain
-        .first()
-        .ok_or_else(|| "the installed chain is empty".to_owned())?;
-    let info = CertInfo::from_der(first).map_err(|e| e.to_string())?;
+        .map_err(Problem::Material)?;
+    let first = chain.first().ok_or(Problem::EmptyChain)?;
+    let info = CertInfo::from_der(first).map_err(Problem::Material)?;
+    let (_, not_after) = cert::validity(&cert::parse_der(first).map_err(Problem::Material)?);
     Ok(Installed {
         serial: info.serial,
         sha256: info.sha256,
-        not_after: info.not_after,
+        not_after: federator_api::fields::time(not_after),
         bundle_generation,
         csr_generation: installed.generation,
     })
@@ -137,11 +137,14 @@ mod tests {
         let inst = installed_for(&east);
         // The bundle no longer holds the root the installed CA chains to.
         let s = spec_with_bundle(&[("east.local", &other)], 1);
-        let err = desired_cacerts(&inst, &bundle_from_spec(&s).unwrap(), now).unwrap_err();
+        let err = desired_cacerts(&inst, &bundle_from_spec(&s).unwrap(), now)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("do not make valid cacerts"), "{err}");
         assert!(
             desired_cacerts(&inst, &TrustBundle::new(), now)
                 .unwrap_err()
+                .to_string()
                 .contains("empty")
         );
         // Key and chain that do not belong together.
@@ -170,6 +173,7 @@ mod tests {
         assert_eq!(st.bundle_generation, 7);
         assert_eq!(st.csr_generation, 1);
         assert_eq!(st.sha256.len(), 64);
-        assert!(!st.serial.is_empty() && !st.not_after.is_empty());
+        assert!(!st.serial.is_empty());
+        assert!(federator_api::fields::offset(&st.not_after) > OffsetDateTime::now_utc());
     }
 }

@@ -6,6 +6,7 @@ use federator_core::identity::{ClusterName, TrustDomain};
 use federator_core::key::KeyAlgorithm;
 
 use super::material::Pending;
+use super::problem::Problem;
 
 /// Who this cluster is, from the spec (checked against `--cluster-name` when given).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,24 +20,21 @@ pub struct Identity {
 /// Reads and checks the cluster's identity. `expected` is the `--cluster-name` the agent was
 /// started with: a spec naming another cluster is refused (a hub writing to the wrong member
 /// must not get a CSR), an empty `spec.clusterName` takes it.
-pub fn identity(spec: &ClusterTrustSpec, expected: Option<&str>) -> Result<Identity, String> {
+pub fn identity(spec: &ClusterTrustSpec, expected: Option<&str>) -> Result<Identity, Problem> {
     let name = match (spec.cluster_name.as_str(), expected) {
         ("", Some(e)) => e,
-        ("", None) => {
-            return Err(
-                "spec.clusterName is empty and the agent was started without --cluster-name".into(),
-            );
-        }
+        ("", None) => return Err(Problem::NoClusterName),
         (n, Some(e)) if n != e => {
-            return Err(format!(
-                "spec.clusterName is {n:?} but this agent runs for cluster {e:?} (--cluster-name); refusing to act for another cluster"
-            ));
+            return Err(Problem::OtherCluster {
+                spec: n.to_owned(),
+                flag: e.to_owned(),
+            });
         }
         (n, _) => n,
     };
-    let cluster = ClusterName::new(name).map_err(|e| format!("spec.clusterName: {e}"))?;
-    let trust_domain =
-        TrustDomain::new(&spec.trust_domain).map_err(|e| format!("spec.trustDomain: {e}"))?;
+    let field = |field| move |source| Problem::Field { field, source };
+    let cluster = ClusterName::new(name).map_err(field("spec.clusterName"))?;
+    let trust_domain = TrustDomain::new(&spec.trust_domain).map_err(field("spec.trustDomain"))?;
     Ok(Identity {
         cluster,
         trust_domain,
@@ -44,13 +42,14 @@ pub fn identity(spec: &ClusterTrustSpec, expected: Option<&str>) -> Result<Ident
 }
 
 /// The key algorithm the spec asks for (`ecdsa-p256` when empty).
-pub fn key_algorithm(spec: &ClusterTrustSpec) -> Result<KeyAlgorithm, String> {
+pub fn key_algorithm(spec: &ClusterTrustSpec) -> Result<KeyAlgorithm, Problem> {
     if spec.key_algorithm.is_empty() {
         return Ok(KeyAlgorithm::default());
     }
-    spec.key_algorithm
-        .parse()
-        .map_err(|e| format!("spec.keyAlgorithm: {e}"))
+    spec.key_algorithm.parse().map_err(|source| Problem::Field {
+        field: "spec.keyAlgorithm",
+        source,
+    })
 }
 
 /// Why a fresh key and CSR are needed, or `None` when the pending one still answers the spec.
@@ -103,21 +102,21 @@ pub fn fresh_pending(
     let (key, csr_pem) =
         generate_cluster_csr(&identity.cluster, &identity.trust_domain, algorithm)?;
     Ok(Pending {
-        key_pem: key.to_pkcs8_pem(),
+        key_pem: key.to_pkcs8_pem().into(),
         csr_pem,
         generation,
     })
 }
 
 /// The SHA-256 (hex) of a pending CSR's DER, as the hub names it in `spec.signed.csrDigest`.
-pub fn digest(pending: &Pending) -> Result<String, String> {
+pub fn digest(pending: &Pending) -> Result<String, Problem> {
     CsrInfo::parse(pending.csr_pem.as_bytes())
         .map(|c| c.digest())
-        .map_err(|e| format!("the pending CSR is unreadable ({e})"))
+        .map_err(Problem::UnreadableCsr)
 }
 
 /// What `status.csr` must say for the pending CSR.
-pub fn csr_status(pending: &Pending) -> Result<CsrStatus, String> {
+pub fn csr_status(pending: &Pending) -> Result<CsrStatus, Problem> {
     Ok(CsrStatus {
         generation: pending.generation,
         pem: pending.csr_pem.clone(),
@@ -143,7 +142,7 @@ mod tests {
         let s = spec(1);
         assert_eq!(identity(&s, None).unwrap().cluster.as_str(), "east");
         assert!(identity(&s, Some("east")).is_ok());
-        let err = identity(&s, Some("west")).unwrap_err();
+        let err = identity(&s, Some("west")).unwrap_err().to_string();
         assert!(err.contains("another cluster"), "{err}");
         let mut empty = spec(1);
         empty.cluster_name.clear();
@@ -157,6 +156,7 @@ mod tests {
         assert!(
             identity(&bad, None)
                 .unwrap_err()
+                .to_string()
                 .contains("spec.trustDomain")
         );
     }

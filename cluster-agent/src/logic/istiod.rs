@@ -1,11 +1,11 @@
 //! Step 4: whether istiod can hot-reload a `cacerts` change or must be restarted, for the
 //! istiod version the Deployment runs.
 //!
-//! istiod watches its `cacerts` directory only when it started in plug-in mode, i.e. with all
-//! four files present and no `istio-generated` key. In plug-in mode it ignores a whole update
-//! whose `root-cert.pem` bytes changed unless it runs with `ISTIO_MULTIROOT_MESH=true` and its
-//! version's comparison accepts the change: ≤ 1.29 wants the old text inside the new one or
-//! the reverse, 1.30+ one certificate set inside the other
+//! istiod (see `docs/istio-plugin-ca.md`) watches its `cacerts` directory only when it started
+//! in plug-in mode, i.e. with all four files present and no `istio-generated` key. In plug-in
+//! mode it ignores a whole update whose `root-cert.pem` bytes changed unless it runs with
+//! `ISTIO_MULTIROOT_MESH=true` and its version's comparison accepts the change: ≤ 1.29 wants
+//! the old text inside the new one or the reverse, 1.30+ one certificate set inside the other
 //! ([`federator_core::istiod::IstiodRules::root_update`]; docs/istiod.md cites the source).
 //! So a restart is needed exactly when:
 //!
@@ -15,92 +15,24 @@
 //!   its comparison refuses: roots added and removed at once, and on ≤ 1.29 also a root
 //!   dropped from the middle or the same roots in another order).
 //!
-//! An unknown version gets the strictest rules of every version.
+//! An unknown version gets the strictest rules of every version. What the Deployment says
+//! about istiod (version, multi-root, workload TTL) is read by
+//! [`federator_core::istiod::IstiodFacts`], which a `doctor` can use too.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use federator_api::member::IstiodStatus;
+use federator_api::member::{IstiodState, IstiodStatus};
 use federator_core::bundle::BundleChange;
 use federator_core::cacerts::{FILES, ISTIO_GENERATED, ROOT_CERT};
 use federator_core::cert;
-use federator_core::istiod::{IstiodRules, IstiodVersion, RootUpdate, root_fingerprints};
-use time::OffsetDateTime;
+use federator_core::istiod::{IstiodFacts, MULTIROOT_ENV, RootUpdate, root_fingerprints};
 
 /// `absent`: no istiod Deployment.
-pub const ABSENT: &str = "absent";
+pub const ABSENT: IstiodState = IstiodState::Absent;
 /// `hot-reload`: istiod picks the change up itself.
-pub const HOT_RELOAD: &str = "hot-reload";
+pub const HOT_RELOAD: IstiodState = IstiodState::HotReload;
 /// `restarted`: the agent asked for a rolling restart.
-pub const RESTARTED: &str = "restarted";
-
-/// The environment variable that lets istiod hot-reload root changes.
-pub const MULTIROOT_ENV: &str = "ISTIO_MULTIROOT_MESH";
-/// The environment variable with istiod's default workload certificate TTL.
-pub const WORKLOAD_TTL_ENV: &str = "DEFAULT_WORKLOAD_CERT_TTL";
-/// istiod's default workload certificate TTL (and istio-agent's `SECRET_TTL`).
-pub const DEFAULT_WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
-/// The label Istio's Helm chart puts on the istiod Deployment with the chart's app version.
-pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
-
-/// Whether an environment value is true the way Go's `strconv.ParseBool` reads it (istiod's
-/// `env.Register` booleans).
-pub fn go_bool(value: &str) -> bool {
-    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
-}
-
-/// Whether any of the `(name, value)` environment entries of istiod's containers sets
-/// `ISTIO_MULTIROOT_MESH` to true.
-pub fn multi_root<'a>(env: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> bool {
-    env.into_iter()
-        .any(|(name, value)| name == MULTIROOT_ENV && value.is_some_and(go_bool))
-}
-
-/// The workload certificate TTL istiod uses by default: `DEFAULT_WORKLOAD_CERT_TTL` when set
-/// to a duration, else 24 h.
-pub fn workload_ttl<'a>(env: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Duration {
-    env.into_iter()
-        .filter(|(name, _)| *name == WORKLOAD_TTL_ENV)
-        .find_map(|(_, value)| value.and_then(|v| federator_core::duration::parse(v).ok()))
-        .unwrap_or(DEFAULT_WORKLOAD_TTL)
-}
-
-/// The version istiod runs: the tag of the first container image that names one (the
-/// `discovery` container's comes first), else the `app.kubernetes.io/version` label.
-pub fn version_of<'a>(
-    images: impl IntoIterator<Item = &'a str>,
-    version_label: Option<&str>,
-) -> Option<IstiodVersion> {
-    images
-        .into_iter()
-        .find_map(IstiodVersion::from_image)
-        .or_else(|| version_label.and_then(IstiodVersion::parse))
-}
-
-/// What the agent read about the istiod Deployment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IstiodFacts {
-    /// `ISTIO_MULTIROOT_MESH=true` on one of its containers.
-    pub multi_root: bool,
-    /// The version it runs, if known.
-    pub version: Option<IstiodVersion>,
-    /// Its default workload certificate TTL.
-    pub workload_ttl: Duration,
-}
-
-impl IstiodFacts {
-    /// The rules of its version (the strictest when unknown).
-    pub fn rules(&self) -> IstiodRules {
-        IstiodRules::for_version(self.version.clone())
-    }
-
-    /// The version for messages.
-    fn version_text(&self) -> String {
-        self.version
-            .as_ref()
-            .map_or_else(|| "of an unknown version".to_owned(), |v| v.to_string())
-    }
-}
+pub const RESTARTED: IstiodState = IstiodState::Restarted;
 
 /// The restart decision for one `cacerts` write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,52 +112,41 @@ pub fn restart_decision(
     }
 }
 
+/// What istiod publishes in its `istio-ca-root-cert` ConfigMap in `istio-system`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// Its `root-cert.pem`.
+    Roots(Vec<u8>),
+    /// No such ConfigMap (or key) yet: istiod has not published anything.
+    Nothing,
+    /// The agent may not read it (a Role from before this check; `federator join` again
+    /// updates it), or reading failed: what istiod took is unknown.
+    Unreadable(String),
+}
+
 /// The bundle generation istiod publishes: `bundle_generation` when its `istio-ca-root-cert`
-/// (`published`) holds exactly the roots of `desired_root_pem` (what `spec.bundle` makes
-/// `root-cert.pem`), else the generation last seen (`previous`, 0 if none).
+/// holds exactly the roots of `desired_root_pem` (what `spec.bundle` makes `root-cert.pem`),
+/// else the generation last seen (`previous`, 0 if none). `None` when it cannot be read: the
+/// hub then counts the bundle in `cacerts` alone, as it does without an istiod.
 pub fn published_generation(
-    published: Option<&[u8]>,
+    published: &Published,
     desired_root_pem: Option<&str>,
     bundle_generation: i64,
     previous: Option<i64>,
-) -> i64 {
+) -> Option<i64> {
     let matches = match (published, desired_root_pem) {
-        (Some(p), Some(d)) => {
+        (Published::Unreadable(_), _) => return None,
+        (Published::Roots(p), Some(d)) => {
             let p = root_fingerprints(p);
             p.is_some() && p == root_fingerprints(d.as_bytes())
         }
         _ => false,
     };
-    if matches {
+    Some(if matches {
         bundle_generation
     } else {
         previous.unwrap_or(0).min(bundle_generation)
-    }
-}
-
-/// A warning when this istiod version does not clamp workload certificates to the cluster CA
-/// (before 1.28.7, 1.29.3, 1.30) and certificates issued before the renewal (`renew_after`)
-/// can outlive the installed cluster CA (`ca_not_after`).
-pub fn leaf_outlives_ca_warning(
-    facts: &IstiodFacts,
-    ca_not_after: OffsetDateTime,
-    renew_after: Option<OffsetDateTime>,
-) -> Option<String> {
-    if facts.rules().clamps_leaf_to_signer() {
-        return None;
-    }
-    let ttl = time::Duration::try_from(facts.workload_ttl).ok()?;
-    let last_issue = renew_after.unwrap_or(ca_not_after);
-    if last_issue + ttl <= ca_not_after {
-        return None;
-    }
-    Some(format!(
-        "istiod {} does not clamp workload certificates to the cluster CA's NotAfter (1.28.7+, 1.29.3+ and 1.30+ do): certificates of {} issued after {} outlive the cluster CA (expires {}) and fail once it expires; use a cluster CA TTL that leaves at least the workload TTL at renewal",
-        facts.version_text(),
-        federator_core::duration::format(facts.workload_ttl),
-        cert::rfc3339(ca_not_after - ttl),
-        cert::rfc3339(ca_not_after),
-    ))
+    })
 }
 
 /// What happened to istiod in one reconcile.
@@ -245,10 +166,8 @@ pub struct IstiodObservation {
     /// The Deployment's facts; `None`: no istiod Deployment.
     pub facts: Option<IstiodFacts>,
     /// [`published_generation`].
-    pub published_generation: i64,
-    /// The current `spec.bundleGeneration`.
-    pub bundle_generation: i64,
-    /// [`leaf_outlives_ca_warning`] and the like.
+    pub published_generation: Option<i64>,
+    /// [`federator_core::istiod::leaf_outlives_ca_warning`] and the like.
     pub warnings: Vec<String>,
 }
 
@@ -261,19 +180,21 @@ pub fn istiod_status(
 ) -> IstiodStatus {
     let Some(facts) = &observed.facts else {
         return IstiodStatus {
-            state: ABSENT.into(),
+            state: ABSENT,
             multi_root: false,
+            version: None,
+            published_bundle_generation: None,
             message: "no Deployment istio-system/istiod: nothing to restart; istiod loads cacerts when it starts".into(),
-            ..IstiodStatus::default()
+            warnings: Vec::new(),
         };
     };
     let (state, message) = match event {
-        IstiodEvent::Restarted(why) => (RESTARTED.to_owned(), format!("restart requested: {why}")),
-        IstiodEvent::HotReload(why) => (HOT_RELOAD.to_owned(), why.clone()),
+        IstiodEvent::Restarted(why) => (RESTARTED, format!("restart requested: {why}")),
+        IstiodEvent::HotReload(why) => (HOT_RELOAD, why.clone()),
         IstiodEvent::Quiet => match previous {
-            Some(p) if p.state != ABSENT => (p.state.clone(), p.message.clone()),
+            Some(p) if p.state != ABSENT => (p.state, p.message.clone()),
             _ => (
-                HOT_RELOAD.to_owned(),
+                HOT_RELOAD,
                 "cacerts is up to date: istiod loads it at startup and hot-reloads later changes it can take".into(),
             ),
         },
@@ -281,12 +202,8 @@ pub fn istiod_status(
     IstiodStatus {
         state,
         multi_root: facts.multi_root,
-        version: facts
-            .version
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        published_bundle_generation: Some(observed.published_generation),
+        version: facts.version.clone(),
+        published_bundle_generation: observed.published_generation,
         message,
         warnings: observed.warnings.clone(),
     }
@@ -296,6 +213,7 @@ pub fn istiod_status(
 mod tests {
     use super::*;
     use crate::logic::testutil::root_ca;
+    use federator_core::istiod::{DEFAULT_WORKLOAD_TTL, IstiodVersion};
 
     fn files(root_pem: &str) -> BTreeMap<String, Vec<u8>> {
         FILES
@@ -307,51 +225,12 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn reads_the_multiroot_flag_like_go() {
-        assert!(multi_root([("ISTIO_MULTIROOT_MESH", Some("true"))]));
-        assert!(multi_root([
-            ("A", None),
-            ("ISTIO_MULTIROOT_MESH", Some("1"))
-        ]));
-        assert!(!multi_root([("ISTIO_MULTIROOT_MESH", Some("false"))]));
-        assert!(!multi_root([("ISTIO_MULTIROOT_MESH", Some("yes"))]));
-        assert!(!multi_root([("ISTIO_MULTIROOT_MESH", None)]));
-        assert!(!multi_root([]));
-    }
-
     fn facts(version: Option<&str>, multi_root: bool) -> IstiodFacts {
         IstiodFacts {
             multi_root,
             version: version.map(|v| IstiodVersion::parse(v).unwrap()),
             workload_ttl: DEFAULT_WORKLOAD_TTL,
         }
-    }
-
-    #[test]
-    fn reads_version_and_ttl_from_the_deployment() {
-        assert_eq!(
-            version_of(["docker.io/istio/pilot:1.27.9-distroless"], Some("1.29.2")),
-            IstiodVersion::parse("1.27.9")
-        );
-        assert_eq!(
-            version_of(["gcr.io/istio-release/pilot@sha256:00"], Some("1.29.2")),
-            IstiodVersion::parse("1.29.2")
-        );
-        assert_eq!(
-            version_of(["busybox", "istio/pilot:1.31.1"], None),
-            IstiodVersion::parse("1.31.1")
-        );
-        assert_eq!(version_of(["istio/pilot:latest"], None), None);
-        assert_eq!(workload_ttl([]), DEFAULT_WORKLOAD_TTL);
-        assert_eq!(
-            workload_ttl([("DEFAULT_WORKLOAD_CERT_TTL", Some("1h"))]),
-            Duration::from_secs(3600)
-        );
-        assert_eq!(
-            workload_ttl([("DEFAULT_WORKLOAD_CERT_TTL", Some("soon"))]),
-            DEFAULT_WORKLOAD_TTL
-        );
     }
 
     #[test]
@@ -448,42 +327,36 @@ mod tests {
         let b = root_ca("b").cert_pem();
         let ab = format!("{a}{b}");
         let ba = format!("{b}{a}");
+        let roots = |pem: &str| Published::Roots(pem.as_bytes().to_vec());
+        // The same roots in another order: istiod publishes this generation.
         assert_eq!(
-            published_generation(Some(ba.as_bytes()), Some(&ab), 5, Some(3)),
-            5
+            published_generation(&roots(&ba), Some(&ab), 5, Some(3)),
+            Some(5)
+        );
+        // Other roots: the last generation seen.
+        assert_eq!(
+            published_generation(&roots(&a), Some(&ab), 5, Some(3)),
+            Some(3)
         );
         assert_eq!(
-            published_generation(Some(a.as_bytes()), Some(&ab), 5, Some(3)),
-            3
-        );
-        assert_eq!(published_generation(None, Some(&ab), 5, None), 0);
-        assert_eq!(
-            published_generation(Some(b"junk"), Some(&ab), 5, Some(3)),
-            3
+            published_generation(&Published::Nothing, Some(&ab), 5, None),
+            Some(0)
         );
         assert_eq!(
-            published_generation(Some(ab.as_bytes()), None, 5, Some(3)),
-            3
+            published_generation(&roots("junk"), Some(&ab), 5, Some(3)),
+            Some(3)
         );
+        assert_eq!(published_generation(&roots(&ab), None, 5, Some(3)), Some(3));
         // A generation from an older spec never exceeds the current one.
-        assert_eq!(published_generation(None, Some(&ab), 2, Some(3)), 2);
-    }
-
-    #[test]
-    fn warns_when_workload_certificates_can_outlive_the_cluster_ca() {
-        let not_after = time::macros::datetime!(2027-01-10 00:00 UTC);
-        let early = Some(time::macros::datetime!(2027-01-01 00:00 UTC));
-        let late = Some(time::macros::datetime!(2027-01-09 12:00 UTC));
-        let old = facts(Some("1.29.2"), true);
-        assert_eq!(leaf_outlives_ca_warning(&old, not_after, early), None);
-        let w = leaf_outlives_ca_warning(&old, not_after, late).unwrap();
-        assert!(w.contains("1.29.2") && w.contains("24h"), "{w}");
         assert_eq!(
-            leaf_outlives_ca_warning(&facts(Some("1.29.3"), true), not_after, late),
+            published_generation(&Published::Nothing, Some(&ab), 2, Some(3)),
+            Some(2)
+        );
+        // Unreadable: unknown, not 0 (the hub would wait forever).
+        assert_eq!(
+            published_generation(&Published::Unreadable("403".into()), Some(&ab), 5, Some(3)),
             None
         );
-        assert!(leaf_outlives_ca_warning(&facts(None, true), not_after, late).is_some());
-        assert!(leaf_outlives_ca_warning(&old, not_after, None).is_some());
     }
 
     #[test]
@@ -499,31 +372,24 @@ mod tests {
         );
         let seen = |multi: bool, published: i64| IstiodObservation {
             facts: Some(facts(Some("1.27.9"), multi)),
-            published_generation: published,
-            bundle_generation: 2,
+            published_generation: Some(published),
             warnings: Vec::new(),
         };
         let r = istiod_status(&seen(true, 1), &IstiodEvent::Restarted("why".into()), None);
         assert_eq!(
-            (r.state.as_str(), r.multi_root, r.version.as_str()),
-            (RESTARTED, true, "1.27.9")
+            (r.state, r.multi_root, r.version.clone()),
+            (RESTARTED, true, IstiodVersion::parse("1.27.9"))
         );
         assert_eq!(r.published_bundle_generation, Some(1));
         let again = istiod_status(&seen(true, 1), &IstiodEvent::Quiet, Some(&r));
         assert_eq!(again, r);
         let published = istiod_status(&seen(true, 2), &IstiodEvent::Quiet, Some(&r));
         assert_eq!(
-            (
-                published.state.as_str(),
-                published.published_bundle_generation
-            ),
+            (published.state, published.published_bundle_generation),
             (RESTARTED, Some(2))
         );
         let flag_off = istiod_status(&seen(false, 1), &IstiodEvent::Quiet, Some(&r));
-        assert_eq!(
-            (flag_off.state.as_str(), flag_off.multi_root),
-            (RESTARTED, false)
-        );
+        assert_eq!((flag_off.state, flag_off.multi_root), (RESTARTED, false));
         let was_absent = istiod_status(&absent, &IstiodEvent::Quiet, None);
         let appeared = istiod_status(&seen(false, 0), &IstiodEvent::Quiet, Some(&was_absent));
         assert_eq!(appeared.state, HOT_RELOAD);
@@ -532,9 +398,6 @@ mod tests {
             &IstiodEvent::HotReload("x".into()),
             Some(&r),
         );
-        assert_eq!(
-            (hot.state.as_str(), hot.message.as_str()),
-            (HOT_RELOAD, "x")
-        );
+        assert_eq!((hot.state, hot.message.as_str()), (HOT_RELOAD, "x"));
     }
 }

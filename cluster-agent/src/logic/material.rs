@@ -15,7 +15,8 @@
 //! always a projection of this Secret and of `spec.bundle`.
 
 use std::collections::BTreeMap;
-use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
 
 /// Key of the pending private key.
 pub const PENDING_KEY: &str = "pending-key.pem";
@@ -30,46 +31,52 @@ pub const INSTALLED_CHAIN: &str = "installed-chain.pem";
 /// Key of the installed CSR generation.
 pub const INSTALLED_GENERATION: &str = "installed-generation";
 
+/// A private key, PKCS#8 PEM: a `secrecy` secret (never in `Debug` output) that compares by
+/// value.
+#[derive(Clone, Debug)]
+pub struct KeyPem(SecretString);
+
+impl KeyPem {
+    /// The PEM text, for writing it where it belongs.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl From<String> for KeyPem {
+    fn from(pem: String) -> Self {
+        Self(pem.into())
+    }
+}
+
+impl PartialEq for KeyPem {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for KeyPem {}
+
 /// The newest key and CSR. `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pending {
-    /// The private key, PKCS#8 PEM (secret).
-    pub key_pem: String,
+    /// The private key.
+    pub key_pem: KeyPem,
     /// The CSR, PEM.
     pub csr_pem: String,
     /// The CSR generation it answers.
     pub generation: i64,
 }
 
-impl fmt::Debug for Pending {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pending")
-            .field("key_pem", &"<redacted>")
-            .field("csr_pem", &self.csr_pem)
-            .field("generation", &self.generation)
-            .finish()
-    }
-}
-
 /// The cluster CA that was validated and promoted. `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstalledMaterial {
-    /// The private key, PKCS#8 PEM (secret).
-    pub key_pem: String,
+    /// The private key.
+    pub key_pem: KeyPem,
     /// The signed chain, cluster CA first, PEM.
     pub chain_pem: String,
     /// The CSR generation it answered.
     pub generation: i64,
-}
-
-impl fmt::Debug for InstalledMaterial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InstalledMaterial")
-            .field("key_pem", &"<redacted>")
-            .field("chain_pem", &self.chain_pem)
-            .field("generation", &self.generation)
-            .finish()
-    }
 }
 
 /// Everything the agent Secret holds.
@@ -86,49 +93,43 @@ impl AgentMaterial {
     /// is reported as a problem (a hand edit: the agent then starts that part over).
     pub fn from_data(data: &BTreeMap<String, Vec<u8>>) -> (Self, Vec<String>) {
         let mut problems = Vec::new();
-        let pending = read_trio(
-            data,
-            [PENDING_KEY, PENDING_CSR, PENDING_GENERATION],
-            &mut problems,
-        )
-        .map(|(key_pem, csr_pem, generation)| Pending {
-            key_pem,
-            csr_pem,
-            generation,
-        });
-        let installed = read_trio(
-            data,
-            [INSTALLED_KEY, INSTALLED_CHAIN, INSTALLED_GENERATION],
-            &mut problems,
-        )
-        .map(|(key_pem, chain_pem, generation)| InstalledMaterial {
-            key_pem,
-            chain_pem,
-            generation,
-        });
+        let mut read = |keys| read_trio(data, keys, &mut problems);
+        let pending = read([PENDING_KEY, PENDING_CSR, PENDING_GENERATION]).map(
+            |(key, csr_pem, generation)| Pending {
+                key_pem: key.into(),
+                csr_pem,
+                generation,
+            },
+        );
+        let installed = read([INSTALLED_KEY, INSTALLED_CHAIN, INSTALLED_GENERATION]).map(
+            |(key, chain_pem, generation)| InstalledMaterial {
+                key_pem: key.into(),
+                chain_pem,
+                generation,
+            },
+        );
         (Self { pending, installed }, problems)
     }
 
     /// The Secret's data: exactly the keys of the trios present.
     pub fn to_data(&self) -> BTreeMap<String, Vec<u8>> {
-        let mut out = BTreeMap::new();
-        if let Some(p) = &self.pending {
-            out.insert(PENDING_KEY.to_owned(), p.key_pem.as_bytes().to_vec());
-            out.insert(PENDING_CSR.to_owned(), p.csr_pem.as_bytes().to_vec());
-            out.insert(
-                PENDING_GENERATION.to_owned(),
-                p.generation.to_string().into_bytes(),
-            );
-        }
-        if let Some(i) = &self.installed {
-            out.insert(INSTALLED_KEY.to_owned(), i.key_pem.as_bytes().to_vec());
-            out.insert(INSTALLED_CHAIN.to_owned(), i.chain_pem.as_bytes().to_vec());
-            out.insert(
-                INSTALLED_GENERATION.to_owned(),
-                i.generation.to_string().into_bytes(),
-            );
-        }
-        out
+        let pending = self.pending.as_ref().map(|p| {
+            [
+                (PENDING_KEY, p.key_pem.expose()),
+                (PENDING_CSR, &p.csr_pem),
+                (PENDING_GENERATION, &p.generation.to_string()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
+        });
+        let installed = self.installed.as_ref().map(|i| {
+            [
+                (INSTALLED_KEY, i.key_pem.expose()),
+                (INSTALLED_CHAIN, &i.chain_pem),
+                (INSTALLED_GENERATION, &i.generation.to_string()),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
+        });
+        pending.into_iter().chain(installed).flatten().collect()
     }
 
     /// Whether the pending CSR is the one installed (same key).
@@ -173,12 +174,12 @@ mod tests {
     fn sample() -> AgentMaterial {
         AgentMaterial {
             pending: Some(Pending {
-                key_pem: "KEY2".into(),
+                key_pem: "KEY2".to_owned().into(),
                 csr_pem: "CSR2".into(),
                 generation: 2,
             }),
             installed: Some(InstalledMaterial {
-                key_pem: "KEY1".into(),
+                key_pem: "KEY1".to_owned().into(),
                 chain_pem: "CHAIN1".into(),
                 generation: 1,
             }),

@@ -17,6 +17,8 @@ use federator_core::identity::{DEFAULT_TRUST_DOMAIN, TrustDomain};
 use serde_yaml::{Mapping, Value};
 use sha2::{Digest, Sha256};
 
+use super::problem::MeshProblem;
+
 /// The mesh config field holding extra trust anchors.
 pub const CA_CERTIFICATES: &str = "caCertificates";
 
@@ -78,33 +80,25 @@ pub fn merge(
     annotation: Option<&str>,
     bundle: &TrustBundle,
     own: &TrustDomain,
-) -> Result<MeshMerge, String> {
+) -> Result<MeshMerge, MeshProblem> {
     let original: Value = match mesh_yaml {
-        Some(y) if !y.trim().is_empty() => serde_yaml::from_str(y).map_err(|e| {
-            format!(
-                "the mesh config (ConfigMap istio-system/istio, key mesh) is not valid YAML: {e}"
-            )
-        })?,
+        Some(y) if !y.trim().is_empty() => serde_yaml::from_str(y).map_err(MeshProblem::Yaml)?,
         _ => Value::Mapping(Mapping::new()),
     };
-    let mut mesh =
-        match original.clone() {
-            Value::Mapping(m) => m,
-            Value::Null => Mapping::new(),
-            _ => return Err(
-                "the mesh config (ConfigMap istio-system/istio, key mesh) is not a YAML mapping"
-                    .into(),
-            ),
-        };
+    let mut mesh = match original.clone() {
+        Value::Mapping(m) => m,
+        Value::Null => Mapping::new(),
+        _ => return Err(MeshProblem::NotAMapping),
+    };
     let mesh_trust_domain = match mesh.get("trustDomain") {
         None | Some(Value::Null) => DEFAULT_TRUST_DOMAIN.to_owned(),
         Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err("the mesh config's trustDomain is not a string".into()),
+        Some(_) => return Err(MeshProblem::TrustDomain),
     };
     let existing: Vec<Value> = match mesh.get(CA_CERTIFICATES) {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Sequence(s)) => s.clone(),
-        Some(_) => return Err(format!("the mesh config's {CA_CERTIFICATES} is not a list")),
+        Some(_) => return Err(MeshProblem::CaCertificates),
     };
     let managed: BTreeSet<&str> = annotation
         .unwrap_or_default()
@@ -136,10 +130,7 @@ pub fn merge(
     let new_mesh = if new_value == original {
         None
     } else {
-        Some(
-            serde_yaml::to_string(&new_value)
-                .map_err(|e| format!("cannot write the mesh config: {e}"))?,
-        )
+        Some(serde_yaml::to_string(&new_value).map_err(MeshProblem::Write)?)
     };
     let digests: BTreeSet<String> = desired.iter().map(|(_, pem)| pem_digest(pem)).collect();
     let new_annotation = if digests.is_empty() {

@@ -10,12 +10,14 @@
 //! | [`istiod`] | 4. hot reload or restart |
 //! | [`mesh`] | 5. `caCertificates` in the mesh config |
 //! | [`status`] | 6. the status report |
+//! | [`problem`] | what the decisions refuse, as structured errors |
 
 pub mod cacerts;
 pub mod csr;
 pub mod istiod;
 pub mod material;
 pub mod mesh;
+pub mod problem;
 pub mod signed;
 pub mod status;
 

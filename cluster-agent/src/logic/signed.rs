@@ -10,16 +10,17 @@ use time::OffsetDateTime;
 
 use super::csr::{Identity, digest};
 use super::material::{AgentMaterial, InstalledMaterial, Pending};
+use super::problem::{ChainRefusal, Problem};
 
 /// What to do with `spec.signed`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SignedStep {
     /// Nothing: no answer yet, an answer to an older CSR, or the pending CSR is installed.
     Nothing,
     /// The chain answers the pending CSR and is valid: promote it.
     Install(InstalledMaterial),
     /// The chain answers the pending CSR but is not acceptable; keep what is installed.
-    Refuse(String),
+    Refuse(Problem),
 }
 
 /// Decides what to do with the hub's answer.
@@ -46,10 +47,10 @@ pub fn signed_step(
             chain_pem: signed.chain_pem.clone(),
             generation: pending.generation,
         }),
-        Err(why) => SignedStep::Refuse(format!(
-            "the hub's signed chain for CSR generation {} is not acceptable: {why}",
-            pending.generation
-        )),
+        Err(reason) => SignedStep::Refuse(Problem::ChainRefused {
+            generation: pending.generation,
+            reason,
+        }),
     }
 }
 
@@ -63,39 +64,28 @@ pub fn validate_chain(
     identity: &Identity,
     bundle: &TrustBundle,
     now: OffsetDateTime,
-) -> Result<(), String> {
+) -> Result<(), ChainRefusal> {
     let chain = cert::parse_pem_certificates(chain_pem.as_bytes(), "spec.signed.chainPem")
-        .map_err(|e| e.to_string())?;
-    let (ca, above) = chain
-        .split_first()
-        .ok_or_else(|| "spec.signed.chainPem holds no certificate".to_owned())?;
-    let csr = CsrInfo::parse(pending.csr_pem.as_bytes()).map_err(|e| e.to_string())?;
-    policy::check_issued(ca, &csr.public_key_info, &identity.trust_domain, now).map_err(|e| {
-        let s = e.to_string();
-        s.strip_prefix("the signed cluster CA is not acceptable: ")
-            .map(str::to_owned)
-            .unwrap_or(s)
-    })?;
-    let key = PrivateKey::from_pem(pending.key_pem.as_bytes(), "pending key")
-        .map_err(|e| e.to_string())?;
-    let parsed = cert::parse_der(ca).map_err(|e| e.to_string())?;
+        .map_err(ChainRefusal::Unreadable)?;
+    let (ca, above) = chain.split_first().ok_or(ChainRefusal::Empty)?;
+    let csr = CsrInfo::parse(pending.csr_pem.as_bytes()).map_err(ChainRefusal::Unreadable)?;
+    policy::check_issued(ca, &csr.public_key_info, &identity.trust_domain, now)
+        .map_err(ChainRefusal::Policy)?;
+    let key = PrivateKey::from_pem(pending.key_pem.expose().as_bytes(), "pending key")
+        .map_err(ChainRefusal::Unreadable)?;
+    let parsed = cert::parse_der(ca).map_err(ChainRefusal::Unreadable)?;
     if !key.matches(parsed.public_key()) {
-        return Err("the cluster CA does not match the pending key".into());
+        return Err(ChainRefusal::KeyMismatch);
     }
     let roots = bundle.roots_of(&identity.trust_domain);
     if roots.is_empty() {
-        return Err(format!(
-            "spec.bundle has no root for this cluster's trust domain {}",
-            identity.trust_domain
-        ));
+        return Err(ChainRefusal::NoRoot(identity.trust_domain.clone()));
     }
     verify::verify_ca_path(ca, above, &roots, now)
         .map(|_| ())
-        .map_err(|e| {
-            format!(
-                "it does not lead to a root of {}: {e}",
-                identity.trust_domain
-            )
+        .map_err(|source| ChainRefusal::NoPath {
+            trust_domain: identity.trust_domain.clone(),
+            source,
         })
 }
 
@@ -126,10 +116,10 @@ mod tests {
             s
         };
         // No answer yet.
-        assert_eq!(
+        assert!(matches!(
             signed_step(&s, &id, &bundle, &material, now),
             SignedStep::Nothing
-        );
+        ));
         // A valid answer.
         let good = sign(&root, &pending, "east", "east.local");
         match signed_step(&with(good.clone()), &id, &bundle, &material, now) {
@@ -143,10 +133,10 @@ mod tests {
         // An answer to another CSR.
         let mut stale = good.clone();
         stale.csr_digest = "00".repeat(32);
-        assert_eq!(
+        assert!(matches!(
             signed_step(&with(stale), &id, &bundle, &material, now),
             SignedStep::Nothing
-        );
+        ));
         // Already installed.
         let installed = AgentMaterial {
             pending: Some(pending.clone()),
@@ -156,33 +146,35 @@ mod tests {
                 generation: 1,
             }),
         };
-        assert_eq!(
+        assert!(matches!(
             signed_step(&with(good.clone()), &id, &bundle, &installed, now),
             SignedStep::Nothing
-        );
+        ));
         // Signed for another trust domain (the hub's policy would refuse the CSR; a rogue or
         // buggy hub signs anyway).
-        let wrong_td = sign_unchecked(&root, &pending, "east", "west.local");
-        let SignedStep::Refuse(why) = signed_step(&with(wrong_td), &id, &bundle, &material, now)
-        else {
-            panic!("accepted a chain for another trust domain")
+        // Why an answer is refused (panics, naming `what`, when it is not).
+        let refusal = |signed: SignedCa, what: &str| match signed_step(
+            &with(signed),
+            &id,
+            &bundle,
+            &material,
+            now,
+        ) {
+            SignedStep::Refuse(why) => why.to_string(),
+            other => panic!("accepted a chain {what}: {other:?}"),
         };
+        let wrong_td = sign_unchecked(&root, &pending, "east", "west.local");
+        let why = refusal(wrong_td, "for another trust domain");
         assert!(why.contains("trust domain east.local"), "{why}");
         // Signed by a root that is not this trust domain's.
         let wrong_root = sign(&other_root, &pending, "east", "east.local");
-        let SignedStep::Refuse(why) = signed_step(&with(wrong_root), &id, &bundle, &material, now)
-        else {
-            panic!("accepted a chain to a foreign root")
-        };
+        let why = refusal(wrong_root, "to a foreign root");
         assert!(why.contains("does not lead to a root"), "{why}");
         // For another key.
         let other = fresh_pending(&id, KeyAlgorithm::EcdsaP256, 1).unwrap();
         let mut other_key = sign(&root, &other, "east", "east.local");
         other_key.csr_digest = good.csr_digest.clone();
-        let SignedStep::Refuse(why) = signed_step(&with(other_key), &id, &bundle, &material, now)
-        else {
-            panic!("accepted a chain for another key")
-        };
+        let why = refusal(other_key, "for another key");
         assert!(why.contains("public key"), "{why}");
         // Garbage.
         let mut garbage = good.clone();

@@ -4,17 +4,11 @@
 //! stamps a condition's `lastTransitionTime` when its status flips), so reconciling an
 //! unchanged cluster yields an identical status and no write.
 
-use federator_api::condition;
+use federator_api::condition::{self, reasons};
 use federator_api::member::{ClusterTrustStatus, CsrStatus, Installed, IstiodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// Condition: the cluster CA the agent holds is in `cacerts`.
-pub const INSTALLED: &str = "Installed";
-/// Condition: `root-cert.pem` holds the bundle of `spec.bundle`.
-pub const BUNDLE_INSTALLED: &str = "BundleInstalled";
-/// Condition: the mesh config lists the peers' roots.
-pub const MESH_CONFIG: &str = "MeshConfig";
-/// Condition: all of the above, and no problem.
-pub const READY: &str = "Ready";
+pub use federator_api::condition::types::{BUNDLE_INSTALLED, INSTALLED, MESH_CONFIG, READY};
 
 /// The outcome of one check, for one condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,13 +58,15 @@ pub struct Report {
     pub mesh_check: Check,
     /// Problems, each a sentence.
     pub problems: Vec<String>,
+    /// The `metadata.generation` of the `ClusterTrust` this report answers.
+    pub generation: Option<i64>,
 }
 
-/// The new status. `now` (RFC 3339) is only used for conditions whose status flips.
+/// The new status. `now` is only used for conditions whose status flips.
 pub fn status(
     previous: Option<&ClusterTrustStatus>,
     report: Report,
-    now: &str,
+    now: &Time,
 ) -> ClusterTrustStatus {
     let prev_conditions = previous
         .map(|p| p.conditions.as_slice())
@@ -88,7 +84,15 @@ pub fn status(
     ];
     let mut conditions = prev_conditions.to_vec();
     for (type_, c) in checks {
-        conditions = condition::set(&conditions, type_, c.ok, &c.reason, &c.message, now);
+        conditions = condition::set(
+            &conditions,
+            type_,
+            c.ok,
+            &c.reason,
+            &c.message,
+            now,
+            report.generation,
+        );
     }
     let failing: Vec<String> = checks
         .iter()
@@ -98,15 +102,23 @@ pub fn status(
     let ready = failing.is_empty() && problems.is_empty();
     let (reason, message) = if ready {
         (
-            "Ready",
+            reasons::READY,
             "Istio's plug-in CA, trust bundle and mesh config are in place".to_owned(),
         )
     } else if !failing.is_empty() {
-        ("NotReady", failing.join("; "))
+        (reasons::NOT_READY, failing.join("; "))
     } else {
-        ("Problems", problems.join("; "))
+        (reasons::PROBLEMS, problems.join("; "))
     };
-    conditions = condition::set(&conditions, READY, ready, reason, &message, now);
+    conditions = condition::set(
+        &conditions,
+        READY,
+        ready,
+        reason,
+        &message,
+        now,
+        report.generation,
+    );
     ClusterTrustStatus {
         csr: report.csr,
         installed: report
@@ -122,12 +134,25 @@ pub fn status(
 
 /// The previous status with one more problem (a failure that stopped the reconcile early):
 /// everything else is kept, `Ready` turns False.
-pub fn with_failure(previous: &ClusterTrustStatus, problem: &str, now: &str) -> ClusterTrustStatus {
+pub fn with_failure(
+    previous: &ClusterTrustStatus,
+    problem: &str,
+    now: &Time,
+    generation: Option<i64>,
+) -> ClusterTrustStatus {
     let mut next = previous.clone();
     if !next.problems.iter().any(|p| p == problem) {
         next.problems.push(problem.to_owned());
     }
-    next.conditions = condition::set(&next.conditions, READY, false, "Problems", problem, now);
+    next.conditions = condition::set(
+        &next.conditions,
+        READY,
+        false,
+        reasons::PROBLEMS,
+        problem,
+        now,
+        generation,
+    );
     next
 }
 
@@ -149,29 +174,29 @@ pub struct InstallFacts<'a> {
 /// The `Installed` check.
 pub fn installed_check(f: &InstallFacts<'_>) -> Check {
     if let Some(e) = f.write_error {
-        return Check::fail("WriteFailed", e);
+        return Check::fail(reasons::WRITE_FAILED, e);
     }
     if let Some(i) = f.in_sync {
         return Check::pass(
-            "Installed",
+            reasons::INSTALLED,
             format!(
                 "cluster CA {} (CSR generation {}, expires {}) is in istio-system/cacerts",
-                i.serial, i.csr_generation, i.not_after
+                i.serial, i.csr_generation, i.not_after.0
             ),
         );
     }
     if let Some(e) = f.material_error {
-        return Check::fail("InvalidMaterial", e);
+        return Check::fail(reasons::INVALID_MATERIAL, e);
     }
     if let Some(e) = f.refused {
-        return Check::fail("ChainRejected", e);
+        return Check::fail(reasons::CHAIN_REJECTED, e);
     }
     match f.waiting_for {
         Some(g) => Check::fail(
-            "WaitingForSignature",
+            reasons::WAITING_FOR_SIGNATURE,
             format!("waiting for the hub to sign CSR generation {g}"),
         ),
-        None => Check::fail("NoCsr", "no CSR yet"),
+        None => Check::fail(reasons::NO_CSR, "no CSR yet"),
     }
 }
 
@@ -182,11 +207,14 @@ pub fn bundle_check(
     generation: i64,
 ) -> Check {
     let Some(bundle) = bundle else {
-        return Check::fail("InvalidBundle", "spec.bundle cannot be used (see problems)");
+        return Check::fail(
+            reasons::INVALID_BUNDLE,
+            "spec.bundle cannot be used (see problems)",
+        );
     };
     if actual_root == Some(bundle.to_pem().as_bytes()) && !bundle.is_empty() {
         Check::pass(
-            "BundleInstalled",
+            reasons::BUNDLE_INSTALLED,
             format!(
                 "root-cert.pem holds bundle generation {generation}: {} root(s) of {} trust domain(s)",
                 bundle.roots().len(),
@@ -195,7 +223,7 @@ pub fn bundle_check(
         )
     } else {
         Check::fail(
-            "BundlePending",
+            reasons::BUNDLE_PENDING,
             format!("root-cert.pem does not hold bundle generation {generation} yet"),
         )
     }
@@ -228,17 +256,20 @@ pub fn mesh_check(
 ) -> (Check, Option<String>) {
     match facts {
         MeshFacts::Skipped => (
-            Check::fail("InvalidSpec", "the spec cannot be used (see problems)"),
+            Check::fail(
+                reasons::INVALID_SPEC,
+                "the spec cannot be used (see problems)",
+            ),
             None,
         ),
         MeshFacts::Absent => (
             Check::pass(
-                "NoMeshConfig",
+                reasons::NO_MESH_CONFIG,
                 "ConfigMap istio-system/istio not found: no mesh config to update",
             ),
             None,
         ),
-        MeshFacts::Failed(e) => (Check::fail("MeshConfigFailed", e.clone()), None),
+        MeshFacts::Failed(e) => (Check::fail(reasons::MESH_CONFIG_FAILED, e.clone()), None),
         MeshFacts::InSync {
             mesh_trust_domain,
             managed_entries,
@@ -247,7 +278,10 @@ pub fn mesh_check(
                 let msg = format!(
                     "the mesh config's trustDomain is {mesh_trust_domain} but this cluster's trust domain is {own_trust_domain}: istiod issues workload identities in {mesh_trust_domain}; set meshConfig.trustDomain to {own_trust_domain}"
                 );
-                return (Check::fail("TrustDomainMismatch", msg.clone()), Some(msg));
+                return (
+                    Check::fail(reasons::TRUST_DOMAIN_MISMATCH, msg.clone()),
+                    Some(msg),
+                );
             }
             let mut msg =
                 format!("caCertificates lists {managed_entries} root(s) of other trust domains");
@@ -256,7 +290,7 @@ pub fn mesh_check(
                     "; note: istiod runs without ISTIO_MULTIROOT_MESH=true, so caCertificates has no effect on sidecar trust (root-cert.pem still carries every root)",
                 );
             }
-            (Check::pass("InSync", msg), None)
+            (Check::pass(reasons::IN_SYNC, msg), None)
         }
     }
 }
@@ -282,13 +316,18 @@ mod tests {
             bundle_check: Check::pass("BundleInstalled", "ok"),
             mesh_check: Check::pass("InSync", "ok"),
             problems: Vec::new(),
+            generation: Some(1),
         }
+    }
+
+    fn t(n: u32) -> Time {
+        federator_api::fields::parse_time(&format!("2026-01-01T00:00:0{n}Z")).unwrap()
     }
 
     #[test]
     fn same_report_same_status() {
-        let a = status(None, report(true), "t1");
-        let b = status(Some(&a), report(true), "t2");
+        let a = status(None, report(true), &t(1));
+        let b = status(Some(&a), report(true), &t(2));
         assert_eq!(
             a, b,
             "a reconcile of an unchanged cluster must not change the status"
@@ -299,14 +338,14 @@ mod tests {
 
     #[test]
     fn ready_needs_every_check_and_no_problem() {
-        let a = status(None, report(false), "t1");
+        let a = status(None, report(false), &t(1));
         let ready = a.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(ready.status, "False");
         assert!(ready.message.contains("Installed: waiting"), "{ready:?}");
 
         let mut r = report(true);
         r.problems = vec!["p".into(), "p".into()];
-        let b = status(Some(&a), r, "t2");
+        let b = status(Some(&a), r, &t(2));
         assert_eq!(b.problems, vec!["p".to_owned()]);
         let ready = b.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(
@@ -314,7 +353,7 @@ mod tests {
             ("False", "Problems")
         );
         let installed = b.conditions.iter().find(|c| c.type_ == INSTALLED).unwrap();
-        assert_eq!(installed.last_transition_time, "t2");
+        assert_eq!(installed.last_transition_time, t(2));
     }
 
     #[test]
@@ -322,14 +361,21 @@ mod tests {
         let mut r = report(true);
         r.installed = Some(Installed {
             serial: "01".into(),
-            ..Default::default()
+            sha256: String::new(),
+            not_after: t(9),
+            bundle_generation: 0,
+            csr_generation: 0,
         });
         r.istiod = Some(IstiodStatus {
-            state: "restarted".into(),
-            ..Default::default()
+            state: federator_api::member::IstiodState::Restarted,
+            multi_root: false,
+            version: federator_core::istiod::IstiodVersion::parse("1.27.9"),
+            published_bundle_generation: Some(0),
+            message: String::new(),
+            warnings: vec!["a risk".into()],
         });
-        let a = status(None, r, "t1");
-        let b = status(Some(&a), report(false), "t2");
+        let a = status(None, r, &t(1));
+        let b = status(Some(&a), report(false), &t(2));
         assert_eq!(b.installed, a.installed);
         assert_eq!(b.istiod, a.istiod);
     }
@@ -339,8 +385,9 @@ mod tests {
         let inst = Installed {
             serial: "0a".into(),
             csr_generation: 2,
-            not_after: "2030-01-01T00:00:00Z".into(),
-            ..Default::default()
+            not_after: federator_api::fields::parse_time("2030-01-01T00:00:00Z").unwrap(),
+            sha256: String::new(),
+            bundle_generation: 0,
         };
         let c = installed_check(&InstallFacts {
             in_sync: Some(&inst),
@@ -386,12 +433,12 @@ mod tests {
 
     #[test]
     fn a_failure_adds_a_problem_and_keeps_the_rest() {
-        let a = status(None, report(true), "t1");
-        let b = with_failure(&a, "cannot update Secret", "t2");
+        let a = status(None, report(true), &t(1));
+        let b = with_failure(&a, "cannot update Secret", &t(2), Some(1));
         assert_eq!(b.problems, vec!["cannot update Secret".to_owned()]);
         assert_eq!(b.csr, a.csr);
         assert!(!condition::is_true(&b.conditions, READY));
         assert!(condition::is_true(&b.conditions, INSTALLED));
-        assert_eq!(with_failure(&b, "cannot update Secret", "t3"), b);
+        assert_eq!(with_failure(&b, "cannot update Secret", &t(3), Some(1)), b);
     }
 }

@@ -11,11 +11,8 @@ use std::time::{Duration, Instant};
 
 use federator_api::member::{BundleEntry, ClusterTrust, ClusterTrustSpec, SignedCa};
 use federator_api::{names, rbac};
-use federator_core::ca::{IssuingCa, RootOptions};
-use federator_core::cert::CertInfo;
-use federator_core::csr::CsrInfo;
-use federator_core::identity::{ClusterName, TrustDomain};
-use federator_core::policy::{ClusterCaRequest, SigningPolicy};
+use federator_core::ca::IssuingCa;
+use federator_testkit::exchange::{self, Hub};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvVar, Namespace, PodSpec, PodTemplateSpec, Secret, ServiceAccount,
@@ -28,28 +25,17 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
 use testbed::{Cluster, Process, ProcessSpec, Testbed, TestbedOptions};
-use time::OffsetDateTime;
 
 pub const CLUSTER: &str = "east";
 pub const TD: &str = "cluster.local";
 pub const PEER_TD: &str = "west.local";
 
-/// A root CA for a trust domain.
-pub fn root(common_name: &str) -> IssuingCa {
-    IssuingCa::create_root(
-        &RootOptions {
-            common_name: common_name.into(),
-            ..RootOptions::default()
-        },
-        OffsetDateTime::now_utc(),
-    )
-    .unwrap()
-}
+pub use federator_testkit::exchange::bundle_entry as entry;
+pub use federator_testkit::pki::root;
 
 /// The hub's answer to a CSR, under policy (`td` the trust domain the hub certifies).
 pub fn sign(root: &IssuingCa, csr_pem: &str, generation: i64, td: &str) -> SignedCa {
-    let csr = CsrInfo::parse(csr_pem.as_bytes()).unwrap();
-    sign_parsed(root, &csr, csr.digest(), generation, td)
+    exchange::signed(root, csr_pem, generation, (CLUSTER, td), Hub::Honest)
 }
 
 /// A rogue answer: the CSR's key certified for trust domain `td`, whatever the CSR asked.
@@ -59,56 +45,12 @@ pub fn sign_for_other_domain(
     generation: i64,
     td: &str,
 ) -> SignedCa {
-    let mut csr = CsrInfo::parse(csr_pem.as_bytes()).unwrap();
-    let digest = csr.digest();
-    csr.uri_sans.clear();
-    sign_parsed(root, &csr, digest, generation, td)
-}
-
-fn sign_parsed(
-    root: &IssuingCa,
-    csr: &CsrInfo,
-    digest: String,
-    generation: i64,
-    td: &str,
-) -> SignedCa {
-    let issued = SigningPolicy::default()
-        .sign(
-            root,
-            csr,
-            &ClusterCaRequest {
-                cluster: ClusterName::new(CLUSTER).unwrap(),
-                trust_domain: TrustDomain::new(td).unwrap(),
-            },
-            OffsetDateTime::now_utc(),
-        )
-        .unwrap();
-    let info = CertInfo::from_der(&issued.cert_der).unwrap();
-    SignedCa {
-        csr_digest: digest,
-        generation,
-        chain_pem: issued.chain_pem,
-        serial: info.serial,
-        not_after: info.not_after,
-        renew_after: String::new(),
-    }
-}
-
-/// A bundle entry.
-pub fn entry(td: &str, ca: &IssuingCa) -> BundleEntry {
-    BundleEntry {
-        trust_domain: td.into(),
-        roots_pem: ca.cert_pem(),
-    }
+    exchange::signed(root, csr_pem, generation, (CLUSTER, td), Hub::Rogue)
 }
 
 /// Secret data as bytes.
 pub fn data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
-    s.data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect()
+    federator_api::plumbing::secret_data(s)
 }
 
 pub struct Fixture {
@@ -263,14 +205,11 @@ impl Fixture {
             env!("CARGO_BIN_EXE_cluster-agent"),
             log,
         )
-        .args([
-            "--kubeconfig",
-            self.agent_kubeconfig.to_str().unwrap(),
-            "--cluster-name",
+        .args(federator_testkit::agent_args(
+            &self.agent_kubeconfig,
             CLUSTER,
-            "--log-level",
             "info,cluster_agent=debug",
-        ]);
+        ));
         self.agent = Some(Process::spawn(spec).unwrap());
     }
 
@@ -289,28 +228,17 @@ impl Fixture {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// Polls `check` every 100 ms until it returns `Ok`, or panics after `timeout` with `what`,
-    /// the last `Err` and the agent's log.
-    pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    /// Polls `check` until it returns `Ok`, or panics after `timeout` with `what`, the last
+    /// `Err` and the agent's log.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, String>>,
     {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match check().await {
-                Ok(v) => return v,
-                Err(last) => {
-                    if Instant::now() > deadline {
-                        panic!(
-                            "timed out after {timeout:?} waiting for {what}\nlast observation: {last}\nagent log:\n{}",
-                            self.agent_log()
-                        );
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        federator_testkit::wait_until(what, timeout, check, || {
+            format!("agent log:\n{}", self.agent_log())
+        })
+        .await
     }
 
     pub fn trusts(&self) -> Api<ClusterTrust> {
@@ -556,46 +484,38 @@ impl Fixture {
 
     /// resourceVersions of every object the agent reads or writes.
     pub async fn resource_versions(&self) -> BTreeMap<&'static str, Option<String>> {
-        let rv = |m: Option<ObjectMeta>| m.and_then(|m| m.resource_version);
-        let mut out = BTreeMap::new();
-        out.insert("ClusterTrust", rv(Some(self.trust().await.metadata)));
-        out.insert(
-            "cacerts",
-            rv(self
-                .istio_secrets()
-                .get_opt(names::CACERTS_SECRET)
+        async fn rv<K>(api: Api<K>, name: &str) -> Option<String>
+        where
+            K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        {
+            api.get_opt(name)
                 .await
                 .unwrap()
-                .map(|s| s.metadata)),
-        );
-        out.insert(
-            "agent Secret",
-            rv(self
-                .own_secrets()
-                .get_opt(names::AGENT_KEY_SECRET)
-                .await
-                .unwrap()
-                .map(|s| s.metadata)),
-        );
-        out.insert(
-            "istio ConfigMap",
-            rv(self
-                .configmaps()
-                .get_opt(names::ISTIO_CONFIGMAP)
-                .await
-                .unwrap()
-                .map(|s| s.metadata)),
-        );
-        out.insert(
-            "istiod Deployment",
-            rv(self
-                .deployments()
-                .get_opt(names::ISTIOD_DEPLOYMENT)
-                .await
-                .unwrap()
-                .map(|s| s.metadata)),
-        );
-        out
+                .and_then(|o| o.meta().resource_version.clone())
+        }
+        [
+            (
+                "ClusterTrust",
+                rv(self.trusts(), names::CLUSTER_TRUST).await,
+            ),
+            (
+                "cacerts",
+                rv(self.istio_secrets(), names::CACERTS_SECRET).await,
+            ),
+            (
+                "agent Secret",
+                rv(self.own_secrets(), names::AGENT_KEY_SECRET).await,
+            ),
+            (
+                "istio ConfigMap",
+                rv(self.configmaps(), names::ISTIO_CONFIGMAP).await,
+            ),
+            (
+                "istiod Deployment",
+                rv(self.deployments(), names::ISTIOD_DEPLOYMENT).await,
+            ),
+        ]
+        .into()
     }
 
     /// Asserts that nothing the agent touches changes over `window`.
@@ -624,26 +544,4 @@ fn namespace(name: &str) -> Namespace {
 
 /// `openssl verify -x509_strict` of `ca-cert.pem` against `root-cert.pem` through
 /// `cert-chain.pem`.
-pub fn openssl_verify(cacerts: &BTreeMap<String, Vec<u8>>) -> Result<(), String> {
-    let dir = tempfile::tempdir().unwrap();
-    for f in ["ca-cert.pem", "cert-chain.pem", "root-cert.pem"] {
-        std::fs::write(dir.path().join(f), &cacerts[f]).unwrap();
-    }
-    let out = std::process::Command::new("openssl")
-        .args(["verify", "-x509_strict", "-CAfile"])
-        .arg(dir.path().join("root-cert.pem"))
-        .arg("-untrusted")
-        .arg(dir.path().join("cert-chain.pem"))
-        .arg(dir.path().join("ca-cert.pem"))
-        .output()
-        .expect("openssl must be installed");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
+pub use federator_testkit::openssl::verify_cacerts as openssl_verify;

@@ -1,68 +1,24 @@
-//! Helpers shared by the core's integration tests: certificates with exactly the defects a
-//! test needs, built with rcgen.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! Helpers shared by the core's integration tests: the workspace's PKI fixtures
+//! (`federator-testkit`), and certificates with exactly the defects a test needs, built with
+//! rcgen.
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use federator_core::bundle::TrustBundle;
-use federator_core::ca::{IssuingCa, RootOptions};
+use federator_core::ca::IssuingCa;
 use federator_core::cacerts::CaCerts;
-use federator_core::csr::{CsrInfo, generate_cluster_csr};
-use federator_core::identity::{ClusterName, TrustDomain};
-use federator_core::key::{KeyAlgorithm, PrivateKey};
-use federator_core::policy::{ClusterCaRequest, IssuedCa, SigningPolicy};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use time::OffsetDateTime;
 
-pub fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
-pub fn td(s: &str) -> TrustDomain {
-    TrustDomain::new(s).unwrap()
-}
+pub use federator_testkit::pki::{bundle_of, cacerts, issue, now, pem, request, td};
 
 pub fn root() -> IssuingCa {
-    IssuingCa::create_root(&RootOptions::default(), now()).unwrap()
-}
-
-pub fn request(cluster: &str, trust_domain: &str) -> ClusterCaRequest {
-    ClusterCaRequest {
-        cluster: ClusterName::new(cluster).unwrap(),
-        trust_domain: td(trust_domain),
-    }
-}
-
-/// Signs a fresh cluster CA under `ca`; returns the key and what was issued.
-pub fn issue(ca: &IssuingCa, cluster: &str, trust_domain: &str) -> (PrivateKey, IssuedCa) {
-    let req = request(cluster, trust_domain);
-    let (key, csr) =
-        generate_cluster_csr(&req.cluster, &req.trust_domain, KeyAlgorithm::EcdsaP256).unwrap();
-    let issued = SigningPolicy::default()
-        .sign(ca, &CsrInfo::parse(csr.as_bytes()).unwrap(), &req, now())
-        .unwrap();
-    (key, issued)
-}
-
-pub fn bundle_of(ca: &IssuingCa, trust_domain: &str) -> TrustBundle {
-    let mut b = TrustBundle::new();
-    b.add(&td(trust_domain), ca.root_der().to_vec()).unwrap();
-    b
-}
-
-/// Complete, valid cacerts for a cluster under `ca`.
-pub fn cacerts(ca: &IssuingCa, cluster: &str, trust_domain: &str) -> CaCerts {
-    let (key, issued) = issue(ca, cluster, trust_domain);
-    CaCerts::assemble(&issued.chain_pem, &key, &bundle_of(ca, trust_domain)).unwrap()
+    federator_testkit::pki::default_root()
 }
 
 pub fn files(c: &CaCerts) -> BTreeMap<String, Vec<u8>> {
     c.files()
-}
-
-pub fn pem(der: &[u8]) -> String {
-    federator_core::cert::to_pem([der])
 }
 
 /// A hand-made CA certificate for defect tests.

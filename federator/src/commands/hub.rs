@@ -127,7 +127,7 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
 /// `federator rotate-root`
 pub async fn rotate_root(source: &ClientSource, args: crate::cli::RotateRootArgs) -> Result<()> {
     let hub = hub_client(source).await?;
-    let fp = crate::hub::roots::RootStore::new(hub.clone())
+    let fp = crate::hub::trust::store::RootStore::new(hub.clone())
         .start_rotation(
             &args.trust_domain,
             &local_root_options(&hub).await?,
@@ -149,7 +149,7 @@ pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> 
     let report = hub_join::leave(&hub, &args.name).await?;
     if let Some((td, sharing)) = &report.shared_trust_domain {
         if args.rotate_trust_domain {
-            let fp = crate::hub::roots::RootStore::new(hub.clone())
+            let fp = crate::hub::trust::store::RootStore::new(hub.clone())
                 .start_rotation(td, &local_root_options(&hub).await?, args.rotation_drain)
                 .await?;
             println!(
@@ -226,10 +226,9 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
                     "rotating {}: {}{}\n",
                     r.trust_domain,
                     r.phase,
-                    if r.removes_old_root_at.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (old root removed at {})", r.removes_old_root_at)
+                    match &r.removes_old_root_at {
+                        None => String::new(),
+                        Some(t) => format!(" (old root removed at {})", t.0),
                     }
                 );
                 for w in &r.waiting_for {
@@ -337,47 +336,44 @@ fn secret_from(file: Option<&std::path::Path>, env: &str, what: &str) -> Result<
         })
 }
 
-fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::vault::VaultConfig> {
+fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::trust::vault_config::VaultConfig> {
     use crate::cli::VaultAuthKind;
-    use crate::hub::vault::{VaultAuth, VaultConfig};
+    use crate::hub::trust::vault_config::{VaultAuth, VaultConfig};
     let address = v
         .vault_addr
         .clone()
         .ok_or_else(|| Error::Usage("--root vault needs --vault-addr (or $VAULT_ADDR)".into()))?;
-    let auth =
-        match v.vault_auth {
-            VaultAuthKind::Token => VaultAuth::Token {
-                token: secret_from(
-                    v.vault_token_file.as_deref(),
-                    "VAULT_TOKEN",
-                    "the Vault token",
-                )?,
-            },
-            VaultAuthKind::Approle => VaultAuth::AppRole {
-                mount: v
-                    .vault_auth_mount
-                    .clone()
-                    .unwrap_or_else(|| "approle".into()),
-                role_id: v.vault_role_id.clone().ok_or_else(|| {
-                    Error::Usage("--vault-auth approle needs --vault-role-id".into())
-                })?,
-                secret_id: secret_from(
-                    v.vault_secret_id_file.as_deref(),
-                    "VAULT_SECRET_ID",
-                    "the AppRole secret ID",
-                )?,
-            },
-            VaultAuthKind::Kubernetes => VaultAuth::Kubernetes {
-                mount: v
-                    .vault_auth_mount
-                    .clone()
-                    .unwrap_or_else(|| "kubernetes".into()),
-                role: v.vault_role.clone().ok_or_else(|| {
-                    Error::Usage("--vault-auth kubernetes needs --vault-role".into())
-                })?,
-                jwt_file: v.vault_jwt_file.clone(),
-            },
-        };
+    let mount = |default: &str| v.vault_auth_mount.clone().unwrap_or_else(|| default.into());
+    let needs = |value: &Option<String>, what: &str| {
+        value
+            .clone()
+            .ok_or_else(|| Error::Usage(format!("--vault-auth {what}")))
+    };
+    let auth = match v.vault_auth {
+        VaultAuthKind::Token => VaultAuth::Token {
+            token: secret_from(
+                v.vault_token_file.as_deref(),
+                "VAULT_TOKEN",
+                "the Vault token",
+            )?
+            .into(),
+        },
+        VaultAuthKind::Approle => VaultAuth::AppRole {
+            mount: mount("approle"),
+            role_id: needs(&v.vault_role_id, "approle needs --vault-role-id")?,
+            secret_id: secret_from(
+                v.vault_secret_id_file.as_deref(),
+                "VAULT_SECRET_ID",
+                "the AppRole secret ID",
+            )?
+            .into(),
+        },
+        VaultAuthKind::Kubernetes => VaultAuth::Kubernetes {
+            mount: mount("kubernetes"),
+            role: needs(&v.vault_role, "kubernetes needs --vault-role")?,
+            jwt_file: v.vault_jwt_file.clone(),
+        },
+    };
     let ca_pem = match &v.vault_ca_file {
         Some(path) => Some(
             String::from_utf8_lossy(&fsutil::read_input(
@@ -402,5 +398,5 @@ fn vault_config(v: &crate::cli::VaultArgs) -> Result<crate::hub::vault::VaultCon
 /// The local backend's root settings recorded in the Federation.
 async fn local_root_options(hub: &kube::Client) -> Result<RootOptions> {
     let fed = crate::hub::kube::federation(hub).await?;
-    crate::hub::roots::local_root_options(&fed.spec)
+    Ok(crate::hub::trust::roots::local_root_options(&fed.spec))
 }

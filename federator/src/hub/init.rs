@@ -3,20 +3,22 @@
 use std::time::Duration;
 
 use federator_api::hub::{
-    Federation, FederationSpec, LocalRootSettings, MemberCluster, RootBackend, VaultBackend,
+    Federation, FederationSpec, LocalRootSettings, MemberCluster, RootBackend, RootType,
 };
 use federator_api::member::ClusterTrust;
-use federator_api::names;
+use federator_api::{names, plumbing};
 use federator_core::ca::{IssuingCa, RootOptions};
 use federator_core::identity::TrustDomain;
 use federator_core::key::KeyAlgorithm;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube::{Client, CustomResourceExt};
 use time::OffsetDateTime;
 
-use super::kube::{ensure_namespace, install_crds};
-use super::roots::{self, Backend, RootStore};
-use super::vault::{self, VaultAuth, VaultConfig};
+use super::kube::{ensure_namespace, find_federation, install_crds};
+use super::trust::roots;
+use super::trust::store::RootStore;
+use super::trust::vault;
+use super::trust::vault_config::{VaultConfig, vault_backend_spec, vault_material};
 use crate::{Error, Result};
 
 /// The root to start the federation with.
@@ -85,7 +87,7 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
             // Proves the credential works and the issuer exists before anything is written.
             vault::VaultSigner::connect(config.clone()).await?;
             vault_spec = Some(vault_backend_spec(config));
-            (Backend::Vault, roots::vault_material(&config.auth))
+            (RootType::Vault, vault_material(&config.auth))
         }
         RootChoice::Local {
             trust_domain,
@@ -98,25 +100,25 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
                 },
                 OffsetDateTime::now_utc(),
             )?;
-            (Backend::Local, roots::local_material(trust_domain, &root))
+            (RootType::Local, roots::local_material(trust_domain, &root))
         }
         RootChoice::Import { cert_pem, key_pem } => {
             IssuingCa::import(cert_pem, key_pem, OffsetDateTime::now_utc())?;
-            (Backend::Import, roots::import_material(cert_pem, key_pem))
+            (RootType::Import, roots::import_material(cert_pem, key_pem))
         }
     };
     let spec = FederationSpec {
         root: RootBackend {
-            type_: backend.as_str().to_owned(),
+            type_: backend,
             vault: vault_spec,
         },
-        cluster_ca_ttl: federator_core::duration::format(opts.cluster_ca_ttl),
+        cluster_ca_ttl: opts.cluster_ca_ttl.into(),
         renew_at_percent: opts.renew_at_percent,
-        key_algorithm: opts.key_algorithm.to_string(),
+        key_algorithm: opts.key_algorithm,
         local_roots: match &opts.root {
             RootChoice::Local { options, .. } => LocalRootSettings {
-                key_algorithm: options.key_algorithm.to_string(),
-                ttl: federator_core::duration::format(options.ttl),
+                key_algorithm: Some(options.key_algorithm),
+                ttl: Some(options.ttl.into()),
                 organization: options.organization.clone(),
             },
             _ => LocalRootSettings::default(),
@@ -126,7 +128,7 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
     let feds: Api<Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);
     // An existing federation with other settings is refused before anything is written. (On a
     // hub that has no CRDs yet, the read fails with 404: nothing exists.)
-    let existing = feds.get_opt(names::FEDERATION).await.unwrap_or(None);
+    let existing = find_federation(hub).await?;
     if let Some(existing) = &existing
         && existing.spec != spec
     {
@@ -156,12 +158,9 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
     )
     .await?;
     let store = RootStore::new(hub.clone());
-    let created_roots = store.initialise(&backend, material).await?;
-    let current_spec = feds
-        .get_opt(names::FEDERATION)
-        .await
-        .ok()
-        .flatten()
+    let created_roots = store.initialise(backend, material).await?;
+    let current_spec = find_federation(hub)
+        .await?
         .map_or_else(|| spec.clone(), |f| f.spec);
     let root_fingerprints = store.load(&current_spec).await?.root_fingerprints();
 
@@ -169,55 +168,17 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
         false
     } else {
         let fed = Federation {
-            metadata: ObjectMeta {
-                name: Some(names::FEDERATION.to_owned()),
-                namespace: Some(names::NAMESPACE.to_owned()),
-                labels: Some(super::kube::managed_labels()),
-                ..ObjectMeta::default()
-            },
+            metadata: plumbing::metadata(names::FEDERATION, names::NAMESPACE),
             spec,
             status: None,
         };
-        match feds.create(&PostParams::default(), &fed).await {
-            Ok(_) => true,
-            Err(kube::Error::Api(e)) if e.code == 409 => false,
-            Err(e) => return Err(Error::kube("create federation", e)),
-        }
+        plumbing::create_or_accept(&feds, &PostParams::default(), &fed)
+            .await
+            .map_err(|e| Error::kube("create federation", e))?
     };
     Ok(InitReport {
         created: created_roots || created_fed,
         root_fingerprints,
         bootstrap: bootstrap_report,
     })
-}
-
-/// The Federation's record of Vault settings (never a secret: those stay in the roots Secret).
-fn vault_backend_spec(c: &VaultConfig) -> VaultBackend {
-    let (auth, auth_mount, role, jwt_path) = match &c.auth {
-        VaultAuth::Token { .. } => ("token", String::new(), String::new(), String::new()),
-        VaultAuth::AppRole { mount, .. } => {
-            ("approle", mount.clone(), String::new(), String::new())
-        }
-        VaultAuth::Kubernetes {
-            mount,
-            role,
-            jwt_file,
-        } => (
-            "kubernetes",
-            mount.clone(),
-            role.clone(),
-            jwt_file.to_string_lossy().into_owned(),
-        ),
-    };
-    VaultBackend {
-        address: c.address.clone(),
-        mount: c.mount.clone(),
-        issuer: c.issuer.clone().unwrap_or_default(),
-        namespace: c.namespace.clone().unwrap_or_default(),
-        auth: auth.to_owned(),
-        auth_mount,
-        role,
-        jwt_path,
-        ca_pem: c.ca_pem.clone().unwrap_or_default(),
-    }
 }

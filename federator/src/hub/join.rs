@@ -6,6 +6,9 @@
 //! Deployment in `in-cluster` mode), creates the exchange object, mints a token for the hub's
 //! own least-privilege ServiceAccount and stores only that on the hub. Running it again
 //! changes nothing.
+//!
+//! Join, leave and the member-side objects they install and remove stay in one file (about
+//! 500 lines): they are one job — a cluster's membership — and read best side by side.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +27,8 @@ use time::OffsetDateTime;
 
 use super::kube::{self as k, ClientSource, Permission};
 use super::member_access;
-use super::roots::RootStore;
+use super::trust::roots::local_root_options;
+use super::trust::store::RootStore;
 use crate::{Error, Result};
 
 /// Where the agent runs.
@@ -175,7 +179,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
     RootStore::new(hub.clone())
         .ensure_trust_domains(
             std::slice::from_ref(&opts.trust_domain),
-            &super::roots::local_root_options(&federation.spec)?,
+            &local_root_options(&federation.spec),
         )
         .await?;
 
@@ -187,17 +191,12 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
         .is_none()
     {
         let ct = ClusterTrust {
-            metadata: ObjectMeta {
-                name: Some(names::CLUSTER_TRUST.to_owned()),
-                namespace: Some(names::NAMESPACE.to_owned()),
-                labels: Some(k::managed_labels()),
-                ..ObjectMeta::default()
-            },
+            metadata: meta(names::CLUSTER_TRUST, names::NAMESPACE),
             spec: ClusterTrustSpec {
                 cluster_name: name.to_owned(),
                 trust_domain: opts.trust_domain.to_string(),
                 csr_generation: 1,
-                key_algorithm: federation.spec.key_algorithm.clone(),
+                key_algorithm: federation.spec.key_algorithm.to_string(),
                 ..ClusterTrustSpec::default()
             },
             status: None,
@@ -218,7 +217,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
     let still_good = match member_access::stored_kubeconfig(hub, &secret_name).await? {
         Some(stored) => {
             let fresh = !stored.needs_renewal(OffsetDateTime::now_utc());
-            let (c, _) = k::client_from_kubeconfig_yaml(&stored.kubeconfig, name).await?;
+            let c = stored.client(name).await?;
             fresh && member_access::credential_works(&c).await.is_ok()
         }
         None => false,
@@ -227,8 +226,8 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
         let (token, expires) =
             member_access::request_token(&member, names::HUB_SERVICE_ACCOUNT, opts.hub_token_ttl)
                 .await?;
-        let yaml = member_access::token_kubeconfig(name, &config, &server, &token)?;
-        let (c, _) = k::client_from_kubeconfig_yaml(&yaml, name).await?;
+        let yaml = member_access::token_kubeconfig(name, &config, &token)?;
+        let c = k::client_from_kubeconfig_yaml(&yaml, name).await?;
         member_access::credential_works(&c).await?;
         member_access::store_kubeconfig(hub, &secret_name, name, &yaml, expires).await?;
         report.new_credential = true;
@@ -239,16 +238,15 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
         network: opts.network.clone(),
         credential_secret: secret_name,
         server: server.clone(),
-        agent_mode: if in_cluster { "in-cluster" } else { "external" }.to_owned(),
+        agent_mode: Some(if in_cluster {
+            federator_api::hub::AgentMode::InCluster
+        } else {
+            federator_api::hub::AgentMode::External
+        }),
     };
     if existing.as_ref().map(|m| &m.spec) != Some(&spec) {
         let mc = MemberCluster {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                namespace: Some(names::NAMESPACE.to_owned()),
-                labels: Some(k::managed_labels()),
-                ..ObjectMeta::default()
-            },
+            metadata: meta(name, names::NAMESPACE),
             spec,
             status: None,
         };
@@ -265,7 +263,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
                     opts.hub_token_ttl,
                 )
                 .await?;
-                let yaml = member_access::token_kubeconfig(name, &config, &server, &token)?;
+                let yaml = member_access::token_kubeconfig(name, &config, &token)?;
                 let mut files = std::collections::BTreeMap::new();
                 let file_name = path
                     .file_name()
@@ -294,12 +292,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
 }
 
 fn meta(name: &str, namespace: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: Some(namespace.to_owned()),
-        labels: Some(k::managed_labels()),
-        ..ObjectMeta::default()
-    }
+    federator_api::plumbing::metadata(name, namespace)
 }
 
 /// Installs (or converges) the member-side objects. Each is applied only when it differs.
@@ -477,7 +470,7 @@ pub async fn leave(hub: &Client, name: &ClusterName) -> Result<LeaveReport> {
     }
     if let Some(stored) = member_access::stored_kubeconfig(hub, &secret_name).await? {
         let result: Result<()> = async {
-            let (c, _) = k::client_from_kubeconfig_yaml(&stored.kubeconfig, name.as_str()).await?;
+            let c = stored.client(name.as_str()).await?;
             let trusts: Api<ClusterTrust> = Api::namespaced(c.clone(), names::NAMESPACE);
             let sas: Api<ServiceAccount> = Api::namespaced(c, names::NAMESPACE);
             let _ = trusts

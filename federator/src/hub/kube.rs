@@ -1,22 +1,22 @@
-//! Kubernetes plumbing shared by the hub's commands: clients from kubeconfigs, server-side
-//! apply, CRD installation, and permission checks with SelfSubjectAccessReview.
+//! The hub's side of the Kubernetes plumbing (the rest is [`federator_api::plumbing`], shared
+//! with the agent): clients from the hub's sources, CRD installation, permission checks with
+//! SelfSubjectAccessReview, and the Federation object.
 
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::KubeConfigOptions;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use federator_api::names;
+use federator_api::hub::Federation;
+use federator_api::{names, plumbing};
 
 use crate::{Error, Result};
 
@@ -36,20 +36,20 @@ pub async fn config_from(source: &ClientSource) -> Result<Config> {
         ..KubeConfigOptions::default()
     };
     match &source.kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| {
-                Error::Usage(format!(
-                    "{}: cannot read the kubeconfig: {e}",
-                    path.display()
-                ))
-            })?;
-            Config::from_custom_kubeconfig(kc, &opts)
-                .await
-                .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
-        }
-        None if source.context.is_some() => Config::from_kubeconfig(&opts)
+        Some(path) => plumbing::config_from_file(path, source.context.as_deref())
             .await
-            .map_err(|e| Error::Usage(format!("kubeconfig: {e}"))),
+            .map_err(|source| Error::Kubeconfig {
+                what: path.display().to_string(),
+                source,
+            }),
+        None if source.context.is_some() => {
+            Config::from_kubeconfig(&opts)
+                .await
+                .map_err(|source| Error::Kubeconfig {
+                    what: "kubeconfig".into(),
+                    source,
+                })
+        }
         None => Config::infer().await.map_err(|e| {
             Error::Usage(format!(
                 "no cluster configured (not in a cluster, no kubeconfig): {e}"
@@ -59,14 +59,14 @@ pub async fn config_from(source: &ClientSource) -> Result<Config> {
 }
 
 /// Builds a client from a kubeconfig held in memory (a member credential).
-pub async fn client_from_kubeconfig_yaml(yaml: &str, what: &str) -> Result<(Client, Config)> {
-    let kc = Kubeconfig::from_yaml(yaml)
-        .map_err(|e| Error::Usage(format!("{what}: malformed kubeconfig: {e}")))?;
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+pub async fn client_from_kubeconfig_yaml(yaml: &str, what: &str) -> Result<Client> {
+    let config = plumbing::config_from_yaml(yaml)
         .await
-        .map_err(|e| Error::Usage(format!("{what}: {e}")))?;
-    let client = Client::try_from(config.clone()).map_err(|e| Error::kube(what, e))?;
-    Ok((client, config))
+        .map_err(|source| Error::Kubeconfig {
+            what: what.to_owned(),
+            source,
+        })?;
+    client(&config, what)
 }
 
 /// A client for a configuration.
@@ -122,29 +122,20 @@ pub async fn missing_permissions(
     client: &Client,
     wanted: &[Permission],
 ) -> Result<Vec<Permission>> {
-    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut missing = Vec::new();
     for p in wanted {
-        let review = SelfSubjectAccessReview {
-            metadata: ObjectMeta::default(),
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(p.verb.to_owned()),
-                    group: Some(p.group.to_owned()),
-                    resource: Some(p.resource.to_owned()),
-                    subresource: p.subresource.map(str::to_owned),
-                    namespace: p.namespace.map(str::to_owned),
-                    ..ResourceAttributes::default()
-                }),
-                non_resource_attributes: None,
-            },
-            status: None,
+        let attributes = ResourceAttributes {
+            verb: Some(p.verb.to_owned()),
+            group: Some(p.group.to_owned()),
+            resource: Some(p.resource.to_owned()),
+            subresource: p.subresource.map(str::to_owned),
+            namespace: p.namespace.map(str::to_owned),
+            ..ResourceAttributes::default()
         };
-        let answer = api
-            .create(&PostParams::default(), &review)
+        let allowed = plumbing::access_allowed(client, attributes)
             .await
             .map_err(|e| Error::kube("SelfSubjectAccessReview", e))?;
-        if !answer.status.map(|s| s.allowed).unwrap_or(false) {
+        if !allowed {
             missing.push(p.clone());
         }
     }
@@ -158,18 +149,14 @@ where
     K::DynamicType: Default,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply(names::HUB_FIELD_MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await
-    .map_err(|e| {
-        Error::kube(
-            &format!("apply {} {name}", K::kind(&K::DynamicType::default())),
-            e,
-        )
-    })
+    plumbing::apply(api, obj, names::HUB_FIELD_MANAGER)
+        .await
+        .map_err(|e| {
+            Error::kube(
+                &format!("apply {} {name}", K::kind(&K::DynamicType::default())),
+                e,
+            )
+        })
 }
 
 /// Ensures a namespace exists.
@@ -186,16 +173,15 @@ pub async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
-            labels: Some(managed_labels()),
+            labels: Some(plumbing::managed_labels()),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
     };
-    match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(Error::kube(&format!("create namespace {name}"), e)),
-    }
+    plumbing::create_or_accept(&api, &PostParams::default(), &ns)
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::kube(&format!("create namespace {name}"), e))
 }
 
 /// Installs (server-side applies) CRDs and waits until they are established.
@@ -220,22 +206,9 @@ pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) 
     Ok(())
 }
 
-/// The labels federator puts on what it creates.
-pub fn managed_labels() -> std::collections::BTreeMap<String, String> {
-    [(
-        names::MANAGED_BY_LABEL.0.to_owned(),
-        names::MANAGED_BY_LABEL.1.to_owned(),
-    )]
-    .into()
-}
-
 /// The server URL of a kubeconfig's selected context (for messages and the stored credential).
 pub fn server_of(config: &Config) -> String {
-    config
-        .cluster_url
-        .to_string()
-        .trim_end_matches('/')
-        .to_owned()
+    plumbing::Endpoint::of(config).server
 }
 
 /// Reads a kubeconfig file for a member, with a usage error naming it.
@@ -249,14 +222,18 @@ pub fn read_kubeconfig_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The federation's `Federation` object; a clear error when the hub is not initialised.
-pub async fn federation(hub: &Client) -> Result<federator_api::hub::Federation> {
-    let feds: Api<federator_api::hub::Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);
-    feds.get_opt(names::FEDERATION)
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| {
-            Error::Refused("the hub is not initialised: run `federator init` first".into())
-        })
+/// The federation's `Federation` object, if the hub is initialised. A hub without the CRD
+/// (404) has none; any other failure (403, unreachable) is reported as what it is.
+pub async fn find_federation(hub: &Client) -> Result<Option<Federation>> {
+    let feds: Api<Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);
+    match feds.get_opt(names::FEDERATION).await {
+        Ok(found) => Ok(found),
+        Err(e) if plumbing::is_status(&e, 404) => Ok(None),
+        Err(e) => Err(Error::kube("read the Federation", e)),
+    }
+}
+
+/// The federation's `Federation` object; [`Error::NotInitialised`] when there is none.
+pub async fn federation(hub: &Client) -> Result<Federation> {
+    find_federation(hub).await?.ok_or(Error::NotInitialised)
 }

@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use federator_api::member::ClusterTrust;
-use federator_api::names;
+use federator_api::{names, plumbing};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::Kubeconfig;
 use kube::{Client, Config};
+use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use crate::{Error, Result};
@@ -19,25 +21,15 @@ pub const TOKEN_EXPIRES_ANNOTATION: &str = "federator.io/token-expires";
 /// Annotation on a credential Secret: when its token was issued (RFC 3339).
 pub const TOKEN_ISSUED_ANNOTATION: &str = "federator.io/token-issued";
 
-/// A member credential as stored on the hub.
-#[derive(Clone)]
+/// A member credential as stored on the hub. `Debug` never shows the token.
+#[derive(Clone, Debug)]
 pub struct StoredCredential {
-    /// The kubeconfig (secret: holds the token).
-    pub kubeconfig: String,
+    /// The kubeconfig (it holds the token).
+    pub kubeconfig: SecretString,
     /// When the token was issued.
     pub issued: Option<OffsetDateTime>,
     /// When the token expires.
     pub expires: Option<OffsetDateTime>,
-}
-
-impl std::fmt::Debug for StoredCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredCredential")
-            .field("kubeconfig", &"<redacted>")
-            .field("issued", &self.issued)
-            .field("expires", &self.expires)
-            .finish()
-    }
 }
 
 impl StoredCredential {
@@ -63,53 +55,34 @@ impl StoredCredential {
 
     /// The same kubeconfig with another token.
     pub fn with_token(&self, token: &str) -> Result<String> {
-        let mut kc: serde_yaml::Value =
-            serde_yaml::from_str(&self.kubeconfig).map_err(|e| Error::Encode(e.to_string()))?;
-        let user = kc
-            .get_mut("users")
-            .and_then(|u| u.get_mut(0))
-            .and_then(|u| u.get_mut("user"))
-            .ok_or_else(|| Error::Refused("the stored kubeconfig has no user".into()))?;
-        user["token"] = serde_yaml::Value::String(token.to_owned());
-        serde_yaml::to_string(&kc).map_err(|e| Error::Encode(e.to_string()))
+        let mut kc = Kubeconfig::from_yaml(self.kubeconfig.expose_secret()).map_err(|source| {
+            Error::Kubeconfig {
+                what: "the stored kubeconfig".into(),
+                source,
+            }
+        })?;
+        if !plumbing::replace_token(&mut kc, token) {
+            return Err(Error::Refused("the stored kubeconfig has no user".into()));
+        }
+        plumbing::kubeconfig_yaml(&kc).map_err(Error::encode("the kubeconfig"))
+    }
+
+    /// A client for the member with this credential (`what` names it in errors).
+    pub async fn client(&self, what: &str) -> Result<Client> {
+        super::kube::client_from_kubeconfig_yaml(self.kubeconfig.expose_secret(), what).await
+    }
+
+    /// Whether `other` holds another kubeconfig (a re-join or another replica's renewal).
+    pub fn kubeconfig_differs(&self, other: &StoredCredential) -> bool {
+        self.kubeconfig.expose_secret() != other.kubeconfig.expose_secret()
     }
 }
 
-/// A kubeconfig (YAML) for `server` with a bearer token, trusting the CA of `config`.
-pub fn token_kubeconfig(
-    cluster: &str,
-    config: &Config,
-    server: &str,
-    token: &str,
-) -> Result<String> {
-    let mut ca_pem = String::new();
-    for der in config.root_cert.iter().flatten() {
-        ca_pem += &federator_core::cert::to_pem([der.as_slice()]);
-    }
-    let mut cluster_entry = serde_json::json!({ "server": server });
-    if !ca_pem.is_empty() {
-        cluster_entry["certificate-authority-data"] = base64(ca_pem.as_bytes()).into();
-    }
-    if config.accept_invalid_certs {
-        cluster_entry["insecure-skip-tls-verify"] = true.into();
-    }
-    if let Some(name) = &config.tls_server_name {
-        cluster_entry["tls-server-name"] = name.clone().into();
-    }
-    let kc = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{ "name": cluster, "cluster": cluster_entry }],
-        "users": [{ "name": format!("{cluster}-federator"), "user": { "token": token } }],
-        "contexts": [{ "name": cluster, "context": { "cluster": cluster, "user": format!("{cluster}-federator") } }],
-        "current-context": cluster,
-    });
-    serde_yaml::to_string(&kc).map_err(|e| Error::Encode(e.to_string()))
-}
-
-fn base64(data: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(data)
+/// A kubeconfig (YAML) for the API server of `config` with a bearer token, trusting the CA of
+/// `config`.
+pub fn token_kubeconfig(cluster: &str, config: &Config, token: &str) -> Result<String> {
+    let kc = plumbing::token_kubeconfig(cluster, &plumbing::Endpoint::of(config), token);
+    plumbing::kubeconfig_yaml(&kc).map_err(Error::encode("the kubeconfig"))
 }
 
 /// Requests a token for a ServiceAccount in `federator-system` of the member.
@@ -190,7 +163,7 @@ pub async fn stored_kubeconfig(
             })
     };
     Ok(Some(StoredCredential {
-        kubeconfig,
+        kubeconfig: kubeconfig.into(),
         issued: time_of(TOKEN_ISSUED_ANNOTATION),
         expires: time_of(TOKEN_EXPIRES_ANNOTATION),
     }))
@@ -205,20 +178,13 @@ pub async fn store_kubeconfig(
     expires: OffsetDateTime,
 ) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(hub.clone(), names::NAMESPACE);
+    let mut labels = plumbing::managed_labels();
+    labels.insert("federator.io/cluster".to_owned(), cluster.to_owned());
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(secret_name.to_owned()),
             namespace: Some(names::NAMESPACE.to_owned()),
-            labels: Some(
-                [
-                    (
-                        names::MANAGED_BY_LABEL.0.to_owned(),
-                        names::MANAGED_BY_LABEL.1.to_owned(),
-                    ),
-                    ("federator.io/cluster".to_owned(), cluster.to_owned()),
-                ]
-                .into(),
-            ),
+            labels: Some(labels),
             annotations: Some(
                 [
                     (
@@ -258,7 +224,9 @@ mod tests {
     #[test]
     fn renews_after_two_thirds_of_the_lifetime() {
         let c = StoredCredential {
-            kubeconfig: "users:\n- name: u\n  user:\n    token: old\n".into(),
+            kubeconfig: "users:\n- name: u\n  user:\n    token: old\n"
+                .to_owned()
+                .into(),
             issued: Some(t("2026-01-01T00:00:00Z")),
             expires: Some(t("2026-01-31T00:00:00Z")),
         };

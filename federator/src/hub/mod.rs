@@ -3,26 +3,19 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`bundle`] | `federator bundle` |
-//! | [`kube`] | clients, server-side apply, CRD install, permission checks |
-//! | [`roots`] | the roots Secret and the signer |
+//! | [`init`], [`join`], [`status`], [`bundle`] | the commands `init`, `join`/`leave`, `status`, `bundle` |
+//! | [`kube`] | clients from the hub's sources, CRD install, permission checks |
 //! | [`member_access`] | the hub's least-privilege credentials for members |
-//! | [`init`] | `federator init` |
-//! | [`join`] | `federator join cluster` / `leave cluster` |
-//! | [`metrics`] | Prometheus metrics of `serve` |
-//! | [`plan`] | pure decisions for one member (spec, signing, renewal, status) |
-//! | [`serve`] | the reconciler runtime |
-//! | [`status`] | `federator status` |
-//! | [`vault`] | the Vault/OpenBao root backend |
+//! | [`trust`] | the roots Secret, the signer, Vault |
+//! | [`plan`] | pure decisions: CSR → chain, member plan and status, federation, rotation |
+//! | [`serve`] | `federator serve`: the federation and member controllers, metrics, leadership |
 
 pub mod bundle;
 pub mod init;
 pub mod join;
 pub mod kube;
 pub mod member_access;
-pub mod metrics;
 pub mod plan;
-pub mod roots;
 pub mod serve;
 pub mod status;
-pub mod vault;
+pub mod trust;

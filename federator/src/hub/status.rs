@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use federator_api::condition;
+use federator_api::condition::{self, types};
+use federator_api::fields;
 use federator_api::hub::{MemberCluster, RootStatus};
 use federator_api::names;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::{Error, Result};
 
@@ -76,11 +76,11 @@ pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport>
             let mut problems = s.problems.clone();
             if s.conditions.is_empty() {
                 problems.push("no status yet: is `federator serve` running?".into());
-            } else if !condition::is_true(&s.conditions, "Ready") && problems.is_empty() {
+            } else if !condition::is_true(&s.conditions, types::READY) && problems.is_empty() {
                 let pending: Vec<&str> = s
                     .conditions
                     .iter()
-                    .filter(|c| c.status != "True" && c.type_ != "Ready")
+                    .filter(|c| c.status != condition::TRUE && c.type_ != types::READY)
                     .map(|c| c.type_.as_str())
                     .collect();
                 problems.push(format!("not ready: {}", pending.join(", ")));
@@ -96,12 +96,12 @@ pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport>
                     problems.push(p);
                 }
             }
-            if let Ok(t) = OffsetDateTime::parse(&s.last_contact, &Rfc3339)
-                && now - t > stale_after
+            if let Some(t) = &s.last_contact
+                && now - fields::offset(t) > stale_after
             {
                 problems.push(format!(
                     "last contact {} is older than {}",
-                    s.last_contact,
+                    t.0,
                     federator_core::duration::format(stale_after)
                 ));
             }
@@ -110,17 +110,17 @@ pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport>
                 trust_domain: m.spec.trust_domain.clone(),
                 healthy: problems.is_empty(),
                 ca_serial: s.ca_serial,
-                ca_not_after: s.ca_not_after,
+                ca_not_after: s.ca_not_after.map(|t| t.0.to_string()).unwrap_or_default(),
                 bundle_generation_acknowledged: s.bundle_generation_acknowledged,
-                istiod: s.istiod,
-                istiod_version: s.istiod_version,
-                last_contact: s.last_contact,
+                istiod: s.istiod.map(|i| i.to_string()).unwrap_or_default(),
+                istiod_version: s.istiod_version.map(|v| v.to_string()).unwrap_or_default(),
+                last_contact: s.last_contact.map(|t| t.0.to_string()).unwrap_or_default(),
                 problems,
             }
         })
         .collect();
     Ok(StatusReport {
-        root_backend: fed.spec.root.type_.clone(),
+        root_backend: fed.spec.root.type_.to_string(),
         bundle_generation: fstatus.bundle_generation,
         roots: fstatus.roots,
         rotations: fstatus.rotations,

@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use federator_api::member::ClusterTrust;
+use federator_api::hub::{RotationPhase, RotationStatus, RotationWait, WaitReason};
+use federator_api::member::{ClusterTrust, IstiodState};
 use federator_api::names;
 use federator_core::cacerts;
 use federator_core::istiod::{IstiodRules, IstiodVersion, RootComparison, RootUpdate};
@@ -36,6 +37,11 @@ pub fn figure(what: &str, value: impl std::fmt::Display) {
 
 fn rules(version: &str) -> IstiodRules {
     IstiodRules::for_version(Some(IstiodVersion::parse(version).unwrap()))
+}
+
+/// Whether a reported version is `version`.
+fn reports(reported: Option<&IstiodVersion>, version: &str) -> bool {
+    reported.is_some_and(|v| v.to_string() == version)
 }
 
 /// Lines of istiod's whole log (across restarts) that end with `LOG_ROOT_ACCEPTED`.
@@ -103,7 +109,7 @@ async fn istiod_report(
         Duration::from_secs(30),
         || async {
             let st = fed.cluster_trust(member).await?.status?.istiod?;
-            (st.version == version).then_some(st)
+            reports(st.version.as_ref(), version).then_some(st)
         },
     )
     .await
@@ -158,8 +164,11 @@ async fn fresh_workloads(
 
 /// Follows the rotation of `trust_domain` until it is gone from the hub's status; returns the
 /// phases seen and the waits reported.
-async fn follow_rotation(fed: &Federation, trust_domain: &str) -> (Vec<String>, Vec<String>) {
-    let mut phases: Vec<String> = Vec::new();
+async fn follow_rotation(
+    fed: &Federation,
+    trust_domain: &str,
+) -> (Vec<RotationPhase>, Vec<RotationWait>) {
+    let mut phases: Vec<RotationPhase> = Vec::new();
     let mut waits = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
@@ -167,7 +176,7 @@ async fn follow_rotation(fed: &Federation, trust_domain: &str) -> (Vec<String>, 
         match st.rotations.iter().find(|r| r.trust_domain == trust_domain) {
             Some(r) => {
                 if phases.last() != Some(&r.phase) {
-                    phases.push(r.phase.clone());
+                    phases.push(r.phase);
                 }
                 for w in &r.waiting_for {
                     if !waits.contains(w) {
@@ -192,7 +201,7 @@ async fn rotate(
     fed: &Federation,
     trust_domain: &str,
     clusters: &BTreeMap<String, Cluster>,
-) -> (Vec<String>, Vec<String>) {
+) -> (Vec<RotationPhase>, Vec<RotationWait>) {
     fed.federator_ok(&[
         "rotate-root",
         "--trust-domain",
@@ -439,7 +448,7 @@ pub async fn federation(version: &str) {
         Duration::from_secs(30),
         || async {
             let ct = cts.get(names::CLUSTER_TRUST).await.ok()?;
-            (ct.status?.istiod?.state == "hot-reload").then_some(())
+            (ct.status?.istiod?.state == IstiodState::HotReload).then_some(())
         },
     )
     .await;
@@ -492,7 +501,7 @@ pub async fn federation(version: &str) {
         format!("{:.1?}", t.elapsed()),
     );
     assert!(
-        phases.iter().any(|p| p == "draining"),
+        phases.contains(&RotationPhase::Draining),
         "{phases:?} {waits:?}"
     );
     let comparison = rules.root_comparison();
@@ -516,7 +525,7 @@ pub async fn federation(version: &str) {
                     roots_accepted(i) > accepted_before[name.as_str()],
                     "{name}: the add was taken hot"
                 );
-                assert_eq!(report.state, "restarted", "{name}: {report:?}");
+                assert_eq!(report.state, IstiodState::Restarted, "{name}: {report:?}");
                 assert!(report.message.contains("substring"), "{report:?}");
             }
         }
@@ -675,12 +684,13 @@ pub async fn self_signed_restart(version: &str) {
             let ct = fed.cluster_trust("cluster-1").await?;
             let generation = ct.spec.bundle_generation;
             let st = ct.status?.istiod?;
-            (st.state == "restarted" && st.published_bundle_generation == Some(generation))
-                .then_some(st)
+            (st.state == IstiodState::Restarted
+                && st.published_bundle_generation == Some(generation))
+            .then_some(st)
         },
     )
     .await;
-    assert_eq!(report.version, version);
+    assert!(reports(report.version.as_ref(), version), "{report:?}");
     assert!(report.message.contains("self-signed"), "{report:?}");
 
     // Now it issues from the agent's cluster CA, under the federation root, and publishes
@@ -976,12 +986,12 @@ pub async fn mixed(versions: &[&str]) {
     let initial_roots = fed.cacerts("cluster-1").await.unwrap()[cacerts::ROOT_CERT].clone();
     let generation = fed.federation_status().await.bundle_generation;
     fed.federator_ok(&["rotate-root", "--trust-domain", &rotated, "--drain", "3s"]);
-    let waits_only_for_oldest = |r: &federator_api::hub::RotationStatus| {
-        r.phase == "trusting-new-root"
+    let waits_only_for_oldest = |r: &RotationStatus| {
+        r.phase == RotationPhase::TrustingNewRoot
             && !r.waiting_for.is_empty()
             && r.waiting_for
                 .iter()
-                .all(|w| w.starts_with(&format!("{oldest}:")) && w.contains("istiod"))
+                .all(|w| w.member == oldest && w.reason == WaitReason::IstiodBehind)
     };
     let waiting = wait_for(
         "the rotation to wait for the stopped istiod, and only for it",
@@ -996,9 +1006,27 @@ pub async fn mixed(versions: &[&str]) {
     .await;
     eprintln!("[status] rotation waiting for: {waiting:?}");
     assert!(
-        waiting[0].contains(version_of[&oldest]),
+        waiting[0].message.contains(version_of[&oldest]),
         "the wait names the istiod version: {waiting:?}"
     );
+    // An operator sees it as an event on the Federation, too.
+    let hub = fed.hub.client().await.unwrap();
+    let note = wait_for(
+        "a RotationWaitsForIstiod event naming the stopped istiod",
+        Duration::from_secs(30),
+        || async {
+            events_about(&hub, "Federation", names::FEDERATION)
+                .await
+                .into_iter()
+                .find(|(reason, note)| {
+                    reason == "RotationWaitsForIstiod"
+                        && note.contains(&format!("istiod of {oldest}:"))
+                        && note.contains(version_of[&oldest])
+                })
+        },
+    )
+    .await;
+    eprintln!("[event] {note:?}");
     // It keeps waiting, and `federator status` says so (and exits 1: a member is behind).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let st = fed.federation_status().await;
@@ -1010,7 +1038,10 @@ pub async fn mixed(versions: &[&str]) {
     assert!(waits_only_for_oldest(r), "{r:?}");
     let out = fed.federator(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("waiting for {oldest}:")), "{text}");
+    assert!(
+        text.contains(&format!("waiting for {oldest} (istiod-behind):")),
+        "{text}"
+    );
     assert_eq!(out.status.code(), Some(1), "{text}");
     // Back up (a new pod): it loads the bundle with both roots; the rotation proceeds.
     let restarted = fed
@@ -1060,7 +1091,11 @@ pub async fn mixed(versions: &[&str]) {
     fed.wait_healthy(&all, Duration::from_secs(60)).await;
     for (name, _) in &members {
         let m = fed.member_cluster(name).await.unwrap().status.unwrap();
-        assert_eq!(m.istiod_version, version_of[*name]);
+        assert!(
+            reports(m.istiod_version.as_ref(), version_of[*name]),
+            "{name}: {:?}",
+            m.istiod_version
+        );
     }
     let after = fresh_workloads(&clusters, &istiods, "after").await;
     all_pairs_trust(&after).await;

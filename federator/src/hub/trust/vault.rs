@@ -9,104 +9,25 @@
 //! a TokenReview). Tokens are renewed when renewable, and AppRole/Kubernetes logins are redone
 //! before their lease ends. Every Vault error names the path and, for a denial, the capability
 //! the policy lacks.
+//!
+//! About 400 lines: the client's login and renewal for three auth methods, signing with the
+//! checks of its answer, and the newcomer bootstrap are one job — talking to Vault.
 
 use std::time::{Duration, Instant};
 
 use federator_core::cert::{self, CertInfo};
-use federator_core::csr::{CsrInfo, cluster_ca_common_name};
-use federator_core::policy::{self, ClusterCaRequest, IssuedCa, SigningPolicy};
+use federator_core::csr::cluster_ca_common_name;
+use federator_core::policy::{self, IssuedCa};
 use federator_core::verify;
-use time::OffsetDateTime;
+use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
 use tracing::info;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
+use super::signer::Ask;
+use super::vault_config::{VaultAuth, VaultConfig};
 use crate::{Error, Result};
-
-/// How the hub authenticates to Vault.
-#[derive(Clone)]
-pub enum VaultAuth {
-    /// A token.
-    Token {
-        /// The token (secret).
-        token: String,
-    },
-    /// AppRole.
-    AppRole {
-        /// Auth mount (default `approle`).
-        mount: String,
-        /// Role ID.
-        role_id: String,
-        /// Secret ID (secret).
-        secret_id: String,
-    },
-    /// Kubernetes auth with a ServiceAccount JWT read from a file at each login (so projected,
-    /// rotating tokens work).
-    Kubernetes {
-        /// Auth mount (default `kubernetes`).
-        mount: String,
-        /// Vault role.
-        role: String,
-        /// File holding the JWT.
-        jwt_file: std::path::PathBuf,
-    },
-}
-
-impl std::fmt::Debug for VaultAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            VaultAuth::Token { .. } => f.write_str("Token(<redacted>)"),
-            VaultAuth::AppRole { mount, role_id, .. } => {
-                write!(
-                    f,
-                    "AppRole {{ mount: {mount:?}, role_id: {role_id:?}, secret_id: <redacted> }}"
-                )
-            }
-            VaultAuth::Kubernetes {
-                mount,
-                role,
-                jwt_file,
-            } => {
-                write!(
-                    f,
-                    "Kubernetes {{ mount: {mount:?}, role: {role:?}, jwt_file: {jwt_file:?} }}"
-                )
-            }
-        }
-    }
-}
-
-/// Where Vault is and how to use it.
-#[derive(Clone, Debug)]
-pub struct VaultConfig {
-    /// Address, e.g. `https://vault:8200`.
-    pub address: String,
-    /// PKI mount.
-    pub mount: String,
-    /// Issuer reference; `None` means the mount's default issuer.
-    pub issuer: Option<String>,
-    /// Vault Enterprise namespace.
-    pub namespace: Option<String>,
-    /// Authentication.
-    pub auth: VaultAuth,
-    /// CA bundle (PEM) for Vault's TLS certificate, when not a public CA.
-    pub ca_pem: Option<String>,
-}
-
-impl VaultConfig {
-    fn issuer_ref(&self) -> &str {
-        self.issuer.as_deref().unwrap_or("default")
-    }
-
-    fn sign_path(&self) -> String {
-        format!(
-            "{}/issuer/{}/sign-intermediate",
-            self.mount,
-            self.issuer_ref()
-        )
-    }
-}
 
 struct Session {
     client: VaultClient,
@@ -131,7 +52,9 @@ impl std::fmt::Debug for VaultSigner {
     }
 }
 
-/// Turns a Vault error into one that names what was done, the path, and what to do.
+/// Turns a Vault error into one that names what was done, the path, and what to do. Every
+/// Vault error is retried by `serve` (a denial may be fixed in Vault's policy, a sealed Vault
+/// unsealed), so the message only says "retry" where waiting alone may help.
 pub fn describe(
     cfg: &VaultConfig,
     e: ClientError,
@@ -139,46 +62,33 @@ pub fn describe(
     path: &str,
     capability: &str,
 ) -> Error {
-    match e {
+    let message = match &e {
         ClientError::APIError { code, errors } => {
             let detail = errors.join("; ").replace('\n', " ").replace('\t', "");
-            let detail = detail.trim().to_owned();
-            let (message, transient) = match code {
-                403 => (
-                    format!(
-                        "Vault denied {operation} at {path}: permission denied; the token's policy needs the \"{capability}\" capability on path \"{path}\""
-                    ),
-                    false,
+            let detail = detail.trim();
+            match code {
+                403 => format!(
+                    "Vault denied {operation} at {path}: permission denied; the token's policy needs the \"{capability}\" capability on path \"{path}\""
                 ),
-                503 if detail.contains("sealed") => (
-                    format!(
-                        "Vault at {} is sealed ({operation} at {path}); unseal it and federator will retry",
-                        cfg.address
-                    ),
-                    true,
+                503 if detail.contains("sealed") => format!(
+                    "Vault at {} is sealed ({operation} at {path}); unseal it and federator will retry",
+                    cfg.address
                 ),
-                500..=599 => (
-                    format!("Vault failed {operation} at {path} ({code}): {detail}; retrying"),
-                    true,
-                ),
-                _ => (
-                    format!("Vault refused {operation} at {path} ({code}): {detail}"),
-                    false,
-                ),
-            };
-            Error::Vault { message, transient }
+                500..=599 => {
+                    format!("Vault failed {operation} at {path} ({code}): {detail}; retrying")
+                }
+                _ => format!("Vault refused {operation} at {path} ({code}): {detail}"),
+            }
         }
-        ClientError::RestClientError { source } => Error::Vault {
-            message: format!(
-                "cannot reach Vault at {} ({operation} at {path}): {source}; federator will retry",
-                cfg.address
-            ),
-            transient: true,
-        },
-        other => Error::Vault {
-            message: format!("Vault {operation} at {path}: {other}"),
-            transient: false,
-        },
+        ClientError::RestClientError { source } => format!(
+            "cannot reach Vault at {} ({operation} at {path}): {source}; federator will retry",
+            cfg.address
+        ),
+        other => format!("Vault {operation} at {path}: {other}"),
+    };
+    Error::Vault {
+        message,
+        source: Box::new(e),
     }
 }
 
@@ -203,7 +113,7 @@ fn new_client(cfg: &VaultConfig, token: &str) -> Result<VaultClient> {
         .map_err(|e| Error::Usage(format!("invalid Vault settings ({}): {e}", cfg.address)))?;
     VaultClient::new(settings).map_err(|e| Error::Vault {
         message: format!("cannot configure a Vault client for {}: {e}", cfg.address),
-        transient: false,
+        source: Box::new(e),
     })
 }
 
@@ -211,7 +121,7 @@ fn new_client(cfg: &VaultConfig, token: &str) -> Result<VaultClient> {
 async fn login(cfg: &VaultConfig) -> Result<Session> {
     match &cfg.auth {
         VaultAuth::Token { token } => {
-            let client = new_client(cfg, token)?;
+            let client = new_client(cfg, token.expose_secret())?;
             let me = vaultrs::token::lookup_self(&client)
                 .await
                 .map_err(|e| describe(cfg, e, "token lookup", "auth/token/lookup-self", "read"))?;
@@ -230,17 +140,18 @@ async fn login(cfg: &VaultConfig) -> Result<Session> {
             secret_id,
         } => {
             let client = new_client(cfg, "")?;
-            let auth = vaultrs::auth::approle::login(&client, mount, role_id, secret_id)
-                .await
-                .map_err(|e| {
-                    describe(
-                        cfg,
-                        e,
-                        "AppRole login",
-                        &format!("auth/{mount}/login"),
-                        "update",
-                    )
-                })?;
+            let auth =
+                vaultrs::auth::approle::login(&client, mount, role_id, secret_id.expose_secret())
+                    .await
+                    .map_err(|e| {
+                        describe(
+                            cfg,
+                            e,
+                            "AppRole login",
+                            &format!("auth/{mount}/login"),
+                            "update",
+                        )
+                    })?;
             session_from(cfg, auth)
         }
         VaultAuth::Kubernetes {
@@ -358,13 +269,9 @@ impl VaultSigner {
         Ok(s)
     }
 
-    /// Checks the CSR under `policy`, has Vault sign it, and verifies the answer.
-    pub async fn sign(
-        &self,
-        policy: &SigningPolicy,
-        csr: &CsrInfo,
-        request: &ClusterCaRequest,
-    ) -> Result<IssuedCa> {
+    /// Checks the CSR under the policy, has Vault sign it, and verifies the answer.
+    pub async fn sign(&self, ask: &Ask<'_>) -> Result<IssuedCa> {
+        let (policy, csr, request) = (ask.policy, ask.csr, ask.request);
         policy.check(csr, request)?;
         let csr_pem = cert_request_pem(&csr.der);
         let path = self.cfg.sign_path();
@@ -385,36 +292,30 @@ impl VaultSigner {
         if let Some(org) = org {
             opts.organization(vec![org]);
         }
-        let signed = {
-            let session = self.fresh_session().await?;
-            let mut result = vaultrs::pki::issuer::sign_intermediate(
+        let common_name = cluster_ca_common_name(&request.cluster);
+        let mut session = self.fresh_session().await?;
+        let mut logged_in_again = false;
+        let signed = loop {
+            let result = vaultrs::pki::issuer::sign_intermediate(
                 &session.client,
                 &self.cfg.mount,
                 &csr_pem,
-                &cluster_ca_common_name(&request.cluster),
+                &common_name,
                 self.cfg.issuer.as_deref(),
                 Some(&mut opts),
             )
             .await;
-            // A token revoked or expired under us: log in again once.
-            if matches!(&result, Err(ClientError::APIError { code: 403, .. }))
-                && !matches!(self.cfg.auth, VaultAuth::Token { .. })
-            {
-                drop(session);
-                *self.session.lock().await = login(&self.cfg).await?;
-                let session = self.session.lock().await;
-                result = vaultrs::pki::issuer::sign_intermediate(
-                    &session.client,
-                    &self.cfg.mount,
-                    &csr_pem,
-                    &cluster_ca_common_name(&request.cluster),
-                    self.cfg.issuer.as_deref(),
-                    Some(&mut opts),
-                )
-                .await;
+            // A token revoked or expired under us: log in again, once.
+            let denied = matches!(&result, Err(ClientError::APIError { code: 403, .. }));
+            if denied && !logged_in_again && !matches!(self.cfg.auth, VaultAuth::Token { .. }) {
+                *session = login(&self.cfg).await?;
+                logged_in_again = true;
+                continue;
             }
-            result.map_err(|e| describe(&self.cfg, e, "signing a cluster CA", &path, "update"))?
+            break result
+                .map_err(|e| describe(&self.cfg, e, "signing a cluster CA", &path, "update"))?;
         };
+        drop(session);
 
         // Vault's answer, whole: the cluster CA, then its chain to the root.
         let cert_der =
@@ -430,10 +331,14 @@ impl VaultSigner {
                 }
             }
         }
-        let now = OffsetDateTime::now_utc();
         let root = chain.last().cloned().unwrap_or_default();
-        verify::verify_ca_path(&cert_der, &chain[1..], std::slice::from_ref(&root), now)?;
-        policy::check_issued(&cert_der, &csr.public_key_info, &request.trust_domain, now)?;
+        verify::verify_ca_path(&cert_der, &chain[1..], std::slice::from_ref(&root), ask.now)?;
+        policy::check_issued(
+            &cert_der,
+            &csr.public_key_info,
+            &request.trust_domain,
+            ask.now,
+        )?;
         Ok(IssuedCa {
             chain_pem: cert::to_pem(chain.iter().map(Vec::as_slice)),
             info: CertInfo::from_der(&cert_der)?,
@@ -455,29 +360,27 @@ fn cert_request_pem(der: &[u8]) -> String {
 pub async fn bootstrap(cfg: &VaultConfig) -> Result<Vec<String>> {
     let session = login(cfg).await?;
     let c = &session.client;
+    let failed = |operation: &'static str, path: String, capability: &'static str| {
+        move |e| describe(cfg, e, operation, &path, capability)
+    };
     let mut done = Vec::new();
-    let mounts = vaultrs::sys::mount::list(c)
-        .await
-        .map_err(|e| describe(cfg, e, "listing mounts", "sys/mounts", "read"))?;
+    let mounts = vaultrs::sys::mount::list(c).await.map_err(failed(
+        "listing mounts",
+        "sys/mounts".into(),
+        "read",
+    ))?;
     if !mounts.contains_key(&format!("{}/", cfg.mount)) {
         let mut opts = vaultrs::api::sys::requests::EnableEngineRequest::builder();
         opts.config(
             vaultrs::api::sys::requests::EnableEngineDataConfigBuilder::default()
                 .max_lease_ttl("87600h")
                 .build()
-                .map_err(|e| Error::Usage(e.to_string()))?,
+                .map_err(Error::encode("the PKI mount's settings"))?,
         );
+        let path = format!("sys/mounts/{}", cfg.mount);
         vaultrs::sys::mount::enable(c, &cfg.mount, "pki", Some(&mut opts))
             .await
-            .map_err(|e| {
-                describe(
-                    cfg,
-                    e,
-                    "enabling the PKI mount",
-                    &format!("sys/mounts/{}", cfg.mount),
-                    "create",
-                )
-            })?;
+            .map_err(failed("enabling the PKI mount", path, "create"))?;
         done.push(format!(
             "enabled the pki engine at {}/ (max lease TTL 87600h)",
             cfg.mount
@@ -494,17 +397,10 @@ pub async fn bootstrap(cfg: &VaultConfig) -> Result<Vec<String>> {
             .key_type("ec")
             .key_bits(256u64)
             .max_path_length(1);
+        let path = format!("{}/root/generate/internal", cfg.mount);
         vaultrs::pki::cert::ca::generate(c, &cfg.mount, "internal", Some(&mut opts))
             .await
-            .map_err(|e| {
-                describe(
-                    cfg,
-                    e,
-                    "generating a root",
-                    &format!("{}/root/generate/internal", cfg.mount),
-                    "update",
-                )
-            })?;
+            .map_err(failed("generating a root", path, "update"))?;
         done.push(format!(
             "generated an internal root in {}/ (the key stays in Vault)",
             cfg.mount

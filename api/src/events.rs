@@ -1,0 +1,190 @@
+//! Kubernetes Events for the transitions an operator looks for, and their reasons as
+//! constants (`kubectl describe membercluster NAME` on the hub, `kubectl describe clustertrust
+//! local -n federator-system` in a member, or `kubectl get events`).
+//!
+//! | reason | object | when |
+//! |---|---|---|
+//! | `CsrSigned` | `MemberCluster` | the hub signed a cluster CA |
+//! | `CsrRefused` | `MemberCluster` | the hub refused a CSR (the note says why) |
+//! | `SigningFailed` | `MemberCluster` | signing failed for now (Vault down...); retried |
+//! | `RenewalRequested` | `MemberCluster` | a cluster CA reached its renewal point |
+//! | `ReSignRequested` | `MemberCluster` | a root rotation moves the member to the new root |
+//! | `BundleUpdated` | `MemberCluster` | the member was sent a new bundle generation |
+//! | `CredentialRenewed` | `MemberCluster` | the hub replaced its token for the member |
+//! | `CredentialRejected` | `MemberCluster` | the member answered 401 to the hub's credential |
+//! | `CredentialRenewalFailed` | `MemberCluster` | the hub could not renew its token |
+//! | `BundleChanged` | `Federation` | the federation's bundle got a new generation |
+//! | `RotationPhase` | `Federation` | a root rotation entered a phase (note: which) |
+//! | `RotationWaitsForIstiod` | `Federation` | a rotation waits for a member's istiod to publish the bundle (note: which, its version, why) |
+//! | `RotationFinished` | `Federation` | a rotation's old root left every bundle |
+//! | `CsrCreated` | `ClusterTrust` | the agent made a fresh key and CSR |
+//! | `ChainAccepted` | `ClusterTrust` | the agent validated and kept the hub's chain |
+//! | `ChainRejected` | `ClusterTrust` | the agent refused the hub's chain (the note says why) |
+//! | `CacertsWritten` | `ClusterTrust` | the agent wrote `istio-system/cacerts` |
+//! | `IstiodRestartRequested` | `ClusterTrust` | the agent asked for a rolling restart of istiod |
+//! | `MeshConfigUpdated` | `ClusterTrust` | the agent updated `caCertificates` |
+//!
+//! Publishing is best effort: a failure is logged and never fails a reconcile. A warning about
+//! a problem the object's status already reports is not published again ([`Note::is_news`]).
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tracing::warn;
+
+/// Event reasons.
+pub mod reasons {
+    /// The hub signed a cluster CA.
+    pub const CSR_SIGNED: &str = "CsrSigned";
+    /// The hub refused a CSR.
+    pub const CSR_REFUSED: &str = "CsrRefused";
+    /// Signing failed for now and is retried.
+    pub const SIGNING_FAILED: &str = "SigningFailed";
+    /// A cluster CA reached its renewal point.
+    pub const RENEWAL_REQUESTED: &str = "RenewalRequested";
+    /// A root rotation moves the member to the new root.
+    pub const RE_SIGN_REQUESTED: &str = "ReSignRequested";
+    /// The member was sent a new bundle generation.
+    pub const BUNDLE_UPDATED: &str = "BundleUpdated";
+    /// The hub replaced its token for the member.
+    pub const CREDENTIAL_RENEWED: &str = "CredentialRenewed";
+    /// The member rejected the hub's credential.
+    pub const CREDENTIAL_REJECTED: &str = "CredentialRejected";
+    /// The hub could not renew its token.
+    pub const CREDENTIAL_RENEWAL_FAILED: &str = "CredentialRenewalFailed";
+    /// The federation's bundle got a new generation.
+    pub const BUNDLE_CHANGED: &str = "BundleChanged";
+    /// A root rotation entered a phase.
+    pub const ROTATION_PHASE: &str = "RotationPhase";
+    /// A root rotation waits for a member's istiod to publish the bundle.
+    pub const ROTATION_WAITS_FOR_ISTIOD: &str = "RotationWaitsForIstiod";
+    /// A root rotation's old root left every bundle.
+    pub const ROTATION_FINISHED: &str = "RotationFinished";
+    /// The agent made a fresh key and CSR.
+    pub const CSR_CREATED: &str = "CsrCreated";
+    /// The agent validated and kept the hub's chain.
+    pub const CHAIN_ACCEPTED: &str = "ChainAccepted";
+    /// The agent refused the hub's chain.
+    pub const CHAIN_REJECTED: &str = "ChainRejected";
+    /// The agent wrote `istio-system/cacerts`.
+    pub const CACERTS_WRITTEN: &str = "CacertsWritten";
+    /// The agent asked for a rolling restart of istiod.
+    pub const ISTIOD_RESTART_REQUESTED: &str = "IstiodRestartRequested";
+    /// The agent updated `caCertificates` in the mesh config.
+    pub const MESH_CONFIG_UPDATED: &str = "MeshConfigUpdated";
+}
+
+/// How notable an event is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Something happened as it should.
+    Normal,
+    /// Something needs attention.
+    Warning,
+}
+
+/// One event to publish: reason, a sentence, and the action that led to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// How notable.
+    pub severity: Severity,
+    /// One of [`reasons`].
+    pub reason: &'static str,
+    /// What happened, in a sentence.
+    pub message: String,
+    /// The action taken, e.g. `Sign`, `Renew`.
+    pub action: &'static str,
+}
+
+impl Note {
+    /// A normal event.
+    pub fn normal(reason: &'static str, action: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Normal,
+            reason,
+            message: message.into(),
+            action,
+        }
+    }
+
+    /// A warning.
+    pub fn warning(reason: &'static str, action: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Warning,
+            reason,
+            message: message.into(),
+            action,
+        }
+    }
+
+    /// Whether this is news given the problems the object's status already reports: a
+    /// warning about a problem already reported was published when it first appeared, and
+    /// is not published again at every reconcile (that would be a write at steady state).
+    pub fn is_news(&self, reported_problems: &[String]) -> bool {
+        self.severity == Severity::Normal || !reported_problems.contains(&self.message)
+    }
+}
+
+/// Publishes events as one reporting controller.
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    /// A publisher for `controller` (`federator` or `cluster-agent`) through `client`.
+    pub fn new(client: Client, controller: &str, instance: Option<String>) -> Self {
+        Self {
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: controller.to_owned(),
+                    instance,
+                },
+            ),
+        }
+    }
+
+    /// Publishes `note` about `object`; logs (and otherwise ignores) a failure.
+    pub async fn publish(&self, object: &ObjectReference, note: &Note) {
+        // The API caps a note at 1 kB.
+        let mut message = note.message.clone();
+        if message.len() > 1000 {
+            let mut cut = 1000;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let event = Event {
+            type_: match note.severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: note.reason.to_owned(),
+            note: Some(message),
+            action: note.action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, object).await {
+            warn!(reason = note.reason, %error, "cannot publish an event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_problem_is_news_once() {
+        let w = Note::warning(reasons::CSR_REFUSED, "Sign", "refused: why");
+        assert!(w.is_news(&[]));
+        assert!(!w.is_news(&["refused: why".to_owned()]));
+        let n = Note::normal(reasons::CSR_SIGNED, "Sign", "refused: why");
+        assert!(
+            n.is_news(&["refused: why".to_owned()]),
+            "normal events always are"
+        );
+    }
+}

@@ -1,0 +1,614 @@
+//! Pure decisions for the whole federation: which trust domains are in use, the bundle and
+//! its generation, where each root rotation stands, the Federation's status, and what every
+//! member must be told ([`Desired`]). The federation controller reads, calls [`plan`], and
+//! writes what it returns.
+//!
+//! Federation-wide inputs enter through [`Inputs`]: the members, the Federation object and
+//! what the signer holds ([`SignerView`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use federator_api::condition::{self, reasons, types};
+use federator_api::events::{Note, reasons as events};
+use federator_api::fields;
+use federator_api::hub::{
+    FederationSpec, FederationStatus, MemberCluster, RootStatus, RotationPhase, RotationStatus,
+    RotationWait, WaitReason,
+};
+use federator_api::member::BundleEntry;
+use federator_core::bundle::TrustBundle;
+use federator_core::cert::{CertInfo, fingerprint};
+use federator_core::identity::TrustDomain;
+use kube::ResourceExt;
+use time::OffsetDateTime;
+
+use super::rotation::{self, MemberAck, Record, RotationState};
+
+/// What the signer holds for one trust domain: the root that signs and, during a rotation,
+/// the previous root (DER), which stays in the bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holding {
+    /// The root that anchors the trust domain's cluster CAs from now on.
+    pub root: Vec<u8>,
+    /// The previous root, while rotating.
+    pub previous: Option<Vec<u8>>,
+}
+
+/// What the signer holds: the roots of the trust domains in use, and every rotation in
+/// progress (also of trust domains no member uses any more, so that they finish).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SignerView {
+    /// Per trust domain in use.
+    pub roots: BTreeMap<TrustDomain, Holding>,
+    /// Rotations in progress.
+    pub rotations: BTreeMap<TrustDomain, RotationState>,
+}
+
+/// What every member must currently be told.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Desired {
+    /// The bundle, per trust domain.
+    pub bundle: Vec<BundleEntry>,
+    /// Its generation (0: the federation was not planned yet).
+    pub bundle_generation: i64,
+    /// Key algorithm for cluster CA keys.
+    pub key_algorithm: String,
+    /// Renewal point, percent of lifetime.
+    pub renew_at_percent: u8,
+    /// Lifetime of a cluster CA.
+    pub cluster_ca_ttl: Duration,
+    /// The root that signs, per trust domain (SHA-256).
+    pub signing_roots: BTreeMap<String, String>,
+    /// Trust domains whose members must move to their new root now (a rotation whose new
+    /// root every member already trusts).
+    pub resign: BTreeSet<String>,
+}
+
+/// The trust domains of the members, sorted, each once (invalid ones are skipped: `join`
+/// validates them, so only a hand-made object has one).
+pub fn trust_domains(members: &[Arc<MemberCluster>]) -> Vec<TrustDomain> {
+    let set: BTreeSet<TrustDomain> = members
+        .iter()
+        .filter_map(|m| TrustDomain::new(&m.spec.trust_domain).ok())
+        .collect();
+    set.into_iter().collect()
+}
+
+/// The bundle: every trust domain's root, and its previous root while rotating.
+pub fn bundle(roots: &BTreeMap<TrustDomain, Holding>) -> federator_core::Result<TrustBundle> {
+    let mut bundle = TrustBundle::new();
+    for (td, holding) in roots {
+        bundle.add(td, holding.root.clone())?;
+        if let Some(previous) = &holding.previous {
+            bundle.add(td, previous.clone())?;
+        }
+    }
+    Ok(bundle)
+}
+
+/// What [`plan`] reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// The Federation's spec.
+    pub spec: &'a FederationSpec,
+    /// Its current status.
+    pub previous: Option<&'a FederationStatus>,
+    /// Its `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The members.
+    pub members: &'a [Arc<MemberCluster>],
+    /// What the signer holds.
+    pub signer: &'a SignerView,
+    /// Now.
+    pub now: OffsetDateTime,
+}
+
+/// What the federation controller must do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The Federation's status (write it when it differs).
+    pub status: FederationStatus,
+    /// What every member must be told.
+    pub desired: Desired,
+    /// What to record in the signer's store, per trust domain in rotation.
+    pub records: Vec<(TrustDomain, Record)>,
+    /// When to plan again even if nothing changes (a drain deadline).
+    pub wake_at: Option<OffsetDateTime>,
+    /// Events for the Federation.
+    pub notes: Vec<Note>,
+}
+
+/// Plans the federation.
+pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
+    let previous = inp.previous.cloned().unwrap_or_default();
+    let bundle = bundle(&inp.signer.roots)?;
+    let digest = bundle.digest();
+    let bundle_generation = if previous.bundle_digest == digest {
+        previous.bundle_generation.max(1)
+    } else {
+        previous.bundle_generation + 1
+    };
+    let mut notes = Vec::new();
+    if bundle_generation != previous.bundle_generation {
+        let tds: Vec<String> = bundle.trust_domains().map(ToString::to_string).collect();
+        notes.push(Note::normal(
+            events::BUNDLE_CHANGED,
+            "Bundle",
+            format!(
+                "bundle generation {bundle_generation}: {} root(s) of {}",
+                bundle.roots().len(),
+                if tds.is_empty() {
+                    "no trust domain".to_owned()
+                } else {
+                    tds.join(", ")
+                }
+            ),
+        ));
+    }
+
+    let acks: Vec<MemberAck> = inp.members.iter().map(|m| ack(m)).collect();
+    let mut rotations = Vec::new();
+    let mut records = Vec::new();
+    let mut resign = BTreeSet::new();
+    let mut wake_at: Option<OffsetDateTime> = None;
+    for (td, state) in &inp.signer.rotations {
+        let step = rotation::step(td.as_str(), state, &acks, bundle_generation, inp.now);
+        if let Some(record) = step.record {
+            records.push((td.clone(), record));
+        }
+        if step.resign {
+            resign.insert(td.to_string());
+        }
+        if let Some(w) = step.wake_at {
+            wake_at = Some(wake_at.map_or(w, |x| x.min(w)));
+        }
+        let before = previous
+            .rotations
+            .iter()
+            .find(|r| r.trust_domain == td.as_str());
+        match step.phase {
+            Some(phase) => {
+                if before.map(|r| r.phase) != Some(phase) {
+                    notes.push(phase_note(td, phase, step.removes_old_root_at));
+                }
+                notes.extend(istiod_wait_notes(td, phase, &step.waiting_for, before));
+                rotations.push(RotationStatus {
+                    trust_domain: td.to_string(),
+                    phase,
+                    previous_sha256: state.previous_root_sha256.clone(),
+                    sha256: state.new_root_sha256.clone(),
+                    removes_old_root_at: step.removes_old_root_at.map(fields::time),
+                    waiting_for: step.waiting_for,
+                });
+            }
+            None => notes.push(Note::normal(
+                events::ROTATION_FINISHED,
+                "RotateRoot",
+                format!(
+                    "trust domain {td}: the previous root (sha256 {}) leaves every bundle",
+                    state.previous_root_sha256
+                ),
+            )),
+        }
+    }
+
+    let roots: Vec<RootStatus> = inp
+        .signer
+        .roots
+        .iter()
+        .filter_map(|(td, h)| {
+            let info = CertInfo::from_der(&h.root).ok()?;
+            Some(RootStatus {
+                trust_domain: td.to_string(),
+                sha256: info.sha256,
+                subject: info.subject,
+                not_after: fields::parse_time(&info.not_after)?,
+            })
+        })
+        .collect();
+    let status = FederationStatus {
+        conditions: condition::set(
+            &previous.conditions,
+            types::READY,
+            true,
+            reasons::SYNCED,
+            "",
+            &fields::time(inp.now),
+            inp.generation,
+        ),
+        roots,
+        bundle_digest: digest,
+        bundle_generation,
+        members: i64::try_from(inp.members.len()).unwrap_or(i64::MAX),
+        rotations,
+    };
+    let desired = Desired {
+        bundle: bundle
+            .trust_domains()
+            .map(|td| BundleEntry {
+                trust_domain: td.to_string(),
+                roots_pem: bundle.domain_pem(td),
+            })
+            .collect(),
+        bundle_generation,
+        key_algorithm: inp.spec.key_algorithm.to_string(),
+        renew_at_percent: inp.spec.renew_at_percent,
+        cluster_ca_ttl: inp.spec.cluster_ca_ttl.get(),
+        signing_roots: inp
+            .signer
+            .roots
+            .iter()
+            .map(|(td, h)| (td.to_string(), fingerprint(&h.root)))
+            .collect(),
+        resign,
+    };
+    Ok(Plan {
+        status,
+        desired,
+        records,
+        wake_at,
+        notes,
+    })
+}
+
+fn ack(m: &MemberCluster) -> MemberAck {
+    let s = m.status.clone().unwrap_or_default();
+    let istiod_behind = condition::find(&s.conditions, types::BUNDLE_ACKNOWLEDGED)
+        .filter(|c| c.status == condition::FALSE && c.reason == reasons::ISTIOD_BEHIND)
+        .map(|c| c.message.clone());
+    MemberAck {
+        name: m.name_any(),
+        trust_domain: m.spec.trust_domain.clone(),
+        bundle_generation: s.bundle_generation_acknowledged,
+        istiod_behind,
+        installed: condition::is_true(&s.conditions, types::INSTALLED),
+        root_sha256: s.ca_root_sha256,
+    }
+}
+
+/// An event for each member whose istiod the rotation now waits for and did not before
+/// (`before`: the rotation as the Federation's status last showed it).
+fn istiod_wait_notes(
+    td: &TrustDomain,
+    phase: RotationPhase,
+    waiting_for: &[RotationWait],
+    before: Option<&RotationStatus>,
+) -> Vec<Note> {
+    let waited_before = |member: &str| {
+        before.is_some_and(|r| {
+            r.waiting_for
+                .iter()
+                .any(|w| w.member == member && w.reason == WaitReason::IstiodBehind)
+        })
+    };
+    waiting_for
+        .iter()
+        .filter(|w| w.reason == WaitReason::IstiodBehind && !waited_before(&w.member))
+        .map(|w| {
+            Note::normal(
+                events::ROTATION_WAITS_FOR_ISTIOD,
+                "RotateRoot",
+                format!(
+                    "trust domain {td}: {phase} waits for the istiod of {}: {}",
+                    w.member, w.message
+                ),
+            )
+        })
+        .collect()
+}
+
+fn phase_note(td: &TrustDomain, phase: RotationPhase, removes_at: Option<OffsetDateTime>) -> Note {
+    let what = match phase {
+        RotationPhase::TrustingNewRoot => {
+            "every member installs the bundle with both roots".to_owned()
+        }
+        RotationPhase::ReSigning => "its members are renewed under the new root".to_owned(),
+        RotationPhase::Draining => format!(
+            "every member runs on the new root; the previous root stays trusted until {}",
+            removes_at
+                .map(federator_core::cert::rfc3339)
+                .unwrap_or_default()
+        ),
+    };
+    Note::normal(
+        events::ROTATION_PHASE,
+        "RotateRoot",
+        format!("trust domain {td}: {phase}: {what}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use federator_api::hub::{MemberClusterSpec, MemberClusterStatus};
+    use federator_testkit::pki;
+
+    fn t(s: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    }
+
+    const NOW: &str = "2026-01-01T00:00:00Z";
+
+    fn member(name: &str, td: &str, acked: i64, root: &str, installed: bool) -> Arc<MemberCluster> {
+        let mut m = MemberCluster::new(
+            name,
+            MemberClusterSpec {
+                trust_domain: td.into(),
+                credential_secret: format!("federator-member-{name}"),
+                ..MemberClusterSpec::default()
+            },
+        );
+        m.status = Some(MemberClusterStatus {
+            bundle_generation_acknowledged: acked,
+            ca_root_sha256: root.into(),
+            conditions: condition::set(
+                &[],
+                types::INSTALLED,
+                installed,
+                "x",
+                "",
+                &fields::time(t(NOW)),
+                None,
+            ),
+            ..MemberClusterStatus::default()
+        });
+        Arc::new(m)
+    }
+
+    fn spec() -> FederationSpec {
+        FederationSpec {
+            cluster_ca_ttl: Duration::from_secs(3600).into(),
+            renew_at_percent: 66,
+            ..FederationSpec::default()
+        }
+    }
+
+    fn view(roots: &[(&str, &federator_core::ca::IssuingCa)]) -> SignerView {
+        SignerView {
+            roots: roots
+                .iter()
+                .map(|(td, ca)| {
+                    (
+                        pki::td(td),
+                        Holding {
+                            root: ca.root_der().to_vec(),
+                            previous: None,
+                        },
+                    )
+                })
+                .collect(),
+            rotations: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn trust_domains_are_sorted_unique_and_valid() {
+        let members = [
+            member("c2", "b.local", 0, "", false),
+            member("c1", "a.local", 0, "", false),
+            member("c3", "a.local", 0, "", false),
+            member("c4", "Not Valid", 0, "", false),
+        ];
+        let tds: Vec<String> = trust_domains(&members)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(tds, ["a.local", "b.local"]);
+    }
+
+    #[test]
+    fn the_generation_moves_only_when_the_bundle_changes() {
+        let (a, b) = (pki::root("a"), pki::root("b"));
+        let members = [member("c1", "a.local", 0, "", false)];
+        let spec = spec();
+        let one = view(&[("a.local", &a)]);
+        let inp = |signer, previous| Inputs {
+            spec: &spec,
+            previous,
+            generation: Some(1),
+            members: &members,
+            signer,
+            now: t(NOW),
+        };
+        let first = plan(&inp(&one, None)).unwrap();
+        assert_eq!(first.status.bundle_generation, 1);
+        assert_eq!(first.desired.bundle_generation, 1);
+        assert_eq!(first.notes[0].reason, events::BUNDLE_CHANGED);
+        assert!(condition::is_true(&first.status.conditions, types::READY));
+        let again = plan(&inp(&one, Some(&first.status))).unwrap();
+        assert_eq!(again.status, first.status, "no change, no write");
+        assert!(again.notes.is_empty());
+        let two = view(&[("a.local", &a), ("b.local", &b)]);
+        let grown = plan(&inp(&two, Some(&first.status))).unwrap();
+        assert_eq!(grown.status.bundle_generation, 2);
+        assert_eq!(grown.desired.bundle.len(), 2);
+        assert_eq!(grown.status.roots.len(), 2);
+        assert_eq!(
+            grown.desired.signing_roots["b.local"],
+            fingerprint(b.root_der())
+        );
+        assert_eq!(grown.desired.cluster_ca_ttl, Duration::from_secs(3600));
+        assert_eq!(grown.desired.key_algorithm, "ecdsa-p256");
+    }
+
+    #[test]
+    fn a_rotation_keeps_both_roots_and_reports_its_phase() {
+        let (old, new) = (pki::root("old"), pki::root("new"));
+        let spec = spec();
+        let mut signer = SignerView::default();
+        signer.roots.insert(
+            pki::td("a.local"),
+            Holding {
+                root: new.root_der().to_vec(),
+                previous: Some(old.root_der().to_vec()),
+            },
+        );
+        let state = RotationState {
+            new_root_sha256: fingerprint(new.root_der()),
+            previous_root_sha256: fingerprint(old.root_der()),
+            drain: Duration::from_secs(60),
+            resigned_at: None,
+        };
+        signer.rotations.insert(pki::td("a.local"), state.clone());
+        // A rotation of a trust domain no member uses any more still moves on.
+        signer
+            .rotations
+            .insert(pki::td("gone.local"), state.clone());
+        // c1 in a.local, running under the old root, having installed bundle `acked`.
+        let c1 = |acked| {
+            [member(
+                "c1",
+                "a.local",
+                acked,
+                &state.previous_root_sha256,
+                true,
+            )]
+        };
+        let plan_after = |members: &[Arc<MemberCluster>], previous: Option<&FederationStatus>| {
+            plan(&Inputs {
+                spec: &spec,
+                previous,
+                generation: None,
+                members,
+                signer: &signer,
+                now: t(NOW),
+            })
+            .unwrap()
+        };
+        let p = plan_after(&c1(0), None);
+        assert_eq!(p.desired.bundle[0].roots_pem.matches("BEGIN").count(), 2);
+        // c1 has not installed the bundle with both roots: every rotation waits for it, also
+        // the one of a trust domain it is not in.
+        let phases: Vec<_> = p
+            .status
+            .rotations
+            .iter()
+            .map(|r| (r.trust_domain.as_str(), r.phase))
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                ("a.local", RotationPhase::TrustingNewRoot),
+                ("gone.local", RotationPhase::TrustingNewRoot)
+            ]
+        );
+        assert!(p.records.is_empty() && p.desired.resign.is_empty() && p.wake_at.is_none());
+        let phase_notes = |p: &Plan| {
+            p.notes
+                .iter()
+                .filter(|n| n.reason == events::ROTATION_PHASE)
+                .count()
+        };
+        assert_eq!(phase_notes(&p), 2);
+        // Next time, with c1 trusting both roots: its trust domain is re-signed, and the one
+        // without members moves straight on to draining.
+        let again = plan_after(&c1(1), Some(&p.status));
+        assert_eq!(again.status.rotations[0].phase, RotationPhase::ReSigning);
+        assert_eq!(again.status.rotations[1].phase, RotationPhase::Draining);
+        assert_eq!(
+            again.status.rotations[1].removes_old_root_at,
+            Some(fields::time(t("2026-01-01T00:01:00Z")))
+        );
+        assert!(again.desired.resign.contains("a.local"));
+        assert_eq!(
+            again.records,
+            vec![(pki::td("gone.local"), Record::Resigned { at: t(NOW) })]
+        );
+        assert_eq!(again.wake_at, Some(t("2026-01-01T00:01:00Z")));
+        assert_eq!(phase_notes(&again), 2);
+        // Nothing new: no new event.
+        let third = plan_after(&c1(1), Some(&again.status));
+        assert_eq!(phase_notes(&third), 0);
+    }
+
+    #[test]
+    fn a_rotation_names_the_istiod_it_waits_for_and_says_so_once() {
+        let (old, new) = (pki::root("old"), pki::root("new"));
+        let spec = spec();
+        let mut signer = SignerView::default();
+        signer.roots.insert(
+            pki::td("a.local"),
+            Holding {
+                root: new.root_der().to_vec(),
+                previous: Some(old.root_der().to_vec()),
+            },
+        );
+        signer.rotations.insert(
+            pki::td("a.local"),
+            RotationState {
+                new_root_sha256: fingerprint(new.root_der()),
+                previous_root_sha256: fingerprint(old.root_der()),
+                drain: Duration::from_secs(60),
+                resigned_at: None,
+            },
+        );
+        // c1's cacerts holds the bundle with both roots (generation 1), its istiod does not
+        // publish it: the member controller said so in BundleAcknowledged.
+        let why = "cacerts holds bundle generation 1 but istiod 1.27.9 publishes generation 0: restart requested";
+        let behind = {
+            let mut m = (*member("c1", "a.local", 0, "", true)).clone();
+            let s = m.status.as_mut().unwrap();
+            s.conditions = condition::set(
+                &s.conditions,
+                types::BUNDLE_ACKNOWLEDGED,
+                false,
+                reasons::ISTIOD_BEHIND,
+                why,
+                &fields::time(t(NOW)),
+                None,
+            );
+            Arc::new(m)
+        };
+        let members = [behind, member("c2", "a.local", 0, "", true)];
+        let plan_after = |previous: Option<&FederationStatus>| {
+            plan(&Inputs {
+                spec: &spec,
+                previous,
+                generation: None,
+                members: &members,
+                signer: &signer,
+                now: t(NOW),
+            })
+            .unwrap()
+        };
+        let p = plan_after(None);
+        let r = &p.status.rotations[0];
+        assert_eq!(r.phase, RotationPhase::TrustingNewRoot);
+        assert_eq!(
+            r.waiting_for,
+            [
+                RotationWait {
+                    member: "c1".into(),
+                    reason: WaitReason::IstiodBehind,
+                    message: why.into(),
+                },
+                RotationWait {
+                    member: "c2".into(),
+                    reason: WaitReason::BundleBehind,
+                    message: "trusts bundle generation 0 of 1".into(),
+                },
+            ]
+        );
+        let waits: Vec<&Note> = p
+            .notes
+            .iter()
+            .filter(|n| n.reason == events::ROTATION_WAITS_FOR_ISTIOD)
+            .collect();
+        assert_eq!(
+            waits.len(),
+            1,
+            "an event for the istiod, none for c2: {waits:?}"
+        );
+        assert!(
+            waits[0].message.contains("c1") && waits[0].message.contains("1.27.9"),
+            "{}",
+            waits[0].message
+        );
+        // Still waiting next time: no new event, no status change.
+        let again = plan_after(Some(&p.status));
+        assert_eq!(again.status, p.status);
+        assert!(again.notes.is_empty(), "{:?}", again.notes);
+    }
+}

@@ -1,0 +1,418 @@
+//! Root rotation as a pure state machine, for any backend: its input is what the signer
+//! holds for a trust domain (the new root, the previous one and the rotation's recorded
+//! state) and what the members acknowledge; its output is the phase, what to record in the
+//! signer's store, whether the trust domain's members must be re-signed now, and when to look
+//! again.
+//!
+//! ```text
+//!  start ──▶ TrustingNewRoot ──every member trusts the bundle with both roots──▶ ReSigning
+//!            ReSigning ──every member of the trust domain runs on the new root──▶ Draining
+//!            (record Resigned{now})
+//!            Draining ──drain period over──▶ done (record Finished: the old root leaves)
+//! ```
+//!
+//! A member trusts a bundle once its `cacerts` holds it and, with an istiod, once istiod
+//! publishes it (the hub's `bundleGenerationAcknowledged` is the smaller of the two): an
+//! istiod that must restart to take the new roots, is down, or ignored the change holds
+//! `TrustingNewRoot` back, since re-signing under a root it does not serve would break its
+//! workloads' trust. Each step names the members it waits for and why ([`RotationWait`]).
+//!
+//! The phase is derived from the members' reported state each time, so a restarted hub
+//! resumes where it was; only the moment the last member moved (`resigned_at`) is recorded,
+//! because the drain period counts from it.
+
+use std::time::Duration;
+
+use federator_api::hub::{RotationPhase, RotationWait, WaitReason};
+use time::OffsetDateTime;
+
+/// A rotation as the signer records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationState {
+    /// SHA-256 of the new root (the one that signs).
+    pub new_root_sha256: String,
+    /// SHA-256 of the previous root (still trusted).
+    pub previous_root_sha256: String,
+    /// How long to keep trusting the previous root once every member runs on the new one.
+    pub drain: Duration,
+    /// When every member of the trust domain was running on the new root.
+    pub resigned_at: Option<OffsetDateTime>,
+}
+
+/// What one member acknowledges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberAck {
+    /// Its `MemberCluster` name.
+    pub name: String,
+    /// Its trust domain.
+    pub trust_domain: String,
+    /// The bundle generation it trusts (in `cacerts` and, with an istiod, published by it).
+    pub bundle_generation: i64,
+    /// When its `cacerts` holds a newer bundle than its istiod publishes: why (the hub's
+    /// `IstiodBehind` message, naming the version and what the agent did).
+    pub istiod_behind: Option<String>,
+    /// SHA-256 of the root its installed cluster CA chains to.
+    pub root_sha256: String,
+    /// Whether it runs the cluster CA the hub last signed.
+    pub installed: bool,
+}
+
+/// What to record in the signer's store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// Every member of the trust domain runs on the new root since `at`.
+    Resigned {
+        /// When.
+        at: OffsetDateTime,
+    },
+    /// The rotation is over: drop the previous root.
+    Finished,
+}
+
+/// One step of a rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The phase after this step; `None` once finished.
+    pub phase: Option<RotationPhase>,
+    /// What to record.
+    pub record: Option<Record>,
+    /// Whether the trust domain's members still under the previous root must be renewed now.
+    pub resign: bool,
+    /// When the previous root leaves the bundle (draining only).
+    pub removes_old_root_at: Option<OffsetDateTime>,
+    /// When to look again even if nothing else changes.
+    pub wake_at: Option<OffsetDateTime>,
+    /// The members the phase waits for, and why.
+    pub waiting_for: Vec<RotationWait>,
+}
+
+/// Moves the rotation of `trust_domain` forward as far as the members allow. `members` are
+/// every member of the federation (all of them must trust the new root before anyone is
+/// signed under it); `bundle_generation` is the generation of the bundle that holds both roots.
+pub fn step(
+    trust_domain: &str,
+    rotation: &RotationState,
+    members: &[MemberAck],
+    bundle_generation: i64,
+    now: OffsetDateTime,
+) -> Step {
+    let drain = time::Duration::try_from(rotation.drain).unwrap_or(time::Duration::MAX);
+    let draining_until = |since: OffsetDateTime| {
+        since
+            .checked_add(drain)
+            .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+    };
+    if let Some(resigned) = rotation.resigned_at {
+        let until = draining_until(resigned);
+        if now >= until {
+            return Step {
+                phase: None,
+                record: Some(Record::Finished),
+                resign: false,
+                removes_old_root_at: None,
+                wake_at: None,
+                waiting_for: Vec::new(),
+            };
+        }
+        return Step {
+            phase: Some(RotationPhase::Draining),
+            record: None,
+            resign: false,
+            removes_old_root_at: Some(until),
+            wake_at: Some(until),
+            waiting_for: Vec::new(),
+        };
+    }
+    let not_trusting: Vec<RotationWait> = members
+        .iter()
+        .filter(|m| m.bundle_generation < bundle_generation)
+        .map(|m| match &m.istiod_behind {
+            Some(why) => wait(m, WaitReason::IstiodBehind, why.clone()),
+            None => wait(
+                m,
+                WaitReason::BundleBehind,
+                format!(
+                    "trusts bundle generation {} of {bundle_generation}",
+                    m.bundle_generation
+                ),
+            ),
+        })
+        .collect();
+    if !not_trusting.is_empty() {
+        return Step {
+            phase: Some(RotationPhase::TrustingNewRoot),
+            record: None,
+            resign: false,
+            removes_old_root_at: None,
+            wake_at: None,
+            waiting_for: not_trusting,
+        };
+    }
+    let not_on_new_root: Vec<RotationWait> = members
+        .iter()
+        .filter(|m| m.trust_domain == trust_domain)
+        .filter(|m| !(m.installed && m.root_sha256 == rotation.new_root_sha256))
+        .map(|m| {
+            let why = if m.root_sha256 == rotation.new_root_sha256 {
+                "it does not run the cluster CA signed under the new root yet"
+            } else {
+                "its cluster CA is not under the new root yet"
+            };
+            wait(m, WaitReason::NotOnNewRoot, why.to_owned())
+        })
+        .collect();
+    if not_on_new_root.is_empty() {
+        let until = draining_until(now);
+        Step {
+            phase: Some(RotationPhase::Draining),
+            record: Some(Record::Resigned { at: now }),
+            resign: true,
+            removes_old_root_at: Some(until),
+            wake_at: Some(until),
+            waiting_for: Vec::new(),
+        }
+    } else {
+        Step {
+            phase: Some(RotationPhase::ReSigning),
+            record: None,
+            resign: true,
+            removes_old_root_at: None,
+            wake_at: None,
+            waiting_for: not_on_new_root,
+        }
+    }
+}
+
+fn wait(m: &MemberAck, reason: WaitReason, message: String) -> RotationWait {
+    RotationWait {
+        member: m.name.clone(),
+        reason,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEW: &str = "new-root";
+    const OLD: &str = "old-root";
+
+    fn t(s: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    }
+
+    fn rotation(resigned_at: Option<&str>) -> RotationState {
+        RotationState {
+            new_root_sha256: NEW.into(),
+            previous_root_sha256: OLD.into(),
+            drain: Duration::from_secs(3600),
+            resigned_at: resigned_at.map(t),
+        }
+    }
+
+    fn member(td: &str, generation: i64, root: &str, installed: bool) -> MemberAck {
+        MemberAck {
+            name: format!("in-{td}"),
+            trust_domain: td.into(),
+            bundle_generation: generation,
+            istiod_behind: None,
+            root_sha256: root.into(),
+            installed,
+        }
+    }
+
+    const NOW: &str = "2026-01-01T00:00:00Z";
+
+    /// A step of a.local's rotation before any move was recorded, with bundle generation 5.
+    fn unrecorded(members: &[MemberAck]) -> Step {
+        step("a.local", &rotation(None), members, 5, t(NOW))
+    }
+
+    #[test]
+    fn the_phase_follows_what_the_members_acknowledge() {
+        use RotationPhase::{Draining, ReSigning, TrustingNewRoot};
+        // Members as (trust domain, bundle generation installed, root, running it); the
+        // bundle with both roots is generation 5.
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, i64, &'a str, bool)],
+            RotationPhase,
+            bool,
+        );
+        let cases: [Case<'_>; 4] = [
+            (
+                "a member of another trust domain without the new bundle holds everyone back",
+                &[("a.local", 5, OLD, true), ("b.local", 4, "b-root", true)],
+                TrustingNewRoot,
+                false,
+            ),
+            (
+                "once everyone trusts both roots, the trust domain is re-signed",
+                &[
+                    ("a.local", 5, OLD, true),
+                    ("a.local", 5, NEW, true),
+                    ("b.local", 6, "b-root", true),
+                ],
+                ReSigning,
+                true,
+            ),
+            (
+                "signed under the new root but not running it yet still counts as old",
+                &[("a.local", 5, NEW, false)],
+                ReSigning,
+                true,
+            ),
+            (
+                "every member on the new root: the move is recorded, stragglers (none) renewed",
+                &[("a.local", 5, NEW, true), ("b.local", 5, "b-root", true)],
+                Draining,
+                true,
+            ),
+        ];
+        for (why, members, phase, resign) in cases {
+            let members: Vec<MemberAck> = members
+                .iter()
+                .map(|(td, generation, root, running)| member(td, *generation, root, *running))
+                .collect();
+            let s = unrecorded(&members);
+            assert_eq!((s.phase, s.resign), (Some(phase), resign), "{why}");
+            assert_eq!(
+                s.waiting_for.is_empty(),
+                phase == Draining,
+                "{why}: {:?}",
+                s.waiting_for
+            );
+            let recorded = (phase == Draining).then_some(Record::Resigned { at: t(NOW) });
+            assert_eq!(s.record, recorded, "{why}");
+            if phase == Draining {
+                assert_eq!(s.removes_old_root_at, Some(t("2026-01-01T01:00:00Z")));
+                assert_eq!(s.wake_at, s.removes_old_root_at);
+            } else {
+                assert_eq!((s.removes_old_root_at, s.wake_at), (None, None), "{why}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_istiod_that_does_not_publish_the_new_bundle_holds_the_rotation_back() {
+        // c-old's cacerts holds generation 5, but its istiod (1.27.9, restarting) still
+        // publishes generation 4: the hub acknowledges 4 and says why.
+        let behind = MemberAck {
+            name: "c-old".into(),
+            bundle_generation: 4,
+            istiod_behind: Some(
+                "cacerts holds bundle generation 5 but istiod 1.27.9 publishes generation 4: restart requested".into(),
+            ),
+            ..member("a.local", 4, OLD, true)
+        };
+        let current = MemberAck {
+            name: "c-new".into(),
+            ..member("b.local", 5, "b-root", true)
+        };
+        let lagging = MemberAck {
+            name: "c-slow".into(),
+            ..member("b.local", 3, "b-root", true)
+        };
+        let s = unrecorded(&[behind.clone(), current.clone(), lagging]);
+        assert_eq!(s.phase, Some(RotationPhase::TrustingNewRoot));
+        assert!(
+            !s.resign,
+            "nobody is signed under a root an istiod does not serve"
+        );
+        assert_eq!(
+            s.waiting_for,
+            [
+                RotationWait {
+                    member: "c-old".into(),
+                    reason: WaitReason::IstiodBehind,
+                    message: behind.istiod_behind.clone().unwrap(),
+                },
+                RotationWait {
+                    member: "c-slow".into(),
+                    reason: WaitReason::BundleBehind,
+                    message: "trusts bundle generation 3 of 5".into(),
+                },
+            ],
+            "only the members behind, each with why"
+        );
+        // The same istiod, stopped for good, keeps it there: no step moves on.
+        let s = unrecorded(&[behind.clone(), current.clone()]);
+        assert_eq!(s.phase, Some(RotationPhase::TrustingNewRoot));
+        assert_eq!(s.waiting_for.len(), 1);
+        // It publishes the bundle (restarted): re-signing, waiting for the members of the
+        // rotated trust domain that still run under the old root.
+        let published = MemberAck {
+            bundle_generation: 5,
+            istiod_behind: None,
+            ..behind
+        };
+        let s = unrecorded(&[published.clone(), current]);
+        assert_eq!((s.phase, s.resign), (Some(RotationPhase::ReSigning), true));
+        assert_eq!(
+            s.waiting_for,
+            [RotationWait {
+                member: "c-old".into(),
+                reason: WaitReason::NotOnNewRoot,
+                message: "its cluster CA is not under the new root yet".into(),
+            }]
+        );
+        // Signed under the new root, but cacerts does not hold it yet.
+        let signed = MemberAck {
+            root_sha256: NEW.into(),
+            installed: false,
+            ..published
+        };
+        let s = unrecorded(std::slice::from_ref(&signed));
+        assert_eq!(s.waiting_for[0].reason, WaitReason::NotOnNewRoot);
+        assert!(s.waiting_for[0].message.contains("does not run"), "{s:?}");
+        // Running it: draining waits for nobody.
+        let moved = MemberAck {
+            installed: true,
+            ..signed
+        };
+        let s = unrecorded(&[moved]);
+        assert_eq!(s.phase, Some(RotationPhase::Draining));
+        assert!(s.waiting_for.is_empty());
+    }
+
+    #[test]
+    fn drains_then_finishes() {
+        // Members are irrelevant once the move is recorded.
+        let s = step(
+            "a.local",
+            &rotation(Some("2025-12-31T23:30:00Z")),
+            &[member("a.local", 1, OLD, false)],
+            5,
+            t(NOW),
+        );
+        assert_eq!(s.phase, Some(RotationPhase::Draining));
+        assert_eq!((s.record, s.resign), (None, false));
+        assert_eq!(s.wake_at, Some(t("2026-01-01T00:30:00Z")));
+        let s = step(
+            "a.local",
+            &rotation(Some("2025-12-31T23:00:00Z")),
+            &[],
+            5,
+            t(NOW),
+        );
+        assert_eq!(s.phase, None);
+        assert_eq!(s.record, Some(Record::Finished));
+        assert_eq!(s.wake_at, None);
+    }
+
+    #[test]
+    fn a_trust_domain_without_members_moves_straight_to_draining() {
+        let s = step("gone.local", &rotation(None), &[], 1, t(NOW));
+        assert_eq!(s.phase, Some(RotationPhase::Draining));
+        assert_eq!(s.record, Some(Record::Resigned { at: t(NOW) }));
+    }
+
+    #[test]
+    fn an_endless_drain_never_overflows() {
+        let mut r = rotation(Some(NOW));
+        r.drain = Duration::MAX;
+        let s = step("a.local", &r, &[], 1, t("2026-06-01T00:00:00Z"));
+        assert_eq!(s.phase, Some(RotationPhase::Draining));
+    }
+}

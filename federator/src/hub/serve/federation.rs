@@ -1,0 +1,187 @@
+//! The federation controller: a kube-runtime `Controller` on the `Federation` object, with
+//! the `MemberCluster`s (kept in a reflector store) and the roots Secret (a rotation started
+//! from the CLI changes only this) mapped onto it.
+//!
+//! One reconcile: the trust domains in use get a root, the signer is (re)loaded when the
+//! roots changed, [`plan::federation::plan`] decides, and its results are written — rotation
+//! records into the roots Secret, the Federation status (only when it differs), events, the
+//! [`Desired`](crate::hub::plan::federation::Desired) state every member controller follows
+//! — and the member controllers are made to follow membership. A drain deadline requeues at
+//! that time; a failure requeues with backoff.
+//!
+//! New federation-wide inputs (say, foreign trust domains from their own CRD) come in as
+//! another watch mapped onto the Federation here, and as another field of
+//! [`plan::federation::Inputs`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use federator_api::hub::{Federation, MemberCluster};
+use federator_api::names;
+use federator_api::plumbing::{self, Failures};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use super::fleet::Fleet;
+use super::{BACKOFF, Shared};
+use crate::hub::plan::{self, rotation::Record};
+use crate::hub::trust::roots::local_root_options;
+use crate::hub::trust::signer::Signer;
+use crate::hub::trust::store::RootStore;
+use crate::{Error, Result};
+
+/// What the federation reconcile works with.
+pub struct Context {
+    shared: Arc<Shared>,
+    members: Store<MemberCluster>,
+    roots: RootStore,
+    /// The roots Secret's resourceVersion the loaded signer came from.
+    signer_version: Mutex<String>,
+    fleet: Fleet,
+    failures: Failures,
+}
+
+/// Runs the federation controller until the hub's watches end.
+pub async fn run(shared: Arc<Shared>) -> Result<()> {
+    let client = shared.client.clone();
+    let (members, writer) = reflector::store();
+    let member_changes = plumbing::changes_of(
+        reflector::reflector(
+            writer,
+            watcher(
+                Api::<MemberCluster>::namespaced(client.clone(), names::NAMESPACE),
+                watcher::Config::default(),
+            ),
+        ),
+        format!("MemberClusters in {}", names::NAMESPACE),
+    );
+    let roots_changes = plumbing::changes_of(
+        watcher(
+            Api::<Secret>::namespaced(client.clone(), names::NAMESPACE),
+            plumbing::by_name(names::ROOTS_SECRET),
+        ),
+        format!("Secret {}/{}", names::NAMESPACE, names::ROOTS_SECRET),
+    );
+    let feds: Api<Federation> = Api::namespaced(client.clone(), names::NAMESPACE);
+    match feds.get_opt(names::FEDERATION).await {
+        Ok(None) => warn!("no Federation object: run `federator init`"),
+        Ok(Some(_)) => {}
+        Err(e) => warn!(error = %e, "cannot read the Federation yet; the watch retries"),
+    }
+    let ctx = Arc::new(Context {
+        roots: RootStore::new(client.clone()),
+        shared,
+        members,
+        signer_version: Mutex::new(String::new()),
+        fleet: Fleet::default(),
+        failures: Failures::default(),
+    });
+    Controller::new(feds, plumbing::by_name(names::FEDERATION))
+        .reconcile_all_on(member_changes)
+        .reconcile_all_on(roots_changes)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(kube::runtime::controller::Error::QueueError(e)) = result {
+                warn!(error = %e, "watch on the hub failed; retrying with backoff");
+            }
+        })
+        .await;
+    Err(Error::Unreachable("the hub watch ended".into()))
+}
+
+fn error_policy(_fed: Arc<Federation>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = BACKOFF.delay(ctx.failures.record());
+    warn!(%error, retry_in = ?delay, "federation sync failed");
+    Action::requeue(delay)
+}
+
+impl Context {
+    /// The signer, reloaded when the roots Secret changed since it was loaded.
+    async fn signer(&self, fed: &Federation) -> Result<Arc<Signer>> {
+        let version = self.roots.version().await?;
+        if let Some(signer) = self.shared.signer()
+            && *super::lock(&self.signer_version) == version
+        {
+            return Ok(signer);
+        }
+        let signer = Arc::new(self.roots.load(&fed.spec).await?);
+        self.shared.set_signer(signer.clone());
+        *super::lock(&self.signer_version) = version;
+        Ok(signer)
+    }
+}
+
+async fn reconcile(fed: Arc<Federation>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.members
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::Unreachable("the MemberCluster watch stopped".into()))?;
+    let members = ctx.members.state();
+    let tds = plan::federation::trust_domains(&members);
+    ctx.roots
+        .ensure_trust_domains(&tds, &local_root_options(&fed.spec))
+        .await?;
+    let signer = ctx.signer(&fed).await?;
+    let view = signer.view(&tds)?;
+    let now = OffsetDateTime::now_utc();
+    let plan = plan::federation::plan(&plan::federation::Inputs {
+        spec: &fed.spec,
+        previous: fed.status.as_ref(),
+        generation: fed.metadata.generation,
+        members: &members,
+        signer: &view,
+        now,
+    })?;
+    for (td, record) in &plan.records {
+        match record {
+            Record::Resigned { .. } => {
+                info!(trust_domain = %td, "every member runs on the new root; draining the old one")
+            }
+            Record::Finished => {
+                info!(trust_domain = %td, "root rotation done: removing the old root")
+            }
+        }
+        ctx.roots.record(td, *record).await?;
+    }
+    let shared = &ctx.shared;
+    if fed.status.as_ref() != Some(&plan.status) {
+        let api: Api<Federation> = Api::namespaced(shared.client.clone(), names::NAMESPACE);
+        plumbing::apply_status(
+            &api,
+            &fed.name_any(),
+            &plan.status,
+            names::HUB_FIELD_MANAGER,
+        )
+        .await
+        .map_err(|e| Error::kube("update the Federation status", e))?;
+    }
+    shared
+        .metrics
+        .set_federation(plan.status.members, plan.status.bundle_generation);
+    let reference = fed.object_ref(&());
+    for note in &plan.notes {
+        shared.events.publish(&reference, note).await;
+    }
+    let desired = plan.desired;
+    shared.desired.send_if_modified(|d| {
+        if *d == desired {
+            false
+        } else {
+            *d = desired;
+            true
+        }
+    });
+    ctx.fleet.follow(&members, shared);
+    ctx.failures.reset();
+    Ok(match plan.wake_at {
+        Some(at) => Action::requeue(Duration::try_from(at - now).unwrap_or(Duration::ZERO)),
+        None => Action::await_change(),
+    })
+}

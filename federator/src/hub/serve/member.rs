@@ -1,0 +1,401 @@
+//! The member controller: one per member, isolated from the others. A kube-runtime
+//! `Controller` on the member's `ClusterTrust`, through the member's own API server with the
+//! stored least-privilege credential, reconciled also whenever the federation's
+//! [`Desired`] state changes.
+//!
+//! One reconcile ([`reconcile`]), in order:
+//!
+//! 1. read the `ClusterTrust` fresh (the authenticated contact that proves the credential
+//!    still works: a watch opened earlier survives a revocation); a 401 reloads the credential;
+//! 2. plan its spec ([`plan::member::plan_member`]): bundle, renewal, re-signing;
+//! 3. sign a pending CSR: [`plan::csr`] → the policy → the signer → [`plan::chain`];
+//! 4. write the spec when it differs;
+//! 5. renew the hub's token for the member when due;
+//! 6. mirror the member's state into its `MemberCluster` status on the hub, and publish the
+//!    events of what happened.
+//!
+//! A new per-member output (say, a remote secret per peer) is one more step between 4 and 6,
+//! planned in [`plan::member`].
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use federator_api::condition::{self, types};
+use federator_api::events::{Note, reasons as events};
+use federator_api::hub::{MemberCluster, MemberClusterSpec};
+use federator_api::member::{ClusterTrust, CsrStatus, SignedCa};
+use federator_api::{names, plumbing};
+use federator_core::policy::SigningPolicy;
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::{BACKOFF, Shared};
+use crate::hub::member_access::{self, StoredCredential};
+use crate::hub::plan::{self, federation::Desired, member::StatusInputs};
+use crate::hub::trust::signer::Ask;
+use crate::{Error, Result};
+
+/// One member's controller state.
+pub struct Member {
+    shared: Arc<Shared>,
+    name: String,
+    spec: MemberClusterSpec,
+    /// The member's API server, with the hub's credential.
+    client: Client,
+    /// The credential in use.
+    credential: StoredCredential,
+    /// The last `ClusterTrust` seen, for the status while the member is unreachable.
+    last_seen: Mutex<Option<ClusterTrust>>,
+    /// Notified when the member rejects the credential (401) or it was renewed or replaced:
+    /// the controller then ends and [`run`] reloads it.
+    reload: Arc<Notify>,
+    failures: plumbing::Failures,
+}
+
+/// Runs one member's controller, reloading the credential whenever it changes and retrying
+/// with backoff when it cannot be loaded.
+pub async fn run(shared: Arc<Shared>, name: String, spec: MemberClusterSpec) {
+    let failures = plumbing::Failures::default();
+    loop {
+        match connect(&shared, &spec).await {
+            Ok((client, credential)) => {
+                failures.reset();
+                let member = Arc::new(Member {
+                    shared: shared.clone(),
+                    name: name.clone(),
+                    spec: spec.clone(),
+                    client,
+                    credential,
+                    last_seen: Mutex::new(None),
+                    reload: Arc::new(Notify::new()),
+                    failures: plumbing::Failures::default(),
+                });
+                controller(member).await;
+            }
+            Err(e) => {
+                warn!(cluster = %name, error = %e, "cannot load the member credential");
+                let problem = format!("cannot use the stored credential: {e}");
+                if let Err(e) = report_status(&shared, &name, None, false, &[problem], &[]).await {
+                    warn!(cluster = %name, error = %e, "cannot report the member's status");
+                }
+            }
+        }
+        tokio::time::sleep(BACKOFF.delay(failures.record())).await;
+    }
+}
+
+async fn connect(shared: &Shared, spec: &MemberClusterSpec) -> Result<(Client, StoredCredential)> {
+    let stored = member_access::stored_kubeconfig(&shared.client, &spec.credential_secret)
+        .await?
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "credential Secret {} is missing; run `federator join` again",
+                spec.credential_secret
+            ))
+        })?;
+    let client = stored.client(&spec.credential_secret).await?;
+    Ok((client, stored))
+}
+
+async fn controller(member: Arc<Member>) {
+    let api: Api<ClusterTrust> = Api::namespaced(member.client.clone(), names::NAMESPACE);
+    let desired_changes =
+        futures::stream::unfold(member.shared.desired.subscribe(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        });
+    let reload = member.reload.clone();
+    let on_result = member.clone();
+    let controller = Controller::new(api, plumbing::by_name(names::CLUSTER_TRUST))
+        .reconcile_all_on(desired_changes)
+        .run(reconcile, error_policy, member.clone())
+        .for_each(move |result| {
+            let member = on_result.clone();
+            async move {
+                if let Err(kube::runtime::controller::Error::QueueError(e)) = result {
+                    let unauthorized = is_unauthorized(&e);
+                    member
+                        .unreachable(unauthorized, &format!("cannot watch the cluster: {e}"))
+                        .await;
+                }
+            }
+        });
+    tokio::select! {
+        () = controller => {}
+        () = reload.notified() => info!(cluster = %member.name, "credential rejected or replaced; reloading it"),
+    }
+}
+
+fn is_unauthorized(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => plumbing::is_status(e, 401),
+        watcher::Error::WatchError(s) => s.code == 401,
+        _ => false,
+    }
+}
+
+fn error_policy(_ct: Arc<ClusterTrust>, err: &Error, member: Arc<Member>) -> Action {
+    let delay = BACKOFF.delay(member.failures.record());
+    warn!(cluster = %member.name, error = %err, retry_in = ?delay, "member reconcile failed");
+    Action::requeue(delay)
+}
+
+impl Member {
+    /// Records that the member could not be reached (or rejected the credential); on a 401 the
+    /// credential is reloaded.
+    async fn unreachable(&self, unauthorized: bool, detail: &str) {
+        let (message, notes) = if unauthorized {
+            let message = format!(
+                "the hub's credential was rejected (401: revoked or expired); run `federator join cluster {}` again to issue a new one",
+                self.name
+            );
+            let note = Note::warning(events::CREDENTIAL_REJECTED, "Connect", message.clone());
+            (message, vec![note])
+        } else {
+            (detail.to_owned(), Vec::new())
+        };
+        warn!(cluster = %self.name, error = %detail, "member unreachable");
+        let last = super::lock(&self.last_seen).clone();
+        if let Err(e) = report_status(
+            &self.shared,
+            &self.name,
+            last.as_ref(),
+            false,
+            &[message],
+            &notes,
+        )
+        .await
+        {
+            warn!(cluster = %self.name, error = %e, "cannot report the member's status");
+        }
+        if unauthorized {
+            self.reload.notify_one();
+        }
+    }
+
+    /// Step 3: the signed-CA answer to `csr`.
+    async fn sign(
+        &self,
+        csr: &CsrStatus,
+        desired: &Desired,
+        now: OffsetDateTime,
+    ) -> Result<SignedCa> {
+        let (info, request) = plan::csr::accept(csr, &self.name, &self.spec.trust_domain)?;
+        let signer = self
+            .shared
+            .signer()
+            .ok_or_else(|| Error::Refused("the signer is not loaded yet".into()))?;
+        let policy = SigningPolicy {
+            ttl: desired.cluster_ca_ttl,
+        };
+        let ask = Ask {
+            policy: &policy,
+            csr: &info,
+            request: &request,
+            now,
+        };
+        let issued = signer.sign(&ask).await?;
+        plan::chain::answer(csr, &issued, desired.renew_at_percent, now)
+    }
+
+    /// Step 5: replaces the hub's token for the member before it expires, using the token
+    /// itself (the hub's Role allows it to request tokens for its own ServiceAccount only).
+    async fn renew_credential(&self, stored: &StoredCredential) -> Result<OffsetDateTime> {
+        let (token, expires) = member_access::request_token(
+            &self.client,
+            names::HUB_SERVICE_ACCOUNT,
+            stored.lifetime(),
+        )
+        .await?;
+        let yaml = stored.with_token(&token)?;
+        member_access::store_kubeconfig(
+            &self.shared.client,
+            &self.spec.credential_secret,
+            &self.name,
+            &yaml,
+            expires,
+        )
+        .await?;
+        info!(cluster = %self.name, expires = %federator_core::cert::rfc3339(expires), "renewed the hub's token");
+        Ok(expires)
+    }
+}
+
+/// One member reconcile (see the module documentation for its steps).
+pub async fn reconcile(_trigger: Arc<ClusterTrust>, member: Arc<Member>) -> Result<Action> {
+    let m = &member;
+    // 1. Read fresh.
+    let api: Api<ClusterTrust> = Api::namespaced(m.client.clone(), names::NAMESPACE);
+    let ct = match api.get_opt(names::CLUSTER_TRUST).await {
+        Ok(Some(ct)) => ct,
+        Ok(None) => return Ok(Action::await_change()),
+        Err(e) => {
+            m.unreachable(
+                plumbing::is_status(&e, 401),
+                &format!("cannot read ClusterTrust: {e}"),
+            )
+            .await;
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+    };
+    *super::lock(&m.last_seen) = Some(ct.clone());
+    let desired = m.shared.desired.borrow().clone();
+    if desired.bundle_generation == 0 {
+        // The federation has not been planned yet; its first plan triggers us.
+        return Ok(Action::await_change());
+    }
+
+    // 2. Plan.
+    let now = OffsetDateTime::now_utc();
+    let plan = plan::member::plan_member(&ct, &m.name, &m.spec.trust_domain, &desired, now);
+    let mut notes = plan.notes(&ct.spec);
+    let mut spec = plan.spec.clone();
+    let mut problems = Vec::new();
+
+    // 3. Sign.
+    if let Some(csr) = &plan.sign {
+        match m.sign(csr, &desired, now).await {
+            Ok(signed) => {
+                info!(cluster = %m.name, generation = csr.generation, serial = %signed.serial, "signed a cluster CA");
+                m.shared.metrics.signed(&m.name);
+                notes.push(Note::normal(
+                    events::CSR_SIGNED,
+                    "Sign",
+                    format!(
+                        "signed cluster CA {} for CSR generation {}, valid until {}",
+                        signed.serial, csr.generation, signed.not_after.0
+                    ),
+                ));
+                spec.signed = Some(signed);
+            }
+            Err(e) if e.retry_later() => {
+                // Worth retrying: report it, keep everything as it is, come back with backoff.
+                warn!(cluster = %m.name, error = %e, "signing failed; will retry");
+                m.shared.metrics.sign_failed(&m.name);
+                let problem = format!("CSR generation {} not signed yet: {e}", csr.generation);
+                let note = Note::warning(events::SIGNING_FAILED, "Sign", problem.clone());
+                report_status(&m.shared, &m.name, Some(&ct), true, &[problem], &[note]).await?;
+                return Err(e);
+            }
+            Err(e) => {
+                warn!(cluster = %m.name, error = %e, "refused to sign");
+                m.shared.metrics.sign_failed(&m.name);
+                let problem = format!("CSR generation {} not signed: {e}", csr.generation);
+                notes.push(Note::warning(events::CSR_REFUSED, "Sign", problem.clone()));
+                problems.push(problem);
+            }
+        }
+    }
+
+    // 4. Write the spec.
+    let mut current = ct.clone();
+    if spec != ct.spec {
+        current = plumbing::apply(
+            &api,
+            &ClusterTrust::new(names::CLUSTER_TRUST, spec),
+            names::HUB_FIELD_MANAGER,
+        )
+        .await
+        .map_err(|e| Error::kube(&format!("write the ClusterTrust spec of {}", m.name), e))?;
+    }
+
+    // 5. The stored credential, read fresh: renew it when due; reload it when it changed (a
+    // re-join or another replica's renewal).
+    match member_access::stored_kubeconfig(&m.shared.client, &m.spec.credential_secret).await? {
+        Some(stored) if stored.needs_renewal(now) => match m.renew_credential(&stored).await {
+            Ok(expires) => {
+                notes.push(Note::normal(
+                    events::CREDENTIAL_RENEWED,
+                    "RenewCredential",
+                    format!(
+                        "renewed the hub's token for this member; it expires {}",
+                        federator_core::cert::rfc3339(expires)
+                    ),
+                ));
+                m.reload.notify_one();
+            }
+            Err(e) => {
+                let problem = format!("cannot renew the hub's token: {e}");
+                notes.push(Note::warning(
+                    events::CREDENTIAL_RENEWAL_FAILED,
+                    "RenewCredential",
+                    problem.clone(),
+                ));
+                problems.push(problem);
+            }
+        },
+        Some(stored) if stored.kubeconfig_differs(&m.credential) => m.reload.notify_one(),
+        _ => {}
+    }
+
+    // 6. Status and events.
+    report_status(&m.shared, &m.name, Some(&current), true, &problems, &notes).await?;
+    m.failures.reset();
+    let heartbeat = m.shared.opts.heartbeat;
+    let wait = plan
+        .wake_at
+        .map(|t| Duration::try_from(t - now).unwrap_or(Duration::ZERO) + Duration::from_millis(50))
+        .map_or(heartbeat, |d| d.min(heartbeat));
+    Ok(Action::requeue(wait))
+}
+
+/// Mirrors what is known about a member into its status on the hub (writing only on change)
+/// and its metrics, and publishes `notes` as events on its `MemberCluster`.
+async fn report_status(
+    shared: &Shared,
+    name: &str,
+    ct: Option<&ClusterTrust>,
+    reachable: bool,
+    problems: &[String],
+    notes: &[Note],
+) -> Result<()> {
+    let api: Api<MemberCluster> = Api::namespaced(shared.client.clone(), names::NAMESPACE);
+    let Some(current) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube("read MemberCluster", e))?
+    else {
+        return Ok(());
+    };
+    let status = plan::member::member_status(
+        current.status.as_ref(),
+        &StatusInputs {
+            ct,
+            reachable,
+            hub_problems: problems,
+            bundle_generation: shared.desired.borrow().bundle_generation,
+            observed_generation: current.metadata.generation,
+            now: OffsetDateTime::now_utc(),
+            heartbeat: shared.opts.heartbeat,
+        },
+    );
+    let ca_expiry = status.ca_not_after.as_ref().map_or(0, |t| t.0.as_second());
+    shared.metrics.set_member(
+        name,
+        condition::is_true(&status.conditions, types::READY),
+        ca_expiry,
+        status.bundle_generation_acknowledged,
+    );
+    if current.status.as_ref() != Some(&status) {
+        plumbing::apply_status(&api, name, &status, names::HUB_FIELD_MANAGER)
+            .await
+            .map_err(|e| Error::kube("update a MemberCluster status", e))?;
+    }
+    let reference = current.object_ref(&());
+    let reported = current.status.map(|s| s.problems).unwrap_or_default();
+    for note in notes.iter().filter(|n| n.is_news(&reported)) {
+        shared.events.publish(&reference, note).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,240 @@
+//! The signer: whatever holds the roots and issues cluster CAs under the policy — generated
+//! roots per trust domain (`local`), one imported CA (`import`), or Vault/OpenBao (`vault`).
+//!
+//! It answers two questions for the rest of the hub: what it holds (for the bundle and root
+//! rotation, [`Signer::view`]) and, for a checked CSR, the issued cluster CA
+//! ([`Signer::sign`]).
+
+use std::collections::BTreeMap;
+
+use federator_api::hub::RootType;
+use federator_core::bundle::TrustBundle;
+use federator_core::ca::IssuingCa;
+use federator_core::cert::fingerprint;
+use federator_core::csr::CsrInfo;
+use federator_core::identity::TrustDomain;
+use federator_core::policy::{ClusterCaRequest, IssuedCa, SigningPolicy};
+use time::OffsetDateTime;
+
+use super::vault::VaultSigner;
+use crate::hub::plan::federation::{self, Holding, SignerView};
+use crate::hub::plan::rotation::RotationState;
+use crate::{Error, Result};
+
+/// What a signer is asked: a CSR to sign under the policy, for a member, at a time.
+#[derive(Clone, Copy, Debug)]
+pub struct Ask<'a> {
+    /// The policy that decides every field.
+    pub policy: &'a SigningPolicy,
+    /// The CSR (its signature verified).
+    pub csr: &'a CsrInfo,
+    /// The member and trust domain to certify.
+    pub request: &'a ClusterCaRequest,
+    /// Now.
+    pub now: OffsetDateTime,
+}
+
+/// The CAs that sign cluster CAs.
+#[derive(Debug)]
+pub enum Signer {
+    /// One root per trust domain, plus the previous root of each trust domain in rotation.
+    Local(LocalRoots),
+    /// One imported CA for all trust domains.
+    Import(Box<IssuingCa>),
+    /// Vault signs for all trust domains.
+    Vault(Box<VaultSigner>),
+}
+
+/// The local backend's roots.
+#[derive(Debug, Default)]
+pub struct LocalRoots {
+    /// The signing root of each trust domain.
+    pub active: BTreeMap<TrustDomain, IssuingCa>,
+    /// Trust domains in rotation: the previous root (DER, still trusted) and the rotation.
+    pub rotating: BTreeMap<TrustDomain, (Vec<u8>, RotationState)>,
+}
+
+impl Signer {
+    /// The backend.
+    pub fn root_type(&self) -> RootType {
+        match self {
+            Signer::Local(_) => RootType::Local,
+            Signer::Import(_) => RootType::Import,
+            Signer::Vault(_) => RootType::Vault,
+        }
+    }
+
+    /// The root that anchors a trust domain (DER).
+    pub fn root_der_for(&self, td: &TrustDomain) -> Result<&[u8]> {
+        match self {
+            Signer::Local(roots) => {
+                roots
+                    .active
+                    .get(td)
+                    .map(IssuingCa::root_der)
+                    .ok_or_else(|| {
+                        Error::Refused(format!(
+                            "no root for trust domain {td} yet; `federator serve` creates it"
+                        ))
+                    })
+            }
+            Signer::Import(ca) => Ok(ca.root_der()),
+            Signer::Vault(v) => Ok(v.root_der()),
+        }
+    }
+
+    /// What the signer holds for the trust domains `tds`, and every rotation in progress.
+    pub fn view<'a>(&self, tds: impl IntoIterator<Item = &'a TrustDomain>) -> Result<SignerView> {
+        let mut view = SignerView::default();
+        for td in tds {
+            let previous = match self {
+                Signer::Local(roots) => roots.rotating.get(td).map(|(der, _)| der.clone()),
+                _ => None,
+            };
+            view.roots.insert(
+                td.clone(),
+                Holding {
+                    root: self.root_der_for(td)?.to_vec(),
+                    previous,
+                },
+            );
+        }
+        if let Signer::Local(roots) = self {
+            for (td, (_, state)) in &roots.rotating {
+                view.rotations.insert(td.clone(), state.clone());
+            }
+        }
+        Ok(view)
+    }
+
+    /// The bundle for a set of trust domains: each one's root (and previous root).
+    pub fn bundle_for<'a>(
+        &self,
+        tds: impl IntoIterator<Item = &'a TrustDomain>,
+    ) -> Result<TrustBundle> {
+        Ok(federation::bundle(&self.view(tds)?.roots)?)
+    }
+
+    /// Signs a cluster CA under the policy (with Vault, Vault signs the policy's fields and
+    /// the hub checks the answer).
+    pub async fn sign(&self, ask: &Ask<'_>) -> Result<IssuedCa> {
+        let Ask {
+            policy,
+            csr,
+            request,
+            now,
+        } = *ask;
+        match self {
+            Signer::Local(roots) => {
+                let issuer = roots.active.get(&request.trust_domain).ok_or_else(|| {
+                    Error::Refused(format!(
+                        "no root for trust domain {} yet",
+                        request.trust_domain
+                    ))
+                })?;
+                Ok(policy.sign(issuer, csr, request, now)?)
+            }
+            Signer::Import(ca) => Ok(policy.sign(ca, csr, request, now)?),
+            Signer::Vault(v) => v.sign(ask).await,
+        }
+    }
+
+    /// The roots: (trust domain, or `*` for a single issuer serving all, SHA-256 fingerprint).
+    pub fn root_fingerprints(&self) -> Vec<(String, String)> {
+        match self {
+            Signer::Local(roots) => roots
+                .active
+                .iter()
+                .map(|(td, ca)| (td.to_string(), fingerprint(ca.root_der())))
+                .collect(),
+            Signer::Import(ca) => vec![("*".into(), fingerprint(ca.root_der()))],
+            Signer::Vault(v) => vec![("*".into(), fingerprint(v.root_der()))],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use federator_testkit::pki;
+    use std::time::Duration;
+
+    fn local(tds: &[&str]) -> LocalRoots {
+        LocalRoots {
+            active: tds.iter().map(|td| (pki::td(td), pki::root(td))).collect(),
+            rotating: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn local_roots_sign_for_their_own_trust_domain_only() {
+        let signer = Signer::Local(local(&["a.local"]));
+        let (_, pem) = pki::csr("east", "a.local");
+        let csr = CsrInfo::parse(pem.as_bytes()).unwrap();
+        let policy = SigningPolicy::default();
+        let now = OffsetDateTime::now_utc();
+        let (east_in_a, west_in_b, west_in_a) = (
+            pki::request("east", "a.local"),
+            pki::request("west", "b.local"),
+            pki::request("west", "a.local"),
+        );
+        let ask = |csr, request| Ask {
+            policy: &policy,
+            csr,
+            request,
+            now,
+        };
+        let issued = signer.sign(&ask(&csr, &east_in_a)).await.unwrap();
+        let root = signer.root_der_for(&pki::td("a.local")).unwrap();
+        assert!(issued.chain_pem.contains(&pki::pem(root)));
+        // A trust domain without a root yet is a refusal, not a crash.
+        let (_, pem) = pki::csr("west", "b.local");
+        let other = CsrInfo::parse(pem.as_bytes()).unwrap();
+        let err = signer.sign(&ask(&other, &west_in_b)).await.unwrap_err();
+        assert!(err.to_string().contains("no root for trust domain b.local"));
+        // The policy refuses what it does not grant: a CSR for another trust domain.
+        let err = signer.sign(&ask(&other, &west_in_a)).await.unwrap_err();
+        assert!(matches!(err, Error::Core(_)), "{err:?}");
+        assert!(!err.retry_later());
+    }
+
+    #[test]
+    fn the_view_holds_previous_roots_and_every_rotation() {
+        let mut roots = local(&["a.local", "b.local"]);
+        let previous = pki::root("old a");
+        let state = RotationState {
+            new_root_sha256: fingerprint(roots.active[&pki::td("a.local")].root_der()),
+            previous_root_sha256: fingerprint(previous.root_der()),
+            drain: Duration::from_secs(60),
+            resigned_at: None,
+        };
+        roots.rotating.insert(
+            pki::td("a.local"),
+            (previous.root_der().to_vec(), state.clone()),
+        );
+        let signer = Signer::Local(roots);
+        let a = pki::td("a.local");
+        let view = signer.view([&a]).unwrap();
+        assert_eq!(view.roots.len(), 1, "only the trust domains asked for");
+        assert_eq!(
+            view.roots[&a].previous.as_deref(),
+            Some(previous.root_der())
+        );
+        assert_eq!(view.rotations[&a], state);
+        let bundle = signer.bundle_for([&a]).unwrap();
+        assert_eq!(bundle.roots_of(&a).len(), 2);
+        assert!(signer.view([&pki::td("c.local")]).is_err());
+        assert_eq!(signer.root_fingerprints().len(), 2);
+        assert_eq!(signer.root_type(), RootType::Local);
+    }
+
+    #[test]
+    fn one_imported_ca_serves_every_trust_domain() {
+        let signer = Signer::Import(Box::new(pki::root("imported")));
+        let (a, b) = (pki::td("a.local"), pki::td("b.local"));
+        let view = signer.view([&a, &b]).unwrap();
+        assert_eq!(view.roots[&a], view.roots[&b]);
+        assert!(view.rotations.is_empty());
+        assert_eq!(signer.root_fingerprints()[0].0, "*");
+    }
+}
