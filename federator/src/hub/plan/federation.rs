@@ -383,6 +383,29 @@ mod tests {
         }
     }
 
+    /// A signer rotating `a.local` from `old` to `new`, not re-signed yet.
+    fn rotating(
+        old: &federator_core::ca::IssuingCa,
+        new: &federator_core::ca::IssuingCa,
+    ) -> (SignerView, RotationState) {
+        let state = RotationState {
+            new_root_sha256: fingerprint(new.root_der()),
+            previous_root_sha256: fingerprint(old.root_der()),
+            drain: Duration::from_secs(60),
+            resigned_at: None,
+        };
+        let mut signer = SignerView::default();
+        signer.roots.insert(
+            pki::td("a.local"),
+            Holding {
+                root: new.root_der().to_vec(),
+                previous: Some(old.root_der().to_vec()),
+            },
+        );
+        signer.rotations.insert(pki::td("a.local"), state.clone());
+        (signer, state)
+    }
+
     #[test]
     fn trust_domains_are_sorted_unique_and_valid() {
         let members = [
@@ -437,21 +460,7 @@ mod tests {
     fn a_rotation_keeps_both_roots_and_reports_its_phase() {
         let (old, new) = (pki::root("old"), pki::root("new"));
         let spec = spec();
-        let mut signer = SignerView::default();
-        signer.roots.insert(
-            pki::td("a.local"),
-            Holding {
-                root: new.root_der().to_vec(),
-                previous: Some(old.root_der().to_vec()),
-            },
-        );
-        let state = RotationState {
-            new_root_sha256: fingerprint(new.root_der()),
-            previous_root_sha256: fingerprint(old.root_der()),
-            drain: Duration::from_secs(60),
-            resigned_at: None,
-        };
-        signer.rotations.insert(pki::td("a.local"), state.clone());
+        let (mut signer, state) = rotating(&old, &new);
         // A rotation of a trust domain no member uses any more still moves on.
         signer
             .rotations
@@ -527,23 +536,7 @@ mod tests {
     fn a_rotation_names_the_istiod_it_waits_for_and_says_so_once() {
         let (old, new) = (pki::root("old"), pki::root("new"));
         let spec = spec();
-        let mut signer = SignerView::default();
-        signer.roots.insert(
-            pki::td("a.local"),
-            Holding {
-                root: new.root_der().to_vec(),
-                previous: Some(old.root_der().to_vec()),
-            },
-        );
-        signer.rotations.insert(
-            pki::td("a.local"),
-            RotationState {
-                new_root_sha256: fingerprint(new.root_der()),
-                previous_root_sha256: fingerprint(old.root_der()),
-                drain: Duration::from_secs(60),
-                resigned_at: None,
-            },
-        );
+        let (signer, _) = rotating(&old, &new);
         // c1's cacerts holds the bundle with both roots (generation 1), its istiod does not
         // publish it: the member controller said so in BundleAcknowledged.
         let why = "cacerts holds bundle generation 1 but istiod 1.27.9 publishes generation 0: restart requested";
