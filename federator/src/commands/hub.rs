@@ -260,7 +260,11 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
                         c.ca_serial.chars().take(23).collect(),
                         c.ca_not_after.clone(),
                         c.bundle_generation_acknowledged.to_string(),
-                        c.istiod.clone(),
+                        if c.istiod_version.is_empty() {
+                            c.istiod.clone()
+                        } else {
+                            format!("{} ({})", c.istiod, c.istiod_version)
+                        },
                         c.last_contact.clone(),
                         c.problems.join("; "),
                     ]
@@ -291,6 +295,9 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
                         Some(t) => format!(" (old root removed at {})", t.0),
                     }
                 );
+                for w in &r.waiting_for {
+                    s += &format!("  waiting for {w}\n");
+                }
             }
             s += &output::table(
                 &[

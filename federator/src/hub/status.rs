@@ -31,6 +31,8 @@ pub struct ClusterRow {
     pub bundle_generation_acknowledged: i64,
     /// istiod state.
     pub istiod: String,
+    /// istiod version (empty: unknown or absent).
+    pub istiod_version: String,
     /// Last contact.
     pub last_contact: String,
     /// Problems.
@@ -111,6 +113,7 @@ pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport>
                 ca_not_after: s.ca_not_after.map(|t| t.0.to_string()).unwrap_or_default(),
                 bundle_generation_acknowledged: s.bundle_generation_acknowledged,
                 istiod: s.istiod.map(|i| i.to_string()).unwrap_or_default(),
+                istiod_version: s.istiod_version.map(|v| v.to_string()).unwrap_or_default(),
                 last_contact: s.last_contact.map(|t| t.0.to_string()).unwrap_or_default(),
                 problems,
             }

@@ -15,11 +15,13 @@ use federator_api::events::{Note, reasons as events};
 use federator_api::fields;
 use federator_api::hub::{
     FederationSpec, FederationStatus, MemberCluster, RootStatus, RotationPhase, RotationStatus,
+    RotationWait, WaitReason,
 };
 use federator_api::member::BundleEntry;
 use federator_core::bundle::TrustBundle;
 use federator_core::cert::{CertInfo, fingerprint};
 use federator_core::identity::TrustDomain;
+use kube::ResourceExt;
 use time::OffsetDateTime;
 
 use super::rotation::{self, MemberAck, Record, RotationState};
@@ -165,19 +167,20 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
         let before = previous
             .rotations
             .iter()
-            .find(|r| r.trust_domain == td.as_str())
-            .map(|r| r.phase);
+            .find(|r| r.trust_domain == td.as_str());
         match step.phase {
             Some(phase) => {
-                if before != Some(phase) {
+                if before.map(|r| r.phase) != Some(phase) {
                     notes.push(phase_note(td, phase, step.removes_old_root_at));
                 }
+                notes.extend(istiod_wait_notes(td, phase, &step.waiting_for, before));
                 rotations.push(RotationStatus {
                     trust_domain: td.to_string(),
                     phase,
                     previous_sha256: state.previous_root_sha256.clone(),
                     sha256: state.new_root_sha256.clone(),
                     removes_old_root_at: step.removes_old_root_at.map(fields::time),
+                    waiting_for: step.waiting_for,
                 });
             }
             None => notes.push(Note::normal(
@@ -252,12 +255,48 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
 
 fn ack(m: &MemberCluster) -> MemberAck {
     let s = m.status.clone().unwrap_or_default();
+    let istiod_behind = condition::find(&s.conditions, types::BUNDLE_ACKNOWLEDGED)
+        .filter(|c| c.status == condition::FALSE && c.reason == reasons::ISTIOD_BEHIND)
+        .map(|c| c.message.clone());
     MemberAck {
+        name: m.name_any(),
         trust_domain: m.spec.trust_domain.clone(),
         bundle_generation: s.bundle_generation_acknowledged,
+        istiod_behind,
         installed: condition::is_true(&s.conditions, types::INSTALLED),
         root_sha256: s.ca_root_sha256,
     }
+}
+
+/// An event for each member whose istiod the rotation now waits for and did not before
+/// (`before`: the rotation as the Federation's status last showed it).
+fn istiod_wait_notes(
+    td: &TrustDomain,
+    phase: RotationPhase,
+    waiting_for: &[RotationWait],
+    before: Option<&RotationStatus>,
+) -> Vec<Note> {
+    let waited_before = |member: &str| {
+        before.is_some_and(|r| {
+            r.waiting_for
+                .iter()
+                .any(|w| w.member == member && w.reason == WaitReason::IstiodBehind)
+        })
+    };
+    waiting_for
+        .iter()
+        .filter(|w| w.reason == WaitReason::IstiodBehind && !waited_before(&w.member))
+        .map(|w| {
+            Note::normal(
+                events::ROTATION_WAITS_FOR_ISTIOD,
+                "RotateRoot",
+                format!(
+                    "trust domain {td}: {phase} waits for the istiod of {}: {}",
+                    w.member, w.message
+                ),
+            )
+        })
+        .collect()
 }
 
 fn phase_note(td: &TrustDomain, phase: RotationPhase, removes_at: Option<OffsetDateTime>) -> Note {
@@ -344,6 +383,29 @@ mod tests {
         }
     }
 
+    /// A signer rotating `a.local` from `old` to `new`, not re-signed yet.
+    fn rotating(
+        old: &federator_core::ca::IssuingCa,
+        new: &federator_core::ca::IssuingCa,
+    ) -> (SignerView, RotationState) {
+        let state = RotationState {
+            new_root_sha256: fingerprint(new.root_der()),
+            previous_root_sha256: fingerprint(old.root_der()),
+            drain: Duration::from_secs(60),
+            resigned_at: None,
+        };
+        let mut signer = SignerView::default();
+        signer.roots.insert(
+            pki::td("a.local"),
+            Holding {
+                root: new.root_der().to_vec(),
+                previous: Some(old.root_der().to_vec()),
+            },
+        );
+        signer.rotations.insert(pki::td("a.local"), state.clone());
+        (signer, state)
+    }
+
     #[test]
     fn trust_domains_are_sorted_unique_and_valid() {
         let members = [
@@ -398,21 +460,7 @@ mod tests {
     fn a_rotation_keeps_both_roots_and_reports_its_phase() {
         let (old, new) = (pki::root("old"), pki::root("new"));
         let spec = spec();
-        let mut signer = SignerView::default();
-        signer.roots.insert(
-            pki::td("a.local"),
-            Holding {
-                root: new.root_der().to_vec(),
-                previous: Some(old.root_der().to_vec()),
-            },
-        );
-        let state = RotationState {
-            new_root_sha256: fingerprint(new.root_der()),
-            previous_root_sha256: fingerprint(old.root_der()),
-            drain: Duration::from_secs(60),
-            resigned_at: None,
-        };
-        signer.rotations.insert(pki::td("a.local"), state.clone());
+        let (mut signer, state) = rotating(&old, &new);
         // A rotation of a trust domain no member uses any more still moves on.
         signer
             .rotations
@@ -482,5 +530,78 @@ mod tests {
         // Nothing new: no new event.
         let third = plan_after(&c1(1), Some(&again.status));
         assert_eq!(phase_notes(&third), 0);
+    }
+
+    #[test]
+    fn a_rotation_names_the_istiod_it_waits_for_and_says_so_once() {
+        let (old, new) = (pki::root("old"), pki::root("new"));
+        let spec = spec();
+        let (signer, _) = rotating(&old, &new);
+        // c1's cacerts holds the bundle with both roots (generation 1), its istiod does not
+        // publish it: the member controller said so in BundleAcknowledged.
+        let why = "cacerts holds bundle generation 1 but istiod 1.27.9 publishes generation 0: restart requested";
+        let behind = {
+            let mut m = (*member("c1", "a.local", 0, "", true)).clone();
+            let s = m.status.as_mut().unwrap();
+            s.conditions = condition::set(
+                &s.conditions,
+                types::BUNDLE_ACKNOWLEDGED,
+                false,
+                reasons::ISTIOD_BEHIND,
+                why,
+                &fields::time(t(NOW)),
+                None,
+            );
+            Arc::new(m)
+        };
+        let members = [behind, member("c2", "a.local", 0, "", true)];
+        let plan_after = |previous: Option<&FederationStatus>| {
+            plan(&Inputs {
+                spec: &spec,
+                previous,
+                generation: None,
+                members: &members,
+                signer: &signer,
+                now: t(NOW),
+            })
+            .unwrap()
+        };
+        let p = plan_after(None);
+        let r = &p.status.rotations[0];
+        assert_eq!(r.phase, RotationPhase::TrustingNewRoot);
+        assert_eq!(
+            r.waiting_for,
+            [
+                RotationWait {
+                    member: "c1".into(),
+                    reason: WaitReason::IstiodBehind,
+                    message: why.into(),
+                },
+                RotationWait {
+                    member: "c2".into(),
+                    reason: WaitReason::BundleBehind,
+                    message: "trusts bundle generation 0 of 1".into(),
+                },
+            ]
+        );
+        let waits: Vec<&Note> = p
+            .notes
+            .iter()
+            .filter(|n| n.reason == events::ROTATION_WAITS_FOR_ISTIOD)
+            .collect();
+        assert_eq!(
+            waits.len(),
+            1,
+            "an event for the istiod, none for c2: {waits:?}"
+        );
+        assert!(
+            waits[0].message.contains("c1") && waits[0].message.contains("1.27.9"),
+            "{}",
+            waits[0].message
+        );
+        // Still waiting next time: no new event, no status change.
+        let again = plan_after(Some(&p.status));
+        assert_eq!(again.status, p.status);
+        assert!(again.notes.is_empty(), "{:?}", again.notes);
     }
 }

@@ -185,17 +185,14 @@ pub fn member_status(
     let installed_current = installed
         .as_ref()
         .is_some_and(|i| spec.signed.as_ref().is_some_and(|s| s.serial == i.serial));
-    // Acknowledged: in `cacerts` and, where istiod runs, served by istiod (a Pod's volume
-    // follows the Secret only at the kubelet's next sync).
     let in_cacerts = installed.as_ref().map(|i| i.bundle_generation).unwrap_or(0);
-    let bundle_acked = match agent
+    // With an istiod, the bundle counts once istiod publishes it (a change that needs a
+    // restart, or one istiod ignored, is not trusted yet).
+    let published = agent
         .istiod
         .as_ref()
-        .and_then(|i| i.serving_bundle_generation)
-    {
-        Some(served) => in_cacerts.min(served),
-        None => in_cacerts,
-    };
+        .and_then(|i| i.published_bundle_generation);
+    let bundle_acked = published.map_or(in_cacerts, |p| p.min(in_cacerts));
 
     let set = |conditions: &[condition::Condition], type_, ok, reason, message: &str| {
         condition::set(
@@ -232,16 +229,29 @@ pub fn member_status(
         "",
     );
     let acked = bundle_acked >= inp.bundle_generation && inp.bundle_generation > 0;
+    let istiod_behind = !acked && in_cacerts >= inp.bundle_generation && inp.bundle_generation > 0;
+    let (reason, message) = match (acked, istiod_behind, agent.istiod.as_ref()) {
+        (true, _, _) => (reasons::CURRENT, String::new()),
+        (false, true, Some(i)) => (
+            reasons::ISTIOD_BEHIND,
+            format!(
+                "cacerts holds bundle generation {in_cacerts} but istiod{} publishes generation {}: {}",
+                i.version
+                    .as_ref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default(),
+                published.unwrap_or(0),
+                i.message
+            ),
+        ),
+        _ => (reasons::BEHIND, String::new()),
+    };
     conditions = set(
         &conditions,
         types::BUNDLE_ACKNOWLEDGED,
         acked,
-        if acked {
-            reasons::CURRENT
-        } else {
-            reasons::BEHIND
-        },
-        "",
+        reason,
+        &message,
     );
     let ready = inp.reachable && installed_current && acked && problems.is_empty();
     conditions = set(
@@ -273,6 +283,7 @@ pub fn member_status(
         },
         bundle_generation_acknowledged: bundle_acked,
         istiod: agent.istiod.as_ref().map(|i| i.state),
+        istiod_version: agent.istiod.as_ref().and_then(|i| i.version.clone()),
         last_contact: prev.last_contact.clone(),
         problems,
     };
@@ -497,61 +508,76 @@ mod tests {
         assert!(ready.message.contains("not signed"), "{ready:?}");
     }
 
-    /// A bundle in `cacerts` counts as acknowledged only once istiod serves it: a Pod's
-    /// volume lags the Secret, and a rotation must not move on before.
     #[test]
-    fn a_bundle_is_acknowledged_once_istiod_serves_it() {
+    fn the_bundle_counts_once_istiod_publishes_it() {
+        use federator_api::member::{IstiodState, IstiodStatus};
         let mut c = ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z")));
         c.spec.bundle_generation = 3;
-        let st = c.status.as_mut().unwrap();
-        st.installed = Some(Installed {
+        let status = c.status.as_mut().unwrap();
+        status.installed = Some(Installed {
             serial: "01".into(),
-            sha256: "00".into(),
-            not_after: federator_api::fields::parse_time("2027-01-01T00:00:00Z").unwrap(),
+            sha256: String::new(),
+            not_after: fields::time(t("2030-01-01T00:00:00Z")),
             bundle_generation: 3,
             csr_generation: 1,
         });
-        st.istiod = Some(federator_api::member::IstiodStatus {
-            state: federator_api::member::IstiodState::HotReload,
-            multi_root: false,
-            message: String::new(),
-            serving_bundle_generation: Some(2),
-        });
-        let inp = |c: &ClusterTrust| {
+        let istiod = |published: Option<i64>| IstiodStatus {
+            state: IstiodState::Restarted,
+            multi_root: true,
+            version: federator_core::istiod::IstiodVersion::parse("1.27.9"),
+            published_bundle_generation: published,
+            message: "restart requested: root-cert.pem changed".into(),
+            warnings: Vec::new(),
+        };
+        let status_with = |published: Option<i64>, installed: i64| {
+            let mut c = c.clone();
+            let s = c.status.as_mut().unwrap();
+            s.istiod = Some(istiod(published));
+            s.installed.as_mut().unwrap().bundle_generation = installed;
             member_status(
                 None,
                 &StatusInputs {
-                    ct: Some(c),
+                    ct: Some(&c),
                     reachable: true,
                     hub_problems: &[],
                     bundle_generation: 3,
-                    observed_generation: None,
+                    observed_generation: Some(1),
                     now: t(NOW),
                     heartbeat: std::time::Duration::from_secs(300),
                 },
             )
         };
-        let s = inp(&c);
-        assert_eq!(s.bundle_generation_acknowledged, 2, "istiod still serves 2");
-        assert!(!condition::is_true(&s.conditions, "BundleAcknowledged"));
-        c.status
-            .as_mut()
-            .unwrap()
-            .istiod
-            .as_mut()
-            .unwrap()
-            .serving_bundle_generation = Some(3);
-        let s = inp(&c);
-        assert_eq!(s.bundle_generation_acknowledged, 3);
-        assert!(condition::is_true(&s.conditions, "BundleAcknowledged"));
-        // No istiod Deployment: cacerts is all there is.
-        c.status
-            .as_mut()
-            .unwrap()
-            .istiod
-            .as_mut()
-            .unwrap()
-            .serving_bundle_generation = None;
-        assert_eq!(inp(&c).bundle_generation_acknowledged, 3);
+        // cacerts holds generation 3, istiod publishes 2: acknowledged up to 2, and why.
+        let behind = status_with(Some(2), 3);
+        assert_eq!(behind.bundle_generation_acknowledged, 2);
+        assert_eq!(
+            behind.istiod_version.as_ref().map(ToString::to_string),
+            Some("1.27.9".to_owned())
+        );
+        let c = condition::find(&behind.conditions, types::BUNDLE_ACKNOWLEDGED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", reasons::ISTIOD_BEHIND)
+        );
+        assert_eq!(
+            c.message,
+            "cacerts holds bundle generation 3 but istiod 1.27.9 publishes generation 2: restart requested: root-cert.pem changed"
+        );
+        assert!(!condition::is_true(&behind.conditions, types::READY));
+        // istiod publishes it: current and ready.
+        let current = status_with(Some(3), 3);
+        assert_eq!(current.bundle_generation_acknowledged, 3);
+        assert!(condition::is_true(&current.conditions, types::READY));
+        // cacerts itself behind: the plain reason, whatever istiod publishes.
+        let old = status_with(Some(2), 2);
+        let c = condition::find(&old.conditions, types::BUNDLE_ACKNOWLEDGED).unwrap();
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            (reasons::BEHIND, "")
+        );
+        // What istiod publishes unknown (no istiod, or the agent cannot read it): cacerts alone.
+        let unknown = status_with(None, 3);
+        assert_eq!(unknown.bundle_generation_acknowledged, 3);
+        assert!(condition::is_true(&unknown.conditions, types::READY));
     }
 }
