@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`hub`] | resources in the hub cluster: [`hub::Federation`], [`hub::MemberCluster`] |
 //! | [`member`] | the exchange object in each member: [`member::ClusterTrust`] |
+//! | [`istio`] | what federator reads from Istio's objects (the istiod Deployment's facts) |
 //! | [`names`] | namespaces, object names, field managers, annotations |
 //! | [`rbac`] | the Roles the agent and the hub's member credential get |
 //! | [`agent`] | the agent's Deployment, as `join` installs it |
@@ -32,6 +33,7 @@ pub mod duration;
 pub mod events;
 pub mod fields;
 pub mod hub;
+pub mod istio;
 pub mod member;
 pub mod names;
 pub mod plumbing;

@@ -22,7 +22,7 @@ use federator_core::bundle::TrustBundle;
 use federator_core::cacerts::CaCerts;
 use federator_core::cert::rfc3339;
 use federator_core::identity::TrustDomain;
-use federator_core::istiod::{Container, IstiodFacts, VERSION_LABEL};
+use federator_core::istiod::IstiodFacts;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -510,36 +510,6 @@ struct CacertsOutcome {
     event: IstiodEvent,
 }
 
-/// What the istiod Deployment says about the istiod it runs.
-fn facts_of(d: &Deployment) -> IstiodFacts {
-    let containers = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|p| p.containers.as_slice())
-        .unwrap_or_default();
-    let envs: Vec<Vec<(&str, Option<&str>)>> = containers
-        .iter()
-        .map(|c| {
-            c.env
-                .iter()
-                .flatten()
-                .map(|e| (e.name.as_str(), e.value.as_deref()))
-                .collect()
-        })
-        .collect();
-    let views: Vec<Container<'_>> = containers
-        .iter()
-        .zip(&envs)
-        .map(|(c, env)| Container {
-            name: &c.name,
-            image: c.image.as_deref(),
-            env,
-        })
-        .collect();
-    IstiodFacts::read(&views, d.labels().get(VERSION_LABEL).map(String::as_str))
-}
-
 /// What istiod publishes in `istio-system/istio-ca-root-cert`, to tell whether it took the
 /// bundle.
 async fn published_roots(client: &Client) -> Published {
@@ -587,7 +557,7 @@ async fn sync_cacerts(
             "read Deployment {ns}/{}",
             names::ISTIOD_DEPLOYMENT
         )))?;
-    let facts = deployment.as_ref().map(facts_of);
+    let facts = deployment.as_ref().map(federator_api::istio::istiod_facts);
     let published = match &deployment {
         Some(_) => published_roots(client).await,
         None => Published::Nothing,

@@ -48,6 +48,24 @@ pub enum Command {
     /// Rotate a trust domain's root without downtime (local backend): `serve` moves every
     /// member to the new root, then drops the old one.
     RotateRoot(RotateRootArgs),
+    /// Check a cluster's Istio for federator, before or after join: istiod's version and the
+    /// rules it follows, `cacerts`, the roots istiod serves, the federation's exchange object.
+    /// Reads only; exits 1 when it finds a problem.
+    Doctor(DoctorArgs),
+}
+
+/// `federator doctor`
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Kubeconfig of the cluster to check (a member, or one about to join).
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Context in that kubeconfig.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 /// `federator rotate-root`

@@ -334,6 +334,56 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
     }
 }
 
+/// `federator doctor`
+pub async fn doctor(args: crate::cli::DoctorArgs) -> Result<()> {
+    let config = k::config_from(&ClientSource {
+        kubeconfig: Some(args.kubeconfig.clone()),
+        context: args.context.clone(),
+    })
+    .await?;
+    let server = k::server_of(&config);
+    let client = k::client(&config, "cluster")?;
+    k::check_reachable(&client, &server, "cluster").await?;
+    let observed = crate::doctor::observe(&client).await?;
+    let findings = crate::doctor::diagnose(&observed, time::OffsetDateTime::now_utc());
+    let text = match args.output {
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = findings
+                .iter()
+                .map(|f| {
+                    vec![
+                        match f.level {
+                            crate::doctor::Level::Ok => "ok".into(),
+                            crate::doctor::Level::Warning => "WARNING".into(),
+                            crate::doctor::Level::Problem => "PROBLEM".into(),
+                        },
+                        f.subject.to_owned(),
+                        f.message.clone(),
+                    ]
+                })
+                .collect();
+            format!(
+                "cluster {server}\n{}",
+                output::table(&["", "WHAT", "FINDING"], &rows)
+            )
+        }
+        other => output::structured(
+            &serde_json::json!({ "server": server, "findings": findings }),
+            other,
+        )?,
+    };
+    print!("{text}");
+    let problems = findings
+        .iter()
+        .filter(|f| f.level == crate::doctor::Level::Problem)
+        .count();
+    if problems == 0 {
+        Ok(())
+    } else {
+        Err(Error::ProblemsFound(format!("{problems} problem(s) found")))
+    }
+}
+
 /// `federator bundle`
 pub async fn bundle(source: &ClientSource, args: crate::cli::BundleArgs) -> Result<()> {
     let hub = hub_client(source).await?;
