@@ -67,6 +67,15 @@ pub const AGENT_FIELD_MANAGER: &str = "cluster-agent";
 /// Label set on every object federator creates.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "federator");
 
+/// Prefix of the Secret in the hub holding a member's reader kubeconfig (`<prefix><cluster>`),
+/// the one the hub hands the other members.
+pub const READER_CREDENTIAL_PREFIX: &str = "federator-reader-";
+
+/// Name of the hub Secret holding a member's reader kubeconfig.
+pub fn reader_credential_secret(cluster: &str) -> String {
+    format!("{READER_CREDENTIAL_PREFIX}{cluster}")
+}
+
 /// Name of the hub Secret holding a member's credential.
 pub fn member_credential_secret(cluster: &str) -> String {
     format!("{MEMBER_CREDENTIAL_PREFIX}{cluster}")

@@ -52,6 +52,19 @@ pub fn remote_secret(cluster: &str, kubeconfig: &[u8]) -> Secret {
     }
 }
 
+/// The digest of a set of peers' kubeconfigs (cluster name → kubeconfig), as the hub records it
+/// in `ClusterTrust` `spec.peersDigest` and the agent reports what it projected.
+pub fn peers_digest(peers: &BTreeMap<String, Vec<u8>>) -> String {
+    let mut bytes = Vec::new();
+    for (cluster, kubeconfig) in peers {
+        for part in [cluster.as_bytes(), kubeconfig.as_slice()] {
+            bytes.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            bytes.extend_from_slice(part);
+        }
+    }
+    federator_core::cert::fingerprint(&bytes)
+}
+
 /// Whether federator wrote this Secret (it carries the managed-by label).
 pub fn is_ours(secret: &Secret) -> bool {
     secret
@@ -253,6 +266,18 @@ mod tests {
         assert_eq!(data.keys().collect::<Vec<_>>(), ["east"]);
         assert_eq!(data["east"], b"apiVersion: v1\n");
         assert!(is_ours(&s) && is_remote_secret(&s));
+    }
+
+    #[test]
+    fn the_peers_digest_tells_sets_apart() {
+        let a = peers_digest(&peers(&["b", "c"]));
+        assert_eq!(a, peers_digest(&peers(&["b", "c"])));
+        assert_ne!(a, peers_digest(&peers(&["b"])));
+        assert_ne!(a, peers_digest(&BTreeMap::new()));
+        // No ambiguity between a name and the start of a kubeconfig.
+        let x: BTreeMap<String, Vec<u8>> = [("ab".to_owned(), b"c".to_vec())].into();
+        let y: BTreeMap<String, Vec<u8>> = [("a".to_owned(), b"bc".to_vec())].into();
+        assert_ne!(peers_digest(&x), peers_digest(&y));
     }
 
     #[test]
