@@ -432,20 +432,21 @@ pub async fn reconcile(_trigger: Arc<ClusterTrust>, member: Arc<Member>) -> Resu
     Ok(Action::requeue(wait))
 }
 
-/// Writes the member's `federator-peers` Secret so that its data is exactly `peers` (a
-/// strategic merge patch replacing the whole map: the hub's Role allows `patch` of this one
-/// Secret, not `get`, so it cannot read what is there first).
+/// Writes the member's `federator-peers` Secret so that its data is exactly `peers`: a JSON
+/// patch that sets the whole `data` map (`add` replaces a member that exists), since the hub's
+/// Role allows `patch` of this one Secret but not `get`, so it cannot read what is there first.
 async fn write_peers(
     member: &Client,
     peers: &std::collections::BTreeMap<String, Vec<u8>>,
 ) -> Result<()> {
     let api: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(member.clone(), names::NAMESPACE);
-    let mut data = serde_json::to_value(plumbing::byte_strings(peers.clone()))
+    let data = serde_json::to_value(plumbing::byte_strings(peers.clone()))
         .map_err(Error::encode("the peers"))?;
-    if let Some(map) = data.as_object_mut() {
-        map.insert("$patch".into(), "replace".into());
-    }
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "add", "path": "/data", "value": data}
+    ]))
+    .map_err(Error::encode("the peers patch"))?;
     let params = kube::api::PatchParams {
         field_manager: Some(names::HUB_FIELD_MANAGER.to_owned()),
         ..kube::api::PatchParams::default()
@@ -453,7 +454,7 @@ async fn write_peers(
     api.patch(
         names::PEERS_SECRET,
         &params,
-        &kube::api::Patch::Strategic(serde_json::json!({ "data": data })),
+        &kube::api::Patch::<()>::Json(patch),
     )
     .await
     .map_err(|e| {
