@@ -72,6 +72,12 @@ pub mod reasons {
     pub const ISTIOD_RESTART_REQUESTED: &str = "IstiodRestartRequested";
     /// The agent updated `caCertificates` in the mesh config.
     pub const MESH_CONFIG_UPDATED: &str = "MeshConfigUpdated";
+    /// The hub issued a new token for a member's reader identity (remote secrets).
+    pub const READER_TOKEN_ISSUED: &str = "ReaderTokenIssued";
+    /// The hub handed a member a new set of peers (remote secrets).
+    pub const PEERS_UPDATED: &str = "PeersUpdated";
+    /// The agent created, updated or deleted remote secrets in `istio-system`.
+    pub const REMOTE_SECRETS_WRITTEN: &str = "RemoteSecretsWritten";
 }
 
 /// How notable an event is.

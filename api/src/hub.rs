@@ -383,6 +383,11 @@ pub struct MemberClusterSpec {
         deserialize_with = "empty_as_none"
     )]
     pub agent_mode: Option<AgentMode>,
+    /// Whether the member takes part in endpoint discovery: `join` installed its reader
+    /// identity, and the hub distributes remote secrets to and from it (absent on members
+    /// joined before remote secrets existed, or with `--remote-secrets=false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote_secrets: bool,
 }
 
 /// Where a member's agent runs.
@@ -443,4 +448,23 @@ pub struct MemberClusterStatus {
     /// Current problems, each a sentence.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// Remote secrets: the peers this member's istiod discovers through them (absent when the
+    /// member takes no part in discovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_secrets: Option<MemberRemoteSecrets>,
+}
+
+/// A member's remote secrets, as its agent reported them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRemoteSecrets {
+    /// The peer clusters istiod reads through federator's remote secrets.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Whether they are the hub's current set (the agent projected the latest peers).
+    #[serde(default)]
+    pub current: bool,
+    /// Remote secrets not written by federator, left alone, each a sentence.
+    #[serde(default)]
+    pub foreign: Vec<String>,
 }

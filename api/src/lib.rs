@@ -10,7 +10,8 @@
 //! | [`member`] | the exchange object in each member: [`member::ClusterTrust`] |
 //! | [`istio`] | what federator reads from Istio's objects (the istiod Deployment's facts) |
 //! | [`names`] | namespaces, object names, field managers, annotations |
-//! | [`rbac`] | the Roles the agent and the hub's member credential get |
+//! | [`rbac`] | the Roles the agent, the hub's member credential and the reader identity get |
+//! | [`remote`] | Istio remote secrets (multi-primary discovery) and which a member should hold |
 //! | [`agent`] | the agent's Deployment, as `join` installs it |
 //! | [`condition`] | status conditions, their types and reasons |
 //! | [`events`] | Kubernetes Events and their reasons |
@@ -38,6 +39,7 @@ pub mod member;
 pub mod names;
 pub mod plumbing;
 pub mod rbac;
+pub mod remote;
 
 /// The API group of every federator resource.
 pub const GROUP: &str = "federator.io";

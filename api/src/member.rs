@@ -80,6 +80,11 @@ pub struct ClusterTrustSpec {
     /// The signed chain for the agent's CSR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed: Option<SignedCa>,
+    /// Digest ([`crate::remote::peers_digest`]) of the peers' reader kubeconfigs the hub put
+    /// into Secret `federator-system/federator-peers`; empty when this member takes no part in
+    /// discovery. The agent writes a remote secret in `istio-system` for each of them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub peers_digest: String,
 }
 
 /// The roots of one trust domain.
@@ -163,9 +168,25 @@ pub struct ClusterTrustStatus {
     /// Current problems, each a sentence.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// The remote secrets the agent keeps in `istio-system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_secrets: Option<RemoteSecretsStatus>,
 }
 
-/// The agent's current CSR.
+/// The remote secrets the agent keeps, and those it found but did not write.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteSecretsStatus {
+    /// Digest of the `federator-peers` Secret the agent last projected (empty: it is missing).
+    #[serde(default)]
+    pub peers_digest: String,
+    /// The peer clusters istiod reads through federator's remote secrets.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Remote secrets not written by federator, left alone, each a sentence.
+    #[serde(default)]
+    pub foreign: Vec<String>,
+}
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CsrStatus {

@@ -22,6 +22,13 @@ pub const FEDERATOR_IMAGE: &str =
     concat!("localhost/federator/federator:", env!("CARGO_PKG_VERSION"));
 /// ServiceAccount of the hub's identity in a member.
 pub const HUB_SERVICE_ACCOUNT: &str = "federator-hub";
+/// ServiceAccount of the member's reader identity: what the other members' istiods use to
+/// discover this cluster's endpoints (remote secrets).
+pub const READER_SERVICE_ACCOUNT: &str = "federator-reader";
+/// Secret in a member's `federator-system` through which the hub hands the agent the peers'
+/// reader kubeconfigs (one data key per peer cluster). The hub may patch it, by name, and
+/// nothing else among the member's Secrets; the agent reads it and writes the remote secrets.
+pub const PEERS_SECRET: &str = "federator-peers";
 /// Deployment of the agent in a member.
 pub const AGENT_DEPLOYMENT: &str = "federator-agent";
 /// Secret in a member holding the agent's pending key and CSR (the hub cannot read it).
@@ -60,6 +67,15 @@ pub const HUB_FIELD_MANAGER: &str = "federator";
 pub const AGENT_FIELD_MANAGER: &str = "cluster-agent";
 /// Label set on every object federator creates.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "federator");
+
+/// Prefix of the Secret in the hub holding a member's reader kubeconfig (`<prefix><cluster>`),
+/// the one the hub hands the other members.
+pub const READER_CREDENTIAL_PREFIX: &str = "federator-reader-";
+
+/// Name of the hub Secret holding a member's reader kubeconfig.
+pub fn reader_credential_secret(cluster: &str) -> String {
+    format!("{READER_CREDENTIAL_PREFIX}{cluster}")
+}
 
 /// Name of the hub Secret holding a member's credential.
 pub fn member_credential_secret(cluster: &str) -> String {

@@ -1,6 +1,8 @@
 //! The controller: one `ClusterTrust` (`federator-system/local`) and everything it projects
 //! onto, each watched by name (a field selector on `metadata.name`) so the agent's namespaced
-//! Roles suffice: it never lists or watches anything at cluster scope.
+//! Roles suffice: it never lists or watches anything at cluster scope. With remote secrets it
+//! also watches the hub's `federator-peers` Secret (by name) and the remote secrets of
+//! `istio-system` (by label).
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -121,37 +123,67 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         cluster_trust = names::CLUSTER_TRUST,
         "cluster-agent watching"
     );
-    Controller::new(
+    // Remote secrets are on when join gave the agent the rights for them.
+    let remote_secrets = plumbing::access_allowed(
+        &client,
+        k8s_openapi::api::authorization::v1::ResourceAttributes {
+            verb: Some("list".into()),
+            resource: Some("secrets".into()),
+            namespace: Some(istio.into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or(false);
+    let mut controller = Controller::new(
         Api::<ClusterTrust>::namespaced(client.clone(), own),
         plumbing::by_name(names::CLUSTER_TRUST),
-    )
-    .reconcile_all_on(changes_of::<Secret>(&client, own, names::AGENT_KEY_SECRET))
-    .reconcile_all_on(changes_of::<Secret>(&client, istio, names::CACERTS_SECRET))
-    .reconcile_all_on(changes_of::<ConfigMap>(
-        &client,
-        istio,
-        names::ISTIO_CONFIGMAP,
-    ))
-    .reconcile_all_on(changes_of::<Deployment>(
-        &client,
-        istio,
-        names::ISTIOD_DEPLOYMENT,
-    ))
-    .reconcile_all_on(changes_of::<ConfigMap>(
-        &client,
-        istio,
-        names::ISTIO_ROOT_CERT_CONFIGMAP,
-    ))
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            // Errors of the ClusterTrust watch (API server unreachable, CRD not installed
-            // yet); the watcher retries with backoff.
-            warn!(error = %e, "controller");
-        }
-    })
-    .await;
+    );
+    if remote_secrets {
+        info!("remote secrets: watching the peers Secret and istio-system's remote secrets");
+        let selector = format!(
+            "{}={}",
+            federator_api::remote::MULTI_CLUSTER_LABEL.0,
+            federator_api::remote::MULTI_CLUSTER_LABEL.1
+        );
+        controller = controller
+            .reconcile_all_on(changes_of::<Secret>(&client, own, names::PEERS_SECRET))
+            .reconcile_all_on(plumbing::changes_of(
+                watcher(
+                    Api::<Secret>::namespaced(client.clone(), istio),
+                    watcher::Config::default().labels(&selector),
+                ),
+                "remote secrets in istio-system".to_owned(),
+            ));
+    }
+    controller
+        .reconcile_all_on(changes_of::<Secret>(&client, own, names::AGENT_KEY_SECRET))
+        .reconcile_all_on(changes_of::<Secret>(&client, istio, names::CACERTS_SECRET))
+        .reconcile_all_on(changes_of::<ConfigMap>(
+            &client,
+            istio,
+            names::ISTIO_CONFIGMAP,
+        ))
+        .reconcile_all_on(changes_of::<Deployment>(
+            &client,
+            istio,
+            names::ISTIOD_DEPLOYMENT,
+        ))
+        .reconcile_all_on(changes_of::<ConfigMap>(
+            &client,
+            istio,
+            names::ISTIO_ROOT_CERT_CONFIGMAP,
+        ))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                // Errors of the ClusterTrust watch (API server unreachable, CRD not installed
+                // yet); the watcher retries with backoff.
+                warn!(error = %e, "controller");
+            }
+        })
+        .await;
     info!("cluster-agent stopped");
     Ok(())
 }

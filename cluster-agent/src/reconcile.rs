@@ -10,14 +10,17 @@
 //!    write carries the annotation `federator.io/istiod-restart-pending`, which is removed
 //!    only after the Deployment was patched (4), so a restart decision survives a crash;
 //! 5. the mesh config is merged;
-//! 6. the status is patched when it differs, and events record what was done.
+//! 6. the remote secrets are projected from the hub's `federator-peers` Secret (when this
+//!    member takes part in discovery, and only the set the hub vouched for in
+//!    `spec.peersDigest`);
+//! 7. the status is patched when it differs, and events record what was done.
 
 use std::collections::BTreeMap;
 
 use federator_api::events::{Events, Note, reasons as events};
 use federator_api::fields;
-use federator_api::member::{ClusterTrust, ClusterTrustStatus};
-use federator_api::{names, plumbing};
+use federator_api::member::{ClusterTrust, ClusterTrustStatus, RemoteSecretsStatus};
+use federator_api::{names, plumbing, remote};
 use federator_core::bundle::TrustBundle;
 use federator_core::cacerts::CaCerts;
 use federator_core::cert::rfc3339;
@@ -354,7 +357,25 @@ async fn reconcile_trust(
         _ => MeshFacts::Skipped,
     };
 
-    // 6. Status.
+    // 6. Remote secrets.
+    let remote_secrets = if spec.peers_digest.is_empty() {
+        None
+    } else {
+        match sync_remote_secrets(client, trust, summary).await {
+            Ok((status, shadowed)) => {
+                problems.extend(shadowed);
+                Some(status)
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                let previous = trust.status.as_ref().and_then(|s| s.remote_secrets.clone());
+                failure.get_or_insert(e);
+                previous
+            }
+        }
+    };
+
+    // 7. Status.
     let previous = trust.status.as_ref();
     let actual_after = istio.as_ref().and_then(|o| o.after.as_ref());
     let in_sync = match (&desired, actual_after, &material.installed) {
@@ -442,6 +463,7 @@ async fn reconcile_trust(
             mesh_check,
             problems,
             generation,
+            remote_secrets,
         },
         &fields::time(now),
     );
@@ -453,6 +475,158 @@ async fn reconcile_trust(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Step 6: reads the peers the hub handed over (`federator-system/federator-peers`), and, when
+/// they are the set the hub recorded in `spec.peersDigest`, makes the remote secrets in
+/// `istio-system` match them ([`federator_api::remote::plan`]). Returns the status to report
+/// and the problems of remote secrets someone else wrote for members.
+async fn sync_remote_secrets(
+    client: &Client,
+    trust: &ClusterTrust,
+    summary: &mut Summary,
+) -> Result<(RemoteSecretsStatus, Vec<String>)> {
+    let spec = &trust.spec;
+    let own: Api<Secret> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let peers_name = format!("{}/{}", names::NAMESPACE, names::PEERS_SECRET);
+    let peers = match own
+        .get_opt(names::PEERS_SECRET)
+        .await
+        .map_err(Error::kube(format!("read Secret {peers_name}")))?
+    {
+        Some(s) => plumbing::secret_data(&s),
+        None => {
+            // Deleted: make it again, empty, so that the hub (which may patch it but not
+            // create it) can fill it in again.
+            let empty = Secret {
+                metadata: plumbing::metadata(names::PEERS_SECRET, names::NAMESPACE),
+                type_: Some("Opaque".to_owned()),
+                ..Secret::default()
+            };
+            plumbing::create_or_accept(&own, &post_params(), &empty)
+                .await
+                .map_err(Error::kube(format!("create Secret {peers_name}")))?;
+            summary
+                .writes
+                .push(format!("Secret {peers_name} (re-created empty)"));
+            BTreeMap::new()
+        }
+    };
+    let digest = remote::peers_digest(&peers);
+    let previous = trust.status.as_ref().and_then(|s| s.remote_secrets.clone());
+    if digest != spec.peers_digest {
+        // Not (yet) what the hub vouched for: wait for it, touch nothing.
+        debug!(%digest, expected = %spec.peers_digest, "the peers Secret is not the hub's current set yet");
+        let mut status = previous.unwrap_or_default();
+        status.peers_digest = digest;
+        return Ok((status, Vec::new()));
+    }
+    let istio: Api<Secret> = Api::namespaced(client.clone(), names::ISTIO_NAMESPACE);
+    let selector = format!(
+        "{}={}",
+        remote::MULTI_CLUSTER_LABEL.0,
+        remote::MULTI_CLUSTER_LABEL.1
+    );
+    let mut existing = istio
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(
+            "list the remote secrets in istio-system".to_owned(),
+        ))?
+        .items;
+    // A plain Secret squatting on a remote secret's name (not labelled) blocks that name.
+    for cluster in peers.keys() {
+        let name = remote::secret_name(cluster);
+        if !existing
+            .iter()
+            .any(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+            && let Some(s) = istio
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube(format!("read Secret istio-system/{name}")))?
+        {
+            existing.push(s);
+        }
+    }
+    let own_name = spec.cluster_name.as_str();
+    let plan = remote::plan(own_name, &peers, &existing);
+    let mut wrote = Vec::new();
+    for s in &plan.create {
+        istio
+            .create(&post_params(), s)
+            .await
+            .map_err(Error::kube("create a remote secret".to_owned()))?;
+        wrote.push(format!(
+            "created {}",
+            s.metadata.name.as_deref().unwrap_or_default()
+        ));
+    }
+    for wanted in &plan.update {
+        let name = wanted.metadata.name.clone().unwrap_or_default();
+        let Some(mut current) = existing
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+            .cloned()
+        else {
+            continue;
+        };
+        current.metadata.managed_fields = None;
+        current.data = wanted.data.clone();
+        current.string_data = None;
+        for (field, want) in [
+            (&mut current.metadata.labels, &wanted.metadata.labels),
+            (
+                &mut current.metadata.annotations,
+                &wanted.metadata.annotations,
+            ),
+        ] {
+            field
+                .get_or_insert_with(BTreeMap::new)
+                .extend(want.clone().unwrap_or_default());
+        }
+        istio
+            .replace(&name, &post_params(), &current)
+            .await
+            .map_err(Error::kube(format!("update Secret istio-system/{name}")))?;
+        wrote.push(format!("updated {name}"));
+    }
+    for name in &plan.delete {
+        match istio.delete(name, &Default::default()).await {
+            Ok(_) => {}
+            Err(e) if plumbing::is_status(&e, 404) => {}
+            Err(e) => return Err(Error::kube(format!("delete Secret istio-system/{name}"))(e)),
+        }
+        wrote.push(format!("deleted {name}"));
+    }
+    if !wrote.is_empty() {
+        info!(changes = ?wrote, peers = ?plan.peers, "remote secrets written");
+        summary.wrote(
+            format!("remote secrets: {}", wrote.join(", ")),
+            Note::normal(
+                events::REMOTE_SECRETS_WRITTEN,
+                "RemoteSecrets",
+                format!(
+                    "remote secrets in istio-system: {}; istiod discovers {} peer(s)",
+                    wrote.join(", "),
+                    plan.peers.len()
+                ),
+            ),
+        );
+    }
+    let shadowed = plan
+        .foreign
+        .iter()
+        .filter(|f| !f.shadows.is_empty())
+        .map(remote::Foreign::describe)
+        .collect();
+    Ok((
+        RemoteSecretsStatus {
+            peers_digest: digest,
+            peers: plan.peers.clone(),
+            foreign: plan.foreign.iter().map(remote::Foreign::describe).collect(),
+        },
+        shadowed,
+    ))
 }
 
 /// A failure to write the agent Secret stops the reconcile (nothing after it may rely on a

@@ -252,6 +252,12 @@ pub struct JoinClusterArgs {
     /// Lifetime of the hub's token for this cluster (`serve` renews it).
     #[arg(long, default_value = "2160h", value_parser = parse_duration)]
     pub hub_token_ttl: Duration,
+    /// Remote secrets for multi-primary endpoint discovery: install a read-only identity for
+    /// the other members' istiods, and have `serve` keep a remote secret for every other member
+    /// in this cluster's `istio-system`. `--remote-secrets=false` if you manage discovery
+    /// yourself.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub remote_secrets: bool,
 }
 
 /// Agent modes.
@@ -318,6 +324,10 @@ pub struct ServeArgs {
     /// Refresh each member's lastContact at least this often.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub heartbeat: Duration,
+    /// Lifetime of the members' reader tokens in the remote secrets (renewed after two thirds;
+    /// the API server's minimum is 10m).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub reader_token_ttl: Duration,
     /// Serve Prometheus metrics on this address (`/metrics`), e.g. 0.0.0.0:9090.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,

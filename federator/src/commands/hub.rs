@@ -102,6 +102,7 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
         },
         hub_token_ttl: args.hub_token_ttl,
         agent_wait: args.wait,
+        remote_secrets: args.remote_secrets,
     };
     let report = hub_join::join(&hub, &opts).await?;
     let mut out = format!(
@@ -243,6 +244,19 @@ pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> 
     Ok(())
 }
 
+/// The PEERS cell of `federator status`: how many peers the member's istiod discovers through
+/// federator's remote secrets, and whether that is the hub's current set.
+fn peers_cell(remote: Option<&federator_api::hub::MemberRemoteSecrets>) -> String {
+    match remote {
+        None => "-".into(),
+        Some(r) => format!(
+            "{}{}",
+            r.peers.len(),
+            if r.current { "" } else { " (updating)" }
+        ),
+    }
+}
+
 /// `federator status`
 pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
     let hub = hub_client(source).await?;
@@ -265,6 +279,7 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
                         } else {
                             format!("{} ({})", c.istiod, c.istiod_version)
                         },
+                        peers_cell(c.remote_secrets.as_ref()),
                         c.last_contact.clone(),
                         c.problems.join("; "),
                     ]
@@ -308,6 +323,7 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
                     "CA NOT AFTER",
                     "BUNDLE",
                     "ISTIOD",
+                    "PEERS",
                     "LAST CONTACT",
                     "PROBLEMS",
                 ],
@@ -428,6 +444,7 @@ pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
             leader_elect: args.leader_elect,
             identity,
             heartbeat: args.heartbeat,
+            reader_token_ttl: args.reader_token_ttl,
             metrics_addr: args.metrics_addr,
         },
     )

@@ -19,7 +19,9 @@ use federator_api::{names, rbac};
 use federator_core::identity::{ClusterName, TrustDomain};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
+};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::{Client, CustomResourceExt};
 use time::OffsetDateTime;
@@ -63,6 +65,8 @@ pub struct JoinOptions {
     /// In-cluster mode: how long to wait for the agent Deployment to become available
     /// (zero: do not wait).
     pub agent_wait: Duration,
+    /// Take part in endpoint discovery: install the reader identity and the peers Secret.
+    pub remote_secrets: bool,
 }
 
 /// What join did.
@@ -81,7 +85,7 @@ pub struct JoinReport {
     pub agent_available_after: Option<Duration>,
 }
 
-fn required_permissions(in_cluster: bool) -> Vec<Permission> {
+fn required_permissions(in_cluster: bool, remote_secrets: bool, network: bool) -> Vec<Permission> {
     let p = |verb, group, resource, subresource, namespace| Permission {
         verb,
         group,
@@ -127,6 +131,15 @@ fn required_permissions(in_cluster: bool) -> Vec<Permission> {
         ),
         p("create", federator_api::GROUP, "clustertrusts", None, fs),
     ];
+    if network {
+        v.push(p("patch", "", "namespaces", None, None));
+    }
+    if remote_secrets {
+        let rbac = "rbac.authorization.k8s.io";
+        v.push(p("patch", rbac, "clusterroles", None, None));
+        v.push(p("patch", rbac, "clusterrolebindings", None, None));
+        v.push(p("create", "", "secrets", None, fs));
+    }
     if in_cluster {
         v.push(p("patch", "apps", "deployments", None, fs));
         // To wait for the agent and say why it does not start.
@@ -179,7 +192,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
     let in_cluster = matches!(opts.agent, AgentMode::InCluster { .. });
     require(
         &member,
-        &required_permissions(in_cluster),
+        &required_permissions(in_cluster, opts.remote_secrets, !opts.network.is_empty()),
         &format!("the kubeconfig for cluster {name}"),
         "for join (only join needs them; the hub keeps a narrower credential)",
     )
@@ -270,6 +283,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
         } else {
             federator_api::hub::AgentMode::External
         }),
+        remote_secrets: opts.remote_secrets,
     };
     if existing.as_ref().map(|m| &m.spec) != Some(&spec) {
         let mc = MemberCluster {
@@ -327,9 +341,16 @@ async fn install_member_objects(member: &Client, opts: &JoinOptions) -> Result<(
     k::install_crds(member, vec![ClusterTrust::crd()]).await?;
     k::ensure_namespace(member, names::NAMESPACE).await?;
     k::ensure_namespace(member, names::ISTIO_NAMESPACE).await?;
+    if !opts.network.is_empty() {
+        label_network(member, &opts.network).await?;
+    }
 
     let sas: Api<ServiceAccount> = Api::namespaced(member.clone(), names::NAMESPACE);
-    for sa in [names::HUB_SERVICE_ACCOUNT, names::AGENT_SERVICE_ACCOUNT] {
+    let mut accounts = vec![names::HUB_SERVICE_ACCOUNT, names::AGENT_SERVICE_ACCOUNT];
+    if opts.remote_secrets {
+        accounts.push(names::READER_SERVICE_ACCOUNT);
+    }
+    for sa in accounts {
         if sas
             .get_opt(sa)
             .await
@@ -348,9 +369,7 @@ async fn install_member_objects(member: &Client, opts: &JoinOptions) -> Result<(
         }
     }
 
-    let mut roles = rbac::agent_roles();
-    roles.push(rbac::hub_role());
-    for role in roles {
+    for role in member_roles(opts.remote_secrets) {
         let ns = role.metadata.namespace.clone().unwrap_or_default();
         let role_name = role.metadata.name.clone().unwrap_or_default();
         let api: Api<Role> = Api::namespaced(member.clone(), &ns);
@@ -387,6 +406,10 @@ async fn install_member_objects(member: &Client, opts: &JoinOptions) -> Result<(
         }
     }
 
+    if opts.remote_secrets {
+        install_reader(member).await?;
+    }
+
     if let AgentMode::InCluster { image } = &opts.agent {
         let deploy = agent_deployment(image, opts.name.as_str())?;
         let api: Api<Deployment> = Api::namespaced(member.clone(), names::NAMESPACE);
@@ -405,6 +428,100 @@ async fn install_member_objects(member: &Client, opts: &JoinOptions) -> Result<(
             k::apply(&api, &deploy).await?;
         }
     }
+    Ok(())
+}
+
+/// The label Istio reads a cluster's network from, on its system namespace.
+pub const NETWORK_LABEL: &str = "topology.istio.io/network";
+
+/// Labels `istio-system` with the member's network (multi-network meshes: east-west gateways),
+/// when it is not labelled so yet.
+async fn label_network(member: &Client, network: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: Api<Namespace> = Api::all(member.clone());
+    let current = api
+        .get_opt(names::ISTIO_NAMESPACE)
+        .await
+        .map_err(|e| Error::kube("read namespace istio-system", e))?;
+    let labelled = current
+        .as_ref()
+        .and_then(|n| n.metadata.labels.as_ref())
+        .and_then(|l| l.get(NETWORK_LABEL))
+        .is_some_and(|v| v == network);
+    if !labelled {
+        api.patch(
+            names::ISTIO_NAMESPACE,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "metadata": {"labels": {NETWORK_LABEL: network}}
+            })),
+        )
+        .await
+        .map_err(|e| Error::kube("label namespace istio-system with the network", e))?;
+    }
+    Ok(())
+}
+
+/// The Roles join installs in a member (each bound to the ServiceAccount of its name).
+fn member_roles(remote_secrets: bool) -> Vec<Role> {
+    let mut roles = rbac::agent_roles_for(remote_secrets);
+    roles.push(rbac::hub_role_for(remote_secrets));
+    if remote_secrets {
+        roles.push(rbac::reader_role());
+    }
+    roles
+}
+
+/// The reader identity's cluster-wide rights ([`rbac::reader_cluster_role`]) and the empty
+/// peers Secret the hub fills (it may patch it but not create it). Applied only when they
+/// differ.
+async fn install_reader(member: &Client) -> Result<()> {
+    let role = rbac::reader_cluster_role();
+    let api: Api<ClusterRole> = Api::all(member.clone());
+    let current = api
+        .get_opt(names::READER_SERVICE_ACCOUNT)
+        .await
+        .map_err(|e| Error::kube("read ClusterRole", e))?;
+    if current.as_ref().map(|r| &r.rules) != Some(&role.rules) {
+        k::apply(&api, &role).await?;
+    }
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(names::READER_SERVICE_ACCOUNT.to_owned()),
+            labels: Some(federator_api::plumbing::managed_labels()),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: names::READER_SERVICE_ACCOUNT.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: names::READER_SERVICE_ACCOUNT.into(),
+            namespace: Some(names::NAMESPACE.into()),
+            api_group: None,
+        }]),
+    };
+    let api: Api<ClusterRoleBinding> = Api::all(member.clone());
+    let current = api
+        .get_opt(names::READER_SERVICE_ACCOUNT)
+        .await
+        .map_err(|e| Error::kube("read ClusterRoleBinding", e))?;
+    if current.as_ref().map(|b| (&b.role_ref, &b.subjects))
+        != Some((&binding.role_ref, &binding.subjects))
+    {
+        k::apply(&api, &binding).await?;
+    }
+    let secrets: Api<Secret> = Api::namespaced(member.clone(), names::NAMESPACE);
+    let peers = Secret {
+        metadata: meta(names::PEERS_SECRET, names::NAMESPACE),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    };
+    federator_api::plumbing::create_or_accept(&secrets, &PostParams::default(), &peers)
+        .await
+        .map_err(|e| Error::kube("create the peers Secret", e))?;
     Ok(())
 }
 
@@ -473,7 +590,23 @@ fn installed_objects() -> Vec<(&'static str, &'static str, &'static str)> {
         ("Secret", fs, names::AGENT_KEY_SECRET),
         ("ServiceAccount", fs, names::AGENT_SERVICE_ACCOUNT),
         ("ServiceAccount", fs, names::HUB_SERVICE_ACCOUNT),
+        // The reader identity and the peers Secret (remote secrets).
+        ("RoleBinding", is, names::READER_SERVICE_ACCOUNT),
+        ("Role", is, names::READER_SERVICE_ACCOUNT),
+        ("ClusterRoleBinding", "", names::READER_SERVICE_ACCOUNT),
+        ("ClusterRole", "", names::READER_SERVICE_ACCOUNT),
+        ("Secret", fs, names::PEERS_SECRET),
+        ("ServiceAccount", fs, names::READER_SERVICE_ACCOUNT),
     ]
+}
+
+/// `Kind namespace/name`, or `Kind name` for cluster-scoped objects.
+fn describe(kind: &str, namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        format!("{kind} {name}")
+    } else {
+        format!("{kind} {namespace}/{name}")
+    }
 }
 
 fn leave_permissions() -> Vec<Permission> {
@@ -496,6 +629,11 @@ fn leave_permissions() -> Vec<Permission> {
         p("delete", rbac, "roles", is),
         p("delete", "", "secrets", fs),
         p("delete", "", "serviceaccounts", fs),
+        p("delete", rbac, "clusterroles", None),
+        p("delete", rbac, "clusterrolebindings", None),
+        // federator's remote secrets in istio-system.
+        p("list", "", "secrets", is),
+        p("delete", "", "secrets", is),
         p(
             "delete",
             "apiextensions.k8s.io",
@@ -557,7 +695,7 @@ async fn remove_member_objects(member: &Client, report: &mut LeaveReport) -> Res
         report.cacerts = Some(cacerts_left(&ct));
     }
     for (kind, ns, name) in installed_objects() {
-        let what = format!("{kind} {ns}/{name}");
+        let what = describe(kind, ns, name);
         let gone = match kind {
             "ClusterTrust" => delete_if_present(&trusts, name, &what).await?,
             "Deployment" => {
@@ -583,6 +721,13 @@ async fn remove_member_objects(member: &Client, report: &mut LeaveReport) -> Res
                 delete_if_present(&Api::<Secret>::namespaced(member.clone(), ns), name, &what)
                     .await?
             }
+            "ClusterRole" => {
+                delete_if_present(&Api::<ClusterRole>::all(member.clone()), name, &what).await?
+            }
+            "ClusterRoleBinding" => {
+                delete_if_present(&Api::<ClusterRoleBinding>::all(member.clone()), name, &what)
+                    .await?
+            }
             _ => {
                 let sas = Api::<ServiceAccount>::namespaced(member.clone(), ns);
                 let gone = delete_if_present(&sas, name, &what).await?;
@@ -593,6 +738,26 @@ async fn remove_member_objects(member: &Client, report: &mut LeaveReport) -> Res
             }
         };
         if gone {
+            report.removed.push(what);
+        }
+    }
+    // The remote secrets the agent wrote: this cluster no longer discovers the others.
+    let istio: Api<Secret> = Api::namespaced(member.clone(), names::ISTIO_NAMESPACE);
+    let selector = format!(
+        "{}={},{}={}",
+        names::MANAGED_BY_LABEL.0,
+        names::MANAGED_BY_LABEL.1,
+        federator_api::remote::MULTI_CLUSTER_LABEL.0,
+        federator_api::remote::MULTI_CLUSTER_LABEL.1
+    );
+    let ours = istio
+        .list_metadata(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube("list the remote secrets", e))?;
+    for s in ours.items {
+        let name = s.metadata.name.unwrap_or_default();
+        let what = format!("Secret {}/{name}", names::ISTIO_NAMESPACE);
+        if delete_if_present(&istio, &name, &what).await? {
             report.removed.push(what);
         }
     }
@@ -694,6 +859,22 @@ pub async fn leave(
                             names::CLUSTER_TRUST
                         ));
                     }
+                    // The reader identity first (the hub's own credential goes last): the
+                    // other members' istiods can no longer read this cluster.
+                    if delete_if_present(
+                        &sas,
+                        names::READER_SERVICE_ACCOUNT,
+                        "the reader ServiceAccount",
+                    )
+                    .await
+                    .unwrap_or(false)
+                    {
+                        report.removed.push(format!(
+                            "ServiceAccount {}/{}",
+                            names::NAMESPACE,
+                            names::READER_SERVICE_ACCOUNT
+                        ));
+                    }
                     sas.delete(names::HUB_SERVICE_ACCOUNT, &DeleteParams::default())
                         .await
                         .map_err(|e| Error::kube("revoke the hub's ServiceAccount", e))?;
@@ -718,11 +899,10 @@ pub async fn leave(
             }
             report.left_behind = installed_objects()
                 .into_iter()
-                .filter(|(kind, _, obj)| {
-                    !(*kind == "ClusterTrust"
-                        || (*kind == "ServiceAccount" && *obj == names::HUB_SERVICE_ACCOUNT))
+                .filter(|(kind, ns, obj)| {
+                    *kind != "ClusterTrust" && !report.removed.contains(&describe(kind, ns, obj))
                 })
-                .map(|(kind, ns, obj)| format!("{kind} {ns}/{obj}"))
+                .map(|(kind, ns, obj)| describe(kind, ns, obj))
                 .chain([format!(
                     "CustomResourceDefinition {}",
                     ClusterTrust::crd_name()
@@ -736,10 +916,12 @@ pub async fn leave(
             .delete(name.as_str(), &DeleteParams::default())
             .await
             .map_err(|e| Error::kube("delete MemberCluster", e))?;
-        match secrets.delete(&secret_name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(Error::kube("delete the member credential", e)),
+        for secret in [secret_name, names::reader_credential_secret(name.as_str())] {
+            match secrets.delete(&secret, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(Error::kube("delete the member credential", e)),
+            }
         }
     }
     Ok(report)
@@ -753,15 +935,17 @@ mod tests {
     fn leave_removes_what_join_installs() {
         let objects = installed_objects();
         // Every Role join applies has its binding and is removed.
-        let mut roles = rbac::agent_roles();
-        roles.push(rbac::hub_role());
-        for r in roles {
+        for r in member_roles(true) {
             let ns = r.metadata.namespace.as_deref().unwrap();
             let n = r.metadata.name.as_deref().unwrap();
             assert!(objects.contains(&("Role", ns, n)), "{ns}/{n}");
             assert!(objects.contains(&("RoleBinding", ns, n)), "{ns}/{n}");
         }
-        for sa in [names::AGENT_SERVICE_ACCOUNT, names::HUB_SERVICE_ACCOUNT] {
+        for sa in [
+            names::AGENT_SERVICE_ACCOUNT,
+            names::HUB_SERVICE_ACCOUNT,
+            names::READER_SERVICE_ACCOUNT,
+        ] {
             assert!(objects.contains(&("ServiceAccount", names::NAMESPACE, sa)));
         }
         assert!(objects.contains(&("Deployment", names::NAMESPACE, names::AGENT_DEPLOYMENT)));

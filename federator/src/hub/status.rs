@@ -35,6 +35,9 @@ pub struct ClusterRow {
     pub istiod_version: String,
     /// Last contact.
     pub last_contact: String,
+    /// Remote secrets: the peers its istiod discovers, and whether they are current (`None`:
+    /// the member takes no part in discovery).
+    pub remote_secrets: Option<federator_api::hub::MemberRemoteSecrets>,
     /// Problems.
     pub problems: Vec<String>,
 }
@@ -115,6 +118,7 @@ pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport>
                 istiod: s.istiod.map(|i| i.to_string()).unwrap_or_default(),
                 istiod_version: s.istiod_version.map(|v| v.to_string()).unwrap_or_default(),
                 last_contact: s.last_contact.map(|t| t.0.to_string()).unwrap_or_default(),
+                remote_secrets: s.remote_secrets,
                 problems,
             }
         })

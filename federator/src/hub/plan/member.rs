@@ -6,7 +6,7 @@
 use federator_api::condition::{self, reasons, types};
 use federator_api::events::{Note, reasons as events};
 use federator_api::fields;
-use federator_api::hub::MemberClusterStatus;
+use federator_api::hub::{MemberClusterStatus, MemberRemoteSecrets};
 use federator_api::member::{ClusterTrust, ClusterTrustSpec, CsrStatus};
 use time::OffsetDateTime;
 
@@ -286,6 +286,18 @@ pub fn member_status(
         istiod_version: agent.istiod.as_ref().and_then(|i| i.version.clone()),
         last_contact: prev.last_contact.clone(),
         problems,
+        remote_secrets: match inp.ct {
+            None => prev.remote_secrets.clone(),
+            Some(_) if spec.peers_digest.is_empty() => None,
+            Some(_) => {
+                let reported = agent.remote_secrets.clone().unwrap_or_default();
+                Some(MemberRemoteSecrets {
+                    current: reported.peers_digest == spec.peers_digest,
+                    peers: reported.peers,
+                    foreign: reported.foreign,
+                })
+            }
+        },
     };
     if inp.reachable {
         let stale = prev

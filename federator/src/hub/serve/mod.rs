@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub identity: String,
     /// Refresh a member's `lastContact` at least this often.
     pub heartbeat: Duration,
+    /// Lifetime of the members' reader tokens (remote secrets).
+    pub reader_token_ttl: Duration,
     /// Serve Prometheus metrics here.
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -62,6 +64,9 @@ pub struct Shared {
     pub opts: ServeOptions,
     /// What every member must be told; member controllers reconcile when it changes.
     pub desired: watch::Sender<Desired>,
+    /// Bumped whenever a member's reader kubeconfig changes, so that every member controller
+    /// hands its agent the new set of peers.
+    pub readers: watch::Sender<u64>,
     /// The signer, loaded by the federation controller.
     signer: Mutex<Option<Arc<Signer>>>,
     /// Metrics.
@@ -82,6 +87,7 @@ impl Shared {
             client,
             opts,
             desired: watch::Sender::new(Desired::default()),
+            readers: watch::Sender::new(0),
             signer: Mutex::new(None),
             metrics,
             events,
