@@ -433,3 +433,27 @@ fn parse_cluster_name(s: &str) -> Result<ClusterName, String> {
 fn parse_trust_domain(s: &str) -> Result<TrustDomain, String> {
     TrustDomain::new(s).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn join(extra: &[&str]) -> Result<bool, clap::Error> {
+        let mut args = vec!["federator", "join", "cluster", "east", "--kubeconfig", "k"];
+        args.extend_from_slice(extra);
+        match Cli::try_parse_from(args)?.command {
+            Command::Join(JoinCommand::Cluster(a)) => Ok(a.remote_secrets),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn remote_secrets_are_on_unless_turned_off() {
+        assert!(join(&[]).unwrap());
+        assert!(join(&["--remote-secrets"]).unwrap());
+        assert!(join(&["--remote-secrets=true"]).unwrap());
+        assert!(!join(&["--remote-secrets=false"]).unwrap());
+        assert!(join(&["--remote-secrets=maybe"]).is_err());
+    }
+}

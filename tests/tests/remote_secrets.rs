@@ -9,7 +9,8 @@
 //! with SelfSubjectAccessReview of the real API server; a deleted or hand-edited remote secret
 //! is repaired; a remote secret federator did not write is left alone and reported; after
 //! `leave cluster-2`, cluster-2 disappears from the others' `/debug/clusterz` and registries,
-//! its reader token is revoked, and cluster-1 and cluster-3 keep discovering each other.
+//! its reader token is revoked, and cluster-1 and cluster-3 keep discovering each other; a
+//! fourth cluster that joins is discovered by the running istiods, and its istiod discovers them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -228,13 +229,28 @@ async fn publish_service(client: &Client, ns: &str, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_secrets_make_every_istiod_discover_every_other_member() {
-    let mut fed = Federation::start(&MEMBERS, &[]).await;
+    // cluster-4 joins at the end.
+    let mut all = MEMBERS.to_vec();
+    all.push(("cluster-4", "east.example"));
+    let mut fed = Federation::start(&all, &[]).await;
     // A remote secret someone else wrote, for a cluster that is no member.
     let c1 = fed.members["cluster-1"].cluster.client().await.unwrap();
     let mut foreign = remote::remote_secret("legacy", b"apiVersion: v1\nkind: Config\n");
     foreign.metadata.labels = Some([("istio/multiCluster".to_owned(), "true".to_owned())].into());
     let start = Instant::now();
-    fed.join_all_and_serve(true).await;
+    for (name, _) in MEMBERS {
+        fed.join(name);
+        fed.install_mesh_config(name).await;
+    }
+    fed.start_serve(&[]);
+    for (name, _) in MEMBERS {
+        fed.start_agent(name);
+    }
+    fed.wait_healthy(
+        &["cluster-1", "cluster-2", "cluster-3"],
+        Duration::from_secs(90),
+    )
+    .await;
     Api::<Secret>::namespaced(c1.clone(), names::ISTIO_NAMESPACE)
         .create(&PostParams::default(), &foreign)
         .await
@@ -537,6 +553,39 @@ async fn remote_secrets_make_every_istiod_discover_every_other_member() {
             .all(|s| !remote::is_ours(s)),
         "cluster-2 keeps federator remote secrets"
     );
+
+    // A fourth cluster joins: the running istiods discover it, and its own istiod the others.
+    let start = Instant::now();
+    fed.join("cluster-4");
+    fed.install_mesh_config("cluster-4").await;
+    fed.start_agent("cluster-4");
+    wait_clusterz(
+        &istiods["cluster-3"],
+        &["cluster-1", "cluster-4"],
+        Duration::from_secs(90),
+    )
+    .await;
+    wait_for(
+        "cluster-1's istiod to sync cluster-4",
+        Duration::from_secs(90),
+        || async {
+            let z = clusterz(&istiods["cluster-1"]).await;
+            (z.get("cluster-4").map(String::as_str) == Some("synced")).then_some(())
+        },
+    )
+    .await;
+    figure(
+        "join of a fourth cluster to the running istiods discovering it",
+        format!("{:.1?}", start.elapsed()),
+    );
+    let istiod4 = fed.start_istiod("cluster-4", "east.example").await;
+    wait_clusterz(
+        &istiod4,
+        &["cluster-1", "cluster-3"],
+        Duration::from_secs(90),
+    )
+    .await;
+    istiod4.stop().await;
 
     for (_, istiod) in istiods {
         istiod.stop().await;
