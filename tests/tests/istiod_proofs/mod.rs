@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use federator_api::hub::{RotationPhase, RotationStatus, RotationWait, WaitReason};
-use federator_api::member::{ClusterTrust, IstiodState};
+use federator_api::member::IstiodState;
 use federator_api::names;
 use federator_core::cacerts;
 use federator_core::istiod::{IstiodRules, IstiodVersion, RootComparison, RootUpdate};
 use federator_e2e::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use mtls::{SpiffeVerifier, Workload};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use testbed::istiod::{CaMode, LOG_HOT_RELOAD};
@@ -387,24 +387,7 @@ pub async fn federation(version: &str) {
     let reloads = i1.log_count(LOG_HOT_RELOAD);
     let old_ca = cluster_ca(&fed, "cluster-1").await;
     let old_w = workloads["cluster-1"].clone();
-    let cts: Api<ClusterTrust> = Api::namespaced(
-        clusters["cluster-1"].client().await.unwrap(),
-        names::NAMESPACE,
-    );
-    let generation = cts
-        .get(names::CLUSTER_TRUST)
-        .await
-        .unwrap()
-        .spec
-        .csr_generation;
-    let bump = serde_json::json!({"spec": {"csrGeneration": generation + 1}});
-    cts.patch(
-        names::CLUSTER_TRUST,
-        &PatchParams::default(),
-        &Patch::Merge(&bump),
-    )
-    .await
-    .unwrap();
+    fed.bump_csr_generation("cluster-1").await;
     let t = Instant::now();
     let new_ca = wait_for(
         "cluster-1's new cluster CA",
@@ -447,7 +430,7 @@ pub async fn federation(version: &str) {
         "the agent to report a hot reload",
         Duration::from_secs(30),
         || async {
-            let ct = cts.get(names::CLUSTER_TRUST).await.ok()?;
+            let ct = fed.cluster_trust("cluster-1").await?;
             (ct.status?.istiod?.state == IstiodState::HotReload).then_some(())
         },
     )
