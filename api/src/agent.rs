@@ -5,9 +5,9 @@
 //! own ServiceAccount with the in-cluster configuration, hardened the way the Pod Security
 //! Standards' `restricted` profile asks: non-root (65532, the image's user), read-only root
 //! file system, no privilege escalation, every capability dropped, `RuntimeDefault` seccomp.
-//! Requests and limits are sized for one small controller. The agent serves `/healthz`
-//! (liveness) and `/readyz` (readiness: it reached its API server and reconciled once) on
-//! [`HEALTH_PORT`].
+//! Requests and limits are sized for one small controller. The agent serves `/metrics`,
+//! `/healthz` (liveness) and `/readyz` (readiness: it reached its API server and reconciled
+//! once) on [`METRICS_PORT`] (the container port named `metrics`).
 
 use std::collections::BTreeMap;
 
@@ -25,8 +25,10 @@ use crate::names;
 
 /// The container's name.
 pub const CONTAINER: &str = "cluster-agent";
-/// The port of `/healthz` and `/readyz` (named `health`).
-pub const HEALTH_PORT: i32 = 8080;
+/// The port of `/metrics`, `/healthz` and `/readyz` (named `metrics`).
+pub const METRICS_PORT: i32 = 9091;
+/// The name of that container port.
+pub const METRICS_PORT_NAME: &str = "metrics";
 /// The user (and group) the agent runs as: distroless' `nonroot`, the image's `USER`.
 pub const RUN_AS: i64 = 65532;
 
@@ -57,7 +59,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::String("health".to_owned()),
+            port: IntOrString::String(METRICS_PORT_NAME.to_owned()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -113,12 +115,12 @@ pub fn deployment(image: &str, cluster: &str) -> Deployment {
                         args: Some(vec![
                             "--cluster-name".to_owned(),
                             cluster.to_owned(),
-                            "--health-addr".to_owned(),
-                            format!("0.0.0.0:{HEALTH_PORT}"),
+                            "--metrics-addr".to_owned(),
+                            format!("0.0.0.0:{METRICS_PORT}"),
                         ]),
                         ports: Some(vec![ContainerPort {
-                            name: Some("health".to_owned()),
-                            container_port: HEALTH_PORT,
+                            name: Some(METRICS_PORT_NAME.to_owned()),
+                            container_port: METRICS_PORT,
                             protocol: Some("TCP".to_owned()),
                             ..ContainerPort::default()
                         }]),
@@ -171,7 +173,15 @@ mod tests {
         assert_eq!(c.image.as_deref(), Some("registry.example/cluster-agent:1"));
         let args = c.args.as_ref().unwrap();
         assert_eq!(args[..2], ["--cluster-name".to_owned(), "east".to_owned()]);
-        assert!(args.contains(&"0.0.0.0:8080".to_owned()));
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--metrics-addr".to_owned(), "0.0.0.0:9091".to_owned()])
+        );
+        let port = &c.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.name.as_deref(), port.container_port),
+            (Some("metrics"), 9091)
+        );
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -190,6 +200,7 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(ready.path.as_deref(), Some("/readyz"));
+        assert_eq!(ready.port, IntOrString::String("metrics".into()));
         let live = c
             .liveness_probe
             .as_ref()

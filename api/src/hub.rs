@@ -256,6 +256,15 @@ pub struct RotationStatus {
     )]
     #[schemars(schema_with = "time_schema")]
     pub removes_old_root_at: Option<Time>,
+    /// When the rotation entered its current phase (the hub sets it whenever the phase
+    /// changes; absent in what hubs before it wrote).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    #[schemars(schema_with = "time_schema")]
+    pub phase_since: Option<Time>,
     /// The members the current phase waits for, each with why (e.g. an istiod that has not
     /// published the bundle with both roots yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -42,15 +42,6 @@ pub enum Error {
     /// The client cannot be built from the configuration.
     #[error("cannot build a client: {0}")]
     Client(#[source] Box<kube::Error>),
-    /// The health endpoint cannot listen (port taken, address not local).
-    #[error("--health-addr {addr}: cannot listen: {source}")]
-    HealthListen {
-        /// The address asked for.
-        addr: std::net::SocketAddr,
-        /// The bind error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl Error {

@@ -1,21 +1,34 @@
-//! Liveness and readiness for the kubelet's probes (`--health-addr`).
+//! What the agent serves on `--metrics-addr` ([`federator_api::serving`]): `/metrics`,
+//! `/healthz` (liveness) and `/readyz` (readiness).
 //!
 //! * `GET /healthz`: 200 while the process serves (the controller ending ends the process).
 //! * `GET /readyz`: 200 once a reconcile has succeeded, i.e. the agent reached its API server,
 //!   read its `ClusterTrust` and did (or found nothing left to do for) every step; 503 before,
 //!   with the last error. It stays ready afterwards: a member whose API server is briefly
 //!   unreachable keeps its installed CA, and an unready agent would only stop rollouts.
+//! * `GET /metrics`: [`Metrics`].
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `federator_agent_build_info{version}` | gauge | 1, labelled with the agent's version |
+//! | `federator_agent_ca_expiry_timestamp_seconds` | gauge | NotAfter of the cluster CA installed in `istio-system/cacerts` (absent until one is) |
+//! | `federator_agent_bundle_generation` | gauge | bundle generation installed in `cacerts` |
+//! | `federator_agent_cacerts_writes_total` | counter | writes of `istio-system/cacerts` |
+//! | `federator_agent_reconcile_errors_total` | counter | reconciles that failed |
+//! | `federator_agent_remote_secrets` | gauge | remote secrets the agent keeps in `istio-system` |
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::{info, warn};
+use federator_api::member::ClusterTrustStatus;
+use federator_api::serving;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
-use crate::{Error, Result};
-
-/// Shared between the controller (which reports) and the probe server (which answers).
+/// Shared between the controller (which reports) and the server (which answers).
 #[derive(Clone, Debug, Default)]
 pub struct Health {
     inner: Arc<State>,
@@ -25,6 +38,115 @@ pub struct Health {
 struct State {
     reconciled: AtomicBool,
     last_error: Mutex<Option<String>>,
+    metrics: Metrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Version {
+    version: String,
+}
+
+/// The agent's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// No labels; the series appears once a CA is installed (an expiry of 0 would fire every
+    /// expiry alert).
+    ca_expiry: Family<Vec<(String, String)>, Gauge>,
+    bundle_generation: Gauge,
+    cacerts_writes: Counter,
+    reconcile_errors: Counter,
+    remote_secrets: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let build_info = Family::<Version, Gauge>::default();
+        build_info
+            .get_or_create(&Version {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "federator_agent_build_info",
+            "1, labelled with the agent's version",
+            build_info,
+        );
+        let m = Metrics {
+            registry: Registry::default(),
+            ca_expiry: Family::default(),
+            bundle_generation: Gauge::default(),
+            cacerts_writes: Counter::default(),
+            reconcile_errors: Counter::default(),
+            remote_secrets: Gauge::default(),
+        };
+        registry.register(
+            "federator_agent_ca_expiry_timestamp_seconds",
+            "NotAfter of the installed cluster CA",
+            m.ca_expiry.clone(),
+        );
+        for (name, help, gauge) in [
+            (
+                "federator_agent_bundle_generation",
+                "Bundle generation installed in cacerts",
+                &m.bundle_generation,
+            ),
+            (
+                "federator_agent_remote_secrets",
+                "Remote secrets the agent keeps in istio-system",
+                &m.remote_secrets,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+        // Counters are exposed with the `_total` suffix.
+        for (name, help, counter) in [
+            (
+                "federator_agent_cacerts_writes",
+                "Writes of istio-system/cacerts",
+                &m.cacerts_writes,
+            ),
+            (
+                "federator_agent_reconcile_errors",
+                "Reconciles that failed",
+                &m.reconcile_errors,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        serving::render(&self.registry)
+    }
+
+    /// What a reconcile reported: the `ClusterTrust` status it wrote (or found current), the
+    /// number of `cacerts` writes it made.
+    pub fn observe(&self, status: Option<&ClusterTrustStatus>, cacerts_writes: u64) {
+        self.cacerts_writes.inc_by(cacerts_writes);
+        let Some(status) = status else {
+            return;
+        };
+        if let Some(inst) = &status.installed {
+            self.ca_expiry
+                .get_or_create(&Vec::new())
+                .set(inst.not_after.0.as_second());
+            self.bundle_generation.set(inst.bundle_generation);
+        }
+        let kept = status.remote_secrets.as_ref().map_or(0, |r| r.peers.len());
+        self.remote_secrets
+            .set(i64::try_from(kept).unwrap_or(i64::MAX));
+    }
+
+    /// A reconcile failed.
+    pub fn reconcile_failed(&self) {
+        self.reconcile_errors.inc();
+    }
 }
 
 impl Health {
@@ -36,6 +158,7 @@ impl Health {
 
     /// A reconcile failed with `error`.
     pub fn failed(&self, error: &str) {
+        self.inner.metrics.reconcile_failed();
         *lock(&self.inner.last_error) = Some(error.to_owned());
     }
 
@@ -44,22 +167,29 @@ impl Health {
         self.inner.reconciled.load(Ordering::SeqCst)
     }
 
-    /// The answer to `GET path`: status line and body.
-    pub fn answer(&self, path: &str) -> (&'static str, String) {
-        match path {
-            "/healthz" | "/livez" => ("200 OK", "ok\n".to_owned()),
-            "/readyz" if self.is_ready() => ("200 OK", "ready\n".to_owned()),
-            "/readyz" => (
-                "503 Service Unavailable",
-                match lock(&self.inner.last_error).as_deref() {
-                    Some(e) => {
-                        format!("not ready: no reconcile has succeeded yet; last error: {e}\n")
-                    }
-                    None => "not ready: no reconcile has succeeded yet\n".to_owned(),
-                },
-            ),
-            _ => ("404 Not Found", "not found\n".to_owned()),
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}
+
+impl serving::Endpoints for Health {
+    fn metrics(&self) -> String {
+        self.inner.metrics.render()
+    }
+
+    fn live(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.is_ready() {
+            return Ok(());
         }
+        Err(match lock(&self.inner.last_error).as_deref() {
+            Some(e) => format!("not ready: no reconcile has succeeded yet; last error: {e}"),
+            None => "not ready: no reconcile has succeeded yet".to_owned(),
+        })
     }
 }
 
@@ -68,90 +198,80 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Binds `addr` (so a taken port fails the start, with a clear error) and serves the probes
-/// in the background; returns the address bound (port 0 picks one).
-pub async fn serve(
-    addr: SocketAddr,
-    health: Health,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::HealthListen { addr, source })?;
-    let bound = listener.local_addr().unwrap_or(addr);
-    info!(addr = %bound, "serving /healthz and /readyz");
-    Ok((
-        bound,
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut conn, _)) = listener.accept().await else {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                };
-                let health = health.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let read = tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        conn.read(&mut buf),
-                    )
-                    .await;
-                    let Ok(Ok(n)) = read else {
-                        return;
-                    };
-                    let request = String::from_utf8_lossy(&buf[..n]);
-                    let path = request.split_whitespace().nth(1).unwrap_or("/");
-                    let (status, body) = health.answer(path);
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if let Err(e) = conn.write_all(response.as_bytes()).await {
-                        warn!(error = %e, "probe response");
-                    }
-                });
-            }
-        }),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use federator_api::member::{Installed, RemoteSecretsStatus};
+    use federator_api::serving::Endpoints;
 
     #[test]
     fn ready_after_the_first_successful_reconcile() {
         let h = Health::default();
-        assert_eq!(h.answer("/healthz").0, "200 OK");
-        let (status, body) = h.answer("/readyz");
-        assert_eq!(status, "503 Service Unavailable");
-        assert!(body.contains("no reconcile has succeeded"), "{body}");
+        assert_eq!(h.live(), Ok(()));
+        let why = h.ready().unwrap_err();
+        assert!(why.contains("no reconcile has succeeded"), "{why}");
         h.failed("cannot read ClusterTrust federator-system/local: connection refused");
-        assert!(h.answer("/readyz").1.contains("connection refused"));
+        assert!(h.ready().unwrap_err().contains("connection refused"));
         h.reconciled();
-        assert_eq!(h.answer("/readyz"), ("200 OK", "ready\n".to_owned()));
+        assert_eq!(h.ready(), Ok(()));
         h.failed("later error");
-        assert_eq!(h.answer("/readyz").0, "200 OK", "stays ready");
-        assert_eq!(h.answer("/nope").0, "404 Not Found");
+        assert_eq!(h.ready(), Ok(()), "stays ready");
+        assert!(
+            h.metrics()
+                .render()
+                .contains("federator_agent_reconcile_errors_total 2\n")
+        );
+    }
+
+    #[test]
+    fn metrics_follow_what_the_reconciles_report() {
+        let h = Health::default();
+        let text = h.metrics().render();
+        assert!(text.contains(&format!(
+            "federator_agent_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(text.contains("federator_agent_cacerts_writes_total 0\n"));
+        assert!(
+            !text.contains("federator_agent_ca_expiry_timestamp_seconds"),
+            "no CA installed yet: {text}"
+        );
+        let status = ClusterTrustStatus {
+            installed: Some(Installed {
+                serial: "01".into(),
+                sha256: "s".into(),
+                not_after: federator_api::fields::parse_time("2027-01-15T08:00:00Z").unwrap(),
+                bundle_generation: 4,
+                csr_generation: 1,
+            }),
+            remote_secrets: Some(RemoteSecretsStatus {
+                peers: vec!["west".into(), "north".into()],
+                ..RemoteSecretsStatus::default()
+            }),
+            ..ClusterTrustStatus::default()
+        };
+        h.metrics().observe(Some(&status), 1);
+        h.metrics().observe(None, 0);
+        let text = h.metrics().render();
+        assert!(text.contains("federator_agent_ca_expiry_timestamp_seconds 1800000000\n"));
+        assert!(text.contains("federator_agent_bundle_generation 4\n"));
+        assert!(text.contains("federator_agent_cacerts_writes_total 1\n"));
+        assert!(text.contains("federator_agent_remote_secrets 2\n"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[tokio::test]
-    async fn serves_the_probes_over_http() {
+    async fn serves_the_probes_and_metrics_over_http() {
         let h = Health::default();
-        let (addr, _task) = serve("127.0.0.1:0".parse().unwrap(), h.clone())
+        let (addr, _server) = serving::serve("127.0.0.1:0".parse().unwrap(), Arc::new(h.clone()))
             .await
             .unwrap();
-        let get = |path: &'static str| async move {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        };
-        assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
+        let get = |path| serving::get(addr, path);
+        assert!(get("/readyz").await.unwrap().starts_with("HTTP/1.1 503"));
         h.reconciled();
-        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
-        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get("/readyz").await.unwrap().starts_with("HTTP/1.1 200"));
+        assert!(get("/healthz").await.unwrap().starts_with("HTTP/1.1 200"));
+        let m = get("/metrics").await.unwrap();
+        assert!(m.contains("federator_agent_build_info"), "{m}");
     }
 }

@@ -51,6 +51,8 @@ pub struct Summary {
     pub writes: Vec<String>,
     /// Events about what was done, for the `ClusterTrust`.
     pub notes: Vec<Note>,
+    /// The `ClusterTrust` status the reconcile wrote or found current.
+    pub status: Option<federator_api::member::ClusterTrustStatus>,
 }
 
 impl Summary {
@@ -171,6 +173,16 @@ pub async fn reconcile_once(client: &Client, opts: &Options, events: &Events) ->
     };
     let mut summary = Summary::default();
     let result = reconcile_trust(client, opts, &trusts, &trust, &mut summary).await;
+    let cacerts = format!(
+        "Secret {}/{}",
+        names::ISTIO_NAMESPACE,
+        names::CACERTS_SECRET
+    );
+    let cacerts_writes = summary.writes.iter().filter(|w| **w == cacerts).count();
+    opts.health.metrics().observe(
+        summary.status.as_ref(),
+        u64::try_from(cacerts_writes).unwrap_or(u64::MAX),
+    );
     let reference = trust.object_ref(&());
     let reported = trust
         .status
@@ -471,6 +483,7 @@ async fn reconcile_trust(
         patch_status(trusts, &new_status).await?;
         summary.writes.push("ClusterTrust status".into());
     }
+    summary.status = Some(new_status);
     match failure {
         Some(e) => Err(e),
         None => Ok(()),

@@ -14,6 +14,9 @@ pub struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. info or federator=debug.
     #[arg(long, global = true, env = "FEDERATOR_LOG", default_value = "warn")]
     pub log_level: String,
+    /// Log format: `text` or `json` (one JSON object per line, for a log collector).
+    #[arg(long, global = true, env = "FEDERATOR_LOG_FORMAT", default_value = "text", value_parser = parse_log_format)]
+    pub log_format: federator_api::logging::LogFormat,
     /// Kubeconfig of the hub cluster (default: in-cluster config, then $KUBECONFIG or ~/.kube/config).
     #[arg(long, global = true, env = "FEDERATOR_HUB_KUBECONFIG")]
     pub hub_kubeconfig: Option<PathBuf>,
@@ -49,9 +52,34 @@ pub enum Command {
     /// member to the new root, then drops the old one.
     RotateRoot(RotateRootArgs),
     /// Check a cluster's Istio for federator, before or after join: istiod's version and the
-    /// rules it follows, `cacerts`, the roots istiod serves, the federation's exchange object.
-    /// Reads only; exits 1 when it finds a problem.
+    /// rules it follows, `ISTIO_MULTIROOT_MESH`, the mesh config's trust domain and
+    /// `PROXY_CONFIG_XDS_AGENT`, `cacerts` (valid? written by federator?), the roots istiod
+    /// serves, the federation's exchange object. Reads only; exits 1 when it finds a problem.
     Doctor(DoctorArgs),
+    /// Print the three CRDs (Federation, MemberCluster, ClusterTrust) as `init` installs them,
+    /// as YAML documents: for `kubectl apply -f -` or a Helm chart's `crds/`.
+    Crds,
+    /// Print a shell completion script: `source <(federator completion bash)`.
+    Completion(CompletionArgs),
+}
+
+/// `federator completion`
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// Shells `completion` writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
 }
 
 /// `federator doctor`
@@ -63,6 +91,10 @@ pub struct DoctorArgs {
     /// Context in that kubeconfig.
     #[arg(long)]
     pub context: Option<String>,
+    /// The trust domain the cluster will join with, to check the mesh config against (a
+    /// joined cluster's is read from the federation).
+    #[arg(long, value_parser = parse_trust_domain)]
+    pub trust_domain: Option<TrustDomain>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -228,6 +260,12 @@ pub struct JoinClusterArgs {
     /// Context in that kubeconfig.
     #[arg(long)]
     pub context: Option<String>,
+    /// The cluster's API server address as the hub (and, with remote secrets, the other
+    /// members' istiods) reach it, when it differs from the admin kubeconfig's (like
+    /// `istioctl create-remote-secret --server`): an https URL. The hub's stored credential
+    /// and the reader kubeconfig name it; join itself uses the admin kubeconfig.
+    #[arg(long, value_name = "URL", value_parser = parse_server_url)]
+    pub server: Option<String>,
     /// SPIFFE trust domain of the cluster's mesh.
     #[arg(long, default_value = "cluster.local", value_parser = parse_trust_domain)]
     pub trust_domain: TrustDomain,
@@ -310,6 +348,10 @@ pub struct StatusArgs {
     /// A member last reached longer ago than this is unhealthy.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub stale_after: Duration,
+    /// Keep watching: render again (table: redraw; json/yaml: a new document) whenever the
+    /// Federation or a MemberCluster changes, until Ctrl-C.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 /// `federator serve`
@@ -328,7 +370,8 @@ pub struct ServeArgs {
     /// the API server's minimum is 10m).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub reader_token_ttl: Duration,
-    /// Serve Prometheus metrics on this address (`/metrics`), e.g. 0.0.0.0:9090.
+    /// Serve Prometheus metrics (`/metrics`) and the probes (`/healthz`: liveness, `/readyz`:
+    /// readiness) on this address, e.g. 0.0.0.0:9090.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -418,6 +461,25 @@ pub enum OutputFormat {
     Yaml,
 }
 
+/// The completion script of `shell` for the whole command line.
+pub fn completion(shell: Shell) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    match shell {
+        Shell::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "federator", &mut out)
+        }
+        Shell::Zsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "federator", &mut out)
+        }
+        Shell::Fish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "federator", &mut out)
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     federator_core::duration::parse(s).map_err(|e| e.to_string())
 }
@@ -428,6 +490,33 @@ fn parse_key_algorithm(s: &str) -> Result<KeyAlgorithm, String> {
 
 fn parse_cluster_name(s: &str) -> Result<ClusterName, String> {
     ClusterName::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_log_format(s: &str) -> Result<federator_api::logging::LogFormat, String> {
+    s.parse()
+}
+
+/// An API server URL for `join --server`: https, with a host, nothing after the path.
+pub fn parse_server_url(s: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{s:?} is not an API server URL ({why}); pass it like https://api.east.example:6443"
+        ))
+    };
+    let Some(rest) = s.strip_prefix("https://") else {
+        return bad("it must start with https://");
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return bad("no host");
+    }
+    if s.contains(char::is_whitespace) || s.contains(['?', '#', '@']) {
+        return bad("no spaces, query, fragment or user info");
+    }
+    match s.parse::<http::Uri>() {
+        Ok(_) => Ok(s.trim_end_matches('/').to_owned()),
+        Err(e) => bad(&e.to_string()),
+    }
 }
 
 fn parse_trust_domain(s: &str) -> Result<TrustDomain, String> {
@@ -446,6 +535,64 @@ mod tests {
             Command::Join(JoinCommand::Cluster(a)) => Ok(a.remote_secrets),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn completions_name_every_subcommand() {
+        use clap::CommandFactory;
+        let subcommands: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        assert!(subcommands.len() >= 11, "{subcommands:?}");
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let script = completion(shell);
+            for sub in &subcommands {
+                assert!(script.contains(sub.as_str()), "{shell:?} lacks {sub}");
+            }
+            // Nested ones and flags too.
+            assert!(
+                script.contains("rotate-root") && script.contains("--leader-elect"),
+                "{shell:?}"
+            );
+        }
+        assert!(completion(Shell::Bash).contains("complete -F"));
+        assert!(completion(Shell::Zsh).starts_with("#compdef federator"));
+        assert!(completion(Shell::Fish).contains("complete -c federator"));
+        assert!(Cli::try_parse_from(["federator", "completion", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn server_urls_must_be_https_with_a_host() {
+        assert_eq!(
+            parse_server_url("https://10.0.0.1:6443/").unwrap(),
+            "https://10.0.0.1:6443"
+        );
+        assert!(parse_server_url("https://api.east.example").is_ok());
+        for bad in [
+            "http://10.0.0.1:6443",
+            "10.0.0.1:6443",
+            "https://",
+            "https://:6443",
+            "https://a b",
+            "https://x?y=1",
+        ] {
+            let e = parse_server_url(bad).unwrap_err();
+            assert!(e.contains("not an API server URL"), "{bad}: {e}");
+        }
+        let err = Cli::try_parse_from([
+            "federator",
+            "join",
+            "cluster",
+            "east",
+            "--kubeconfig",
+            "k",
+            "--server",
+            "http://x",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("https://"), "{err}");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! [`observe`] reads, with the user's kubeconfig and nothing else, the objects the agent reads
 //! in a member (the istiod Deployment, `istio-system/cacerts`, the roots istiod publishes in
-//! `istio-system/istio-ca-root-cert`, and the exchange object `federator-system/local` when the
-//! cluster has joined). [`diagnose`] is pure: it applies the rules of the istiod version that
+//! `istio-system/istio-ca-root-cert`, the mesh config in `istio-system/istio`, and the
+//! exchange object `federator-system/local` when the cluster has joined). [`diagnose`] is pure: it applies the rules of the istiod version that
 //! runs ([`federator_core::istiod`], the same rules the agent decides restarts with) and the
 //! `cacerts` validator, and says what each finding means and what to do. Nothing is written.
 //!
@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use federator_api::istio::{MeshSettings, PROXY_CONFIG_XDS_AGENT};
 use federator_api::member::ClusterTrust;
 use federator_api::{fields, names};
 use federator_core::cacerts;
@@ -39,6 +40,11 @@ pub struct Observed {
     pub published_roots: Option<Vec<u8>>,
     /// The exchange object, if the cluster has joined a federation.
     pub cluster_trust: Option<ClusterTrust>,
+    /// The mesh config (`istio-system/istio`, key `mesh`), read; `None`: no such ConfigMap.
+    pub mesh: Option<Result<MeshSettings, String>>,
+    /// The trust domain the cluster joins (or joined) with, when known: the exchange
+    /// object's, else `doctor --trust-domain`.
+    pub trust_domain: Option<String>,
 }
 
 /// What the istiod Deployment says.
@@ -192,6 +198,9 @@ pub fn diagnose(o: &Observed, now: OffsetDateTime) -> Vec<Finding> {
                     add(Level::Warning, "cacerts", w);
                 }
             }
+            if let Some(w) = foreign_cacerts(o, ca.map(|c| c.serial.as_str())) {
+                add(Level::Warning, "cacerts", w);
+            }
         }
         (Some(_), Some(report)) => {
             for p in &report.problems {
@@ -245,6 +254,9 @@ pub fn diagnose(o: &Observed, now: OffsetDateTime) -> Vec<Finding> {
         }
     }
 
+    // The mesh config.
+    mesh_findings(o, &mut add);
+
     // The federation.
     match &o.cluster_trust {
         None => add(
@@ -295,13 +307,122 @@ pub fn diagnose(o: &Observed, now: OffsetDateTime) -> Vec<Finding> {
     out
 }
 
+/// A valid `cacerts` federator did not write: before join, someone else's CA (join replaces
+/// it); after, one that is not the cluster CA the hub signed.
+fn foreign_cacerts(o: &Observed, serial: Option<&str>) -> Option<String> {
+    let backup = format!(
+        "back it up first (`kubectl -n {} get secret {} -o yaml`)",
+        names::ISTIO_NAMESPACE,
+        names::CACERTS_SECRET
+    );
+    match &o.cluster_trust {
+        None => Some(format!(
+            "{}/{} exists and federator did not write it: `federator join` replaces it with a cluster CA under the federation's root, and workloads that trust only its current root stop trusting this cluster's new certificates until they get the federation's bundle; {backup}, and if other meshes trust its root, import that root with `federator init --root import`",
+            names::ISTIO_NAMESPACE,
+            names::CACERTS_SECRET
+        )),
+        Some(ct) => {
+            let signed = ct.spec.signed.as_ref().map(|s| s.serial.as_str());
+            let installed = ct
+                .status
+                .as_ref()
+                .and_then(|s| s.installed.as_ref())
+                .map(|i| i.serial.as_str());
+            let ours = serial.is_some() && (serial == signed || serial == installed);
+            (!ours && signed.is_some()).then(|| {
+                format!(
+                    "{}/{} holds a cluster CA (serial {}) the hub did not sign (it signed {}): someone else wrote it; the agent replaces it at its next reconcile — if it keeps coming back, find what writes it (an Istio installer's plugged-in certs, cert-manager); {backup}",
+                    names::ISTIO_NAMESPACE,
+                    names::CACERTS_SECRET,
+                    serial.unwrap_or("?"),
+                    signed.unwrap_or("?")
+                )
+            })
+        }
+    }
+}
+
+/// The mesh config's trust domain against the cluster's, and `PROXY_CONFIG_XDS_AGENT`.
+fn mesh_findings(o: &Observed, add: &mut impl FnMut(Level, &'static str, String)) {
+    let cm = format!(
+        "ConfigMap {}/{}",
+        names::ISTIO_NAMESPACE,
+        names::ISTIO_CONFIGMAP
+    );
+    let settings = match &o.mesh {
+        None if !o.istio_namespace => return,
+        None => {
+            add(
+                Level::Ok,
+                "mesh config",
+                format!(
+                    "no {cm}: istiod runs with the default mesh config (trust domain cluster.local)"
+                ),
+            );
+            MeshSettings {
+                trust_domain: federator_core::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
+                proxy_config_xds_agent: false,
+            }
+        }
+        Some(Err(e)) => {
+            add(
+                Level::Problem,
+                "mesh config",
+                format!("{cm}: {e}: istiod cannot load it either; fix its `mesh` key"),
+            );
+            return;
+        }
+        Some(Ok(s)) => s.clone(),
+    };
+    match &o.trust_domain {
+        Some(td) if *td != settings.trust_domain => add(
+            Level::Problem,
+            "mesh config",
+            format!(
+                "trustDomain is {} but the cluster joins (or joined) the federation in {td}: istiod issues workload identities in {}, which no member's bundle maps to this cluster's root; set meshConfig.trustDomain to {td} (and restart istiod), or join with --trust-domain {}",
+                settings.trust_domain, settings.trust_domain, settings.trust_domain
+            ),
+        ),
+        Some(td) => add(
+            Level::Ok,
+            "mesh config",
+            format!("trustDomain {td}: the cluster's trust domain in the federation"),
+        ),
+        None => add(
+            Level::Ok,
+            "mesh config",
+            format!(
+                "trustDomain {}: join with --trust-domain {} (or pass doctor --trust-domain to check another)",
+                settings.trust_domain, settings.trust_domain
+            ),
+        ),
+    }
+    if settings.proxy_config_xds_agent {
+        add(
+            Level::Ok,
+            "mesh config",
+            format!(
+                "{PROXY_CONFIG_XDS_AGENT}=true: sidecars take new roots over XDS as soon as istiod pushes them"
+            ),
+        );
+    } else {
+        add(
+            Level::Warning,
+            "mesh config",
+            format!(
+                "meshConfig.defaultConfig.proxyMetadata.{PROXY_CONFIG_XDS_AGENT} is not \"true\": sidecars learn a new root only at their next workload certificate rotation (up to its lifetime, 24h by default), so a root rotation must drain at least that long; set it to \"true\" (Istio's multi-root setup) and restart the workloads"
+            ),
+        );
+    }
+}
+
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
 /// Reads what [`diagnose`] needs. Objects that do not exist are `None`; a refused or failed
 /// read is an error naming the object, since a partial picture would mislead.
-pub async fn observe(client: &Client) -> Result<Observed> {
+pub async fn observe(client: &Client, trust_domain: Option<&str>) -> Result<Observed> {
     let istio = names::ISTIO_NAMESPACE;
     let what = |o: &str| format!("read {o}");
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -363,12 +484,34 @@ pub async fn observe(client: &Client) -> Result<Observed> {
             ));
         }
     };
+    let mesh = configmaps
+        .get_opt(names::ISTIO_CONFIGMAP)
+        .await
+        .map_err(|e| {
+            Error::kube(
+                &what(&format!("ConfigMap {istio}/{}", names::ISTIO_CONFIGMAP)),
+                e,
+            )
+        })?
+        .map(|c| {
+            let yaml = c
+                .data
+                .and_then(|mut d| d.remove(names::MESH_KEY))
+                .unwrap_or_default();
+            federator_api::istio::mesh_settings(&yaml)
+        });
+    let trust_domain = cluster_trust
+        .as_ref()
+        .map(|ct| ct.spec.trust_domain.clone())
+        .or_else(|| trust_domain.map(str::to_owned));
     Ok(Observed {
         istio_namespace,
         istiod,
         cacerts,
         published_roots,
         cluster_trust,
+        mesh,
+        trust_domain,
     })
 }
 
@@ -564,6 +707,66 @@ mod tests {
         assert_eq!(w.level, Level::Warning);
         let none = diagnose(&obs(None), now);
         assert!(find(&none, "published roots", "not published").is_some());
+    }
+
+    #[test]
+    fn the_mesh_config_is_checked_against_the_clusters_trust_domain() {
+        let now = OffsetDateTime::now_utc();
+        let obs = |mesh: Option<Result<MeshSettings, String>>, td: Option<&str>| Observed {
+            istio_namespace: true,
+            mesh,
+            trust_domain: td.map(str::to_owned),
+            ..Observed::default()
+        };
+        let settings = |td: &str, xds| {
+            Some(Ok(MeshSettings {
+                trust_domain: td.into(),
+                proxy_config_xds_agent: xds,
+            }))
+        };
+        let f = diagnose(&obs(settings("east.local", true), Some("west.local")), now);
+        let p = find(&f, "mesh config", "trustDomain is east.local").unwrap();
+        assert_eq!(p.level, Level::Problem);
+        assert!(
+            p.message
+                .contains("set meshConfig.trustDomain to west.local")
+        );
+        assert!(find(&f, "mesh config", "PROXY_CONFIG_XDS_AGENT=true").is_some());
+        let f = diagnose(&obs(settings("east.local", false), Some("east.local")), now);
+        assert!(f.iter().all(|x| x.level != Level::Problem), "{f:?}");
+        let w = find(&f, "mesh config", "is not \"true\"").unwrap();
+        assert_eq!(w.level, Level::Warning);
+        assert!(w.message.contains("set it to \"true\""));
+        // Unknown trust domain (before join, no --trust-domain): says what to join with.
+        let f = diagnose(&obs(settings("east.local", true), None), now);
+        assert!(find(&f, "mesh config", "join with --trust-domain east.local").is_some());
+        // No ConfigMap: istiod's default, cluster.local.
+        let f = diagnose(&obs(None, Some("east.local")), now);
+        assert_eq!(
+            find(&f, "mesh config", "trustDomain is cluster.local")
+                .unwrap()
+                .level,
+            Level::Problem
+        );
+        let f = diagnose(&obs(Some(Err("not YAML".into())), None), now);
+        assert_eq!(
+            find(&f, "mesh config", "not YAML").unwrap().level,
+            Level::Problem
+        );
+    }
+
+    #[test]
+    fn a_cacerts_federator_did_not_write_is_named() {
+        let now = OffsetDateTime::now_utc();
+        let obs = Observed {
+            istio_namespace: true,
+            cacerts: Some(short_cacerts()),
+            ..Observed::default()
+        };
+        let f = diagnose(&obs, now);
+        let w = find(&f, "cacerts", "federator did not write it").unwrap();
+        assert_eq!(w.level, Level::Warning);
+        assert!(w.message.contains("back it up first"));
     }
 
     #[test]

@@ -44,5 +44,16 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Serve(args) => commands::hub::serve(&hub, args).await,
         cli::Command::Bundle(args) => commands::hub::bundle(&hub, args).await,
         cli::Command::RotateRoot(args) => commands::hub::rotate_root(&hub, args).await,
+        cli::Command::Crds => {
+            print!(
+                "{}",
+                federator_api::crds_yaml().map_err(Error::encode("the CRDs"))?
+            );
+            Ok(())
+        }
+        cli::Command::Completion(args) => {
+            print!("{}", cli::completion(args.shell));
+            Ok(())
+        }
     }
 }

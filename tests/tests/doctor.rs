@@ -1,6 +1,7 @@
 //! `federator doctor` against a real kube-apiserver and a real istiod 1.27.9 (a version that
 //! compares roots by substring and does not clamp workload certificates): before Istio, before
-//! the join, with a broken `cacerts`, and joined — and it never writes.
+//! the join, with a broken `cacerts` and with someone else's, and joined, with the mesh
+//! config's trust domain and `PROXY_CONFIG_XDS_AGENT` — and it never writes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -94,20 +95,20 @@ async fn doctor_applies_the_running_istiods_rules_and_writes_nothing() {
         Api::namespaced(cluster.client().await.unwrap(), names::ISTIO_NAMESPACE);
     let root = federator_testkit::pki::root("cluster.local");
     let files = federator_testkit::pki::cacerts(&root, "cluster-1", "cluster.local").files();
-    let partial = Secret {
+    let cacerts_secret = |names_: &[&str]| Secret {
         metadata: ObjectMeta {
             name: Some(names::CACERTS_SECRET.into()),
             ..ObjectMeta::default()
         },
         data: Some(
-            [(
-                "ca-cert.pem".to_owned(),
-                ByteString(files["ca-cert.pem"].clone()),
-            )]
-            .into(),
+            names_
+                .iter()
+                .map(|n| ((*n).to_owned(), ByteString(files[*n].clone())))
+                .collect(),
         ),
         ..Secret::default()
     };
+    let partial = cacerts_secret(&["ca-cert.pem"]);
     let created = secrets
         .create(&PostParams::default(), &partial)
         .await
@@ -126,6 +127,24 @@ async fn doctor_applies_the_running_istiods_rules_and_writes_nothing() {
     assert_eq!(
         after.metadata.resource_version, created.metadata.resource_version,
         "doctor wrote nothing"
+    );
+    secrets
+        .delete(names::CACERTS_SECRET, &DeleteParams::default())
+        .await
+        .unwrap();
+
+    // A valid cacerts someone else wrote: join would replace it, so doctor says so (and how to
+    // keep it), without calling it a problem.
+    let foreign = cacerts_secret(&files.keys().map(String::as_str).collect::<Vec<_>>());
+    secrets
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let (code, f) = doctor(&fed, "cluster-1");
+    assert_eq!(code, 0, "{f:#?}");
+    assert!(
+        has(&f, "warning", "cacerts", "federator did not write it"),
+        "{f:#?}"
     );
     secrets
         .delete(names::CACERTS_SECRET, &DeleteParams::default())
@@ -175,5 +194,51 @@ async fn doctor_applies_the_running_istiods_rules_and_writes_nothing() {
     assert!(
         f.iter().all(|x| x["level"] != "problem"),
         "no problem once joined: {f:#?}"
+    );
+
+    // The mesh config: the cluster's trust domain is fine, PROXY_CONFIG_XDS_AGENT missing is
+    // a warning; another trust domain is a problem naming the fix. (The testbed's istiod
+    // keeps the mesh config in ConfigMap istio-system/istio.)
+    let (code, f) = doctor(&fed, "cluster-1");
+    assert_eq!(code, 0, "{f:#?}");
+    assert!(
+        has(&f, "ok", "mesh config", "trustDomain cluster.local"),
+        "{f:#?}"
+    );
+    assert!(
+        has(
+            &f,
+            "warning",
+            "mesh config",
+            "PROXY_CONFIG_XDS_AGENT is not"
+        ),
+        "{f:#?}"
+    );
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(cluster.client().await.unwrap(), names::ISTIO_NAMESPACE);
+    let mesh = "trustDomain: elsewhere.example\ndefaultConfig:\n  proxyMetadata:\n    PROXY_CONFIG_XDS_AGENT: \"true\"\n";
+    let patch = serde_json::json!({ "data": { names::MESH_KEY: mesh } });
+    configmaps
+        .patch(
+            names::ISTIO_CONFIGMAP,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let (code, f) = doctor(&fed, "cluster-1");
+    assert_eq!(code, 1, "{f:#?}");
+    assert!(
+        has(
+            &f,
+            "problem",
+            "mesh config",
+            "trustDomain is elsewhere.example but the cluster joins (or joined) the federation in cluster.local"
+        ),
+        "{f:#?}"
+    );
+    assert!(
+        has(&f, "ok", "mesh config", "PROXY_CONFIG_XDS_AGENT=true"),
+        "{f:#?}"
     );
 }

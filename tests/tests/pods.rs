@@ -199,7 +199,10 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
             pod.metadata.name.as_deref().unwrap(),
             "cluster-agent",
         );
-        assert!(log.contains("serving /healthz and /readyz"), "{log}");
+        assert!(
+            log.contains("serving /metrics, /healthz and /readyz") && log.contains(":9091"),
+            "{log}"
+        );
         if let Some(d) = start_to_cacerts(&log) {
             figure(
                 &format!("agent Pod of {name}: start to cacerts written"),

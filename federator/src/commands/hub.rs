@@ -103,6 +103,7 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
         hub_token_ttl: args.hub_token_ttl,
         agent_wait: args.wait,
         remote_secrets: args.remote_secrets,
+        server: args.server.clone(),
     };
     let report = hub_join::join(&hub, &opts).await?;
     let mut out = format!(
@@ -260,8 +261,99 @@ fn peers_cell(remote: Option<&federator_api::hub::MemberRemoteSecrets>) -> Strin
 /// `federator status`
 pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
     let hub = hub_client(source).await?;
+    if args.watch {
+        return watch_status(&hub, &args).await;
+    }
     let report = hub_status::status(&hub, args.stale_after).await?;
-    let text = match args.output {
+    print!("{}", render_status(&report, args.output)?);
+    if report.healthy {
+        Ok(())
+    } else {
+        let bad: Vec<&str> = report
+            .clusters
+            .iter()
+            .filter(|c| !c.healthy)
+            .map(|c| c.name.as_str())
+            .collect();
+        Err(Error::ProblemsFound(format!(
+            "unhealthy: {}",
+            bad.join(", ")
+        )))
+    }
+}
+
+/// `federator status --watch`: renders again whenever the Federation or a MemberCluster
+/// changes (a watch on each, not polling), until Ctrl-C. A table is redrawn in place on a
+/// terminal; json and yaml print one document per change (yaml separated by `---`). A burst of
+/// changes (a reconcile touching several members) renders once; a change that alters nothing
+/// shown renders nothing.
+async fn watch_status(hub: &kube::Client, args: &StatusArgs) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+
+    use federator_api::hub::{Federation, MemberCluster};
+    use federator_api::{names, plumbing};
+    use futures::{FutureExt, StreamExt};
+    use kube::api::Api;
+    use kube::runtime::watcher;
+
+    let changes = futures::stream::select(
+        plumbing::changes_of(
+            watcher(
+                Api::<Federation>::namespaced(hub.clone(), names::NAMESPACE),
+                plumbing::by_name(names::FEDERATION),
+            ),
+            "the Federation".to_owned(),
+        ),
+        plumbing::changes_of(
+            watcher(
+                Api::<MemberCluster>::namespaced(hub.clone(), names::NAMESPACE),
+                watcher::Config::default(),
+            ),
+            "the MemberClusters".to_owned(),
+        ),
+    );
+    let mut changes = std::pin::pin!(changes);
+    let terminal = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let report = hub_status::status(hub, args.stale_after).await?;
+        let text = render_status(&report, args.output)?;
+        if text != last {
+            let mut out = std::io::stdout().lock();
+            let separator = match args.output {
+                OutputFormat::Table if terminal => "\x1b[H\x1b[2J",
+                OutputFormat::Table if !last.is_empty() => "\n",
+                OutputFormat::Yaml => "---\n",
+                _ => "",
+            };
+            // A closed stdout (`| head`) ends the watch.
+            if write!(out, "{separator}{text}")
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return Ok(());
+            }
+            last = text;
+        }
+        tokio::select! {
+            change = changes.next() => {
+                if change.is_none() {
+                    return Err(Error::Unreachable("the watch on the hub ended".into()));
+                }
+            }
+            _ = &mut ctrl_c => return Ok(()),
+        }
+        // Coalesce a burst of changes into one rendering.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        while let Some(Some(())) = changes.next().now_or_never() {}
+    }
+}
+
+/// `federator status` output.
+fn render_status(report: &hub_status::StatusReport, output: OutputFormat) -> Result<String> {
+    Ok(match output {
         OutputFormat::Table => {
             let rows: Vec<Vec<String>> = report
                 .clusters
@@ -302,9 +394,13 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
             );
             for r in &report.rotations {
                 s += &format!(
-                    "rotating {}: {}{}\n",
+                    "rotating {}: {}{}{}\n",
                     r.trust_domain,
                     r.phase,
+                    match &r.phase_since {
+                        None => String::new(),
+                        Some(t) => format!(" since {}", t.0),
+                    },
                     match &r.removes_old_root_at {
                         None => String::new(),
                         Some(t) => format!(" (old root removed at {})", t.0),
@@ -331,23 +427,8 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
             );
             s
         }
-        other => output::structured(&report, other)?,
-    };
-    print!("{text}");
-    if report.healthy {
-        Ok(())
-    } else {
-        let bad: Vec<&str> = report
-            .clusters
-            .iter()
-            .filter(|c| !c.healthy)
-            .map(|c| c.name.as_str())
-            .collect();
-        Err(Error::ProblemsFound(format!(
-            "unhealthy: {}",
-            bad.join(", ")
-        )))
-    }
+        other => output::structured(report, other)?,
+    })
 }
 
 /// `federator doctor`
@@ -360,7 +441,8 @@ pub async fn doctor(args: crate::cli::DoctorArgs) -> Result<()> {
     let server = k::server_of(&config);
     let client = k::client(&config, "cluster")?;
     k::check_reachable(&client, &server, "cluster").await?;
-    let observed = crate::doctor::observe(&client).await?;
+    let observed =
+        crate::doctor::observe(&client, args.trust_domain.as_ref().map(|t| t.as_str())).await?;
     let findings = crate::doctor::diagnose(&observed, time::OffsetDateTime::now_utc());
     let text = match args.output {
         OutputFormat::Table => {

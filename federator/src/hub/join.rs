@@ -67,6 +67,9 @@ pub struct JoinOptions {
     pub agent_wait: Duration,
     /// Take part in endpoint discovery: install the reader identity and the peers Secret.
     pub remote_secrets: bool,
+    /// The member's API server as the hub and the other members reach it (`--server`), when
+    /// it is not the admin kubeconfig's.
+    pub server: Option<String>,
 }
 
 /// What join did.
@@ -186,9 +189,20 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
 
     // Reach the member and check every permission before writing anything.
     let config = k::config_from(&opts.member).await?;
-    let server = k::server_of(&config);
     let member = k::client(&config, name)?;
-    k::check_reachable(&member, &server, &format!("cluster {name}")).await?;
+    k::check_reachable(&member, &k::server_of(&config), &format!("cluster {name}")).await?;
+    // Where the hub's credential (and, through it, the reader kubeconfig) points.
+    let hub_config = match &opts.server {
+        None => config.clone(),
+        Some(url) => {
+            let mut c = config.clone();
+            c.cluster_url = url
+                .parse()
+                .map_err(|e| Error::Usage(format!("--server {url}: {e}")))?;
+            c
+        }
+    };
+    let server = k::server_of(&hub_config);
     let in_cluster = matches!(opts.agent, AgentMode::InCluster { .. });
     require(
         &member,
@@ -257,8 +271,10 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
     let still_good = match member_access::stored_kubeconfig(hub, &secret_name).await? {
         Some(stored) => {
             let fresh = !stored.needs_renewal(OffsetDateTime::now_utc());
-            let c = stored.client(name).await?;
-            fresh && member_access::credential_works(&c).await.is_ok()
+            let same_server = stored.server().await.ok().as_deref() == Some(server.as_str());
+            // Checked through the admin kubeconfig's address: join need not reach --server.
+            let c = k::client_from_kubeconfig_yaml(&stored.with_server(&config)?, name).await?;
+            fresh && same_server && member_access::credential_works(&c).await.is_ok()
         }
         None => false,
     };
@@ -266,9 +282,13 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
         let (token, expires) =
             member_access::request_token(&member, names::HUB_SERVICE_ACCOUNT, opts.hub_token_ttl)
                 .await?;
-        let yaml = member_access::token_kubeconfig(name, &config, &token)?;
-        let c = k::client_from_kubeconfig_yaml(&yaml, name).await?;
+        let c = k::client_from_kubeconfig_yaml(
+            &member_access::token_kubeconfig(name, &config, &token)?,
+            name,
+        )
+        .await?;
         member_access::credential_works(&c).await?;
+        let yaml = member_access::token_kubeconfig(name, &hub_config, &token)?;
         member_access::store_kubeconfig(hub, &secret_name, name, &yaml, expires).await?;
         report.new_credential = true;
     }

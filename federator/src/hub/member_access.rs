@@ -76,6 +76,38 @@ impl StoredCredential {
         plumbing::kubeconfig_yaml(&kc).map_err(Error::encode("the kubeconfig"))
     }
 
+    /// The API server this credential points at.
+    pub async fn server(&self) -> Result<String> {
+        let config = plumbing::config_from_yaml(self.kubeconfig.expose_secret())
+            .await
+            .map_err(|source| Error::Kubeconfig {
+                what: "the stored kubeconfig".into(),
+                source,
+            })?;
+        Ok(plumbing::Endpoint::of(&config).server)
+    }
+
+    /// The same token for the API server of `config` (its address and CA): to check a
+    /// credential from where `join` runs when the hub reaches the member elsewhere.
+    pub fn with_server(&self, config: &Config) -> Result<String> {
+        let kc = Kubeconfig::from_yaml(self.kubeconfig.expose_secret()).map_err(|source| {
+            Error::Kubeconfig {
+                what: "the stored kubeconfig".into(),
+                source,
+            }
+        })?;
+        let token = kc
+            .auth_infos
+            .iter()
+            .find_map(|a| a.auth_info.as_ref()?.token.clone())
+            .ok_or_else(|| Error::Refused("the stored kubeconfig has no token".into()))?;
+        token_kubeconfig(
+            kc.clusters.first().map_or("member", |c| c.name.as_str()),
+            config,
+            token.expose_secret(),
+        )
+    }
+
     /// A client for the member with this credential (`what` names it in errors).
     pub async fn client(&self, what: &str) -> Result<Client> {
         super::kube::client_from_kubeconfig_yaml(self.kubeconfig.expose_secret(), what).await

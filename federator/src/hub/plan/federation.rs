@@ -180,6 +180,9 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
                     previous_sha256: state.previous_root_sha256.clone(),
                     sha256: state.new_root_sha256.clone(),
                     removes_old_root_at: step.removes_old_root_at.map(fields::time),
+                    phase_since: Some(fields::time(rotation::phase_since(
+                        before, phase, state, inp.now,
+                    ))),
                     waiting_for: step.waiting_for,
                 });
             }
@@ -504,6 +507,11 @@ mod tests {
             ]
         );
         assert!(p.records.is_empty() && p.desired.resign.is_empty() && p.wake_at.is_none());
+        assert_eq!(
+            p.status.rotations[0].phase_since,
+            Some(fields::time(t(NOW))),
+            "the first phase starts now"
+        );
         let phase_notes = |p: &Plan| {
             p.notes
                 .iter()

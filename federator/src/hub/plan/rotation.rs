@@ -23,7 +23,8 @@
 
 use std::time::Duration;
 
-use federator_api::hub::{RotationPhase, RotationWait, WaitReason};
+use federator_api::fields;
+use federator_api::hub::{RotationPhase, RotationStatus, RotationWait, WaitReason};
 use time::OffsetDateTime;
 
 /// A rotation as the signer records it.
@@ -181,6 +182,25 @@ pub fn step(
             waiting_for: not_on_new_root,
         }
     }
+}
+
+/// When the rotation entered `phase`, its phase after this step: the moment the last member
+/// moved when draining (recorded, or being recorded now), else the time the status last
+/// reported (`before`) while the phase stays the same, else `now` (the phase changes now, or
+/// a hub that did not record the time wrote the status).
+pub fn phase_since(
+    before: Option<&RotationStatus>,
+    phase: RotationPhase,
+    rotation: &RotationState,
+    now: OffsetDateTime,
+) -> OffsetDateTime {
+    if phase == RotationPhase::Draining {
+        return rotation.resigned_at.unwrap_or(now);
+    }
+    before
+        .filter(|b| b.phase == phase)
+        .and_then(|b| b.phase_since.as_ref())
+        .map_or(now, fields::offset)
 }
 
 fn wait(m: &MemberAck, reason: WaitReason, message: String) -> RotationWait {
@@ -406,6 +426,43 @@ mod tests {
         let s = step("gone.local", &rotation(None), &[], 1, t(NOW));
         assert_eq!(s.phase, Some(RotationPhase::Draining));
         assert_eq!(s.record, Some(Record::Resigned { at: t(NOW) }));
+    }
+
+    #[test]
+    fn the_phase_start_moves_only_when_the_phase_changes() {
+        use RotationPhase::{Draining, ReSigning, TrustingNewRoot};
+        let reported = |phase, since: Option<&str>| RotationStatus {
+            trust_domain: "a.local".into(),
+            phase,
+            previous_sha256: OLD.into(),
+            sha256: NEW.into(),
+            removes_old_root_at: None,
+            phase_since: since.map(|s| fields::time(t(s))),
+            waiting_for: Vec::new(),
+        };
+        let earlier = "2025-12-31T22:00:00Z";
+        let r = rotation(None);
+        // A new rotation starts its first phase now.
+        assert_eq!(phase_since(None, TrustingNewRoot, &r, t(NOW)), t(NOW));
+        // The same phase keeps its start.
+        let before = reported(TrustingNewRoot, Some(earlier));
+        assert_eq!(
+            phase_since(Some(&before), TrustingNewRoot, &r, t(NOW)),
+            t(earlier)
+        );
+        // A new phase starts now.
+        assert_eq!(phase_since(Some(&before), ReSigning, &r, t(NOW)), t(NOW));
+        // Reported without a start (an earlier hub): counted from now.
+        let unknown = reported(ReSigning, None);
+        assert_eq!(phase_since(Some(&unknown), ReSigning, &r, t(NOW)), t(NOW));
+        // Draining starts when the last member moved, as recorded.
+        let moved = "2025-12-31T23:30:00Z";
+        let recorded = rotation(Some(moved));
+        assert_eq!(
+            phase_since(Some(&reported(Draining, None)), Draining, &recorded, t(NOW)),
+            t(moved)
+        );
+        assert_eq!(phase_since(Some(&before), Draining, &r, t(NOW)), t(NOW));
     }
 
     #[test]

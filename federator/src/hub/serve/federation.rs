@@ -69,6 +69,16 @@ pub async fn run(shared: Arc<Shared>) -> Result<()> {
         ),
         format!("Secret {}/{}", names::NAMESPACE, names::ROOTS_SECRET),
     );
+    // Ready (for `/readyz`) once the first list of the MemberClusters is in: the caches are
+    // synced, whether or not `federator init` has created the Federation yet.
+    let synced = {
+        let (members, probes) = (members.clone(), shared.probes.clone());
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            if members.wait_until_ready().await.is_ok() {
+                probes.set_synced();
+            }
+        }))
+    };
     let feds: Api<Federation> = Api::namespaced(client.clone(), names::NAMESPACE);
     match feds.get_opt(names::FEDERATION).await {
         Ok(None) => warn!("no Federation object: run `federator init`"),
@@ -93,6 +103,7 @@ pub async fn run(shared: Arc<Shared>) -> Result<()> {
             }
         })
         .await;
+    drop(synced);
     Err(Error::Unreachable("the hub watch ended".into()))
 }
 
@@ -162,9 +173,10 @@ async fn reconcile(fed: Arc<Federation>, ctx: Arc<Context>) -> Result<Action> {
         .await
         .map_err(|e| Error::kube("update the Federation status", e))?;
     }
-    shared
-        .metrics
-        .set_federation(plan.status.members, plan.status.bundle_generation);
+    let metrics = &shared.metrics;
+    metrics.set_federation(plan.status.members, plan.status.bundle_generation);
+    metrics.set_roots(&plan.status.roots);
+    metrics.set_rotations(&plan.status.rotations);
     let reference = fed.object_ref(&());
     for note in &plan.notes {
         shared.events.publish(&reference, note).await;

@@ -21,7 +21,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use federator_api::condition::{self, types};
 use federator_api::events::{Note, reasons as events};
 use federator_api::hub::{MemberCluster, MemberClusterSpec};
 use federator_api::member::{ClusterTrust, CsrStatus, SignedCa};
@@ -500,13 +499,7 @@ async fn report_status(
             heartbeat: shared.opts.heartbeat,
         },
     );
-    let ca_expiry = status.ca_not_after.as_ref().map_or(0, |t| t.0.as_second());
-    shared.metrics.set_member(
-        name,
-        condition::is_true(&status.conditions, types::READY),
-        ca_expiry,
-        status.bundle_generation_acknowledged,
-    );
+    shared.metrics.set_member(name, &status);
     if current.status.as_ref() != Some(&status) {
         plumbing::apply_status(&api, name, &status, names::HUB_FIELD_MANAGER)
             .await

@@ -115,6 +115,7 @@ fn fixture(signer_loaded: bool) -> Fixture {
             metrics_addr: None,
         },
         Arc::new(Metrics::default()),
+        Arc::new(crate::hub::serve::probes::Probes::default()),
     ));
     shared.desired.send_replace(Desired {
         bundle: vec![exchange::bundle_entry(TD, &root)],
