@@ -552,7 +552,7 @@ mod tests {
             }
             // Nested ones and flags too.
             assert!(
-                script.contains("rotate-root") && script.contains("--leader-elect"),
+                script.contains("rotate-root") && script.contains("leader-elect"),
                 "{shell:?}"
             );
         }
