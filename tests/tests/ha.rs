@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use federator_api::names;
 use federator_e2e::*;
+use federator_testkit::wait_until;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -236,17 +237,26 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
             .log_tail(100)
             .contains("released the Lease; taking it")
     );
-    wait_for(
+    let follower_log = &*follower_proc;
+    wait_until(
         "the new leader to be ready and say so",
         Duration::from_secs(30),
         || async {
-            let ready = get(follower_addr, "/readyz").await?.0 == 200;
-            (ready
-                && metrics(follower_addr)
-                    .await
-                    .contains("federator_leader 1\n"))
-            .then_some(())
+            let (code, body) = get(follower_addr, "/readyz")
+                .await
+                .ok_or("no answer on /readyz")?;
+            let leading = metrics(follower_addr)
+                .await
+                .contains("federator_leader 1\n");
+            if code == 200 && leading {
+                Ok(())
+            } else {
+                Err(format!(
+                    "/readyz {code} {body}, federator_leader 1: {leading}"
+                ))
+            }
         },
+        || follower_log.log_tail(40),
     )
     .await;
     // And it acts: a renewal the member asks for gets signed.

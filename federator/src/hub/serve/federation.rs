@@ -74,8 +74,15 @@ pub async fn run(shared: Arc<Shared>) -> Result<()> {
     let synced = {
         let (members, probes) = (members.clone(), shared.probes.clone());
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            if members.wait_until_ready().await.is_ok() {
-                probes.set_synced();
+            // The store's readiness wakes only the waiter polled last (the reconcile waits on
+            // it too), so look again every half second instead of waiting once.
+            loop {
+                let wait = members.wait_until_ready();
+                match tokio::time::timeout(Duration::from_millis(500), wait).await {
+                    Ok(Ok(())) => break probes.set_synced(),
+                    Ok(Err(_)) => break,
+                    Err(_) => {}
+                }
             }
         }))
     };
