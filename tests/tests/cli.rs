@@ -65,8 +65,8 @@ async fn join_server_is_where_the_hub_and_the_peers_reach_the_member() {
         "the hub's credential names --server"
     );
     assert_eq!(fed.member_cluster("c1").await.unwrap().spec.server, alias);
-    // Joining again with the same address keeps the credential; without it, a new one points
-    // at the admin kubeconfig's address.
+    // Joining again with the same address keeps the credential (checked through the admin
+    // kubeconfig's address).
     let again = fed.federator_ok(&args);
     assert!(!again.contains("stored a new"), "{again}");
 
@@ -96,8 +96,9 @@ async fn join_server_is_where_the_hub_and_the_peers_reach_the_member() {
     fed.start_agent("c2");
     fed.wait_healthy(&["c1", "c2"], Duration::from_secs(90))
         .await;
+    let reader_secret = names::reader_credential_secret("c1");
     let reader = wait_for("c1's reader kubeconfig", Duration::from_secs(30), || {
-        stored_server(&fed, &names::reader_credential_secret("c1"))
+        stored_server(&fed, &reader_secret)
     })
     .await;
     assert_eq!(reader, alias);
