@@ -15,7 +15,7 @@
 //! | [`logic`] | every decision, with no I/O (unit-tested) |
 //! | [`reconcile`] | one reconcile: reads, decisions, writes |
 //! | [`controller`] | the kube-runtime controller and its watches |
-//! | [`health`] | the liveness and readiness endpoints |
+//! | [`health`] | `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`): the metrics and the probes |
 
 #![forbid(unsafe_code)]
 

@@ -17,7 +17,8 @@ pub struct Cli {
     /// Log format: `text` or `json` (one JSON object per line, for a log collector).
     #[arg(long, global = true, env = "FEDERATOR_LOG_FORMAT", default_value = "text", value_parser = parse_log_format)]
     pub log_format: federator_api::logging::LogFormat,
-    /// Kubeconfig of the hub cluster (default: in-cluster config, then $KUBECONFIG or ~/.kube/config).
+    /// Kubeconfig of the hub cluster (default: $KUBECONFIG or ~/.kube/config, else the in-cluster
+    /// config, as in a Pod).
     #[arg(long, global = true, env = "FEDERATOR_HUB_KUBECONFIG")]
     pub hub_kubeconfig: Option<PathBuf>,
     /// Context in the hub kubeconfig (default: its current context).

@@ -23,7 +23,8 @@ use crate::{Error, Result};
 /// Where a client's configuration comes from.
 #[derive(Clone, Debug, Default)]
 pub struct ClientSource {
-    /// A kubeconfig file; `None` means in-cluster config, then `$KUBECONFIG` / `~/.kube/config`.
+    /// A kubeconfig file; `None` means `$KUBECONFIG` / `~/.kube/config`, else the in-cluster
+    /// config (kube's `Config::infer`).
     pub kubeconfig: Option<std::path::PathBuf>,
     /// A context in that kubeconfig; `None` means its current context.
     pub context: Option<String>,
