@@ -79,6 +79,15 @@ pub fn answer(endpoints: &dyn Endpoints, path: &str) -> Reply {
     }
 }
 
+/// Registers `name{version="…"} 1`, the `*_build_info` gauge that tells which version runs.
+pub fn register_build_info(registry: &mut Registry, name: &str, help: &str, version: &str) {
+    use prometheus_client::metrics::{family::Family, gauge::Gauge};
+    let info = Family::<[(String, String); 1], Gauge>::default();
+    info.get_or_create(&[("version".to_owned(), version.to_owned())])
+        .set(1);
+    registry.register(name, help, info);
+}
+
 /// The OpenMetrics text exposition of `registry`.
 pub fn render(registry: &Registry) -> String {
     let mut out = String::new();

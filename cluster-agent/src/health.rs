@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 
 use federator_api::member::ClusterTrustStatus;
 use federator_api::serving;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -41,11 +40,6 @@ struct State {
     metrics: Metrics,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Version {
-    version: String,
-}
-
 /// The agent's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -62,16 +56,11 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
-        let build_info = Family::<Version, Gauge>::default();
-        build_info
-            .get_or_create(&Version {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-            })
-            .set(1);
-        registry.register(
+        federator_api::serving::register_build_info(
+            &mut registry,
             "federator_agent_build_info",
             "1, labelled with the agent's version",
-            build_info,
+            env!("CARGO_PKG_VERSION"),
         );
         let m = Metrics {
             registry: Registry::default(),

@@ -53,21 +53,6 @@ struct Phase {
     phase: String,
 }
 
-/// The label of `*_build_info`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Version {
-    version: String,
-}
-
-impl Version {
-    /// The version of the crate that calls it.
-    pub fn of(version: &str) -> Self {
-        Version {
-            version: version.to_owned(),
-        }
-    }
-}
-
 /// The hub's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -115,14 +100,11 @@ impl Default for Metrics {
             starts_known: Mutex::default(),
         };
         let mut registry = Registry::default();
-        let build_info = Family::<Version, Gauge>::default();
-        build_info
-            .get_or_create(&Version::of(env!("CARGO_PKG_VERSION")))
-            .set(1);
-        registry.register(
+        federator_api::serving::register_build_info(
+            &mut registry,
             "federator_build_info",
             "1, labelled with the hub's version",
-            build_info,
+            env!("CARGO_PKG_VERSION"),
         );
         for (name, help, gauge) in [
             ("federator_leader", "1 while this replica acts", &m.leader),
