@@ -72,6 +72,8 @@ pub struct Federation {
     pub members: BTreeMap<String, Member>,
     /// The running `federator serve`, if started.
     pub serve: Option<Process>,
+    /// Its `--metrics-addr` (`host:port`), once started.
+    pub metrics_addr: Option<String>,
     /// Scratch directory for logs and files.
     pub dir: PathBuf,
 }
@@ -172,6 +174,7 @@ impl Federation {
             hub,
             members: BTreeMap::new(),
             serve: None,
+            metrics_addr: None,
             dir,
             testbed,
         };
@@ -268,7 +271,8 @@ impl Federation {
         api.create(&PostParams::default(), &cm).await.unwrap();
     }
 
-    /// Starts `federator serve` (killed when the Federation drops).
+    /// Starts `federator serve` (killed when the Federation drops), serving its metrics on
+    /// `--metrics-addr` (a free port unless `extra` names one; see [`Federation::hub_metrics`]).
     pub fn start_serve(&mut self, extra: &[&str]) {
         let mut spec = ProcessSpec::new(
             "federator-serve",
@@ -280,7 +284,24 @@ impl Federation {
         for a in extra {
             spec = spec.arg(*a);
         }
+        let addr = match extra.iter().position(|a| *a == "--metrics-addr") {
+            Some(i) => extra[i + 1].to_owned(),
+            None => {
+                let addr = format!("127.0.0.1:{}", testbed::process::pick_port().unwrap());
+                spec = spec.args(["--metrics-addr", &addr]);
+                addr
+            }
+        };
+        self.metrics_addr = Some(addr);
         self.serve = Some(Process::spawn(spec).unwrap());
+    }
+
+    /// The hub's `/metrics`, once `serve` runs and answers.
+    pub async fn hub_metrics(&self) -> Option<String> {
+        let r = testbed::http::get(self.metrics_addr.as_deref()?, "/metrics", None)
+            .await
+            .ok()?;
+        r.is_success().then_some(r.body)
     }
 
     /// Starts a member's agent (killed when the Federation drops).

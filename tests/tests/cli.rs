@@ -104,16 +104,17 @@ async fn join_server_is_where_the_hub_and_the_peers_reach_the_member() {
     assert_eq!(reader, alias);
 
     // The agent's endpoints: ready, and metrics that agree with what it installed.
-    let get = |path| federator_api::serving::get(metrics_addr, path);
-    assert!(get("/readyz").await.unwrap().starts_with("HTTP/1.1 200"));
-    assert!(get("/healthz").await.unwrap().starts_with("HTTP/1.1 200"));
+    let metrics_addr = metrics_addr.to_string();
+    let get = |path| testbed::http::get(&metrics_addr, path, None);
+    assert_eq!(get("/readyz").await.unwrap().status, 200);
+    assert_eq!(get("/healthz").await.unwrap().status, 200);
     let trust = fed.cluster_trust("c1").await.unwrap();
     let installed = trust.status.unwrap().installed.unwrap();
     let metrics = wait_for(
         "the agent's metrics to show c1's peer",
         Duration::from_secs(30),
         || async {
-            let m = get("/metrics").await.ok()?;
+            let m = get("/metrics").await.ok()?.body;
             m.contains("federator_agent_remote_secrets 1\n")
                 .then_some(m)
         },

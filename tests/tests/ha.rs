@@ -136,10 +136,10 @@ async fn one_leader_acts_and_a_follower_takes_over() {
 
 /// `GET path` on a replica's `--metrics-addr`: (status code, body).
 async fn get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
-    let response = federator_api::serving::get(addr, path).await.ok()?;
-    let code = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split("\r\n\r\n").nth(1)?.to_owned();
-    Some((code, body))
+    let r = testbed::http::get(&addr.to_string(), path, None)
+        .await
+        .ok()?;
+    Some((r.status, r.body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,6 +259,32 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
         || follower_log.log_tail(40),
     )
     .await;
+    // The new leader's metrics describe the federation: version, the root, the member.
+    let m = wait_for(
+        "the new leader's member metrics",
+        Duration::from_secs(30),
+        || async {
+            let m = metrics(follower_addr).await;
+            m.contains("federator_member_last_contact_timestamp_seconds{cluster=\"c1\"}")
+                .then_some(m)
+        },
+    )
+    .await;
+    let root = fed.federation_status().await.roots[0].clone();
+    assert!(
+        m.contains(&format!(
+            "federator_root_expiry_timestamp_seconds{{trust_domain=\"cluster.local\"}} {}\n",
+            root.not_after.0.as_second()
+        )),
+        "{m}"
+    );
+    assert!(m.contains("federator_build_info{version=\""), "{m}");
+    assert!(
+        m.contains("federator_member_ready{cluster=\"c1\"} 1\n"),
+        "{m}"
+    );
+    assert!(!m.contains("federator_rotation_phase{"), "no rotation: {m}");
+
     // And it acts: a renewal the member asks for gets signed.
     let old = fed.cluster_ca("c1").await;
     fed.bump_csr_generation("c1").await;

@@ -41,12 +41,28 @@ async fn follow_rotation(
     old_leaf: Option<(&[Vec<u8>], &str)>,
 ) -> (BTreeSet<String>, bool) {
     let mut phases = BTreeSet::new();
+    let mut metric_phases = BTreeSet::new();
     let mut old_leaf_ok_while_draining = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         check_trust(fed, members).await;
         let st = fed.federation_status().await;
+        // The hub's metrics follow the status: a phase series for each rotation, with the
+        // time it entered that phase.
+        if let Some(m) = fed.hub_metrics().await {
+            for line in m.lines() {
+                if let Some(labels) = line.strip_prefix("federator_rotation_phase{") {
+                    let phase = labels
+                        .split("phase=\"")
+                        .nth(1)
+                        .and_then(|p| p.split('"').next());
+                    metric_phases.insert(phase.unwrap_or_default().to_owned());
+                    assert!(line.ends_with("} 1"), "{line}");
+                }
+            }
+        }
         for r in &st.rotations {
+            assert!(r.phase_since.is_some(), "{r:?}");
             phases.insert(r.phase.to_string());
             if r.phase == RotationPhase::Draining
                 && let Some((leaf, witness)) = old_leaf
@@ -56,6 +72,24 @@ async fn follow_rotation(
             }
         }
         if st.rotations.is_empty() && !phases.is_empty() {
+            assert!(metric_phases.contains("draining"), "{metric_phases:?}");
+            assert!(
+                metric_phases
+                    .iter()
+                    .all(|p| ["trusting-new-root", "re-signing", "draining"].contains(&p.as_str())),
+                "{metric_phases:?}"
+            );
+            wait_for(
+                "the rotation's series to leave the metrics",
+                Duration::from_secs(30),
+                || async {
+                    let m = fed.hub_metrics().await?;
+                    (!m.contains("federator_rotation_phase{")
+                        && !m.contains("federator_rotation_phase_start_timestamp_seconds{"))
+                    .then_some(())
+                },
+            )
+            .await;
             return (phases, old_leaf_ok_while_draining);
         }
         assert!(

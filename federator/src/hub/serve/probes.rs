@@ -205,32 +205,31 @@ mod tests {
         let (addr, server) = serving::serve("127.0.0.1:0".parse().unwrap(), endpoints)
             .await
             .unwrap();
-        let get = |path| serving::get(addr, path);
+        let addr = addr.to_string();
+        let get = |path| testbed::http::get(&addr, path, None);
         let m = get("/metrics").await.unwrap();
-        assert!(m.starts_with("HTTP/1.1 200"), "{m}");
-        assert!(m.contains("application/openmetrics-text"), "{m}");
-        assert!(m.contains("federator_leader 1\n"), "{m}");
-        assert!(get("/healthz").await.unwrap().ends_with("\r\n\r\nok\n"));
+        assert_eq!(m.status, 200);
+        assert!(m.body.contains("federator_leader 1\n"), "{}", m.body);
+        let r = get("/healthz").await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
         let r = get("/readyz").await.unwrap();
-        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
-        assert!(
-            r.contains("has not read the federator-system/federator-leader Lease"),
-            "{r}"
+        assert_eq!(r.status, 503);
+        assert_eq!(
+            r.body,
+            "standby that has not read the federator-system/federator-leader Lease yet\n"
         );
         probes.set_lease_seen();
-        assert!(get("/readyz").await.unwrap().starts_with("HTTP/1.1 200"));
+        assert_eq!(get("/readyz").await.unwrap().status, 200);
         probes.set_leader(true);
         let r = get("/readyz").await.unwrap();
-        assert!(
-            r.starts_with("HTTP/1.1 503") && r.contains("leader, but"),
-            "{r}"
-        );
+        assert_eq!(r.status, 503);
+        assert!(r.body.starts_with("leader, but"), "{}", r.body);
         probes.set_synced();
-        assert!(get("/readyz").await.unwrap().starts_with("HTTP/1.1 200"));
+        assert_eq!(get("/readyz").await.unwrap().status, 200);
         probes.set_stopping();
-        assert!(get("/readyz").await.unwrap().ends_with("shutting down\n"));
+        assert_eq!(get("/readyz").await.unwrap().body, "shutting down\n");
         probes.set_failed("the hub watch ended");
-        assert!(get("/healthz").await.unwrap().starts_with("HTTP/1.1 503"));
+        assert_eq!(get("/healthz").await.unwrap().status, 503);
         drop(server);
     }
 }
