@@ -167,6 +167,7 @@ pub async fn serve(hub: Client, opts: ServeOptions) -> Result<()> {
             r = run(hub, opts, metrics, probes.clone()) => r,
             () = &mut shutdown => {
                 info!("shutting down");
+                probes.set_stopping();
                 Ok(())
             }
         }
@@ -230,6 +231,8 @@ async fn elected(
                     }
                 }
                 () = &mut *shutdown => {
+                    info!("shutting down");
+                    probes.set_stopping();
                     stop_lease_task(leader, lease_task).await;
                     return Ok(());
                 }
