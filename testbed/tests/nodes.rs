@@ -1,7 +1,9 @@
-//! Real nodes: Pods run (CNI network, Secret volumes, the `kubernetes` Service), two testbeds
-//! with nodes share the machine without meeting, and nothing is left on the machine after a
-//! drop or after the owner is SIGKILLed and the next `up` cleans up. Needs `tools/build.sh
-//! nodes` and the Debian packages `.ci/run` installs.
+//! Real nodes: Pods run (CNI network, Secret volumes, the `kubernetes` Service), Pods reach
+//! the testbed's other clusters' apiservers through their bridge with TLS verified, two
+//! testbeds with nodes share the machine without meeting, and nothing is left on the machine
+//! after a drop or after the owner is SIGKILLed and the next `up` cleans up. Needs
+//! `tools/build.sh nodes`, the Debian packages `.ci/run` installs, and the workspace's
+//! `federator` binary (its image; `cargo build -p federator`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -291,7 +291,8 @@ impl NodeNetwork {
     }
 
     /// `10.x.y.1`: the bridge's address on the host, the node's IP, and the `kubernetes`
-    /// Service's ClusterIP (the testbed forwards its port 443 to the apiserver).
+    /// Service's ClusterIP (the testbed forwards its port 443 to the apiserver, and the other
+    /// clusters' apiserver ports to them: [`crate::Cluster::server_from`]).
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.base() + 1)
     }
