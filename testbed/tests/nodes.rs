@@ -584,6 +584,19 @@ async fn pods_reach_every_cluster_through_their_bridge_with_tls_verified() {
     );
     assert_eq!(root_of(&out), root);
 
+    // An apiserver restart (same port, same certificate) keeps the forwarders' URLs working.
+    let through_hub = || async {
+        testbed::cluster::client_from_yaml(&m2.kubeconfig_from(&hub).unwrap())
+            .await
+            .unwrap()
+            .apiserver_version()
+            .await
+    };
+    m2.stop().await;
+    assert!(through_hub().await.is_err(), "member-2 is stopped");
+    m2.start_again().await.unwrap();
+    through_hub().await.unwrap();
+
     // The state file records the URLs (what `testbed up` and `status` print).
     let state = tb.state();
     let m2_info = state
