@@ -11,7 +11,8 @@
 //!   Secret volume and the Deployment controller ([`istiod`], [`secret_volume`]);
 //! - on the clusters asked for ([`TestbedOptions::with_nodes`]), a real node: containerd,
 //!   kubelet, scheduler and controller-manager ([`node`]), with the project's images imported
-//!   ([`image`]), and istiod as a Pod there ([`node::istiod`]).
+//!   ([`image`]), and istiod as a Pod there ([`node::istiod`]); Pods on every node reach
+//!   every cluster's apiserver through their bridge, TLS verified ([`Cluster::server_from`]).
 //!
 //! A cluster without a node has no kubelet, scheduler, controller-manager or garbage
 //! collector: see `docs/testbed.md` for what that means for tests.

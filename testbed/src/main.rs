@@ -473,8 +473,18 @@ fn print_summary(s: &State) {
             c.kubeconfig.display()
         );
     }
+    print_servers_from(s);
     if let Some(b) = &s.bao {
         println!("bao\t{}\ttoken file {}", b.addr, b.token_file.display());
+    }
+}
+
+/// Where Pods on each node reach each apiserver (the same URLs work from the host).
+fn print_servers_from(s: &State) {
+    for c in &s.clusters {
+        for (node, url) in &c.servers_from {
+            println!("{}\tfrom {node}'s node\t{url}", c.name);
+        }
     }
 }
 
@@ -536,6 +546,7 @@ async fn status(dir: &Path, json: bool) -> Result<()> {
                 c.kubeconfig.display()
             );
         }
+        print_servers_from(&s);
         if let Some(b) = &s.bao {
             let host = b.addr.trim_start_matches("http://");
             let health = match testbed::http::get(host, "/v1/sys/health", None).await {

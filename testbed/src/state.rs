@@ -49,6 +49,10 @@ pub struct ClusterInfo {
     pub server: String,
     /// Admin kubeconfig path.
     pub kubeconfig: PathBuf,
+    /// For every cluster with a node (by name): the URL at which Pods on that node, and the
+    /// host, reach this apiserver ([`crate::Cluster::server_from`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub servers_from: std::collections::BTreeMap<String, String>,
 }
 
 /// OpenBao as recorded in the state file.

@@ -250,20 +250,31 @@ impl Testbed {
                 tb.record(|s| s.nodes.push(info))?;
                 prepared.insert(name.clone(), p);
             }
+            // Every apiserver's certificate names every node's bridge address: Pods on any
+            // node reach every cluster through their own bridge (see `Cluster::server_from`).
+            let gateways: Vec<std::net::Ipv4Addr> = prepared
+                .values()
+                .map(|p: &node::Prepared| p.network().gateway())
+                .collect();
             let dirs: Vec<PathBuf> = opts.clusters.iter().map(|n| dir.join(n)).collect();
             let starts = opts.clusters.iter().zip(&dirs).map(|(name, d)| {
                 let net = prepared.get(name).map(|p| p.network().clone());
-                let (apiserver, url) = (&apiserver, &url);
-                async move { Cluster::start(name, d, apiserver, url, net.as_ref()).await }
+                let (apiserver, url, gateways) = (&apiserver, &url, &gateways);
+                async move { Cluster::start(name, d, apiserver, url, net.as_ref(), gateways).await }
             });
             tb.clusters = futures::future::try_join_all(starts).await?;
             let clusters = tb.clusters.clone();
             tb.record(|s| {
                 for c in &clusters {
+                    let servers_from = clusters
+                        .iter()
+                        .filter_map(|n| Some((n.name().to_owned(), c.server_from(n).ok()?)))
+                        .collect();
                     s.clusters.push(ClusterInfo {
                         name: c.name().to_owned(),
                         server: c.server().to_owned(),
                         kubeconfig: c.kubeconfig_path().to_owned(),
+                        servers_from,
                     });
                     if let Some(pid) = c.pid() {
                         s.processes.push(state::record(
@@ -286,8 +297,10 @@ impl Testbed {
                     tracing::warn!(error = %e, "record a node process in the state file");
                 }
             };
+            let all = tb.clusters.clone();
             let starts = opts.nodes.iter().map(|name| {
                 let cluster = tb.cluster(name).cloned();
+                let all = &all;
                 let prepared = prepared.remove(name);
                 let on_spawn = &on_spawn;
                 let archives = &archives;
@@ -296,7 +309,15 @@ impl Testbed {
                     let cluster = cluster?;
                     let prepared = prepared.ok_or_else(|| Error::NoSuchCluster(name.clone()))?;
                     let hook = |role: &str, pid: u32, exe: &Path| on_spawn(name, role, pid, exe);
-                    Node::start(&cluster, prepared, bins, node_opts, archives, &hook).await
+                    let others: Vec<Cluster> = all
+                        .iter()
+                        .filter(|c| c.name() != cluster.name())
+                        .cloned()
+                        .collect();
+                    Node::start(
+                        &cluster, &others, prepared, bins, node_opts, archives, &hook,
+                    )
+                    .await
                 }
             });
             let results = futures::future::join_all(starts).await;

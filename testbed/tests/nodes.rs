@@ -1,7 +1,9 @@
-//! Real nodes: Pods run (CNI network, Secret volumes, the `kubernetes` Service), two testbeds
-//! with nodes share the machine without meeting, and nothing is left on the machine after a
-//! drop or after the owner is SIGKILLed and the next `up` cleans up. Needs `tools/build.sh
-//! nodes` and the Debian packages `.ci/run` installs.
+//! Real nodes: Pods run (CNI network, Secret volumes, the `kubernetes` Service), Pods reach
+//! the testbed's other clusters' apiservers through their bridge with TLS verified, two
+//! testbeds with nodes share the machine without meeting, and nothing is left on the machine
+//! after a drop or after the owner is SIGKILLed and the next `up` cleans up. Needs
+//! `tools/build.sh nodes`, the Debian packages `.ci/run` installs, and the workspace's
+//! `federator` binary (its image; `cargo build -p federator`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -347,4 +349,284 @@ async fn sigkill_of_the_owner_then_up_leaves_nothing() {
     );
     second.wait().unwrap();
     assert_nothing_left(&dir, &[info, state2.nodes[0].clone()], &before).await;
+}
+
+/// A Pod in `default` running the project's `federator` image once (`restartPolicy: Never`)
+/// with `args`, Secret `secret` mounted at `/kc`; returns its container's exit code and its
+/// log (CRI format) once it has terminated.
+async fn run_federator_pod(
+    node: &testbed::Node,
+    name: &str,
+    secret: &str,
+    args: &[&str],
+) -> (i32, String) {
+    let client = node.cluster().client().await.unwrap();
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "federator", "image": federator_api::names::FEDERATOR_IMAGE,
+                "imagePullPolicy": "Never", "args": args,
+                "securityContext": {"readOnlyRootFilesystem": true,
+                    "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "kc", "mountPath": "/kc", "readOnly": true}],
+            }],
+            "volumes": [{"name": "kc", "secret": {"secretName": secret}}],
+        },
+    });
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(pod).unwrap(),
+    )
+    .await
+    .unwrap();
+    let code = wait_for(
+        &format!("Pod {name} to terminate"),
+        Duration::from_secs(90),
+        || async {
+            let p = pods.get(name).await.ok()?;
+            p.status?
+                .container_statuses?
+                .first()?
+                .state
+                .as_ref()?
+                .terminated
+                .as_ref()
+                .map(|t| t.exit_code)
+        },
+    )
+    .await;
+    (code, node.container_log("default", name, "federator"))
+}
+
+/// The lines of one stream (`stdout`/`stderr`) of a CRI-format container log.
+fn stream(log: &str, which: &str) -> String {
+    log.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let (_time, s, _tag) = (f.next()?, f.next()?, f.next()?);
+            (s == which).then(|| f.next().unwrap_or("").to_owned())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `c`'s admin kubeconfig with server `url` and `ca_pem` as the CA it trusts.
+fn with_ca(c: &testbed::Cluster, url: &str, ca_pem: &str) -> String {
+    let admin = c.admin_credentials();
+    let creds = testbed::kubeconfig::Credentials::ClientCert {
+        cert_pem: admin.cert_pem.clone(),
+        key_pem: admin.key_pem.clone(),
+    };
+    testbed::kubeconfig::render(c.name(), url, ca_pem, "admin", &creds).unwrap()
+}
+
+/// Runs the workspace's `federator` on the host; returns (exit code, stdout, stderr).
+fn federator_on_host(args: &[&str]) -> (i32, String, String) {
+    let bin = testbed::image::own_bin_dir().unwrap().join("federator");
+    let out = Command::new(&bin).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Pods on a node reach the testbed's other clusters' apiservers through their own bridge
+/// address, TLS verified against each cluster's CA, as a hub in a Pod reaches its members;
+/// the host reaches them at the same URLs; a wrong CA fails; after the testbed is dropped,
+/// no forwarder listens and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_every_cluster_through_their_bridge_with_tls_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tb");
+    let before = HostState::now(&dir);
+    // The federator image only (the agent's is not needed here).
+    let bin = testbed::image::own_bin_dir().unwrap();
+    let federator_image = testbed::image::project_images(&bin, &bin.join("images"))
+        .unwrap()
+        .into_iter()
+        .find(|a| a.name == federator_api::names::FEDERATOR_IMAGE)
+        .unwrap();
+    let t = Instant::now();
+    let tb = Testbed::start(
+        TestbedOptions::named(["hub", "member-1", "member-2"])
+            .dir(&dir)
+            .with_nodes_in(["hub", "member-1"])
+            .node_images(NodeImages::Archives(vec![federator_image.path.clone()])),
+    )
+    .await
+    .unwrap();
+    figure(
+        "three clusters, two with a node",
+        format!("{:.1?}", t.elapsed()),
+    );
+    let cluster = |n: &str| tb.cluster(n).unwrap().clone();
+    let (hub, m1, m2) = (cluster("hub"), cluster("member-1"), cluster("member-2"));
+
+    // Every apiserver, from every node, at the documented URL; from the host here, with each
+    // cluster's own CA (and its admin certificate), TLS verified.
+    for node in [&hub, &m1] {
+        let gateway = node.node_network().unwrap().gateway();
+        let mut ports = testbed::node::host::listening_ports(gateway);
+        ports.sort_unstable();
+        let mut want: Vec<u16> = tb
+            .clusters()
+            .iter()
+            .filter(|c| c.name() != node.name())
+            .map(|c| c.port())
+            .chain([443])
+            .collect();
+        want.sort_unstable();
+        assert_eq!(ports, want, "the forwarders on {gateway}");
+        for c in tb.clusters() {
+            let url = c.server_from(node).unwrap();
+            let port = if c.name() == node.name() {
+                443
+            } else {
+                c.port()
+            };
+            assert_eq!(url, format!("https://{gateway}:{port}"));
+            assert!(c.node_gateways().contains(&gateway));
+            let client = testbed::cluster::client_from_yaml(&c.kubeconfig_from(node).unwrap())
+                .await
+                .unwrap();
+            client.apiserver_version().await.unwrap_or_else(|e| {
+                panic!("{} from {}'s node at {url}: {e}", c.name(), node.name())
+            });
+            // Another cluster's CA does not verify it.
+            let other = tb.clusters().iter().find(|o| o.name() != c.name()).unwrap();
+            let e = testbed::cluster::client_from_yaml(&with_ca(c, &url, other.ca_pem()))
+                .await
+                .unwrap()
+                .apiserver_version()
+                .await
+                .expect_err("a wrong CA must not verify the apiserver");
+            let shown = format!("{e:?}");
+            assert!(
+                shown.contains("UnknownIssuer") || shown.contains("certificate"),
+                "{shown}"
+            );
+        }
+    }
+    // A cluster without a node gives no URL from its "node".
+    let e = hub.server_from(&m2).unwrap_err().to_string();
+    assert!(e.contains("member-2 has no node"), "{e}");
+
+    // Pods of the project's `federator` image, with member-2's admin kubeconfig at the URL
+    // for their node (from a Secret), run `federator init` against member-2, as a hub in a
+    // Pod reaches a member. First, as the control, the same kubeconfig with another
+    // cluster's CA (hub's): nothing is reached. Then the right CA, on hub's node: member-2 is
+    // initialised. Then the host, at the same URL, and a Pod on member-1's node find it
+    // initialised with the same root.
+    for node in [&hub, &m1] {
+        let url = m2.server_from(node).unwrap();
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kc"},
+            "stringData": {"good": m2.kubeconfig_from(node).unwrap(),
+                "wrong-ca": with_ca(&m2, &url, hub.ca_pem())}});
+        Api::<Secret>::namespaced(node.client().await.unwrap(), "default")
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(secret).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let init = |kc: &'static str| ["--hub-kubeconfig", kc, "init"];
+    // The root fingerprint `init` prints: `  root for cluster.local: sha256 <hex>`.
+    let root_of = |out: &str| -> String {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("root for cluster.local: sha256 "))
+            .unwrap_or_else(|| panic!("no root fingerprint in: {out}"))
+            .to_owned()
+    };
+    let (hub_node, m1_node) = (tb.node("hub").unwrap(), tb.node("member-1").unwrap());
+    let url = m2.server_from(&hub).unwrap();
+
+    let (code, log) = run_federator_pod(hub_node, "wrong-ca", "kc", &init("/kc/wrong-ca")).await;
+    assert_eq!(code, 1, "{log}");
+    assert!(stream(&log, "stdout").trim().is_empty(), "{log}");
+    assert!(
+        stream(&log, "stderr").contains(&format!("cannot reach the API server at {url}")),
+        "{log}"
+    );
+
+    let t = Instant::now();
+    let (code, log) = run_federator_pod(hub_node, "good", "kc", &init("/kc/good")).await;
+    figure(
+        "a federator Pod's run through its bridge (create to terminated)",
+        format!("{:.1?}", t.elapsed()),
+    );
+    let out = stream(&log, "stdout");
+    assert_eq!(code, 0, "{log}");
+    assert!(out.contains("federation initialised"), "{log}");
+    let root = root_of(&out);
+
+    let kc = tmp.path().join("member-2-from-hub.kubeconfig");
+    m2.write_kubeconfig_from(&hub, &kc).unwrap();
+    let (code, out, err) = federator_on_host(&["--hub-kubeconfig", kc.to_str().unwrap(), "init"]);
+    assert_eq!(code, 0, "federator init from the host at {url}: {err}");
+    assert!(
+        out.contains("already initialised; nothing changed"),
+        "{out}"
+    );
+    assert_eq!(root_of(&out), root);
+
+    let (code, log) = run_federator_pod(m1_node, "good", "kc", &init("/kc/good")).await;
+    let out = stream(&log, "stdout");
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        out.contains("already initialised; nothing changed"),
+        "{log}"
+    );
+    assert_eq!(root_of(&out), root);
+
+    // An apiserver restart (same port, same certificate) keeps the forwarders' URLs working.
+    let through_hub = || async {
+        testbed::cluster::client_from_yaml(&m2.kubeconfig_from(&hub).unwrap())
+            .await
+            .unwrap()
+            .apiserver_version()
+            .await
+    };
+    m2.stop().await;
+    assert!(through_hub().await.is_err(), "member-2 is stopped");
+    m2.start_again().await.unwrap();
+    through_hub().await.unwrap();
+
+    // The state file records the URLs (what `testbed up` and `status` print).
+    let state = tb.state();
+    let m2_info = state
+        .clusters
+        .iter()
+        .find(|c| c.name == "member-2")
+        .unwrap();
+    assert_eq!(m2_info.servers_from.get("hub"), Some(&url));
+    assert_eq!(m2_info.servers_from.len(), 2);
+
+    // Teardown: no forwarder listens on a bridge address any more, nothing is left.
+    let infos: Vec<NodeInfo> = tb.nodes().iter().map(|n| n.info().clone()).collect();
+    let t = Instant::now();
+    tb.down().await;
+    figure(
+        "down (three clusters, two nodes)",
+        format!("{:.1?}", t.elapsed()),
+    );
+    for info in &infos {
+        let gateway = info.network.gateway();
+        wait_for(
+            &format!("no listener on {gateway}"),
+            Duration::from_secs(10),
+            || async {
+                testbed::node::host::listening_ports(gateway)
+                    .is_empty()
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    assert_nothing_left(&dir, &infos, &before).await;
 }

@@ -291,7 +291,8 @@ impl NodeNetwork {
     }
 
     /// `10.x.y.1`: the bridge's address on the host, the node's IP, and the `kubernetes`
-    /// Service's ClusterIP (the testbed forwards its port 443 to the apiserver).
+    /// Service's ClusterIP (the testbed forwards its port 443 to the apiserver, and the other
+    /// clusters' apiserver ports to them: [`crate::Cluster::server_from`]).
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.base() + 1)
     }
@@ -399,6 +400,27 @@ pub fn claim_network(id: &str) -> Result<NodeNetwork> {
     Err(Error::Node(
         "no free /24 in 10.240.0.0/12 for a node network".into(),
     ))
+}
+
+/// The TCP ports listening on `addr` in this network namespace (`/proc/net/tcp`).
+pub fn listening_ports(addr: Ipv4Addr) -> Vec<u16> {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    parse_listening(&text, addr)
+}
+
+/// [`listening_ports`] from the text of `/proc/net/tcp` (local address as little-endian hex
+/// `ADDR:PORT`, state `0A` is LISTEN).
+pub fn parse_listening(text: &str, addr: Ipv4Addr) -> Vec<u16> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (ip, port) = f.get(1)?.split_once(':')?;
+            let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.swap_bytes());
+            let port = u16::from_str_radix(port, 16).ok()?;
+            (ip == addr && *f.get(3)? == "0A").then_some(port)
+        })
+        .collect()
 }
 
 /// Whether bridge `bridge` exists and carries node `id`'s alias.
@@ -589,6 +611,22 @@ mod tests {
         assert_eq!(last.gateway(), Ipv4Addr::new(10, 255, 255, 1));
         assert_eq!(last.service_cidr(), "10.255.255.0/28");
         assert_eq!(last.bridge, "fedtbfff");
+    }
+
+    #[test]
+    fn reads_listeners_of_an_address() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+            0: 0103F00A:01BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1 1\n\
+            1: 0103F00A:A411 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 2 1\n\
+            2: 0103F00A:01BB 1003F00A:C350 01 00000000:00000000 00:00000000 00000000 0 0 3 1\n\
+            3: 0100007F:A411 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 4 1\n\
+            4: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 5 1\n";
+        let gw = NodeNetwork::new(3).gateway();
+        assert_eq!(gw, Ipv4Addr::new(10, 240, 3, 1));
+        // LISTEN only (an established connection on :443 is not one), this address only.
+        assert_eq!(parse_listening(text, gw), vec![443, 42001]);
+        assert_eq!(parse_listening(text, Ipv4Addr::LOCALHOST), vec![42001]);
+        assert!(parse_listening(text, Ipv4Addr::new(10, 240, 4, 1)).is_empty());
     }
 
     #[test]

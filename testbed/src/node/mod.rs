@@ -16,7 +16,9 @@
 //!   kubelet's `cgroupRoot` (the machine's own cgroups are never touched);
 //! * a **bridge** `fedtb<n>` with address `10.x.y.1/24` in `10.240.0.0/12`, the Pod network
 //!   (CNI bridge plugin, no gateway, no masquerading, no sysctl), whose `.1` is also the
-//!   `kubernetes` Service's ClusterIP, forwarded to the apiserver ([`proxy`]);
+//!   `kubernetes` Service's ClusterIP, forwarded to the apiserver, and which also forwards,
+//!   for every other cluster of the testbed, that apiserver's port number to it ([`proxy`],
+//!   [`Cluster::server_from`]);
 //! * containerd 1.6 (Debian) with runc, the overlayfs snapshotter and a pause image made from
 //!   Debian's static `catatonit`; the testbed imports image archives into it (`ctr images
 //!   import`), nothing is ever pulled;
@@ -233,7 +235,8 @@ pub fn cleanup_leftovers(info: &NodeInfo) -> Vec<String> {
     problems
 }
 
-/// Whether anything of a node is still on the machine (for tests of the clean-up).
+/// Whether anything of a node is still on the machine (for tests of the clean-up): its
+/// cgroups, its bridge, containerd's shims, a listener on its bridge address (a forwarder).
 pub fn leftovers(info: &NodeInfo) -> Vec<String> {
     let mut out = Vec::new();
     if host::cgroups_exist(&info.cgroup) {
@@ -245,6 +248,11 @@ pub fn leftovers(info: &NodeInfo) -> Vec<String> {
     let shims = host::shims_of(&info.containerd_socket);
     if !shims.is_empty() {
         out.push(format!("shims {shims:?}"));
+    }
+    let gateway = info.network.gateway();
+    let listeners = host::listening_ports(gateway);
+    if !listeners.is_empty() {
+        out.push(format!("listeners on {gateway}: ports {listeners:?}"));
     }
     out
 }
@@ -339,7 +347,8 @@ struct Inner {
     kubelet: Slot,
     scheduler: Slot,
     controller_manager: Slot,
-    proxy: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The forwarders on the bridge address: `kubernetes` (443) and one per other cluster.
+    proxies: Mutex<Vec<tokio::task::AbortHandle>>,
     imported: Mutex<Vec<String>>,
     import_lock: tokio::sync::Mutex<()>,
     ready_in: Mutex<Duration>,
@@ -382,10 +391,13 @@ fn ns_spec(
 impl Node {
     /// Starts the node of `cluster` (prepared with [`prepare`]) and returns once the Node is
     /// `Ready`, the controller-manager has made the `default` ServiceAccount and
-    /// `kube-root-ca.crt`, and the images are imported. `on_spawn` is told every process it
+    /// `kube-root-ca.crt`, and the images are imported. The bridge address forwards port 443
+    /// to `cluster`'s apiserver and, for each of `others` (the testbed's other clusters), that
+    /// apiserver's port to it ([`Cluster::server_from`]). `on_spawn` is told every process it
     /// starts (for the state file). On error, everything of the node is removed again.
     pub(crate) async fn start(
         cluster: &Cluster,
+        others: &[Cluster],
         prepared: Prepared,
         bins: &NodeBinaries,
         opts: &NodeOptions,
@@ -438,7 +450,7 @@ impl Node {
                 kubelet: Slot::default(),
                 scheduler: Slot::default(),
                 controller_manager: Slot::default(),
-                proxy: Mutex::new(None),
+                proxies: Mutex::new(Vec::new()),
                 imported: Mutex::new(Vec::new()),
                 import_lock: tokio::sync::Mutex::new(()),
                 ready_in: Mutex::new(Duration::ZERO),
@@ -446,7 +458,7 @@ impl Node {
             }),
         };
         let result = node
-            .bring_up(holder_pid, opts, archives, on_spawn, started)
+            .bring_up(holder_pid, others, opts, archives, on_spawn, started)
             .await;
         match result {
             Ok(ready_in) => {
@@ -463,6 +475,7 @@ impl Node {
     async fn bring_up(
         &self,
         holder: u32,
+        others: &[Cluster],
         opts: &NodeOptions,
         archives: &[Archive],
         on_spawn: &(dyn Fn(&str, u32, &Path) + Sync),
@@ -486,14 +499,20 @@ impl Node {
         }
         host::prepare_namespace(holder, &layout.host_dir())?;
 
-        // The `kubernetes` Service, forwarded to the apiserver.
+        // The `kubernetes` Service, forwarded to the apiserver; the other clusters'
+        // apiservers, each on its own port number.
         let gateway = i.info.network.gateway();
-        let task = proxy::spawn(
-            SocketAddr::from((gateway, 443)),
-            SocketAddr::from((Ipv4Addr::LOCALHOST, i.cluster.port())),
-        )
-        .await?;
-        *lock(&i.proxy) = Some(task.abort_handle());
+        let forwards = std::iter::once((c, 443, i.cluster.port()))
+            .chain(others.iter().map(|o| (o.name(), o.port(), o.port())));
+        for (target, listen, port) in forwards {
+            let task = proxy::spawn(
+                target,
+                SocketAddr::from((gateway, listen)),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            )
+            .await?;
+            lock(&i.proxies).push(task.abort_handle());
+        }
 
         // containerd.
         let pause_archive = layout.images_dir().join("pause.oci.tar");
@@ -856,7 +875,7 @@ impl Node {
     }
 
     /// Removes the node now: every process (the Pods' through the cgroups, containerd's shims
-    /// by their socket), the cgroups, the bridge, the forwarder. The mount namespace, with
+    /// by their socket), the cgroups, the bridge, the forwarders. The mount namespace, with
     /// every mount made in it, goes with its last process.
     pub fn kill(&self) {
         self.inner.teardown();
@@ -868,7 +887,7 @@ impl Inner {
         if self.cleaned.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        if let Some(t) = lock(&self.proxy).take() {
+        for t in lock(&self.proxies).drain(..) {
             t.abort();
         }
         self.scheduler.kill();
