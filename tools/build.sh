@@ -141,9 +141,12 @@ kube_names=()
 [ $want_kubectl = 1 ] && kube_names+=(kubectl)
 [ ${#kube_names[@]} -gt 0 ] && build_kube_binaries "${kube_names[@]}"
 if [ $want_helm = 1 ]; then
-  # The version `helm version` prints (upstream's Makefile stamps the same variable).
+  # Stamped as upstream's Makefile does: the version `helm version` prints, and the Kubernetes
+  # version `helm template`/`lint` assume by default, from the client-go it is built with
+  # (unstamped, helm assumes 1.20 and refuses charts with a newer kubeVersion).
+  cg=$(sed -n 's/^[[:space:]]*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$here/helm/go.mod")
   build_tool helm "v$HELM_VERSION" "$here/helm" helm.sh/helm/v3/cmd/helm \
-    -ldflags="-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
+    -ldflags="-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$cg -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$cg"
 fi
 if [ $want_promtool = 1 ]; then
   # remove_all_sd drops every service-discovery plugin (promtool's rule checks and unit tests

@@ -18,12 +18,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
 use federator_api::hub::{Federation, MemberCluster};
 use federator_api::member::ClusterTrust;
 use federator_api::names;
+use federator_e2e::examples::*;
 use kube::CustomResourceExt;
 use serde_yaml::Value;
 use testbed::Binaries;
@@ -36,109 +36,8 @@ const VALUES_FILES: &[&str] = &[
     "values-vault-kubernetes.yaml",
 ];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn chart() -> PathBuf {
-    repo().join("examples/helm/federator")
-}
-
 fn updating() -> bool {
     std::env::var_os("FEDERATOR_UPDATE_EXAMPLES").is_some_and(|v| v == "1")
-}
-
-/// A tool from `tools/build.sh ops`; its absence fails the test with the command to run.
-fn tool(find: fn(&Binaries) -> testbed::Result<PathBuf>) -> Command {
-    let path = find(&Binaries::locate()).unwrap_or_else(|e| panic!("{e}"));
-    let mut cmd = Command::new(path);
-    // helm keeps caches and plugins under $HOME; keep them out of the user's.
-    let home = std::env::temp_dir().join("federator-examples-helm-home");
-    cmd.env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .current_dir(repo());
-    cmd
-}
-
-fn output(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-/// Runs a command that must succeed; its stdout.
-fn ok(cmd: &mut Command) -> String {
-    let out = output(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail; its stderr.
-fn fails(cmd: &mut Command) -> String {
-    let out = output(cmd);
-    assert!(
-        !out.status.success(),
-        "{cmd:?} succeeded but must fail:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn helm_template(args: &[&str]) -> Command {
-    let mut cmd = tool(Binaries::helm);
-    cmd.arg("template")
-        .arg("federator")
-        .arg(chart())
-        .args(["--namespace", names::NAMESPACE])
-        .args(args);
-    cmd
-}
-
-/// The chart rendered with `values` (a file of the chart) and extra `helm template` flags.
-fn render_text(values: &str, args: &[&str]) -> String {
-    ok(helm_template(&["-f", chart().join(values).to_str().unwrap()]).args(args))
-}
-
-fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &Value| !v.is_null())
-        .collect()
-}
-
-fn render(values: &str, args: &[&str]) -> Vec<Value> {
-    documents(&render_text(values, args))
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} in the rendering"))
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence()
-        .unwrap_or_else(|| panic!("not a list: {v:?}"))
-        .iter()
-        .map(|s| match s {
-            Value::String(s) => s.clone(),
-            other => serde_yaml::to_string(other).unwrap().trim().to_owned(),
-        })
-        .collect()
-}
-
-/// The value following `flag` in an argument list.
-fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
 }
 
 fn init_job_args(docs: &[Value]) -> Vec<String> {
@@ -151,7 +50,8 @@ fn the_chart_lints_and_renders_for_every_values_file() {
         let out = ok(tool(Binaries::helm)
             .arg("lint")
             .arg(chart())
-            .args(["--strict", "--namespace", names::NAMESPACE, "-f"])
+            .args(["--strict", "--namespace", names::NAMESPACE])
+            .args(["--kube-version", testbed::binaries::KUBERNETES_VERSION, "-f"])
             .arg(chart().join(values)));
         assert!(out.contains("0 chart(s) failed"), "{values}: {out}");
         let docs = render(values, &[]);
@@ -361,6 +261,7 @@ fn bad_values_fail_rendering_with_a_message() {
         .arg("template")
         .arg("federator")
         .arg(chart())
+        .args(["--kube-version", testbed::binaries::KUBERNETES_VERSION])
         .args(["--namespace", "default"]));
     assert!(
         err.contains("federator-system") && err.contains("not \"default\""),
@@ -380,7 +281,7 @@ fn bad_values_fail_rendering_with_a_message() {
         ("root.type=hsm", "root.type must be local, import or vault"),
         ("serve.logFormat=xml", "serve.logFormat must be json or text"),
     ] {
-        let err = fails(helm_template(&["--set", set]));
+        let err = fails(&mut helm_template(&["--set", set]));
         assert!(err.contains(message), "--set {set}: {err}");
     }
 }
