@@ -63,8 +63,13 @@ async fn the_chart_rbac_is_enough_for_init_and_serve() {
 
     // What `helm install -n federator-system --create-namespace` creates before the hooks (the
     // namespace as the kustomize base has it).
-    let namespace = std::fs::read_to_string(repo().join("examples/kustomize/base/namespace.yaml")).unwrap();
-    create(&Api::<Namespace>::all(admin.clone()), &serde_yaml::from_str(&namespace).unwrap()).await;
+    let namespace =
+        std::fs::read_to_string(repo().join("examples/kustomize/base/namespace.yaml")).unwrap();
+    create(
+        &Api::<Namespace>::all(admin.clone()),
+        &serde_yaml::from_str(&namespace).unwrap(),
+    )
+    .await;
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     let mut crd_names = Vec::new();
     for d in &docs {
@@ -74,7 +79,9 @@ async fn the_chart_rbac_is_enough_for_init_and_serve() {
                 crd_names.push(d["metadata"]["name"].as_str().unwrap().to_owned());
                 create(&crds, d).await;
             }
-            "ServiceAccount" => create(&Api::<ServiceAccount>::namespaced(admin.clone(), ns), d).await,
+            "ServiceAccount" => {
+                create(&Api::<ServiceAccount>::namespaced(admin.clone(), ns), d).await
+            }
             "Role" => create(&Api::<Role>::namespaced(admin.clone(), ns), d).await,
             "RoleBinding" => create(&Api::<RoleBinding>::namespaced(admin.clone(), ns), d).await,
             "ClusterRole" => create(&Api::<ClusterRole>::all(admin.clone()), d).await,
@@ -84,14 +91,18 @@ async fn the_chart_rbac_is_enough_for_init_and_serve() {
     }
     assert_eq!(crd_names.len(), 3);
     for n in &crd_names {
-        wait_for(&format!("CRD {n} established"), Duration::from_secs(30), || async {
-            let c = crds.get(n).await.ok()?;
-            c.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        })
+        wait_for(
+            &format!("CRD {n} established"),
+            Duration::from_secs(30),
+            || async {
+                let c = crds.get(n).await.ok()?;
+                c.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
         .await;
     }
     let before = crd_versions(&crds, &crd_names).await;
@@ -114,10 +125,14 @@ async fn the_chart_rbac_is_enough_for_init_and_serve() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "init as federator-init failed: {text}");
+        assert!(
+            out.status.success(),
+            "init as federator-init failed: {text}"
+        );
         text
     };
-    let feds: Api<federator_api::hub::Federation> = Api::namespaced(admin.clone(), names::NAMESPACE);
+    let feds: Api<federator_api::hub::Federation> =
+        Api::namespaced(admin.clone(), names::NAMESPACE);
     let first = run_init();
     assert_eq!(
         crd_versions(&crds, &crd_names).await,
@@ -143,7 +158,14 @@ async fn the_chart_rbac_is_enough_for_init_and_serve() {
     fed.serve = Some(
         Process::spawn(
             ProcessSpec::new("federator-serve-sa", bin("federator"), serve_log.clone())
-                .args(["serve", "--leader-elect", "--identity", "hub-0", "--log-level", "info"])
+                .args([
+                    "serve",
+                    "--leader-elect",
+                    "--identity",
+                    "hub-0",
+                    "--log-level",
+                    "info",
+                ])
                 .env("FEDERATOR_HUB_KUBECONFIG", &serve_kubeconfig),
         )
         .unwrap(),

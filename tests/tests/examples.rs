@@ -41,7 +41,9 @@ fn updating() -> bool {
 }
 
 fn init_job_args(docs: &[Value]) -> Vec<String> {
-    strings(&find(docs, "Job", "federator-init")["spec"]["template"]["spec"]["containers"][0]["args"])
+    strings(
+        &find(docs, "Job", "federator-init")["spec"]["template"]["spec"]["containers"][0]["args"],
+    )
 }
 
 #[test]
@@ -51,7 +53,11 @@ fn the_chart_lints_and_renders_for_every_values_file() {
             .arg("lint")
             .arg(chart())
             .args(["--strict", "--namespace", names::NAMESPACE])
-            .args(["--kube-version", testbed::binaries::KUBERNETES_VERSION, "-f"])
+            .args([
+                "--kube-version",
+                testbed::binaries::KUBERNETES_VERSION,
+                "-f",
+            ])
             .arg(chart().join(values)));
         assert!(out.contains("0 chart(s) failed"), "{values}: {out}");
         let docs = render(values, &[]);
@@ -62,7 +68,11 @@ fn the_chart_lints_and_renders_for_every_values_file() {
         );
         for d in &docs {
             if d["metadata"]["namespace"].is_string() {
-                assert_eq!(d["metadata"]["namespace"], names::NAMESPACE, "{values}: {d:?}");
+                assert_eq!(
+                    d["metadata"]["namespace"],
+                    names::NAMESPACE,
+                    "{values}: {d:?}"
+                );
             }
         }
         let hub = find(&docs, "Deployment", "federator");
@@ -102,16 +112,26 @@ fn the_hub_deployment_is_leader_elected_probed_and_hardened() {
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["runAsNonRoot"], true);
     assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
-    assert_eq!(pod["securityContext"]["runAsUser"], federator_api::agent::RUN_AS);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        pod["securityContext"]["runAsUser"],
+        federator_api::agent::RUN_AS
+    );
     assert_eq!(pod["serviceAccountName"], "federator");
     assert_eq!(pod["automountServiceAccountToken"], true);
     assert!(
         pod["terminationGracePeriodSeconds"].as_i64().unwrap() >= 15,
         "time to release the Lease"
     );
-    let anti = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
-    assert_eq!(anti["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        anti["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
     let pdb = find(&docs, "PodDisruptionBudget", "federator");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     assert_eq!(
@@ -142,8 +162,14 @@ fn the_hub_deployment_is_leader_elected_probed_and_hardened() {
     assert!(has("coordination.k8s.io", "leases", "patch"));
     assert!(has("federator.io", "memberclusters/status", "patch"));
     assert!(has("events.k8s.io", "events", "create"));
-    assert!(!has("", "secrets", "delete"), "serve never deletes a Secret");
-    assert!(!has("federator.io", "federations", "patch"), "serve never writes the spec");
+    assert!(
+        !has("", "secrets", "delete"),
+        "serve never deletes a Secret"
+    );
+    assert!(
+        !has("federator.io", "federations", "patch"),
+        "serve never writes the spec"
+    );
 
     // Options: required anti-affinity, no PDB, text logs.
     let docs = render(
@@ -156,8 +182,14 @@ fn the_hub_deployment_is_leader_elected_probed_and_hardened() {
     let hub = find(&docs, "Deployment", "federator");
     assert_eq!(hub["spec"]["replicas"], 3);
     let pod = &hub["spec"]["template"]["spec"];
-    assert!(pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == "kubernetes.io/hostname");
-    assert_eq!(flag(&strings(&pod["containers"][0]["args"]), "--log-format"), Some("text"));
+    assert!(
+        pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"]
+            == "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        flag(&strings(&pod["containers"][0]["args"]), "--log-format"),
+        Some("text")
+    );
     assert!(!docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
 }
 
@@ -168,11 +200,20 @@ fn the_init_job_passes_the_root_settings_and_mounts_only_named_secrets() {
     let job = find(&docs, "Job", "federator-init");
     let annotations = &job["metadata"]["annotations"];
     assert_eq!(annotations["helm.sh/hook"], "post-install,post-upgrade");
-    assert_eq!(annotations["helm.sh/hook-delete-policy"], "before-hook-creation");
+    assert_eq!(
+        annotations["helm.sh/hook-delete-policy"],
+        "before-hook-creation"
+    );
     let pod = &job["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "federator-init");
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
-    assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
     let args = init_job_args(&docs);
     assert_eq!(args[0], "init");
     assert_eq!(flag(&args, "--root"), Some("local"));
@@ -193,10 +234,15 @@ fn the_init_job_passes_the_root_settings_and_mounts_only_named_secrets() {
     for rule in cr["rules"].as_sequence().unwrap() {
         let verbs = strings(&rule["verbs"]);
         assert!(
-            verbs.iter().all(|v| ["get", "list", "watch"].contains(&v.as_str())),
+            verbs
+                .iter()
+                .all(|v| ["get", "list", "watch"].contains(&v.as_str())),
             "init only reads cluster-scoped objects: {verbs:?}"
         );
-        assert!(!strings(&rule["resourceNames"]).is_empty(), "named objects only");
+        assert!(
+            !strings(&rule["resourceNames"]).is_empty(),
+            "named objects only"
+        );
     }
     let crd_names: Vec<String> = [Federation::crd(), MemberCluster::crd(), ClusterTrust::crd()]
         .iter()
@@ -224,8 +270,14 @@ fn the_init_job_passes_the_root_settings_and_mounts_only_named_secrets() {
     let pod = &find(&docs, "Job", "federator-init")["spec"]["template"]["spec"];
     assert_eq!(flag(&args, "--root"), Some("vault"));
     assert_eq!(flag(&args, "--vault-auth"), Some("token"));
-    assert_eq!(flag(&args, "--vault-token-file"), Some("/etc/federator/vault/token"));
-    assert_eq!(flag(&args, "--vault-ca-file"), Some("/etc/federator/vault-ca/ca.crt"));
+    assert_eq!(
+        flag(&args, "--vault-token-file"),
+        Some("/etc/federator/vault/token")
+    );
+    assert_eq!(
+        flag(&args, "--vault-ca-file"),
+        Some("/etc/federator/vault-ca/ca.crt")
+    );
     assert!(flag(&args, "--vault-addr").unwrap().starts_with("https://"));
     assert_eq!(secret_volumes(pod), ["federator-vault-token"]);
     let volumes = pod["volumes"].as_sequence().unwrap();
@@ -252,17 +304,22 @@ fn the_init_job_passes_the_root_settings_and_mounts_only_named_secrets() {
     assert_eq!(flag(&args, "--vault-role"), Some("federator-hub"));
     assert!(flag(&args, "--vault-token-file").is_none());
     let pod = &find(&docs, "Job", "federator-init")["spec"]["template"]["spec"];
-    assert!(secret_volumes(pod).is_empty(), "Kubernetes auth needs no Secret");
+    assert!(
+        secret_volumes(pod).is_empty(),
+        "Kubernetes auth needs no Secret"
+    );
 }
 
 #[test]
 fn bad_values_fail_rendering_with_a_message() {
-    let err = fails(tool(Binaries::helm)
-        .arg("template")
-        .arg("federator")
-        .arg(chart())
-        .args(["--kube-version", testbed::binaries::KUBERNETES_VERSION])
-        .args(["--namespace", "default"]));
+    let err = fails(
+        tool(Binaries::helm)
+            .arg("template")
+            .arg("federator")
+            .arg(chart())
+            .args(["--kube-version", testbed::binaries::KUBERNETES_VERSION])
+            .args(["--namespace", "default"]),
+    );
     assert!(
         err.contains("federator-system") && err.contains("not \"default\""),
         "{err}"
@@ -279,7 +336,10 @@ fn bad_values_fail_rendering_with_a_message() {
             "root.vault.kubernetes.role",
         ),
         ("root.type=hsm", "root.type must be local, import or vault"),
-        ("serve.logFormat=xml", "serve.logFormat must be json or text"),
+        (
+            "serve.logFormat=xml",
+            "serve.logFormat must be json or text",
+        ),
     ] {
         let err = fails(&mut helm_template(&["--set", set]));
         assert!(err.contains(message), "--set {set}: {err}");
@@ -347,7 +407,10 @@ fn kustomize_files() -> Vec<(PathBuf, String)> {
             dir.join("base/generated.yaml"),
             format!(
                 "{header}{}",
-                render_text("values.yaml", &["--include-crds", "--set", "init.enabled=false"])
+                render_text(
+                    "values.yaml",
+                    &["--include-crds", "--set", "init.enabled=false"]
+                )
             ),
         ),
         (
@@ -371,7 +434,11 @@ fn the_kustomizations_are_the_chart_and_render() {
         let docs = documents(&out);
         let hub = find(&docs, "Deployment", "federator");
         assert_eq!(hub["spec"]["replicas"], 2, "{overlay}");
-        find(&docs, "CustomResourceDefinition", "federations.federator.io");
+        find(
+            &docs,
+            "CustomResourceDefinition",
+            "federations.federator.io",
+        );
         let job = find(&docs, "Job", "federator-init");
         let args = strings(&job["spec"]["template"]["spec"]["containers"][0]["args"]);
         assert_eq!(flag(&args, "--root"), Some(overlay), "{overlay}");
@@ -386,7 +453,10 @@ fn rules_file() -> PathBuf {
 
 #[test]
 fn the_alerts_pass_promtool_and_their_unit_tests() {
-    let out = ok(tool(Binaries::promtool).arg("check").arg("rules").arg(rules_file()));
+    let out = ok(tool(Binaries::promtool)
+        .arg("check")
+        .arg("rules")
+        .arg(rules_file()));
     assert!(out.contains("SUCCESS"), "{out}");
     let out = ok(tool(Binaries::promtool)
         .arg("test")
@@ -394,7 +464,8 @@ fn the_alerts_pass_promtool_and_their_unit_tests() {
         .arg(repo().join("examples/prometheus/federator.rules.test.yaml")));
     assert!(out.contains("SUCCESS"), "{out}");
     // Every alert has a unit test in which it fires.
-    let rules: Value = serde_yaml::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
+    let rules: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
     let tests: Value = serde_yaml::from_str(
         &std::fs::read_to_string(repo().join("examples/prometheus/federator.rules.test.yaml"))
             .unwrap(),
@@ -419,10 +490,16 @@ fn the_alerts_pass_promtool_and_their_unit_tests() {
     for group in rules["groups"].as_sequence().unwrap() {
         for rule in group["rules"].as_sequence().unwrap() {
             alerts += 1;
-            assert!(firing.contains(&&rule["alert"]), "no firing test for {:?}", rule["alert"]);
+            assert!(
+                firing.contains(&&rule["alert"]),
+                "no firing test for {:?}",
+                rule["alert"]
+            );
             let description = rule["annotations"]["description"].as_str().unwrap();
             assert!(
-                ["federator ", "kubectl "].iter().any(|c| description.contains(c)),
+                ["federator ", "kubectl "]
+                    .iter()
+                    .any(|c| description.contains(c)),
                 "{:?}: the description names what to run",
                 rule["alert"]
             );
@@ -432,7 +509,10 @@ fn the_alerts_pass_promtool_and_their_unit_tests() {
     assert!(quiet >= alerts, "a quiet case per alert at least: {quiet}");
 
     // The chart's PrometheusRule holds exactly these rules.
-    let docs = render("values.yaml", &["--set", "metrics.prometheusRule.enabled=true"]);
+    let docs = render(
+        "values.yaml",
+        &["--set", "metrics.prometheusRule.enabled=true"],
+    );
     let rule = find(&docs, "PrometheusRule", "federator");
     assert_eq!(rule["spec"]["groups"], rules["groups"]);
 }
@@ -451,7 +531,10 @@ fn the_servicemonitor_and_dashboard_render_and_the_dashboard_uses_exported_metri
     let cm = find(&docs, "ConfigMap", "federator-grafana-dashboard");
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
     let text = std::fs::read_to_string(chart().join("files/grafana-dashboard.json")).unwrap();
-    assert_eq!(cm["data"]["federator.json"].as_str().unwrap().trim(), text.trim());
+    assert_eq!(
+        cm["data"]["federator.json"].as_str().unwrap().trim(),
+        text.trim()
+    );
     let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(dashboard["uid"].is_string() && dashboard["title"].is_string());
     let panels = dashboard["panels"].as_array().unwrap();

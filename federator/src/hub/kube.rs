@@ -284,8 +284,14 @@ mod tests {
         let stored = with_server_defaults(spec.clone());
         assert_eq!(stored.names.list_kind.as_deref(), Some("FederationList"));
         assert_eq!(stored.names.singular.as_deref(), Some("federation"));
-        assert_eq!(stored.conversion.as_ref().map(|c| c.strategy.as_str()), Some("None"));
-        assert_eq!(stored.versions, spec.versions, "the schema is left as it is");
+        assert_eq!(
+            stored.conversion.as_ref().map(|c| c.strategy.as_str()),
+            Some("None")
+        );
+        assert_eq!(
+            stored.versions, spec.versions,
+            "the schema is left as it is"
+        );
         assert_eq!(with_server_defaults(stored.clone()), stored, "idempotent");
     }
 }
