@@ -1,4 +1,4 @@
-# Images for federator and cluster-agent (used by scripts/kind-demo), under the names
+# Images for federator and cluster-agent (used by examples/kind/demo), under the names
 # `federator join` uses by default (see docs/images.md):
 #   docker build --target cluster-agent -t localhost/federator/cluster-agent:0.1.0 .
 #   docker build --target federator     -t localhost/federator/federator:0.1.0 .

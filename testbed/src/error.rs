@@ -10,6 +10,7 @@ pub enum Error {
         "{name} not found at {path}: run tools/build.sh{arg} (or set FEDERATOR_BIN_DIR to the directory holding {file})",
         arg = match *name {
             "kubelet" | "kube-scheduler" | "kube-controller-manager" => " nodes",
+            "helm" | "kubectl" | "promtool" => " ops",
             _ => "",
         },
         file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
