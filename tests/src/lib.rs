@@ -138,16 +138,29 @@ impl Federation {
         init_args: &[&str],
         kubelet_sync: Option<Duration>,
     ) -> Federation {
-        let names: Vec<String> = members.iter().map(|(n, _)| (*n).to_owned()).collect();
-        let mut opts = TestbedOptions::named(names.clone()).with_nodes();
-        if let Some(every) = kubelet_sync {
-            opts = opts.kubelet_sync_frequency(every);
-        }
-        let fed = Self::from_options(hub, members, opts).await;
+        let fed = Self::with_nodes(hub, members, kubelet_sync).await;
         let mut args = vec!["init"];
         args.extend_from_slice(init_args);
         fed.federator_ok(&args);
         fed
+    }
+
+    /// Like [`Federation::start_with_nodes`] without `federator init`, and with the hub in
+    /// its own node cluster when `hub` is not a member (for a hub installed as Pods).
+    pub async fn with_nodes(
+        hub: &str,
+        members: &[(&str, &str)],
+        kubelet_sync: Option<Duration>,
+    ) -> Federation {
+        let mut names: Vec<String> = members.iter().map(|(n, _)| (*n).to_owned()).collect();
+        if !names.iter().any(|n| n == hub) {
+            names.insert(0, hub.to_owned());
+        }
+        let mut opts = TestbedOptions::named(names).with_nodes();
+        if let Some(every) = kubelet_sync {
+            opts = opts.kubelet_sync_frequency(every);
+        }
+        Self::from_options(hub, members, opts).await
     }
 
     async fn without_init_plus(
