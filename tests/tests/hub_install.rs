@@ -11,7 +11,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -144,24 +143,13 @@ async fn holder(fed: &Federation) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// `GET path` on a Pod's port 9090 (the host reaches Pods by IP): status line and body.
-fn http_get(pod: &Pod, path: &str) -> (u16, String) {
+/// `GET path` on a Pod's port 9090 (the host reaches Pods by IP): status and body.
+async fn http_get(pod: &Pod, path: &str) -> (u16, String) {
     let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
-    let mut s = std::net::TcpStream::connect((ip.as_str(), 9090)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (code, body)
+    let r = testbed::http::get(&format!("{ip}:9090"), path, None)
+        .await
+        .unwrap();
+    (r.status, r.body)
 }
 
 fn metric(body: &str, name: &str) -> Option<f64> {
@@ -316,8 +304,8 @@ async fn the_chart_installs_a_hub_that_keeps_trust_when_its_leader_dies_mid_rene
     );
     for p in &pods {
         let name = p.metadata.name.as_deref().unwrap();
-        assert_eq!(http_get(p, "/readyz").0, 200, "{name} is ready");
-        let (code, body) = http_get(p, "/metrics");
+        assert_eq!(http_get(p, "/readyz").await.0, 200, "{name} is ready");
+        let (code, body) = http_get(p, "/metrics").await;
         assert_eq!(code, 200);
         let want = if name == leader { 1.0 } else { 0.0 };
         assert_eq!(
@@ -401,7 +389,7 @@ async fn the_chart_installs_a_hub_that_keeps_trust_when_its_leader_dies_mid_rene
         },
     )
     .await;
-    let (_, body) = http_get(&replacement, "/metrics");
+    let (_, body) = http_get(&replacement, "/metrics").await;
     assert_eq!(metric(&body, "federator_leader"), Some(0.0), "{body}");
     assert_eq!(holder(&fed).await.as_deref(), Some(new_leader.as_str()));
     fed.wait_healthy(&all, Duration::from_secs(60)).await;
