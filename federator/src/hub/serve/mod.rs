@@ -207,7 +207,10 @@ async fn elected(
                 .with_identity(opts.identity.clone())
                 .with_duration(LEASE_DURATION_SECONDS)
                 .with_grace(5)
-                .with_field_manager(names::HUB_FIELD_MANAGER)
+                // One field manager per replica: the lock is a server-side apply of
+                // `holderIdentity`, and only another manager's apply conflicts. Under one
+                // shared name two replicas that both found the Lease free would both "win".
+                .with_field_manager(lease_field_manager(&opts.identity))
                 .build()
                 .await
                 .map_err(|e| Error::Unreachable(format!("leader election: {e}")))?;
@@ -267,6 +270,15 @@ async fn elected(
     metrics.set_leader(false);
     stop_lease_task(leader, lease_task).await;
     result
+}
+
+/// The field manager of a replica's writes to the Lease.
+fn lease_field_manager(identity: &str) -> String {
+    // Field managers are at most 128 characters.
+    format!("{}-{identity}", names::HUB_FIELD_MANAGER)
+        .chars()
+        .take(128)
+        .collect()
 }
 
 /// The lease duration: how long a Lease whose holder vanished without releasing it stays
