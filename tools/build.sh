@@ -119,6 +119,12 @@ build_kube_binaries() {
   log "${missing[*]} $tag built in $((SECONDS - start))s"
 }
 
+# A kube-apiserver cached before it was stamped reports v0.0.0-master: build it again (a relink).
+apiserver=$bin/kube-apiserver-v$KUBERNETES_VERSION
+if [ -x "$apiserver" ] && ! "$apiserver" --version 2>/dev/null | grep -qx "Kubernetes v$KUBERNETES_VERSION"; then
+  log "cached kube-apiserver is not stamped v$KUBERNETES_VERSION; rebuilding it"
+  rm -f "$apiserver"
+fi
 LDFLAGS=$KUBE_LDFLAGS build_wrapper kube-apiserver "v$KUBERNETES_VERSION" "$here/kube-apiserver"
 build_wrapper etcd "v$ETCD_VERSION" "$here/etcd"
 

@@ -271,24 +271,26 @@ fn ack(m: &MemberCluster) -> MemberAck {
     }
 }
 
-/// An event for each member whose istiod the rotation now waits for and did not before
-/// (`before`: the rotation as the Federation's status last showed it).
+/// An event for each member whose istiod the rotation now waits for and did not before, or
+/// for another reason than before (`before`: the rotation as the Federation's status last
+/// showed it). The first report of a stopped istiod may not know its version yet; the one
+/// that does is news to the operator, the same one again is not.
 fn istiod_wait_notes(
     td: &TrustDomain,
     phase: RotationPhase,
     waiting_for: &[RotationWait],
     before: Option<&RotationStatus>,
 ) -> Vec<Note> {
-    let waited_before = |member: &str| {
+    let said_before = |now: &RotationWait| {
         before.is_some_and(|r| {
-            r.waiting_for
-                .iter()
-                .any(|w| w.member == member && w.reason == WaitReason::IstiodBehind)
+            r.waiting_for.iter().any(|w| {
+                w.member == now.member && w.reason == now.reason && w.message == now.message
+            })
         })
     };
     waiting_for
         .iter()
-        .filter(|w| w.reason == WaitReason::IstiodBehind && !waited_before(&w.member))
+        .filter(|w| w.reason == WaitReason::IstiodBehind && !said_before(w))
         .map(|w| {
             Note::normal(
                 events::ROTATION_WAITS_FOR_ISTIOD,
@@ -611,5 +613,19 @@ mod tests {
         let again = plan_after(Some(&p.status));
         assert_eq!(again.status, p.status);
         assert!(again.notes.is_empty(), "{:?}", again.notes);
+        // Waiting for a reason said differently before (the version was not known yet): an
+        // event with the new reason.
+        let mut earlier = p.status.clone();
+        earlier.rotations[0].waiting_for[0].message =
+            "cacerts holds bundle generation 1 but istiod publishes generation 0: restart requested"
+                .into();
+        let news = plan_after(Some(&earlier));
+        let waits: Vec<&Note> = news
+            .notes
+            .iter()
+            .filter(|n| n.reason == events::ROTATION_WAITS_FOR_ISTIOD)
+            .collect();
+        assert_eq!(waits.len(), 1, "{waits:?}");
+        assert!(waits[0].message.contains("1.27.9"), "{}", waits[0].message);
     }
 }
