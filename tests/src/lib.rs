@@ -23,7 +23,8 @@ use federator_api::names;
 use federator_core::cacerts::{self, CaCerts};
 use federator_core::cert;
 use federator_core::identity::SpiffeId;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ObjectMeta, PostParams};
 use mtls::{Workload, WorkloadCert};
@@ -233,8 +234,13 @@ impl Federation {
     /// Joins a member the way the README says: no agent flags, so the agent runs as a
     /// Deployment of the default image (on a node cluster, where the testbed imported it).
     pub fn join_default(&self, name: &str) -> String {
+        self.join_default_with(name, &[])
+    }
+
+    /// Like [`Federation::join_default`], with `extra` flags (e.g. `--server URL`).
+    pub fn join_default_with(&self, name: &str, extra: &[&str]) -> String {
         let m = &self.members[name];
-        self.federator_ok(&[
+        let mut args = vec![
             "join",
             "cluster",
             name,
@@ -242,7 +248,9 @@ impl Federation {
             m.cluster.kubeconfig_path().to_str().unwrap(),
             "--trust-domain",
             &m.trust_domain,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        self.federator_ok(&args)
     }
 
     /// Joins a member with an external agent.
@@ -331,12 +339,19 @@ impl Federation {
 
     /// A member's `cacerts` as files, if it exists.
     pub async fn cacerts(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-        let api: Api<Secret> = Api::namespaced(
-            self.members[name].cluster.client().await.ok()?,
-            names::ISTIO_NAMESPACE,
-        );
-        let s = api.get_opt(names::CACERTS_SECRET).await.ok()??;
-        Some(s.data?.into_iter().map(|(k, v)| (k, v.0)).collect())
+        cacerts_of(&self.members[name].cluster).await
+    }
+
+    /// The holder of the hub's `federator-leader` Lease, if someone holds it.
+    pub async fn lease_holder(&self) -> Option<String> {
+        let leases: Api<Lease> = Api::namespaced(self.hub.client().await.ok()?, names::NAMESPACE);
+        leases
+            .get_opt(names::LEADER_LEASE)
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+            .filter(|h| !h.is_empty())
     }
 
     /// A member's `ClusterTrust`.
@@ -460,6 +475,21 @@ impl Federation {
         )
         .await;
     }
+}
+
+/// A cluster's `istio-system/cacerts` as files, if it exists.
+pub async fn cacerts_of(cluster: &Cluster) -> Option<BTreeMap<String, Vec<u8>>> {
+    let api: Api<Secret> = Api::namespaced(cluster.client().await.ok()?, names::ISTIO_NAMESPACE);
+    let s = api.get_opt(names::CACERTS_SECRET).await.ok()??;
+    Some(s.data?.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// Whether a Pod's `Ready` condition is true.
+pub fn pod_is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Mints a workload leaf for `id` from a member's `cacerts` files (as istiod would).

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use federator_api::names;
 use federator_e2e::*;
 use federator_testkit::wait_until;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use testbed::{Process, ProcessSpec};
@@ -41,16 +40,6 @@ fn replica_with(fed: &Federation, id: &str, extra: &[&str]) -> Process {
     Process::spawn(spec).unwrap()
 }
 
-async fn holder(fed: &Federation) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(fed.hub.client().await.ok()?, names::NAMESPACE);
-    leases
-        .get_opt(names::LEADER_LEASE)
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_acts_and_a_follower_takes_over() {
     let mut fed = Federation::start(&[("c1", "cluster.local"), ("c2", "cluster.local")], &[]).await;
@@ -60,7 +49,10 @@ async fn one_leader_acts_and_a_follower_takes_over() {
     fed.start_agent("c1");
     fed.wait_healthy(&["c1"], Duration::from_secs(60)).await;
 
-    let leader = wait_for("a Lease holder", Duration::from_secs(30), || holder(&fed)).await;
+    let leader = wait_for("a Lease holder", Duration::from_secs(30), || {
+        fed.lease_holder()
+    })
+    .await;
     let (leader_proc, follower_proc, follower) = if leader == "replica-a" {
         (&mut a, &mut b, "replica-b")
     } else {
@@ -124,7 +116,7 @@ async fn one_leader_acts_and_a_follower_takes_over() {
     wait_for(
         "the follower to take the Lease",
         Duration::from_secs(45),
-        || async { (holder(&fed).await.as_deref() == Some(follower)).then_some(()) },
+        || async { (fed.lease_holder().await.as_deref() == Some(follower)).then_some(()) },
     )
     .await;
     fed.join("c2");
@@ -162,7 +154,10 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
     );
     fed.start_agent("c1");
     fed.wait_healthy(&["c1"], Duration::from_secs(60)).await;
-    let leader = wait_for("a Lease holder", Duration::from_secs(30), || holder(&fed)).await;
+    let leader = wait_for("a Lease holder", Duration::from_secs(30), || {
+        fed.lease_holder()
+    })
+    .await;
     let (leader_proc, leader_addr, follower_proc, follower_addr, follower) =
         if leader == "replica-a" {
             (&mut a, addr(ports[0]), &mut b, addr(ports[1]), "replica-b")
@@ -196,7 +191,9 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
         wait_for(
             "the Lease to leave the terminated leader",
             Duration::from_secs(10),
-            || async { (holder(&fed).await.as_deref() != Some(leader.as_str())).then_some(()) },
+            || async {
+                (fed.lease_holder().await.as_deref() != Some(leader.as_str())).then_some(())
+            },
         )
         .await;
         start.elapsed()
@@ -222,7 +219,7 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
     wait_for(
         "the standby to take the released Lease",
         Duration::from_secs(10),
-        || async { (holder(&fed).await.as_deref() == Some(follower)).then_some(()) },
+        || async { (fed.lease_holder().await.as_deref() == Some(follower)).then_some(()) },
     )
     .await;
     let took_over = start.elapsed();

@@ -21,7 +21,6 @@ use federator_e2e::examples::{chart, output, tool};
 use federator_e2e::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use testbed::Binaries;
@@ -116,12 +115,9 @@ async fn events_in(client: &kube::Client, ns: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Ready, and not on its way out.
 fn is_ready(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && p.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    p.metadata.deletion_timestamp.is_none() && pod_is_ready(p)
 }
 
 async fn hub_pods(fed: &Federation) -> Vec<Pod> {
@@ -130,17 +126,6 @@ async fn hub_pods(fed: &Federation) -> Vec<Pod> {
         .await
         .unwrap()
         .items
-}
-
-async fn holder(fed: &Federation) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(fed.hub.client().await.ok()?, names::NAMESPACE);
-    leases
-        .get_opt(names::LEADER_LEASE)
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
-        .filter(|h| !h.is_empty())
 }
 
 /// `GET path` on a Pod's port 9090 (the host reaches Pods by IP): status and body.
@@ -194,7 +179,7 @@ impl TrustCheck {
                 let at = started.elapsed().as_secs_f64();
                 let mut files = BTreeMap::new();
                 for (name, _, cluster) in &clusters {
-                    match read_cacerts(cluster).await {
+                    match cacerts_of(cluster).await {
                         Some(f) => {
                             let report = cacerts::inspect(&f, time::OffsetDateTime::now_utc());
                             if !report.is_ok() {
@@ -242,13 +227,6 @@ impl TrustCheck {
         self.stop.store(true, Ordering::SeqCst);
         self.task.await.unwrap()
     }
-}
-
-async fn read_cacerts(cluster: &testbed::Cluster) -> Option<BTreeMap<String, Vec<u8>>> {
-    let api: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(cluster.client().await.ok()?, names::ISTIO_NAMESPACE);
-    let s = api.get_opt(names::CACERTS_SECRET).await.ok()??;
-    Some(s.data?.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -309,7 +287,10 @@ async fn the_chart_installs_a_hub_that_keeps_trust_when_its_leader_dies_mid_rene
         (pods.len() == 2).then_some(pods)
     })
     .await;
-    let leader = wait_for("a Lease holder", Duration::from_secs(30), || holder(&fed)).await;
+    let leader = wait_for("a Lease holder", Duration::from_secs(30), || {
+        fed.lease_holder()
+    })
+    .await;
     let names_of: Vec<String> = pods
         .iter()
         .map(|p| p.metadata.name.clone().unwrap())
@@ -333,20 +314,9 @@ async fn the_chart_installs_a_hub_that_keeps_trust_when_its_leader_dies_mid_rene
 
     // Three joins, the hub reaching each member through the hub node's address for it.
     let started = Instant::now();
-    for (name, td) in MEMBERS {
-        let m = &fed.members[name];
-        let server = m.cluster.server_from(&fed.hub).unwrap();
-        fed.federator_ok(&[
-            "join",
-            "cluster",
-            name,
-            "--kubeconfig",
-            m.cluster.kubeconfig_path().to_str().unwrap(),
-            "--trust-domain",
-            td,
-            "--server",
-            &server,
-        ]);
+    for (name, _) in MEMBERS {
+        let server = fed.members[name].cluster.server_from(&fed.hub).unwrap();
+        fed.join_default_with(name, &["--server", &server]);
     }
     let all: Vec<&str> = MEMBERS.iter().map(|(n, _)| *n).collect();
     fed.wait_healthy(&all, Duration::from_secs(180)).await;
@@ -374,7 +344,7 @@ async fn the_chart_installs_a_hub_that_keeps_trust_when_its_leader_dies_mid_rene
     let new_leader = wait_for(
         "the other replica to take the Lease",
         LEASE_DURATION,
-        || async { holder(&fed).await.filter(|h| *h != leader) },
+        || async { fed.lease_holder().await.filter(|h| *h != leader) },
     )
     .await;
     let takeover = deleted.elapsed();
@@ -408,7 +378,10 @@ async fn the_chart_installs_a_hub_that_keeps_trust_when_its_leader_dies_mid_rene
     .await;
     let (_, body) = http_get(&replacement, "/metrics").await;
     assert_eq!(metric(&body, "federator_leader"), Some(0.0), "{body}");
-    assert_eq!(holder(&fed).await.as_deref(), Some(new_leader.as_str()));
+    assert_eq!(
+        fed.lease_holder().await.as_deref(),
+        Some(new_leader.as_str())
+    );
     fed.wait_healthy(&all, Duration::from_secs(60)).await;
 
     // Checked before, all along, and on the renewed CAs after.

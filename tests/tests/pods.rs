@@ -39,13 +39,6 @@ async fn agent_pods(cluster: &testbed::Cluster) -> Vec<Pod> {
         .items
 }
 
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// The timestamp (RFC 3339, nanoseconds) at the start of a CRI log line.
 fn log_time(line: &str) -> Option<time::OffsetDateTime> {
     let ts = line.split_whitespace().next()?;
@@ -182,7 +175,7 @@ async fn the_default_join_runs_the_agents_and_istiod_as_pods() {
     for (name, _) in MEMBERS {
         let m = &fed.members[name];
         let pods = agent_pods(&m.cluster).await;
-        let ready: Vec<&Pod> = pods.iter().filter(|p| is_ready(p)).collect();
+        let ready: Vec<&Pod> = pods.iter().filter(|p| pod_is_ready(p)).collect();
         assert_eq!(ready.len(), 1, "{name}: {pods:?}");
         let pod = ready[0];
         let spec = pod.spec.as_ref().unwrap();
@@ -610,7 +603,7 @@ async fn a_deleted_agent_pod_comes_back_in_the_middle_of_a_renewal() {
             agent_pods(&c1)
                 .await
                 .into_iter()
-                .find(|p| p.metadata.name.as_deref() != Some(old_name.as_str()) && is_ready(p))
+                .find(|p| p.metadata.name.as_deref() != Some(old_name.as_str()) && pod_is_ready(p))
         },
     )
     .await;
