@@ -371,6 +371,12 @@ pub struct ServeArgs {
     /// the API server's minimum is 10m).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub reader_token_ttl: Duration,
+    /// Renew a reader token once it is this old, when that comes before two thirds of its
+    /// lifetime (default: at two thirds). Shorter than `--reader-token-ttl`. Renewal is what
+    /// the other members' istiods see change (a new kubeconfig in their remote secret): a short
+    /// value exercises it often while the token lifetime stays at the API server's minimum.
+    #[arg(long, value_parser = parse_duration)]
+    pub reader_token_renew_after: Option<Duration>,
     /// Serve Prometheus metrics (`/metrics`) and the probes (`/healthz`: liveness, `/readyz`:
     /// readiness) on this address, e.g. 0.0.0.0:9090.
     #[arg(long)]

@@ -11,6 +11,7 @@ pub enum Error {
         arg = match *name {
             "kubelet" | "kube-scheduler" | "kube-controller-manager" => " nodes",
             "helm" | "kubectl" | "promtool" => " ops",
+            "istioctl" => " istioctl",
             _ => "",
         },
         file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()

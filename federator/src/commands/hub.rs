@@ -514,6 +514,15 @@ pub async fn bundle(source: &ClientSource, args: crate::cli::BundleArgs) -> Resu
 
 /// `federator serve`
 pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
+    if let Some(after) = args.reader_token_renew_after
+        && (after.is_zero() || after >= args.reader_token_ttl)
+    {
+        return Err(Error::Usage(format!(
+            "--reader-token-renew-after {} must be above zero and shorter than --reader-token-ttl {}",
+            federator_core::duration::format(after),
+            federator_core::duration::format(args.reader_token_ttl)
+        )));
+    }
     let hub = hub_client(source).await?;
     let identity = args.identity.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -527,6 +536,7 @@ pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
             identity,
             heartbeat: args.heartbeat,
             reader_token_ttl: args.reader_token_ttl,
+            reader_token_renew_after: args.reader_token_renew_after,
             metrics_addr: args.metrics_addr,
         },
     )

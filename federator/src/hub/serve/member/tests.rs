@@ -112,6 +112,7 @@ fn fixture(signer_loaded: bool) -> Fixture {
             identity: "test".into(),
             heartbeat: HEARTBEAT,
             reader_token_ttl: Duration::from_secs(3600),
+            reader_token_renew_after: None,
             metrics_addr: None,
         },
         Arc::new(Metrics::default()),
