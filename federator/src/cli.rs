@@ -383,6 +383,20 @@ pub struct ServeArgs {
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
+impl ServeArgs {
+    /// What clap cannot check alone: `--reader-token-renew-after` within the token lifetime.
+    pub fn check(&self) -> Result<(), String> {
+        match self.reader_token_renew_after {
+            Some(after) if after.is_zero() || after >= self.reader_token_ttl => Err(format!(
+                "--reader-token-renew-after {} must be above zero and shorter than --reader-token-ttl {}",
+                federator_core::duration::format(after),
+                federator_core::duration::format(self.reader_token_ttl)
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `federator ca ...`
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
@@ -600,6 +614,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("https://"), "{err}");
+    }
+
+    fn serve(args: &[&str]) -> Result<(), String> {
+        let mut argv = vec!["federator", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Serve(a) => a.check(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reader_tokens_renew_early_only_within_their_lifetime() {
+        assert_eq!(serve(&[]), Ok(()));
+        let early = ["--reader-token-ttl", "10m", "--reader-token-renew-after"];
+        assert_eq!(serve(&[&early[..], &["5s"]].concat()), Ok(()));
+        for bad in ["10m", "1h", "0s"] {
+            let err = serve(&[&early[..], &[bad]].concat()).unwrap_err();
+            assert!(err.contains("shorter than --reader-token-ttl 10m"), "{err}");
+        }
     }
 
     #[test]

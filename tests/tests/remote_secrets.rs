@@ -11,6 +11,13 @@
 //! `leave cluster-2`, cluster-2 disappears from the others' `/debug/clusterz` and registries,
 //! its reader token is revoked, and cluster-1 and cluster-3 keep discovering each other; a
 //! fourth cluster that joins is discovered by the running istiods, and its istiod discovers them.
+//!
+//! The other tests: istiod keeps discovering its peer, polled continuously, across three
+//! reader token renewals, and switches to every new token (the API server's audit log); the
+//! secret real `istioctl create-remote-secret` makes and federator's give istiod the same
+//! discovery result, and federator's reader has a subset of the rights of istioctl's; a member
+//! whose API server is down holds up no one's remote secrets (docs/security.md says what each
+//! shows and what not).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

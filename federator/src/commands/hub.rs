@@ -514,15 +514,7 @@ pub async fn bundle(source: &ClientSource, args: crate::cli::BundleArgs) -> Resu
 
 /// `federator serve`
 pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
-    if let Some(after) = args.reader_token_renew_after
-        && (after.is_zero() || after >= args.reader_token_ttl)
-    {
-        return Err(Error::Usage(format!(
-            "--reader-token-renew-after {} must be above zero and shorter than --reader-token-ttl {}",
-            federator_core::duration::format(after),
-            federator_core::duration::format(args.reader_token_ttl)
-        )));
-    }
+    args.check().map_err(Error::Usage)?;
     let hub = hub_client(source).await?;
     let identity = args.identity.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -46,15 +46,15 @@ impl StoredCredential {
     /// When [`StoredCredential::needs_renewal`] turns true, when known.
     pub fn renew_at(&self) -> Option<OffsetDateTime> {
         match (self.issued, self.expires) {
-            (Some(i), Some(e)) => Some(i + (e - i) * (2.0 / 3.0)),
+            (Some(i), Some(e)) => Some(renewal_due(i, e, None)),
             (None, Some(e)) => Some(e - time::Duration::days(30)),
             _ => None,
         }
     }
 
-    /// When the token is due for renewal when it must also be renewed once `after` old:
-    /// the earlier of [`StoredCredential::renew_at`] and its issue time plus `after` (unknown
-    /// without its issue time).
+    /// When the token is due if it must also be renewed once `after` old: the earlier of
+    /// [`StoredCredential::renew_at`] and its issue time plus `after` (without its issue time,
+    /// [`StoredCredential::renew_at`]).
     pub fn renew_at_or_after(&self, after: Option<Duration>) -> Option<OffsetDateTime> {
         match (self.issued, self.expires) {
             (Some(i), Some(e)) => Some(renewal_due(i, e, after)),
