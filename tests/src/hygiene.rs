@@ -9,7 +9,8 @@
 //! * the material of every private key found where it belongs (a line of its base64 and a run
 //!   of its DER in hex), so that a key logged or copied in another form is caught too.
 //!
-//! Private keys belong only in the Secrets listed in [`KEY_HOMES`]. A hit fails the test,
+//! Private keys belong only in the Secrets listed in [`KEY_HOMES`] and in TLS Secrets
+//! (`kubernetes.io/tls`, e.g. a serving certificate the user supplies). A hit fails the test,
 //! naming the file and line or the object.
 
 use std::collections::BTreeSet;
@@ -122,7 +123,8 @@ async fn objects(client: &kube::Client) -> Result<(Vec<(String, String)>, Vec<Ve
         for (k, v) in s.string_data.iter().flatten() {
             text.push_str(&format!("\n{k}: {v}"));
         }
-        if KEY_HOMES.contains(&(ns.as_str(), name.as_str())) {
+        let tls = s.type_.as_deref() == Some("kubernetes.io/tls");
+        if tls || KEY_HOMES.contains(&(ns.as_str(), name.as_str())) {
             homes.extend(s.data.iter().flatten().map(|(_, v)| v.0.clone()));
         } else {
             found.push((format!("Secret {ns}/{name}"), text));
