@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod examples;
+pub mod hygiene;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,11 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub use federator_testkit::wait_for;
 
+/// The `--log-level` of the hub and the agents the harness starts: federator's own code at
+/// debug, so that the secret-hygiene scan ([`hygiene`]) reads what debug output would show.
+pub const LOG_LEVEL: &str =
+    "info,federator=debug,federator_api=debug,federator_core=debug,cluster_agent=debug,mtls=debug";
+
 /// A member of the test federation.
 pub struct Member {
     /// Its testbed cluster.
@@ -79,6 +85,50 @@ pub struct Federation {
     pub metrics_addr: Option<String>,
     /// Scratch directory for logs and files.
     pub dir: PathBuf,
+}
+
+/// After a test that passed, the secret-hygiene scan ([`hygiene::scan`]) of its logs and of
+/// every object of its running clusters: a private key anywhere it does not belong fails the
+/// test.
+impl Drop for Federation {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let clusters: Vec<Cluster> = self
+            .testbed
+            .clusters()
+            .iter()
+            .filter(|c| c.is_running())
+            .cloned()
+            .collect();
+        let dir = self.dir.clone();
+        // The test's runtime is still on this thread (a Federation drops inside it): scan on
+        // a thread of its own.
+        let report = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut clients = Vec::new();
+                for c in &clusters {
+                    clients.push((c.name().to_owned(), c.client().await.unwrap()));
+                }
+                tokio::time::timeout(Duration::from_secs(120), hygiene::scan(&dir, &clients))
+                    .await
+                    .expect("the secret-hygiene scan finishes in 120 s")
+            })
+        })
+        .join()
+        .unwrap();
+        eprintln!("{report}");
+        assert!(
+            report.problems.is_empty(),
+            "secret hygiene: private key material where it does not belong:\n{}",
+            report.problems.join("\n")
+        );
+    }
 }
 
 impl Federation {
@@ -302,7 +352,7 @@ impl Federation {
             bin("federator"),
             self.dir.join("serve.log"),
         )
-        .args(["serve", "--log-level", "info"])
+        .args(["serve", "--log-level", LOG_LEVEL])
         .env("FEDERATOR_HUB_KUBECONFIG", self.hub.kubeconfig_path());
         for a in extra {
             spec = spec.arg(*a);
@@ -332,7 +382,7 @@ impl Federation {
         let log = self.dir.join(format!("{name}-agent.log"));
         let m = self.members.get_mut(name).unwrap();
         let spec = ProcessSpec::new(format!("{name}-agent"), bin("cluster-agent"), log).args(
-            federator_testkit::agent_args(&m.agent_kubeconfig, name, "info"),
+            federator_testkit::agent_args(&m.agent_kubeconfig, name, LOG_LEVEL),
         );
         m.agent = Some(Process::spawn(spec).unwrap());
     }
