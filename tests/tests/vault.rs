@@ -741,7 +741,6 @@ async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_ab
             .matches("logged in to Vault again")
             .count()
     };
-    let logins_before = logins(&fed);
     let drain = Duration::from_secs(6);
     let started = Instant::now();
     fed.federator_ok(&["rotate-root", "--vault-issuer", "second", "--drain", "6s"]);
@@ -764,13 +763,10 @@ async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_ab
         "second",
         "the Federation points at the new issuer"
     );
-    assert!(
-        logins(&fed) > logins_before,
-        "the hub's Vault token expired during the rotation and it logged in again"
-    );
 
-    // 2. To a root Vault generates (the bootstrap policy added), aborted while draining: every
-    // member goes back to the second root, which the Federation keeps naming.
+    // 2. To a root Vault generates (the bootstrap policy added), the hub's token expiring while
+    // the rotation waits, aborted while draining: every member goes back to the second root,
+    // which the Federation keeps naming.
     let role = json!({ "token_policies": ["federator", "federator-rotate"], "token_ttl": "8s", "token_max_ttl": "8s" });
     bao_ok(
         &bao,
@@ -779,8 +775,35 @@ async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_ab
     )
     .await;
     bao_ok(&bao, "auth/approle/role/federator", role).await;
+    // c3's agent frozen holds the rotation in trusting-new-root past the life of the token
+    // the hub logged in with when the rotation started: it signs the re-signing with a new one.
+    fed.members
+        .get_mut("c3")
+        .unwrap()
+        .agent
+        .as_mut()
+        .unwrap()
+        .pause();
+    let logins_before = logins(&fed);
     let out = fed.federator_ok(&["rotate-root", "--vault-bootstrap", "--drain", "20s"]);
     assert!(out.contains("vault: generated a new root"), "{out}");
+    wait_for(
+        "the generated issuer's rotation to wait for c3",
+        Duration::from_secs(30),
+        || async {
+            let r = fed.federation_status().await.rotations.into_iter().next()?;
+            r.waiting_for.iter().any(|w| w.member == "c3").then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    fed.members
+        .get_mut("c3")
+        .unwrap()
+        .agent
+        .as_mut()
+        .unwrap()
+        .resume();
     let draining = wait_for(
         "the generated issuer's rotation to drain",
         Duration::from_secs(20),
@@ -793,6 +816,10 @@ async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_ab
     assert_ne!(
         draining.sha256,
         federator_core::cert::fingerprint(&second_root)
+    );
+    assert!(
+        logins(&fed) > logins_before,
+        "the hub's Vault token expired during the rotation and it logged in again"
     );
     let out = fed.federator_ok(&["rotate-root", "--abort"]);
     assert!(

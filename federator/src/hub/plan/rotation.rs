@@ -712,7 +712,11 @@ mod tests {
         refused(&chain(&current), now, "chains to the current root");
         // A cluster CA is a CA, but with no room below it.
         let (_, issued) = pki::issue(&offline, "c1", "a.local");
-        refused(std::slice::from_ref(&issued.cert_der), now, "path length is 0");
+        refused(
+            std::slice::from_ref(&issued.cert_der),
+            now,
+            "path length is 0",
+        );
         // An intermediate without its chain.
         refused(&chain(&good)[..1], now, "append its issuer chain");
         refused(&[], now, "holds no certificate");
