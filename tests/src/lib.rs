@@ -527,6 +527,97 @@ impl Federation {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Root rotations (tests/tests/rotation.rs, vault.rs).
+
+/// Checks that every pair of `members` trusts each other right now.
+pub async fn check_trust(fed: &Federation, members: &[(&str, &str)]) {
+    let mut files = BTreeMap::new();
+    for (m, _) in members {
+        files.insert(*m, fed.cacerts(m).await.unwrap());
+    }
+    for (from, td) in members {
+        let leaf = mint_leaf(&files[from], &format!("spiffe://{td}/ns/a/sa/b"));
+        for (to, _) in members {
+            verifies(&leaf, &files[to])
+                .unwrap_or_else(|e| panic!("trust gap during rotation: {from} at {to}: {e}"));
+        }
+    }
+}
+
+/// The SHA-256 of the root of trust domain `td` in the federation's status.
+pub fn root_of(st: &federator_api::hub::FederationStatus, td: &str) -> String {
+    let root = st.roots.iter().find(|r| r.trust_domain == td).unwrap();
+    root.sha256.clone()
+}
+
+/// Runs trust checks until the federation has no rotation left. Returns the phases seen and
+/// whether `old_leaf` still verified at `witness` while draining.
+pub async fn follow_rotation(
+    fed: &Federation,
+    members: &[(&str, &str)],
+    old_leaf: Option<(&[Vec<u8>], &str)>,
+) -> (std::collections::BTreeSet<String>, bool) {
+    let mut phases = std::collections::BTreeSet::new();
+    let mut metric_phases = std::collections::BTreeSet::new();
+    let mut old_leaf_ok_while_draining = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        check_trust(fed, members).await;
+        let st = fed.federation_status().await;
+        // The hub's metrics follow the status: a phase series for each rotation, with the
+        // time it entered that phase.
+        if let Some(m) = fed.hub_metrics().await {
+            for line in m.lines() {
+                if let Some(labels) = line.strip_prefix("federator_rotation_phase{") {
+                    let phase = labels
+                        .split("phase=\"")
+                        .nth(1)
+                        .and_then(|p| p.split('"').next());
+                    metric_phases.insert(phase.unwrap_or_default().to_owned());
+                    assert!(line.ends_with("} 1"), "{line}");
+                }
+            }
+        }
+        for r in &st.rotations {
+            assert!(r.phase_since.is_some(), "{r:?}");
+            phases.insert(r.phase.to_string());
+            if r.phase == federator_api::hub::RotationPhase::Draining
+                && let Some((leaf, witness)) = old_leaf
+            {
+                old_leaf_ok_while_draining |=
+                    verifies(leaf, &fed.cacerts(witness).await.unwrap()).is_ok();
+            }
+        }
+        if st.rotations.is_empty() && !phases.is_empty() {
+            assert!(metric_phases.contains("draining"), "{metric_phases:?}");
+            assert!(
+                metric_phases
+                    .iter()
+                    .all(|p| ["trusting-new-root", "re-signing", "draining"].contains(&p.as_str())),
+                "{metric_phases:?}"
+            );
+            wait_for(
+                "the rotation's series to leave the metrics",
+                Duration::from_secs(30),
+                || async {
+                    let m = fed.hub_metrics().await?;
+                    (!m.contains("federator_rotation_phase{")
+                        && !m.contains("federator_rotation_phase_start_timestamp_seconds{"))
+                    .then_some(())
+                },
+            )
+            .await;
+            return (phases, old_leaf_ok_while_draining);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation did not complete; phases seen: {phases:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// A cluster's `istio-system/cacerts` as files, if it exists.
 pub async fn cacerts_of(cluster: &Cluster) -> Option<BTreeMap<String, Vec<u8>>> {
     let api: Api<Secret> = Api::namespaced(cluster.client().await.ok()?, names::ISTIO_NAMESPACE);
@@ -868,6 +959,52 @@ impl TrustWatch {
                     report.rounds += 1;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            report
+        });
+        TrustWatch { stop, task }
+    }
+
+    /// Starts checking, every `every`, what the members' `cacerts` allow: each member mints a
+    /// workload certificate for its trust domain from its own `cacerts` (as istiod would) and
+    /// every member's `root-cert.pem` must verify it. `members`: cluster and trust domain.
+    /// A round counts when every `cacerts` could be read.
+    pub fn start_cacerts(members: Vec<(Cluster, String)>, every: Duration) -> TrustWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut report = TrustReport::default();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut files = Vec::new();
+                for (cluster, td) in &members {
+                    if let Some(f) = cacerts_of(cluster).await {
+                        files.push((cluster.name().to_owned(), td.clone(), f));
+                    }
+                }
+                if files.len() == members.len() {
+                    report.rounds += 1;
+                }
+                for (from, td, f) in &files {
+                    let issuer = f
+                        .get(cacerts::CA_CERT)
+                        .map(|pem| cert::fingerprint(&first_cert(pem))[..12].to_owned())
+                        .unwrap_or_default();
+                    let seen = report.issuers.entry(from.clone()).or_default();
+                    if seen.last() != Some(&issuer) {
+                        seen.push(issuer);
+                    }
+                    let leaf = mint_leaf(f, &format!("spiffe://{td}/ns/a/sa/b"));
+                    for (to, _, g) in &files {
+                        if let Err(e) = verifies(&leaf, g) {
+                            report.failures.push(format!(
+                                "{:.1}s: trust gap {from} at {to}: {e}",
+                                started.elapsed().as_secs_f64()
+                            ));
+                        }
+                    }
+                }
+                tokio::time::sleep(every).await;
             }
             report
         });

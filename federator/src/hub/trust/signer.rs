@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use super::vault::VaultSigner;
 use crate::hub::plan::federation::{self, Holding, SignerView};
-use crate::hub::plan::rotation::RotationState;
+use crate::hub::plan::rotation::{RotationState, Scope};
 use crate::{Error, Result};
 
 /// What a signer is asked: a CSR to sign under the policy, for a member, at a time.
@@ -39,10 +39,20 @@ pub struct Ask<'a> {
 pub enum Signer {
     /// One root per trust domain, plus the previous root of each trust domain in rotation.
     Local(LocalRoots),
-    /// One imported CA for all trust domains.
-    Import(Box<IssuingCa>),
-    /// Vault signs for all trust domains.
-    Vault(Box<VaultSigner>),
+    /// One imported CA for all trust domains (and, while rotating, the previous one's root).
+    Import(Box<IssuingCa>, Option<IssuerRotation>),
+    /// Vault signs for all trust domains (with the issuer a rotation moves to, if any).
+    Vault(Box<VaultSigner>, Option<IssuerRotation>),
+}
+
+/// A rotation of the one issuer of the `import` and `vault` backends: the previous root (DER,
+/// still trusted) and the rotation's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerRotation {
+    /// The root of the previous issuer.
+    pub previous_root: Vec<u8>,
+    /// Where the rotation stands.
+    pub state: RotationState,
 }
 
 /// The local backend's roots.
@@ -59,8 +69,8 @@ impl Signer {
     pub fn root_type(&self) -> RootType {
         match self {
             Signer::Local(_) => RootType::Local,
-            Signer::Import(_) => RootType::Import,
-            Signer::Vault(_) => RootType::Vault,
+            Signer::Import(..) => RootType::Import,
+            Signer::Vault(..) => RootType::Vault,
         }
     }
 
@@ -78,8 +88,16 @@ impl Signer {
                         ))
                     })
             }
-            Signer::Import(ca) => Ok(ca.root_der()),
-            Signer::Vault(v) => Ok(v.root_der()),
+            Signer::Import(ca, _) => Ok(ca.root_der()),
+            Signer::Vault(v, _) => Ok(v.root_der()),
+        }
+    }
+
+    /// The rotation of the one issuer (`import`, `vault`), if one is in progress.
+    pub fn issuer_rotation(&self) -> Option<&IssuerRotation> {
+        match self {
+            Signer::Local(_) => None,
+            Signer::Import(_, r) | Signer::Vault(_, r) => r.as_ref(),
         }
     }
 
@@ -89,7 +107,7 @@ impl Signer {
         for td in tds {
             let previous = match self {
                 Signer::Local(roots) => roots.rotating.get(td).map(|(der, _)| der.clone()),
-                _ => None,
+                _ => self.issuer_rotation().map(|r| r.previous_root.clone()),
             };
             view.roots.insert(
                 td.clone(),
@@ -101,8 +119,12 @@ impl Signer {
         }
         if let Signer::Local(roots) = self {
             for (td, (_, state)) in &roots.rotating {
-                view.rotations.insert(td.clone(), state.clone());
+                view.rotations
+                    .insert(Scope::TrustDomain(td.clone()), state.clone());
             }
+        }
+        if let Some(r) = self.issuer_rotation() {
+            view.rotations.insert(Scope::Issuer, r.state.clone());
         }
         Ok(view)
     }
@@ -134,8 +156,8 @@ impl Signer {
                 })?;
                 Ok(policy.sign(issuer, csr, request, now)?)
             }
-            Signer::Import(ca) => Ok(policy.sign(ca, csr, request, now)?),
-            Signer::Vault(v) => v.sign(ask).await,
+            Signer::Import(ca, _) => Ok(policy.sign(ca, csr, request, now)?),
+            Signer::Vault(v, _) => v.sign(ask).await,
         }
     }
 
@@ -147,8 +169,8 @@ impl Signer {
                 .iter()
                 .map(|(td, ca)| (td.to_string(), fingerprint(ca.root_der())))
                 .collect(),
-            Signer::Import(ca) => vec![("*".into(), fingerprint(ca.root_der()))],
-            Signer::Vault(v) => vec![("*".into(), fingerprint(v.root_der()))],
+            Signer::Import(ca, _) => vec![("*".into(), fingerprint(ca.root_der()))],
+            Signer::Vault(v, _) => vec![("*".into(), fingerprint(v.root_der()))],
         }
     }
 }
@@ -207,6 +229,7 @@ mod tests {
             previous_root_sha256: fingerprint(previous.root_der()),
             drain: Duration::from_secs(60),
             resigned_at: None,
+            aborted: false,
         };
         roots.rotating.insert(
             pki::td("a.local"),
@@ -220,7 +243,7 @@ mod tests {
             view.roots[&a].previous.as_deref(),
             Some(previous.root_der())
         );
-        assert_eq!(view.rotations[&a], state);
+        assert_eq!(view.rotations[&Scope::TrustDomain(a.clone())], state);
         let bundle = signer.bundle_for([&a]).unwrap();
         assert_eq!(bundle.roots_of(&a).len(), 2);
         assert!(signer.view([&pki::td("c.local")]).is_err());
@@ -230,11 +253,42 @@ mod tests {
 
     #[test]
     fn one_imported_ca_serves_every_trust_domain() {
-        let signer = Signer::Import(Box::new(pki::root("imported")));
+        let signer = Signer::Import(Box::new(pki::root("imported")), None);
         let (a, b) = (pki::td("a.local"), pki::td("b.local"));
         let view = signer.view([&a, &b]).unwrap();
         assert_eq!(view.roots[&a], view.roots[&b]);
         assert!(view.rotations.is_empty());
         assert_eq!(signer.root_fingerprints()[0].0, "*");
+    }
+
+    #[test]
+    fn a_rotating_issuer_keeps_the_previous_root_in_every_trust_domain() {
+        let (old, new) = (pki::root("old"), pki::root("new"));
+        let state = RotationState {
+            new_root_sha256: fingerprint(new.root_der()),
+            previous_root_sha256: fingerprint(old.root_der()),
+            drain: Duration::from_secs(60),
+            resigned_at: None,
+            aborted: false,
+        };
+        let signer = Signer::Import(
+            Box::new(new),
+            Some(IssuerRotation {
+                previous_root: old.root_der().to_vec(),
+                state: state.clone(),
+            }),
+        );
+        let (a, b) = (pki::td("a.local"), pki::td("b.local"));
+        let view = signer.view([&a, &b]).unwrap();
+        for td in [&a, &b] {
+            assert_eq!(view.roots[td].previous.as_deref(), Some(old.root_der()));
+        }
+        assert_eq!(
+            view.rotations.len(),
+            1,
+            "one rotation for every trust domain"
+        );
+        assert_eq!(view.rotations[&Scope::Issuer], state);
+        assert_eq!(signer.bundle_for([&a, &b]).unwrap().roots_of(&b).len(), 2);
     }
 }

@@ -235,6 +235,16 @@ impl VaultSigner {
         })
     }
 
+    /// The issuer's certificate, then the chain above it up to the root (DER).
+    pub fn issuer_chain(&self) -> &[Vec<u8>] {
+        &self.issuer_chain
+    }
+
+    /// The settings it was connected with (the issuer it signs with among them).
+    pub fn config(&self) -> &VaultConfig {
+        &self.cfg
+    }
+
     /// The root at the top of Vault's issuer chain (DER).
     pub fn root_der(&self) -> &[u8] {
         // `connect` guarantees a non-empty chain.
@@ -352,6 +362,58 @@ fn cert_request_pem(der: &[u8]) -> String {
         &pem::Pem::new("CERTIFICATE REQUEST", der.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
+}
+
+/// `<mount>/root/rotate/internal`, which vaultrs does not have: a new internal root (and
+/// issuer) next to the existing ones; the mount's default issuer does not change.
+struct RotateRoot {
+    mount: String,
+    body: serde_json::Value,
+}
+
+impl rustify::Endpoint for RotateRoot {
+    type Response = vaultrs::api::pki::responses::GenerateRootResponse;
+    const REQUEST_BODY_TYPE: rustify::enums::RequestType = rustify::enums::RequestType::JSON;
+    const RESPONSE_BODY_TYPE: rustify::enums::ResponseType = rustify::enums::ResponseType::JSON;
+
+    fn path(&self) -> String {
+        format!("{}/root/rotate/internal", self.mount)
+    }
+
+    fn method(&self) -> rustify::enums::RequestMethod {
+        rustify::enums::RequestMethod::POST
+    }
+
+    fn body(&self) -> std::result::Result<Option<Vec<u8>>, rustify::errors::ClientError> {
+        serde_json::to_vec(&self.body)
+            .map(Some)
+            .map_err(|e| rustify::errors::ClientError::DataParseError { source: e.into() })
+    }
+}
+
+/// For `rotate-root --vault-bootstrap`: has Vault generate a new internal root in the mount
+/// (`<mount>/root/rotate/internal`: ECDSA P-256, 10 years, path length 1, the key stays in
+/// Vault) named `name`, without making it the default issuer. Returns the new issuer's ID.
+pub async fn generate_issuer(cfg: &VaultConfig, name: &str) -> Result<String> {
+    let session = login(cfg).await?;
+    let path = format!("{}/root/rotate/internal", cfg.mount);
+    let endpoint = RotateRoot {
+        mount: cfg.mount.clone(),
+        body: serde_json::json!({
+            "common_name": format!("federator root CA (Vault, {name})"),
+            "organization": "federator",
+            "issuer_name": name,
+            "ttl": "87600h",
+            "key_type": "ec",
+            "key_bits": 256,
+            "max_path_length": 1,
+        }),
+    };
+    let generated = vaultrs::api::exec_with_result(&session.client, endpoint)
+        .await
+        .map_err(|e| describe(cfg, e, "generating a new root", &path, "update"))?;
+    info!(issuer = %generated.issuer_id, "Vault generated a new root for the rotation");
+    Ok(generated.issuer_id)
 }
 
 /// For a newcomer: enables the PKI mount (max lease TTL 10 years) if absent and generates an

@@ -130,6 +130,7 @@ fn fixture(signer_loaded: bool) -> Fixture {
         )]
         .into(),
         resign: Default::default(),
+        reissue: Default::default(),
     });
     if signer_loaded {
         let mut roots = LocalRoots::default();
