@@ -134,6 +134,25 @@ pub fn check_issuer(
     Ok(kind)
 }
 
+/// What a root and an issuing CA created here have in common: the names of `opts`, a CA with
+/// `opts.path_len`, certificate and CRL signing only, backdated from `now`, a random serial.
+/// The caller sets `not_after` (and how it is signed).
+fn ca_params(opts: &RootOptions, now: OffsetDateTime) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, opts.organization.as_str());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, opts.common_name.as_str());
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(opts.path_len));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = now - BACKDATE;
+    params.serial_number = Some(random_serial()?);
+    Ok(params)
+}
+
 impl IssuingCa {
     /// Creates a self-signed root.
     pub fn create_root(opts: &RootOptions, now: OffsetDateTime) -> Result<Self> {
@@ -149,19 +168,8 @@ impl IssuingCa {
             ));
         }
         let key = PrivateKey::generate(opts.key_algorithm)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, opts.organization.as_str());
-        params
-            .distinguished_name
-            .push(DnType::CommonName, opts.common_name.as_str());
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(opts.path_len));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = now - BACKDATE;
+        let mut params = ca_params(opts, now)?;
         params.not_after = now + opts.ttl;
-        params.serial_number = Some(random_serial()?);
         let cert = params.self_signed(key.pair())?;
         Ok(Self {
             cert_der: cert.der().to_vec(),
@@ -182,20 +190,9 @@ impl IssuingCa {
             ));
         }
         let key = PrivateKey::generate(opts.key_algorithm)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, opts.organization.as_str());
-        params
-            .distinguished_name
-            .push(DnType::CommonName, opts.common_name.as_str());
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(opts.path_len));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let mut params = ca_params(opts, now)?;
         params.use_authority_key_identifier_extension = true;
-        params.not_before = now - BACKDATE;
         params.not_after = (now + opts.ttl).min(self.not_after()?);
-        params.serial_number = Some(random_serial()?);
         let cert = params.signed_by(key.pair(), &self.rcgen_issuer()?)?;
         let chain_above = std::iter::once(self.cert_der.clone())
             .chain(self.chain_above.iter().cloned())
