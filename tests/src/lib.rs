@@ -392,6 +392,28 @@ impl Federation {
         cacerts_of(&self.members[name].cluster).await
     }
 
+    /// Waits until every one of `members` runs on a cluster CA under the root with SHA-256
+    /// fingerprint `root` and its `root-cert.pem` holds that root alone (the federation has one
+    /// root: a single issuer, or one trust domain).
+    pub async fn wait_all_on_root(&self, members: &[&str], root: &str) {
+        for m in members {
+            wait_for(
+                &format!("{m} to run on root {root} alone"),
+                Duration::from_secs(60),
+                || async {
+                    let s = self.member_cluster(m).await?.status?;
+                    let f = self.cacerts(m).await?;
+                    let roots = cert::parse_pem_certificates(&f["root-cert.pem"], "roots").ok()?;
+                    (s.ca_root_sha256 == root
+                        && roots.len() == 1
+                        && cert::fingerprint(&roots[0]) == root)
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+    }
+
     /// The holder of the hub's `federator-leader` Lease, if someone holds it.
     pub async fn lease_holder(&self) -> Option<String> {
         let leases: Api<Lease> = Api::namespaced(self.hub.client().await.ok()?, names::NAMESPACE);

@@ -189,29 +189,6 @@ async fn rotation(fed: &Federation) -> Option<federator_api::hub::RotationStatus
     fed.federation_status().await.rotations.into_iter().next()
 }
 
-/// Every member runs on a cluster CA under `root` and trusts nothing but `root` (and the
-/// other trust domains' roots, none here: one issuer serves all).
-async fn all_on(fed: &Federation, members: &[&str], root: &str) {
-    for m in members {
-        wait_for(
-            &format!("{m} to run on root {root} alone"),
-            Duration::from_secs(60),
-            || async {
-                let s = fed.member_cluster(m).await?.status?;
-                let f = fed.cacerts(m).await?;
-                let roots =
-                    federator_core::cert::parse_pem_certificates(&f["root-cert.pem"], "roots")
-                        .ok()?;
-                (s.ca_root_sha256 == root
-                    && roots.len() == 1
-                    && federator_core::cert::fingerprint(&roots[0]) == root)
-                    .then_some(())
-            },
-        )
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_imported_ca_rotates_to_another_offline_root_aborts_and_survives_sigkill() {
     let all = [
@@ -361,7 +338,7 @@ async fn an_imported_ca_rotates_to_another_offline_root_aborts_and_survives_sigk
         .resume();
     let (phases, _) = follow_rotation(&fed, &all, None).await;
     assert!(phases.contains("draining"), "{phases:?}");
-    all_on(&fed, &names, &root_a).await;
+    fed.wait_all_on_root(&names, &root_a).await;
     let events = events_about(&fed.hub.client().await.unwrap(), "Federation", "default").await;
     assert!(
         events
@@ -424,7 +401,7 @@ async fn an_imported_ca_rotates_to_another_offline_root_aborts_and_survives_sigk
     );
     let root_c = root_of(&fed.federation_status().await, "cluster.local");
     assert_ne!(root_c, root_a);
-    all_on(&fed, &names, &root_c).await;
+    fed.wait_all_on_root(&names, &root_c).await;
     for m in names {
         assert!(
             verifies(&old_leaf, &fed.cacerts(m).await.unwrap()).is_err(),
@@ -483,7 +460,7 @@ async fn a_local_root_rotates_three_members_without_a_gap_and_aborts_while_drain
     assert!(phases.contains("draining"), "{phases:?}");
     let new_root = root_of(&fed.federation_status().await, "cluster.local");
     assert_ne!(new_root, old_root);
-    all_on(&fed, &["c1", "c2", "c3"], &new_root).await;
+    fed.wait_all_on_root(&["c1", "c2", "c3"], &new_root).await;
 
     // Aborted while draining: everyone returns to the root it had just left.
     fed.federator_ok(&[
@@ -506,7 +483,7 @@ async fn a_local_root_rotates_three_members_without_a_gap_and_aborts_while_drain
     assert!(out.contains(&new_root), "{out}");
     let (phases, _) = follow_rotation(&fed, &all, None).await;
     assert!(phases.contains("re-signing"), "{phases:?}");
-    all_on(&fed, &["c1", "c2", "c3"], &new_root).await;
+    fed.wait_all_on_root(&["c1", "c2", "c3"], &new_root).await;
     let report = watch.stop().await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     println!(

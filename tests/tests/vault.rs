@@ -631,26 +631,6 @@ async fn federation_issuer(fed: &Federation) -> String {
     f.spec.root.vault.unwrap().issuer
 }
 
-/// Every member runs on a cluster CA under `root` and trusts only it.
-async fn all_on_root(fed: &Federation, members: &[&str], root: &[u8]) {
-    let fp = federator_core::cert::fingerprint(root);
-    for m in members {
-        wait_for(
-            &format!("{m} to run on root {fp} alone"),
-            Duration::from_secs(60),
-            || async {
-                let s = fed.member_cluster(m).await?.status?;
-                let f = fed.cacerts(m).await?;
-                let roots =
-                    federator_core::cert::parse_pem_certificates(&f["root-cert.pem"], "roots")
-                        .ok()?;
-                (s.ca_root_sha256 == fp && roots == vec![root.to_vec()]).then_some(())
-            },
-        )
-        .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_aborts() {
     let all = [
@@ -751,7 +731,8 @@ async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_ab
         old_leaf_ok,
         "workload certificates of the first root work while draining"
     );
-    all_on_root(&fed, &names, &second_root).await;
+    fed.wait_all_on_root(&names, &federator_core::cert::fingerprint(&second_root))
+        .await;
     for m in names {
         assert!(
             verifies(&old_leaf, &fed.cacerts(m).await.unwrap()).is_err(),
@@ -831,7 +812,8 @@ async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_ab
         phases.contains("re-signing"),
         "members moved back: {phases:?}"
     );
-    all_on_root(&fed, &names, &second_root).await;
+    fed.wait_all_on_root(&names, &federator_core::cert::fingerprint(&second_root))
+        .await;
     assert_eq!(federation_issuer(&fed).await, "second");
 
     let report = watch.stop().await;
