@@ -441,6 +441,15 @@ impl Federation {
         first_cert(&files[cacerts::CA_CERT])
     }
 
+    /// The root its cluster CA in `cacerts` is signed under: the last certificate of
+    /// `cert-chain.pem` (SHA-256).
+    pub async fn chain_root(&self, name: &str) -> String {
+        let files = self.cacerts(name).await.unwrap();
+        let chain =
+            cert::parse_pem_certificates(&files[cacerts::CERT_CHAIN], "cert-chain.pem").unwrap();
+        cert::fingerprint(chain.last().unwrap())
+    }
+
     /// Waits until a member's `cacerts` holds a cluster CA other than `old`; returns it.
     pub async fn wait_new_cluster_ca(&self, name: &str, old: &[u8]) -> Vec<u8> {
         wait_for(

@@ -298,6 +298,16 @@ async fn an_imported_ca_rotates_to_another_offline_root_aborts_and_survives_sigk
     )
     .await;
     assert_eq!(held.trust_domain, "*");
+    // A member renewing now gets a CA under root a, which c3 (frozen, its bundle without b)
+    // trusts: the new root signs only once every member trusts it (the trust watch runs).
+    let before = fed.cluster_ca("c1").await;
+    fed.federator_ok(&["renew", "cluster", "c1", "--now"]);
+    assert_ne!(fed.cluster_ca("c1").await, before, "c1 was re-issued");
+    assert_eq!(
+        fed.chain_root("c1").await,
+        root_a,
+        "renewed during trusting-new-root: signed under the root every member trusts"
+    );
     let status = fed.federator(&["status"]);
     let table = String::from_utf8_lossy(&status.stdout);
     assert!(

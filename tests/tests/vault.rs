@@ -777,6 +777,14 @@ async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_ab
         },
     )
     .await;
+    // A member renewing now gets a CA from the second issuer, whose root c3 (frozen, its
+    // bundle without the generated root) trusts.
+    fed.federator_ok(&["renew", "cluster", "c1", "--now"]);
+    assert_eq!(
+        fed.chain_root("c1").await,
+        federator_core::cert::fingerprint(&second_root),
+        "renewed during trusting-new-root: signed by the issuer every member trusts"
+    );
     tokio::time::sleep(Duration::from_secs(9)).await;
     fed.members
         .get_mut("c3")

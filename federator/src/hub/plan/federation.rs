@@ -35,6 +35,9 @@ pub struct Holding {
     pub root: Vec<u8>,
     /// The previous root, while rotating.
     pub previous: Option<Vec<u8>>,
+    /// Whether the signer can still sign under the previous root (it holds its key, or its
+    /// Vault issuer), which it does until every member trusts the new one.
+    pub previous_signs: bool,
 }
 
 /// What the signer holds: the roots of the trust domains in use, and every rotation in
@@ -61,7 +64,9 @@ pub struct Desired {
     pub renew_at_percent: u8,
     /// Lifetime of a cluster CA.
     pub cluster_ca_ttl: Duration,
-    /// The root that signs, per trust domain (SHA-256).
+    /// The root that signs, per trust domain (SHA-256): while a rotation waits for every
+    /// member to trust its new root, the previous root (if the signer still holds it), so
+    /// that a member joining or renewing then gets a CA every peer trusts.
     pub signing_roots: BTreeMap<String, String>,
     /// Trust domains whose members must move to their new root now (a rotation whose new
     /// root every member already trusts).
@@ -157,9 +162,15 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
     let mut rotations = Vec::new();
     let mut records = Vec::new();
     let mut resign = BTreeSet::new();
+    // Rotations whose new root not every member trusts yet: the previous root still signs.
+    let mut not_trusted_yet = Vec::new();
     let mut wake_at: Option<OffsetDateTime> = None;
     for (scope, state) in &inp.signer.rotations {
         let step = rotation::step(scope, state, &acks, bundle_generation, inp.now);
+        // An aborted rotation's new root is the original one, which every member trusts.
+        if step.phase == Some(RotationPhase::TrustingNewRoot) && !state.aborted {
+            not_trusted_yet.push(scope.clone());
+        }
         if let Some(record) = step.record {
             records.push((scope.clone(), record));
         }
@@ -262,7 +273,18 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
             .signer
             .roots
             .iter()
-            .map(|(td, h)| (td.to_string(), fingerprint(&h.root)))
+            .map(|(td, h)| {
+                let signs = match &h.previous {
+                    Some(previous)
+                        if h.previous_signs
+                            && not_trusted_yet.iter().any(|s| s.covers(td.as_str())) =>
+                    {
+                        previous
+                    }
+                    _ => &h.root,
+                };
+                (td.to_string(), fingerprint(signs))
+            })
             .collect(),
         resign,
         reissue: inp
@@ -431,6 +453,7 @@ mod tests {
                         Holding {
                             root: ca.root_der().to_vec(),
                             previous: None,
+                            previous_signs: false,
                         },
                     )
                 })
@@ -457,6 +480,7 @@ mod tests {
             Holding {
                 root: new.root_der().to_vec(),
                 previous: Some(old.root_der().to_vec()),
+                previous_signs: true,
             },
         );
         signer
@@ -564,6 +588,10 @@ mod tests {
         );
         assert!(p.records.is_empty() && p.desired.resign.is_empty() && p.wake_at.is_none());
         assert_eq!(
+            p.desired.signing_roots["a.local"], state.previous_root_sha256,
+            "until every member trusts the new root, the old one signs (a member joining or renewing now)"
+        );
+        assert_eq!(
             p.status.rotations[0].phase_since,
             Some(fields::time(t(NOW))),
             "the first phase starts now"
@@ -586,6 +614,10 @@ mod tests {
         );
         assert!(again.desired.resign.contains("a.local"));
         assert_eq!(
+            again.desired.signing_roots["a.local"], state.new_root_sha256,
+            "trusted by all: the new root signs"
+        );
+        assert_eq!(
             again.records,
             vec![(
                 Scope::TrustDomain(pki::td("gone.local")),
@@ -597,6 +629,59 @@ mod tests {
         // Nothing new: no new event.
         let third = plan_after(&c1(1), Some(&again.status));
         assert_eq!(phase_notes(&third), 0);
+    }
+
+    #[test]
+    fn the_previous_root_signs_only_while_not_every_member_trusts_the_new_one() {
+        let (old, new) = (pki::root("old"), pki::root("new"));
+        let spec = spec();
+        let (mut signer, state) = rotating(&old, &new);
+        // c1 has not installed the bundle with both roots yet.
+        let members = [member(
+            "c1",
+            "a.local",
+            0,
+            &state.previous_root_sha256,
+            true,
+        )];
+        let signing = |signer: &SignerView| {
+            let p = plan(&Inputs {
+                spec: &spec,
+                previous: None,
+                generation: None,
+                members: &members,
+                signer,
+                now: t(NOW),
+            })
+            .unwrap();
+            assert_eq!(p.status.rotations[0].phase, RotationPhase::TrustingNewRoot);
+            p.desired.signing_roots["a.local"].clone()
+        };
+        assert_eq!(signing(&signer), fingerprint(old.root_der()));
+        // A signer without the previous root's key (a rotation an earlier federator started)
+        // can only sign under the new root.
+        let h = signer.roots.get_mut(&pki::td("a.local")).unwrap();
+        h.previous_signs = false;
+        assert_eq!(signing(&signer), fingerprint(new.root_der()));
+        // Aborted: its "new" root is the original one, which every member trusts, and signs.
+        signer.roots.insert(
+            pki::td("a.local"),
+            Holding {
+                root: old.root_der().to_vec(),
+                previous: Some(new.root_der().to_vec()),
+                previous_signs: true,
+            },
+        );
+        signer.rotations.insert(
+            Scope::TrustDomain(pki::td("a.local")),
+            RotationState {
+                new_root_sha256: state.previous_root_sha256.clone(),
+                previous_root_sha256: state.new_root_sha256.clone(),
+                aborted: true,
+                ..state
+            },
+        );
+        assert_eq!(signing(&signer), fingerprint(old.root_der()));
     }
 
     #[test]
@@ -613,6 +698,7 @@ mod tests {
         let holding = Holding {
             root: new.root_der().to_vec(),
             previous: Some(old.root_der().to_vec()),
+            previous_signs: true,
         };
         let mut signer = SignerView::default();
         for td in ["a.local", "b.local"] {
@@ -677,6 +763,7 @@ mod tests {
             *h = Holding {
                 root: old.root_der().to_vec(),
                 previous: Some(new.root_der().to_vec()),
+                previous_signs: true,
             };
         }
         let back = plan_with(&signer, Some(&p.status));

@@ -15,7 +15,9 @@
 //! publishes it (the hub's `bundleGenerationAcknowledged` is the smaller of the two): an
 //! istiod that must restart to take the new roots, is down, or ignored the change holds
 //! `TrustingNewRoot` back, since re-signing under a root it does not serve would break its
-//! workloads' trust. Each step names the members it waits for and why ([`RotationWait`]).
+//! workloads' trust; until then the previous root still signs (the plan's `signing_roots`), so
+//! a member that joins or renews meanwhile gets a CA every peer trusts. Each step names the
+//! members it waits for and why ([`RotationWait`]).
 //!
 //! The phase is derived from the members' reported state each time, so a restarted hub
 //! resumes where it was; only the moment the last member moved (`resigned_at`) is recorded,

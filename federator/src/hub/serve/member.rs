@@ -208,6 +208,10 @@ impl Member {
             csr: &info,
             request: &request,
             now,
+            root: desired
+                .signing_roots
+                .get(&self.spec.trust_domain)
+                .map(String::as_str),
         };
         let issued = signer.sign(&ask).await?;
         plan::chain::answer(csr, &issued, desired.renew_at_percent, now)

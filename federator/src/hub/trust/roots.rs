@@ -261,18 +261,25 @@ pub fn signer_from_material(
                 .get(IMPORT_KEY)
                 .ok_or_else(|| Error::Refused("roots Secret lacks ca.key".into()))?;
             let ca = IssuingCa::import(cert, key, now)?;
-            let rotation = match (data.get(IMPORT_PREVIOUS_CERT), data.get(IMPORT_ROTATION)) {
-                (Some(prev), Some(state)) => {
-                    let previous_root = last_cert(prev, "the previous imported CA")?;
-                    let stored = Rotation::decode(&Scope::Issuer, state)?;
-                    Some(IssuerRotation {
-                        state: stored.state(ca.root_der(), &previous_root),
-                        previous_root,
-                    })
-                }
-                _ => None,
-            };
-            Ok(Signer::Import(Box::new(ca), rotation))
+            let (rotation, previous) =
+                match (data.get(IMPORT_PREVIOUS_CERT), data.get(IMPORT_ROTATION)) {
+                    (Some(prev), Some(state)) => {
+                        let previous_root = last_cert(prev, "the previous imported CA")?;
+                        let stored = Rotation::decode(&Scope::Issuer, state)?;
+                        let previous = data
+                            .get(IMPORT_PREVIOUS_KEY)
+                            .map(|key| IssuingCa::import(prev, key, now))
+                            .transpose()?
+                            .map(Box::new);
+                        let rotation = IssuerRotation {
+                            state: stored.state(ca.root_der(), &previous_root),
+                            previous_root,
+                        };
+                        (Some(rotation), previous)
+                    }
+                    _ => (None, None),
+                };
+            Ok(Signer::Import(Box::new(ca), rotation, previous))
         }
         RootType::Local => {
             let mut roots = LocalRoots::default();
@@ -291,6 +298,10 @@ pub fn signer_from_material(
                     let der = first_cert(prev, &format!("the previous root of {td}"))?;
                     let state = Rotation::decode(&td, state)?.state(active.root_der(), &der);
                     roots.rotating.insert(td.clone(), (der, state));
+                    if let Some(key) = data.get(&previous_key_key(&td)) {
+                        let previous = IssuingCa::import(prev, key, now)?;
+                        roots.previous.insert(td.clone(), previous);
+                    }
                 }
                 roots.active.insert(td, active);
             }
@@ -634,6 +645,11 @@ mod tests {
         assert_eq!(state.previous_root_sha256, fingerprint(previous));
         assert_eq!(state.drain, Duration::from_secs(90));
         assert_eq!(state.resigned_at, None);
+        assert_eq!(
+            fingerprint(roots.previous[&a].root_der()),
+            state.previous_root_sha256,
+            "the previous root with its key, to sign until every member trusts the new one"
+        );
 
         let at = now();
         let scope = Scope::TrustDomain(a.clone());
@@ -756,7 +772,7 @@ mod tests {
     fn an_imported_ca_rotates_to_an_intermediate_under_another_root_and_back() {
         let mut data = imported("old");
         let original = data.clone();
-        let Signer::Import(old, None) =
+        let Signer::Import(old, None, None) =
             signer_from_material(RootType::Import, &data, now()).unwrap()
         else {
             panic!("not an idle import")
@@ -764,10 +780,15 @@ mod tests {
         let (cert, key) = enterprise_ca("new", Duration::from_secs(365 * 86400));
         let fp = rotate_import(&mut data, &cert, &key, now() + Duration::from_secs(3600)).unwrap();
         let signer = signer_from_material(RootType::Import, &data, now()).unwrap();
-        let Signer::Import(new, Some(r)) = &signer else {
-            panic!("not rotating")
+        let Signer::Import(new, Some(r), Some(previous)) = &signer else {
+            panic!("not rotating with the previous CA")
         };
         assert_eq!(fingerprint(new.root_der()), fp);
+        assert_eq!(
+            previous.cert_der(),
+            old.cert_der(),
+            "the old CA, with its key, to sign until every member trusts the new root"
+        );
         assert_eq!(
             r.previous_root,
             old.root_der(),
@@ -780,7 +801,7 @@ mod tests {
         // Aborted: the old CA signs again, the new root is the one still trusted.
         let back = abort_rotation(&mut data, RootType::Import, None).unwrap();
         assert_eq!(back, fingerprint(old.root_der()));
-        let Signer::Import(now_signing, Some(r)) =
+        let Signer::Import(now_signing, Some(r), _) =
             signer_from_material(RootType::Import, &data, now()).unwrap()
         else {
             panic!("not rotating back")

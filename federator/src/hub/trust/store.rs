@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use time::OffsetDateTime;
+use tracing::warn;
 
 use super::roots::{
     BACKEND_ANNOTATION, IMPORT_CERT, VaultRotation, abort_rotation, add_missing_roots,
@@ -72,7 +73,19 @@ impl RootStore {
             if let Some(r) = &rotation {
                 cfg.issuer = (!r.issuer.is_empty()).then(|| r.issuer.clone());
             }
-            let signer = VaultSigner::connect(cfg).await?;
+            let mut signer = VaultSigner::connect(cfg).await?;
+            if let Some(r) = &rotation {
+                let previous_root = r.issuer_rotation(signer.root_der())?.previous_root;
+                if !signer
+                    .keep_previous(&r.previous_issuer, &previous_root)
+                    .await?
+                {
+                    warn!(
+                        issuer = %r.previous_issuer,
+                        "the Vault issuer this rotation replaces is gone or no longer ends at the root the rotation recorded; the new issuer signs from now on, before every member may trust it"
+                    );
+                }
+            }
             let rotation = rotation
                 .map(|r| r.issuer_rotation(signer.root_der()))
                 .transpose()?;
