@@ -20,8 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use federator_api::names;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, DynamicObject, ListParams};
-use kube::discovery::{Discovery, verbs};
+use kube::api::{Api, ListParams};
 
 /// Where private keys belong, as `(namespace, Secret)`: the agent's own CA key and Istio's
 /// plug-in CA (`ca-key.pem`) in each member, the hub's roots (local or imported keys) in the
@@ -143,35 +142,22 @@ async fn objects(client: &kube::Client) -> Result<(Vec<(String, String)>, Vec<Ve
         let name = c.metadata.name.unwrap_or_default();
         found.push((format!("ConfigMap {ns}/{name}"), text));
     }
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .map_err(|e| format!("API discovery: {e}"))?;
-    for group in discovery.groups() {
-        for (ar, caps) in group.recommended_resources() {
-            if !caps.supports_operation(verbs::LIST)
-                || ar.kind == "Secret"
-                || ar.kind == "ConfigMap"
-            {
-                continue;
-            }
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            let list = match api.list(&ListParams::default()).await {
-                Ok(l) => l,
-                // An aggregated API whose server is gone, or a kind that cannot be listed
-                // cluster-wide: nothing stored there to scan.
-                Err(kube::Error::Api(e)) if [404, 405, 503].contains(&e.code) => continue,
-                Err(e) => return Err(format!("list {}: {e}", ar.plural)),
-            };
-            for o in list {
-                let what = format!(
-                    "{} {}/{}",
-                    ar.kind,
-                    o.metadata.namespace.clone().unwrap_or_default(),
-                    o.metadata.name.clone().unwrap_or_default()
-                );
-                found.push((what, serde_json::to_string(&o).unwrap_or_default()));
-            }
+    for ar in crate::snapshot::listable(client).await? {
+        if ar.kind == "Secret" || ar.kind == "ConfigMap" {
+            continue;
+        }
+        for o in crate::snapshot::list_all(client, &ar)
+            .await?
+            .into_iter()
+            .flatten()
+        {
+            let what = format!(
+                "{} {}/{}",
+                ar.kind,
+                o.metadata.namespace.clone().unwrap_or_default(),
+                o.metadata.name.clone().unwrap_or_default()
+            );
+            found.push((what, serde_json::to_string(&o).unwrap_or_default()));
         }
     }
     Ok((found, homes))
