@@ -380,7 +380,8 @@ pub struct RootStatus {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MemberClusterSpec {
-    /// SPIFFE trust domain of the cluster's mesh.
+    /// SPIFFE trust domain of the cluster's mesh (lowercase letters, digits, `.`, `-`, `_`).
+    #[schemars(regex(pattern = r"^[a-z0-9._-]+$"), length(min = 1, max = 255))]
     pub trust_domain: String,
     /// Istio network name (informational; used for multi-network meshes).
     #[serde(default)]

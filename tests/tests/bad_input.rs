@@ -12,7 +12,7 @@ use federator_api::hub::{MemberCluster, MemberClusterSpec};
 use federator_api::names;
 use federator_e2e::snapshot::{Snapshotter, changes};
 use federator_e2e::*;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One refused input: what is run, and a piece of the message the user must get.
@@ -129,6 +129,16 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         "-----BEGIN CERTIFICATE-----\nnot base64!\n",
     );
 
+    // Valid CAs that are not this hub's root.
+    let make_root = |name: &str| {
+        let out = dir.join(name);
+        fed.federator_ok(&["ca", "init", "--out", out.to_str().unwrap()]);
+        (
+            out.join("root-cert.pem").to_str().unwrap().to_owned(),
+            out.join("root-key.pem").to_str().unwrap().to_owned(),
+        )
+    };
+    let (other_root, third_root) = (make_root("other-root"), make_root("third-root"));
     let ca_out = dir.join("ca-out").to_string_lossy().into_owned();
     let join = |name: &str, kubeconfig: &str, extra: &[&str]| {
         let mut a = vec![
@@ -178,17 +188,17 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         Case {
             what: "join: expired or revoked credential",
             args: join("c3", &expired, &[]),
-            expect: "401",
+            expect: "rejected the kubeconfig's credential (401",
         },
         Case {
             what: "join: API server answers 500",
             args: join("c3", &failing, &[]),
-            expect: "500",
+            expect: "failed (500",
         },
         Case {
             what: "join: API server accepts and never answers",
             args: join("c3", &hanging, &[]),
-            expect: "timed out",
+            expect: "did not answer",
         },
         Case {
             what: "join: another member's kubeconfig under a new name",
@@ -207,7 +217,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         Case {
             what: "join: cluster name not a DNS label",
             args: join("Bad_Name", &c3_kubeconfig, &[]),
-            expect: "DNS",
+            expect: "invalid cluster name",
         },
         Case {
             what: "join: trust domain with a scheme",
@@ -233,11 +243,19 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
             args: join("c3", &c3_kubeconfig, &["--server", "::"]),
             expect: "--server",
         },
-        Case {
-            what: "join: unknown agent mode",
-            args: join("c3", &c3_kubeconfig, &["--agent-mode", "sidecar"]),
-            expect: "sidecar",
-        },
+        case(
+            "join: unknown agent mode",
+            &[
+                "join",
+                "cluster",
+                "c3",
+                "--kubeconfig",
+                &c3_kubeconfig,
+                "--agent-mode",
+                "sidecar",
+            ],
+            "sidecar",
+        ),
         // leave, renew
         case(
             "leave: not a member",
@@ -263,7 +281,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         case(
             "rotate-root: trust domain without members",
             &["rotate-root", "--trust-domain", "nope.example"],
-            "nope.example",
+            "trust domains: c2.example, cluster.local",
         ),
         case(
             "rotate-root: bad drain",
@@ -284,12 +302,12 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         case(
             "rotate-root: --cert on the local backend",
             &["rotate-root", "--cert", &not_pem, "--key", &not_pem],
-            "local",
+            "rotate an imported CA, but this hub's root backend is local",
         ),
         case(
             "rotate-root: --vault-issuer on the local backend",
             &["rotate-root", "--vault-issuer", "x"],
-            "local",
+            "rotate a Vault issuer, but this hub's root backend is local",
         ),
         // init on a running hub
         case(
@@ -317,7 +335,7 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         case(
             "init: renewal point over 100%",
             &["init", "--renew-at-percent", "150"],
-            "150",
+            "between 1 and 99",
         ),
         case(
             "init: unknown key algorithm",
@@ -327,9 +345,28 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         case(
             "init: another backend on an initialised hub",
             &[
-                "init", "--root", "import", "--cert", &not_pem, "--key", &not_pem,
+                "init",
+                "--root",
+                "import",
+                "--cert",
+                &other_root.0,
+                "--key",
+                &other_root.1,
             ],
-            "not.pem",
+            "refusing to change it to import",
+        ),
+        case(
+            "init: a key that is not the certificate's",
+            &[
+                "init",
+                "--root",
+                "import",
+                "--cert",
+                &other_root.0,
+                "--key",
+                &third_root.1,
+            ],
+            "does not match",
         ),
         // status, bundle, serve, doctor, ca, global flags
         case(
@@ -339,8 +376,8 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         ),
         case(
             "status: bad --stale-after",
-            &["status", "--stale-after", "-1s"],
-            "-1s",
+            &["status", "--stale-after", "soon"],
+            "soon",
         ),
         case(
             "bundle: trust domain not in the federation",
@@ -420,9 +457,10 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         let out = fed.federator(&args);
         let took = started.elapsed();
         let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        // The error itself (a client library's own log lines may come before it).
         let first = err
             .lines()
-            .find(|l| !l.trim().is_empty())
+            .find(|l| l.starts_with("error:"))
             .unwrap_or("")
             .to_owned();
         table.push(format!(
@@ -470,6 +508,18 @@ async fn bad_input_is_refused_with_a_clear_message_and_changes_nothing() {
         Ok(_) => problems.push("MemberCluster with an invalid trust domain: accepted".into()),
         Err(e) => table.push(format!(
             "| MemberCluster with trustDomain \"Not Valid\" (kubectl apply) | API 422 | {} | |",
+            e.to_string().replace('|', "\\|")
+        )),
+    }
+    let feds: Api<federator_api::hub::Federation> = Api::namespaced(hub.clone(), names::NAMESPACE);
+    let patch = serde_json::json!({ "spec": { "renewAtPercent": 150 } });
+    match feds
+        .patch("default", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => problems.push("Federation with renewAtPercent 150: accepted".into()),
+        Err(e) => table.push(format!(
+            "| Federation edited to renewAtPercent 150 | API 422 | {} | |",
             e.to_string().replace('|', "\\|")
         )),
     }

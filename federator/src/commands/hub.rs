@@ -1,6 +1,7 @@
 //! `federator init|join|leave|status|serve`: parse, connect, call [`crate::hub`], print.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use federator_core::ca::RootOptions;
 
@@ -12,6 +13,7 @@ use crate::hub::join::{AgentMode, JoinOptions};
 use crate::hub::kube::{self as k, ClientSource};
 use crate::hub::{init as hub_init, join as hub_join, serve as hub_serve, status as hub_status};
 use crate::{Error, Result, fsutil, output};
+use time::OffsetDateTime;
 
 async fn hub_client(source: &ClientSource) -> Result<kube::Client> {
     let config = k::config_from(source).await?;
@@ -19,6 +21,32 @@ async fn hub_client(source: &ClientSource) -> Result<kube::Client> {
     let client = k::client(&config, "hub")?;
     k::check_reachable(&client, &server, "hub cluster").await?;
     Ok(client)
+}
+
+/// Reads a CA to import (`what`: "CA", "new CA") from its certificate file (the CA, then its
+/// chain) and key file, and checks here that they are one CA that can sign cluster CAs, so
+/// that an error names the files.
+fn read_ca(cert: &Path, key: &Path, what: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    let cert_pem = fsutil::read_input(
+        cert,
+        &format!("{what} certificate"),
+        &format!("pass the PEM file of the {what} (and its chain)"),
+    )?;
+    let key_pem = fsutil::read_input(
+        key,
+        &format!("{what} key"),
+        &format!("pass the PEM file of the {what}'s key"),
+    )?;
+    federator_core::ca::IssuingCa::import(&cert_pem, &key_pem, OffsetDateTime::now_utc()).map_err(
+        |e| {
+            Error::Usage(format!(
+                "{} and {}: not a {what} federator can sign with: {e}",
+                cert.display(),
+                key.display()
+            ))
+        },
+    )?;
+    Ok((cert_pem, key_pem))
 }
 
 /// `federator init`
@@ -42,14 +70,8 @@ pub async fn init(source: &ClientSource, args: Box<InitArgs>) -> Result<()> {
             let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
                 return Err(Error::Usage("--root import needs --cert and --key".into()));
             };
-            hub_init::RootChoice::Import {
-                cert_pem: fsutil::read_input(
-                    cert,
-                    "CA certificate",
-                    "pass the PEM file of your CA (and its chain)",
-                )?,
-                key_pem: fsutil::read_input(key, "CA key", "pass the PEM file of your CA's key")?,
-            }
+            let (cert_pem, key_pem) = read_ca(cert, key, "CA")?;
+            hub_init::RootChoice::Import { cert_pem, key_pem }
         }
     };
     let hub = hub_client(source).await?;
@@ -144,6 +166,29 @@ pub async fn rotate_root(source: &ClientSource, args: crate::cli::RotateRootArgs
     let store = crate::hub::trust::store::RootStore::new(hub.clone());
     let fed = crate::hub::kube::federation(&hub).await?;
     let backend = fed.spec.root.type_;
+    // A target for another backend is named first: it says more than a missing flag.
+    let target = if args.cert.is_some() || args.key.is_some() {
+        Some((RootType::Import, "--cert and --key rotate an imported CA"))
+    } else if args.vault_issuer.is_some() || args.vault_bootstrap {
+        Some((
+            RootType::Vault,
+            "--vault-issuer and --vault-bootstrap rotate a Vault issuer",
+        ))
+    } else {
+        None
+    };
+    if let Some((wants, flags)) = target
+        && wants != backend
+    {
+        return Err(Error::Usage(format!(
+            "{flags}, but this hub's root backend is {backend}{}",
+            if backend == RootType::Local {
+                ": rotate a trust domain's root with --trust-domain TD"
+            } else {
+                ""
+            }
+        )));
+    }
     let what = match (&args.trust_domain, backend) {
         (Some(td), RootType::Local) => format!("the root of {td}"),
         (None, RootType::Local) => {
@@ -190,13 +235,7 @@ pub async fn rotate_root(source: &ClientSource, args: crate::cli::RotateRootArgs
                     "the import backend rotates to the CA you give: pass --cert NEW.pem (the CA, then its chain up to its root) and --key NEW.key".into(),
                 ));
             };
-            let cert_pem = fsutil::read_input(
-                cert,
-                "new CA certificate",
-                "pass the PEM file of the new CA (and its chain)",
-            )?;
-            let key_pem =
-                fsutil::read_input(key, "new CA key", "pass the PEM file of the new CA's key")?;
+            let (cert_pem, key_pem) = read_ca(cert, key, "new CA")?;
             store
                 .start_import_rotation(&cert_pem, &key_pem, args.drain, must_outlive)
                 .await?

@@ -91,6 +91,18 @@ pub fn client(config: &Config, what: &str) -> Result<Client> {
 pub async fn check_reachable(client: &Client, server: &str, what: &str) -> Result<()> {
     match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
         Ok(Ok(_)) => Ok(()),
+        Ok(Err(kube::Error::Api(s))) if s.code == 401 || s.code == 403 => {
+            Err(Error::Unreachable(format!(
+                "{what}: the API server at {server} rejected the kubeconfig's credential ({} {}): it is expired, revoked or for another cluster; get a fresh admin kubeconfig",
+                s.code, s.reason
+            )))
+        }
+        Ok(Err(kube::Error::Api(s))) => Err(Error::Unreachable(format!(
+            "{what}: the API server at {server} failed ({} {}: {}); check the cluster's control plane, then retry",
+            s.code,
+            s.reason,
+            s.message.trim()
+        ))),
         Ok(Err(e)) => Err(Error::Unreachable(format!(
             "{what}: cannot reach the API server at {server}: {e}; check that the cluster is up and the kubeconfig's server and credentials are right"
         ))),

@@ -351,10 +351,13 @@ pub fn begin_rotation(
             "trust domain {td} is already rotating its root; see `federator status`"
         )));
     }
-    let current = data
-        .get(&cert_key(td))
-        .cloned()
-        .ok_or_else(|| Error::Usage(format!("trust domain {td} has no root")))?;
+    let current = data.get(&cert_key(td)).cloned().ok_or_else(|| {
+        let known: Vec<&str> = data.keys().filter_map(|k| k.strip_suffix(".crt")).collect();
+        Error::Usage(format!(
+            "trust domain {td} has no root; this federation's trust domains: {}",
+            known.join(", ")
+        ))
+    })?;
     let current_key = data.get(&key_key(td)).cloned().unwrap_or_default();
     let root = new_root(td, opts, now)?;
     data.insert(previous_key(td), current);
