@@ -53,6 +53,9 @@ pub struct FederationSpec {
     /// How the `local` backend makes roots (for new trust domains and rotations).
     #[serde(default)]
     pub local_roots: LocalRootSettings,
+    /// How the federation publishes its SPIFFE bundles (absent: not published).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_endpoint: Option<crate::foreign::BundleEndpointSettings>,
 }
 
 /// How the `local` backend makes roots. Absent (or, as older objects wrote them, empty)
@@ -206,6 +209,13 @@ pub struct FederationStatus {
     /// Root rotations in progress.
     #[serde(default)]
     pub rotations: Vec<RotationStatus>,
+    /// The federation's own roots per trust domain (canonical PEM): what its SPIFFE bundle
+    /// endpoint publishes, on every replica.
+    #[serde(default)]
+    pub published: Vec<crate::member::BundleEntry>,
+    /// The X509-SVID of the bundle endpoint (`https_spiffe`), when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_svid: Option<crate::foreign::EndpointSvidStatus>,
 }
 
 /// The phase of a root rotation. A rotation moves forward only, one phase at a time, and
@@ -245,6 +255,18 @@ pub struct RotationStatus {
     pub previous_sha256: String,
     /// SHA-256 of the new root.
     pub sha256: String,
+    /// When the new root was first published (in every member's bundle and at the bundle
+    /// endpoint).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    #[schemars(schema_with = "time_schema")]
+    pub published_at: Option<Time>,
+    /// What the phase waits for, in a sentence (empty when nothing).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiting_for: String,
     /// When the old root will be removed, once draining.
     #[serde(
         default,

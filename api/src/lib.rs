@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`hub`] | resources in the hub cluster: [`hub::Federation`], [`hub::MemberCluster`] |
 //! | [`member`] | the exchange object in each member: [`member::ClusterTrust`] |
+//! | [`foreign`] | SPIFFE federation: [`foreign::ForeignTrustDomain`], the bundle endpoint's settings |
 //! | [`names`] | namespaces, object names, field managers, annotations |
 //! | [`rbac`] | the Roles the agent and the hub's member credential get |
 //! | [`condition`] | status conditions, their types and reasons |
@@ -29,6 +30,7 @@ pub mod condition;
 pub mod duration;
 pub mod events;
 pub mod fields;
+pub mod foreign;
 pub mod hub;
 pub mod member;
 pub mod names;
@@ -50,6 +52,7 @@ mod tests {
             crate::hub::Federation::crd(),
             crate::hub::MemberCluster::crd(),
             crate::member::ClusterTrust::crd(),
+            crate::foreign::ForeignTrustDomain::crd(),
         ] {
             let v = &crd.spec.versions[0];
             assert!(
