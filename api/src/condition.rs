@@ -24,7 +24,8 @@ pub mod types {
     /// The member runs the cluster CA the hub last signed (hub), or `cacerts` holds the
     /// cluster CA the agent holds (agent).
     pub const INSTALLED: &str = "Installed";
-    /// The member installed the current bundle generation.
+    /// The member installed the current bundle generation and, with an istiod, istiod
+    /// publishes it.
     pub const BUNDLE_ACKNOWLEDGED: &str = "BundleAcknowledged";
     /// `root-cert.pem` holds the bundle of `spec.bundle`.
     pub const BUNDLE_INSTALLED: &str = "BundleInstalled";
@@ -52,8 +53,11 @@ pub mod reasons {
     pub const PENDING: &str = "Pending";
     /// `BundleAcknowledged`.
     pub const CURRENT: &str = "Current";
-    /// `BundleAcknowledged` False.
+    /// `BundleAcknowledged` False: `cacerts` does not hold the current bundle yet.
     pub const BEHIND: &str = "Behind";
+    /// `BundleAcknowledged` False: `cacerts` holds the current bundle but istiod does not
+    /// publish it yet (a restart is pending, istiod is down, or it ignored the change).
+    pub const ISTIOD_BEHIND: &str = "IstiodBehind";
     /// `Installed` False (agent): writing `cacerts` or restarting istiod failed.
     pub const WRITE_FAILED: &str = "WriteFailed";
     /// `Installed` False (agent): the material cannot be assembled.

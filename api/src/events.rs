@@ -15,6 +15,7 @@
 //! | `CredentialRenewalFailed` | `MemberCluster` | the hub could not renew its token |
 //! | `BundleChanged` | `Federation` | the federation's bundle got a new generation |
 //! | `RotationPhase` | `Federation` | a root rotation entered a phase (note: which) |
+//! | `RotationWaitsForIstiod` | `Federation` | a rotation waits for a member's istiod to publish the bundle (note: which, its version, why) |
 //! | `RotationFinished` | `Federation` | a rotation's old root left every bundle |
 //! | `CsrCreated` | `ClusterTrust` | the agent made a fresh key and CSR |
 //! | `ChainAccepted` | `ClusterTrust` | the agent validated and kept the hub's chain |
@@ -59,6 +60,8 @@ pub mod reasons {
     pub const BUNDLE_CHANGED: &str = "BundleChanged";
     /// A root rotation entered a phase.
     pub const ROTATION_PHASE: &str = "RotationPhase";
+    /// A root rotation waits for a member's istiod to publish the bundle.
+    pub const ROTATION_WAITS_FOR_ISTIOD: &str = "RotationWaitsForIstiod";
     /// A root rotation's old root left every bundle.
     pub const ROTATION_FINISHED: &str = "RotationFinished";
     /// The agent made a fresh key and CSR.
@@ -73,6 +76,12 @@ pub mod reasons {
     pub const ISTIOD_RESTART_REQUESTED: &str = "IstiodRestartRequested";
     /// The agent updated `caCertificates` in the mesh config.
     pub const MESH_CONFIG_UPDATED: &str = "MeshConfigUpdated";
+    /// The hub issued a new token for a member's reader identity (remote secrets).
+    pub const READER_TOKEN_ISSUED: &str = "ReaderTokenIssued";
+    /// The hub handed a member a new set of peers (remote secrets).
+    pub const PEERS_UPDATED: &str = "PeersUpdated";
+    /// The agent created, updated or deleted remote secrets in `istio-system`.
+    pub const REMOTE_SECRETS_WRITTEN: &str = "RemoteSecretsWritten";
     /// A fetched foreign bundle changed the domain's roots or sequence.
     pub const FOREIGN_BUNDLE_UPDATED: &str = "ForeignBundleUpdated";
     /// A fetch of a foreign bundle failed or was refused.

@@ -97,6 +97,15 @@ pub fn key_algorithm_schema(_: &mut schemars::SchemaGenerator) -> schemars::Sche
     })
 }
 
+/// The schema of an istiod version (`1.29.2`, `1.30.0-rc.0`, `1.31-dev`: what
+/// [`federator_core::istiod::IstiodVersion`] writes).
+pub fn istiod_version_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": "^[0-9]+\\.[0-9]+(\\.[0-9]+)?(-[0-9A-Za-z_.-]+)?$",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

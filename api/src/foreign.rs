@@ -1,6 +1,5 @@
 //! SPIFFE federation in the hub cluster: the foreign trust domains the federation trusts
-//! ([`ForeignTrustDomain`], one object per domain) and how the federation publishes its own
-//! bundles ([`BundleEndpointSettings`], in the `Federation` spec).
+//! ([`ForeignTrustDomain`], one object per domain).
 
 // kube-derive takes one `printcolumn(...)` per column; clippy reads their keys as duplicates.
 #![allow(clippy::duplicated_attributes)]
@@ -177,47 +176,4 @@ pub struct ForeignTrustDomainStatus {
     /// The `metadata.generation` the status was computed for.
     #[serde(default)]
     pub observed_generation: i64,
-}
-
-/// How the federation publishes its bundles (`federator trust publish`). Without these
-/// settings `serve` answers bundle requests with 503.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BundleEndpointSettings {
-    /// `spiffe_refresh_hint` of the published bundles. A root rotation waits, with its new
-    /// root published, for [`PUBLISH_AHEAD`] times this before anything is signed under the
-    /// new root, so that peers polling at this interval learn it first.
-    pub refresh_hint: GoDuration,
-    /// With `https_spiffe`: the SPIFFE ID of the endpoint's X509-SVID, in one of the
-    /// federation's trust domains (e.g. `spiffe://east.example/federator/bundle-endpoint`).
-    #[serde(default)]
-    pub spiffe_id: String,
-}
-
-/// How many refresh hints a new root is published before it signs (SPIFFE Federation §4.1
-/// recommends 3 to 5).
-pub const PUBLISH_AHEAD: u32 = 3;
-
-/// The X509-SVID the bundle endpoint serves with (`https_spiffe`), as the federation's status
-/// reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EndpointSvidStatus {
-    /// Its SPIFFE ID.
-    pub spiffe_id: String,
-    /// Its serial.
-    pub serial: String,
-    /// SHA-256 of the root it chains to.
-    pub root_sha256: String,
-    /// NotAfter.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "empty_as_none"
-    )]
-    #[schemars(schema_with = "time_schema")]
-    pub not_after: Option<Time>,
-    /// Why it cannot be issued, if it cannot.
-    #[serde(default)]
-    pub problem: String,
 }

@@ -3,6 +3,7 @@
 // kube-derive takes one `printcolumn(...)` per column; clippy reads their keys as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+use federator_core::istiod::IstiodVersion;
 use federator_core::key::KeyAlgorithm;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
@@ -11,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
 use crate::duration::GoDuration;
-use crate::fields::{conditions_schema, empty_as_none, key_algorithm_schema, time_schema};
+use crate::fields::{
+    conditions_schema, empty_as_none, istiod_version_schema, key_algorithm_schema, time_schema,
+};
 
 /// Federation-wide settings and status. One object, named `default`.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -53,9 +56,6 @@ pub struct FederationSpec {
     /// How the `local` backend makes roots (for new trust domains and rotations).
     #[serde(default)]
     pub local_roots: LocalRootSettings,
-    /// How the federation publishes its SPIFFE bundles (absent: not published).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bundle_endpoint: Option<crate::foreign::BundleEndpointSettings>,
 }
 
 /// How the `local` backend makes roots. Absent (or, as older objects wrote them, empty)
@@ -213,9 +213,6 @@ pub struct FederationStatus {
     /// endpoint publishes, on every replica.
     #[serde(default)]
     pub published: Vec<crate::member::BundleEntry>,
-    /// The X509-SVID of the bundle endpoint (`https_spiffe`), when configured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_svid: Option<crate::foreign::EndpointSvidStatus>,
 }
 
 /// The phase of a root rotation. A rotation moves forward only, one phase at a time, and
@@ -255,18 +252,6 @@ pub struct RotationStatus {
     pub previous_sha256: String,
     /// SHA-256 of the new root.
     pub sha256: String,
-    /// When the new root was first published (in every member's bundle and at the bundle
-    /// endpoint).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "empty_as_none"
-    )]
-    #[schemars(schema_with = "time_schema")]
-    pub published_at: Option<Time>,
-    /// What the phase waits for, in a sentence (empty when nothing).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub waiting_for: String,
     /// When the old root will be removed, once draining.
     #[serde(
         default,
@@ -275,6 +260,60 @@ pub struct RotationStatus {
     )]
     #[schemars(schema_with = "time_schema")]
     pub removes_old_root_at: Option<Time>,
+    /// When the rotation entered its current phase (the hub sets it whenever the phase
+    /// changes; absent in what hubs before it wrote).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    #[schemars(schema_with = "time_schema")]
+    pub phase_since: Option<Time>,
+    /// The members the current phase waits for, each with why (e.g. an istiod that has not
+    /// published the bundle with both roots yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<RotationWait>,
+}
+
+/// A member a rotation phase waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationWait {
+    /// The `MemberCluster`.
+    pub member: String,
+    /// What it has not done yet.
+    pub reason: WaitReason,
+    /// Why, in a sentence (for `istiod-behind`, the istiod version and what the agent did).
+    pub message: String,
+}
+
+/// What a member has not done yet that a rotation phase needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitReason {
+    /// `trusting-new-root`: its `cacerts` does not hold the bundle with both roots yet.
+    BundleBehind,
+    /// `trusting-new-root`: its `cacerts` holds the bundle, but its istiod does not publish
+    /// it yet (a restart is pending, or istiod is down or ignored the change).
+    IstiodBehind,
+    /// `re-signing`: it does not run a cluster CA under the new root yet.
+    NotOnNewRoot,
+}
+
+impl std::fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WaitReason::BundleBehind => "bundle-behind",
+            WaitReason::IstiodBehind => "istiod-behind",
+            WaitReason::NotOnNewRoot => "not-on-new-root",
+        })
+    }
+}
+
+impl std::fmt::Display for RotationWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.member, self.reason, self.message)
+    }
 }
 
 /// One root of the bundle.
@@ -331,6 +370,7 @@ pub struct RootStatus {
         json_path = ".status.bundleGenerationAcknowledged"
     ),
     printcolumn(name = "Istiod", type_ = "string", json_path = ".status.istiod"),
+    printcolumn(name = "Istio", type_ = "string", json_path = ".status.istiodVersion"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -356,6 +396,11 @@ pub struct MemberClusterSpec {
         deserialize_with = "empty_as_none"
     )]
     pub agent_mode: Option<AgentMode>,
+    /// Whether the member takes part in endpoint discovery: `join` installed its reader
+    /// identity, and the hub distributes remote secrets to and from it (absent on members
+    /// joined before remote secrets existed, or with `--remote-secrets=false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote_secrets: bool,
 }
 
 /// Where a member's agent runs.
@@ -390,7 +435,8 @@ pub struct MemberClusterStatus {
     /// SHA-256 of the root the installed cluster CA chains to.
     #[serde(default)]
     pub ca_root_sha256: String,
-    /// Bundle generation the agent installed.
+    /// Bundle generation the member trusts: the one in its `cacerts` and, with an istiod, the
+    /// one istiod publishes (the smaller of the two).
     #[serde(default)]
     pub bundle_generation_acknowledged: i64,
     /// istiod's state as the agent reports it.
@@ -400,6 +446,10 @@ pub struct MemberClusterStatus {
         deserialize_with = "empty_as_none"
     )]
     pub istiod: Option<crate::member::IstiodState>,
+    /// The istiod version the agent read from the Deployment (absent: unknown, or no istiod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "istiod_version_schema")]
+    pub istiod_version: Option<IstiodVersion>,
     /// Last time the hub reached the member.
     #[serde(
         default,
@@ -411,4 +461,23 @@ pub struct MemberClusterStatus {
     /// Current problems, each a sentence.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// Remote secrets: the peers this member's istiod discovers through them (absent when the
+    /// member takes no part in discovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_secrets: Option<MemberRemoteSecrets>,
+}
+
+/// A member's remote secrets, as its agent reported them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRemoteSecrets {
+    /// The peer clusters istiod reads through federator's remote secrets.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Whether they are the hub's current set (the agent projected the latest peers).
+    #[serde(default)]
+    pub current: bool,
+    /// Remote secrets not written by federator, left alone, each a sentence.
+    #[serde(default)]
+    pub foreign: Vec<String>,
 }

@@ -9,12 +9,17 @@
 //! | [`hub`] | resources in the hub cluster: [`hub::Federation`], [`hub::MemberCluster`] |
 //! | [`member`] | the exchange object in each member: [`member::ClusterTrust`] |
 //! | [`foreign`] | SPIFFE federation: [`foreign::ForeignTrustDomain`], the bundle endpoint's settings |
+//! | [`istio`] | what federator reads from Istio's objects (the istiod Deployment's facts) |
 //! | [`names`] | namespaces, object names, field managers, annotations |
-//! | [`rbac`] | the Roles the agent and the hub's member credential get |
+//! | [`rbac`] | the Roles the agent, the hub's member credential and the reader identity get |
+//! | [`remote`] | Istio remote secrets (multi-primary discovery) and which a member should hold |
+//! | [`agent`] | the agent's Deployment, as `join` installs it |
 //! | [`condition`] | status conditions, their types and reasons |
 //! | [`events`] | Kubernetes Events and their reasons |
 //! | [`duration`], [`fields`] | typed CRD fields: Go durations, timestamps, schemas |
 //! | [`plumbing`] | Kubernetes plumbing both sides use: apply, create, watches, kubeconfigs, backoff |
+//! | [`serving`] | the `/metrics`, `/healthz` and `/readyz` server both binaries run |
+//! | [`logging`] | the log subscriber both binaries install (`--log-format text|json`) |
 //!
 //! ## The exchange (one `ClusterTrust` named `local` in each member's `federator-system`)
 //!
@@ -26,25 +31,79 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod condition;
 pub mod duration;
 pub mod events;
 pub mod fields;
 pub mod foreign;
 pub mod hub;
+pub mod istio;
+pub mod logging;
 pub mod member;
 pub mod names;
 pub mod plumbing;
 pub mod rbac;
+pub mod remote;
+pub mod serving;
 
 /// The API group of every federator resource.
 pub const GROUP: &str = "federator.io";
 /// The API version of every federator resource.
 pub const VERSION: &str = "v1alpha1";
 
+/// The CRDs `federator init` installs in the hub: Federation, MemberCluster, ClusterTrust
+/// (the hub's own cluster may be a member too; `join` installs ClusterTrust in each member) and
+/// ForeignTrustDomain.
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![
+        hub::Federation::crd(),
+        hub::MemberCluster::crd(),
+        member::ClusterTrust::crd(),
+        foreign::ForeignTrustDomain::crd(),
+    ]
+}
+
+/// [`crds`] as YAML documents (each starting with `---`), what `federator crds` prints.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out += "---\n";
+        out += &serde_yaml::to_string(&crd)?;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use kube::CustomResourceExt;
+
+    #[test]
+    fn the_printed_crds_read_back_as_the_installed_ones() {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        use serde::Deserialize;
+        let yaml = crate::crds_yaml().unwrap();
+        let read: Vec<CustomResourceDefinition> = serde_yaml::Deserializer::from_str(&yaml)
+            .map(|doc| CustomResourceDefinition::deserialize(doc).unwrap())
+            .collect();
+        assert_eq!(read, crate::crds());
+        let names: Vec<_> = read
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "federations.federator.io",
+                "memberclusters.federator.io",
+                "clustertrusts.federator.io",
+                "foreigntrustdomains.federator.io"
+            ]
+        );
+    }
 
     #[test]
     fn crds_have_status_and_printer_columns() {

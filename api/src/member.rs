@@ -3,6 +3,7 @@
 // kube-derive takes one `printcolumn(...)` per column; clippy reads their keys as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+use federator_core::istiod::IstiodVersion;
 use federator_core::policy::IssuedCa;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
@@ -10,7 +11,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::condition::Condition;
-use crate::fields::{conditions_schema, empty_as_none, parse_time, time_schema};
+use crate::fields::{
+    conditions_schema, empty_as_none, istiod_version_schema, parse_time, time_schema,
+};
 
 /// The single exchange object (`federator-system/local`) between the hub and the agent.
 /// The hub writes `spec`; the agent writes `status`.
@@ -81,6 +84,11 @@ pub struct ClusterTrustSpec {
     /// The signed chain for the agent's CSR.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed: Option<SignedCa>,
+    /// Digest ([`crate::remote::peers_digest`]) of the peers' reader kubeconfigs the hub put
+    /// into Secret `federator-system/federator-peers`; empty when this member takes no part in
+    /// discovery. The agent writes a remote secret in `istio-system` for each of them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub peers_digest: String,
 }
 
 /// The roots of one trust domain.
@@ -164,9 +172,25 @@ pub struct ClusterTrustStatus {
     /// Current problems, each a sentence.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// The remote secrets the agent keeps in `istio-system`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_secrets: Option<RemoteSecretsStatus>,
 }
 
-/// The agent's current CSR.
+/// The remote secrets the agent keeps, and those it found but did not write.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteSecretsStatus {
+    /// Digest of the `federator-peers` Secret the agent last projected (empty: it is missing).
+    #[serde(default)]
+    pub peers_digest: String,
+    /// The peer clusters istiod reads through federator's remote secrets.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Remote secrets not written by federator, left alone, each a sentence.
+    #[serde(default)]
+    pub foreign: Vec<String>,
+}
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CsrStatus {
@@ -225,7 +249,24 @@ pub struct IstiodStatus {
     pub state: IstiodState,
     /// Whether istiod runs with `ISTIO_MULTIROOT_MESH=true`.
     pub multi_root: bool,
+    /// The istiod version the Deployment runs (its image tag, else its
+    /// `app.kubernetes.io/version` label); absent when unknown, and then the agent applies the
+    /// strictest rules of every version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "istiod_version_schema")]
+    pub version: Option<IstiodVersion>,
+    /// The bundle generation istiod was last seen publishing: its `istio-ca-root-cert`
+    /// ConfigMap in `istio-system` held exactly the roots of `spec.bundle` of that generation
+    /// (0: not yet). Absent without an istiod Deployment. The hub counts a member's bundle as
+    /// acknowledged only up to this generation, so a rotation waits for an istiod that still
+    /// has to restart (or silently ignored a change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_bundle_generation: Option<i64>,
     /// What happened last, in a sentence.
     #[serde(default)]
     pub message: String,
+    /// Risks of this istiod version with the installed material, each a sentence (not
+    /// problems: nothing is broken yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

@@ -8,8 +8,27 @@ pub const CLUSTER_TRUST: &str = "local";
 pub const FEDERATION: &str = "default";
 /// ServiceAccount of the agent in a member.
 pub const AGENT_SERVICE_ACCOUNT: &str = "federator-agent";
+/// The agent image this project's build produces (`scripts/images`, or `docker build --target
+/// cluster-agent`) and `federator join`'s default `--agent-image`. The `localhost/` registry is
+/// never pulled from a public registry: load the image into the cluster's nodes (`kind load
+/// image-archive`, `ctr -n k8s.io images import`), or push it to your registry and pass
+/// `--agent-image`.
+pub const AGENT_IMAGE: &str = concat!(
+    "localhost/federator/cluster-agent:",
+    env!("CARGO_PKG_VERSION")
+);
+/// The hub image this project's build produces (`federator serve` in a Deployment).
+pub const FEDERATOR_IMAGE: &str =
+    concat!("localhost/federator/federator:", env!("CARGO_PKG_VERSION"));
 /// ServiceAccount of the hub's identity in a member.
 pub const HUB_SERVICE_ACCOUNT: &str = "federator-hub";
+/// ServiceAccount of the member's reader identity: what the other members' istiods use to
+/// discover this cluster's endpoints (remote secrets).
+pub const READER_SERVICE_ACCOUNT: &str = "federator-reader";
+/// Secret in a member's `federator-system` through which the hub hands the agent the peers'
+/// reader kubeconfigs (one data key per peer cluster). The hub may patch it, by name, and
+/// nothing else among the member's Secrets; the agent reads it and writes the remote secrets.
+pub const PEERS_SECRET: &str = "federator-peers";
 /// Deployment of the agent in a member.
 pub const AGENT_DEPLOYMENT: &str = "federator-agent";
 /// Secret in a member holding the agent's pending key and CSR (the hub cannot read it).
@@ -36,6 +55,9 @@ pub const ISTIO_CONFIGMAP: &str = "istio";
 pub const MESH_KEY: &str = "mesh";
 /// istiod's Deployment.
 pub const ISTIOD_DEPLOYMENT: &str = "istiod";
+/// The ConfigMap istiod writes into every namespace with the roots it serves (key
+/// `root-cert.pem`); the agent reads the one in `istio-system` to see what istiod took.
+pub const ISTIO_ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
 /// Pod template annotation the agent bumps to make the Deployment controller restart istiod
 /// (the same mechanism as `kubectl rollout restart`).
 pub const RESTARTED_AT_ANNOTATION: &str = "federator.io/restartedAt";
@@ -48,6 +70,15 @@ pub const HUB_FIELD_MANAGER: &str = "federator";
 pub const AGENT_FIELD_MANAGER: &str = "cluster-agent";
 /// Label set on every object federator creates.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "federator");
+
+/// Prefix of the Secret in the hub holding a member's reader kubeconfig (`<prefix><cluster>`),
+/// the one the hub hands the other members.
+pub const READER_CREDENTIAL_PREFIX: &str = "federator-reader-";
+
+/// Name of the hub Secret holding a member's reader kubeconfig.
+pub fn reader_credential_secret(cluster: &str) -> String {
+    format!("{READER_CREDENTIAL_PREFIX}{cluster}")
+}
 
 /// Name of the hub Secret holding a member's credential.
 pub fn member_credential_secret(cluster: &str) -> String {
@@ -77,7 +108,10 @@ pub fn foreign_trust_domain(trust_domain: &str) -> String {
 mod tests {
     #[test]
     fn foreign_trust_domain_names_are_object_names() {
-        assert_eq!(super::foreign_trust_domain("spire.example"), "spire.example");
+        assert_eq!(
+            super::foreign_trust_domain("spire.example"),
+            "spire.example"
+        );
         let odd = super::foreign_trust_domain("my_domain");
         assert!(odd.starts_with("td-") && odd.len() == 19, "{odd}");
         assert_ne!(odd, super::foreign_trust_domain("my_domaim"));

@@ -1,6 +1,8 @@
 //! The controller: one `ClusterTrust` (`federator-system/local`) and everything it projects
 //! onto, each watched by name (a field selector on `metadata.name`) so the agent's namespaced
-//! Roles suffice: it never lists or watches anything at cluster scope.
+//! Roles suffice: it never lists or watches anything at cluster scope. With remote secrets it
+//! also watches the hub's `federator-peers` Secret (by name) and the remote secrets of
+//! `istio-system` (by label).
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -54,7 +56,14 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 async fn reconcile(_trigger: Arc<ClusterTrust>, ctx: Arc<Context>) -> Result<Action> {
-    let summary = reconcile_once(&ctx.client, &ctx.opts, &ctx.events).await?;
+    let summary = match reconcile_once(&ctx.client, &ctx.opts, &ctx.events).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.opts.health.failed(&e.to_string());
+            return Err(e);
+        }
+    };
+    ctx.opts.health.reconciled();
     ctx.failures.reset();
     if summary.writes.is_empty() {
         debug!("reconciled: nothing to change");
@@ -92,8 +101,9 @@ where
 ///
 /// The controller watches `ClusterTrust` `federator-system/local`, and reconciles it whenever
 /// it or one of the objects it projects onto changes: the agent Secret
-/// (`federator-system/federator-cluster-ca`), `istio-system/cacerts`, the `istio` ConfigMap
-/// and the istiod Deployment. Every watch selects one object by name.
+/// (`federator-system/federator-cluster-ca`), `istio-system/cacerts`, the `istio` ConfigMap,
+/// the istiod Deployment and the `istio-ca-root-cert` ConfigMap istiod publishes. Every watch
+/// selects one object by name.
 pub async fn run(client: Client, opts: Options) -> Result<()> {
     let events = Events::new(
         client.clone(),
@@ -113,32 +123,67 @@ pub async fn run(client: Client, opts: Options) -> Result<()> {
         cluster_trust = names::CLUSTER_TRUST,
         "cluster-agent watching"
     );
-    Controller::new(
+    // Remote secrets are on when join gave the agent the rights for them.
+    let remote_secrets = plumbing::access_allowed(
+        &client,
+        k8s_openapi::api::authorization::v1::ResourceAttributes {
+            verb: Some("list".into()),
+            resource: Some("secrets".into()),
+            namespace: Some(istio.into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_or(false);
+    let mut controller = Controller::new(
         Api::<ClusterTrust>::namespaced(client.clone(), own),
         plumbing::by_name(names::CLUSTER_TRUST),
-    )
-    .reconcile_all_on(changes_of::<Secret>(&client, own, names::AGENT_KEY_SECRET))
-    .reconcile_all_on(changes_of::<Secret>(&client, istio, names::CACERTS_SECRET))
-    .reconcile_all_on(changes_of::<ConfigMap>(
-        &client,
-        istio,
-        names::ISTIO_CONFIGMAP,
-    ))
-    .reconcile_all_on(changes_of::<Deployment>(
-        &client,
-        istio,
-        names::ISTIOD_DEPLOYMENT,
-    ))
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            // Errors of the ClusterTrust watch (API server unreachable, CRD not installed
-            // yet); the watcher retries with backoff.
-            warn!(error = %e, "controller");
-        }
-    })
-    .await;
+    );
+    if remote_secrets {
+        info!("remote secrets: watching the peers Secret and istio-system's remote secrets");
+        let selector = format!(
+            "{}={}",
+            federator_api::remote::MULTI_CLUSTER_LABEL.0,
+            federator_api::remote::MULTI_CLUSTER_LABEL.1
+        );
+        controller = controller
+            .reconcile_all_on(changes_of::<Secret>(&client, own, names::PEERS_SECRET))
+            .reconcile_all_on(plumbing::changes_of(
+                watcher(
+                    Api::<Secret>::namespaced(client.clone(), istio),
+                    watcher::Config::default().labels(&selector),
+                ),
+                "remote secrets in istio-system".to_owned(),
+            ));
+    }
+    controller
+        .reconcile_all_on(changes_of::<Secret>(&client, own, names::AGENT_KEY_SECRET))
+        .reconcile_all_on(changes_of::<Secret>(&client, istio, names::CACERTS_SECRET))
+        .reconcile_all_on(changes_of::<ConfigMap>(
+            &client,
+            istio,
+            names::ISTIO_CONFIGMAP,
+        ))
+        .reconcile_all_on(changes_of::<Deployment>(
+            &client,
+            istio,
+            names::ISTIOD_DEPLOYMENT,
+        ))
+        .reconcile_all_on(changes_of::<ConfigMap>(
+            &client,
+            istio,
+            names::ISTIO_ROOT_CERT_CONFIGMAP,
+        ))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                // Errors of the ClusterTrust watch (API server unreachable, CRD not installed
+                // yet); the watcher retries with backoff.
+                warn!(error = %e, "controller");
+            }
+        })
+        .await;
     info!("cluster-agent stopped");
     Ok(())
 }

@@ -15,11 +15,13 @@
 //! | [`logic`] | every decision, with no I/O (unit-tested) |
 //! | [`reconcile`] | one reconcile: reads, decisions, writes |
 //! | [`controller`] | the kube-runtime controller and its watches |
+//! | [`health`] | `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`): the metrics and the probes |
 
 #![forbid(unsafe_code)]
 
 pub mod controller;
 mod error;
+pub mod health;
 pub mod logic;
 pub mod reconcile;
 
@@ -30,6 +32,7 @@ use kube::config::Config;
 
 pub use controller::run;
 pub use error::{Error, Result};
+pub use health::Health;
 
 /// How the agent runs.
 #[derive(Clone, Debug, Default)]
@@ -37,6 +40,8 @@ pub struct Options {
     /// The cluster this agent serves (`--cluster-name`). When set, a `ClusterTrust` naming
     /// another cluster is refused; when the spec names none, this name is used.
     pub cluster_name: Option<String>,
+    /// Where reconciles report for the readiness endpoint.
+    pub health: Health,
 }
 
 /// A client for the cluster: from `kubeconfig` (and `context`, else its current context)

@@ -10,18 +10,22 @@
 //!    write carries the annotation `federator.io/istiod-restart-pending`, which is removed
 //!    only after the Deployment was patched (4), so a restart decision survives a crash;
 //! 5. the mesh config is merged;
-//! 6. the status is patched when it differs, and events record what was done.
+//! 6. the remote secrets are projected from the hub's `federator-peers` Secret (when this
+//!    member takes part in discovery, and only the set the hub vouched for in
+//!    `spec.peersDigest`);
+//! 7. the status is patched when it differs, and events record what was done.
 
 use std::collections::BTreeMap;
 
 use federator_api::events::{Events, Note, reasons as events};
 use federator_api::fields;
-use federator_api::member::{ClusterTrust, ClusterTrustStatus};
-use federator_api::{names, plumbing};
+use federator_api::member::{ClusterTrust, ClusterTrustStatus, RemoteSecretsStatus};
+use federator_api::{names, plumbing, remote};
 use federator_core::bundle::TrustBundle;
 use federator_core::cacerts::CaCerts;
 use federator_core::cert::rfc3339;
 use federator_core::identity::TrustDomain;
+use federator_core::istiod::IstiodFacts;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -30,7 +34,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tracing::{debug, info, warn};
 
-use crate::logic::istiod::{IstiodEvent, RestartDecision};
+use crate::logic::istiod::{IstiodEvent, IstiodObservation, Published, RestartDecision};
 use crate::logic::material::AgentMaterial;
 use crate::logic::signed::SignedStep;
 use crate::logic::status::{self, InstallFacts, MeshFacts, Report};
@@ -47,6 +51,8 @@ pub struct Summary {
     pub writes: Vec<String>,
     /// Events about what was done, for the `ClusterTrust`.
     pub notes: Vec<Note>,
+    /// The `ClusterTrust` status the reconcile wrote or found current.
+    pub status: Option<federator_api::member::ClusterTrustStatus>,
 }
 
 impl Summary {
@@ -167,6 +173,16 @@ pub async fn reconcile_once(client: &Client, opts: &Options, events: &Events) ->
     };
     let mut summary = Summary::default();
     let result = reconcile_trust(client, opts, &trusts, &trust, &mut summary).await;
+    let cacerts = format!(
+        "Secret {}/{}",
+        names::ISTIO_NAMESPACE,
+        names::CACERTS_SECRET
+    );
+    let cacerts_writes = summary.writes.iter().filter(|w| **w == cacerts).count();
+    opts.health.metrics().observe(
+        summary.status.as_ref(),
+        u64::try_from(cacerts_writes).unwrap_or(u64::MAX),
+    );
     let reference = trust.object_ref(&());
     let reported = trust
         .status
@@ -335,8 +351,15 @@ async fn reconcile_trust(
         }
     };
 
-    // 5. Mesh config.
-    let mesh_facts = match (&identity, &bundle) {
+    // 5. Mesh config: the bundle and the foreign SPIFFE trust domains' roots.
+    let mesh_bundle = match cacerts::mesh_bundle_from_spec(spec) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+    let mesh_facts = match (&identity, bundle.as_ref().and(mesh_bundle.as_ref())) {
         (Some(id), Some(b)) => match sync_mesh(client, b, &id.trust_domain, summary).await {
             Ok(MeshFacts::Failed(msg)) => {
                 problems.push(msg.clone());
@@ -353,7 +376,25 @@ async fn reconcile_trust(
         _ => MeshFacts::Skipped,
     };
 
-    // 6. Status.
+    // 6. Remote secrets.
+    let remote_secrets = if spec.peers_digest.is_empty() {
+        None
+    } else {
+        match sync_remote_secrets(client, trust, summary).await {
+            Ok((status, shadowed)) => {
+                problems.extend(shadowed);
+                Some(status)
+            }
+            Err(e) => {
+                problems.push(e.to_string());
+                let previous = trust.status.as_ref().and_then(|s| s.remote_secrets.clone());
+                failure.get_or_insert(e);
+                previous
+            }
+        }
+    };
+
+    // 7. Status.
     let previous = trust.status.as_ref();
     let actual_after = istio.as_ref().and_then(|o| o.after.as_ref());
     let in_sync = match (&desired, actual_after, &material.installed) {
@@ -389,16 +430,46 @@ async fn reconcile_trust(
             "istio-system/cacerts could not be read or written (see problems)",
         ),
     };
-    let multi_root = istio.as_ref().and_then(|o| o.deployment);
+    let multi_root = istio
+        .as_ref()
+        .and_then(|o| o.deployment.as_ref().map(|f| f.multi_root));
     let (mesh_check, mesh_problem) =
         status::mesh_check(&mesh_facts, &spec.trust_domain, multi_root);
     problems.extend(mesh_problem);
     let istiod_status = istio.as_ref().map(|o| {
-        istiod::istiod_status(
-            o.deployment,
-            &o.event,
-            previous.and_then(|p| p.istiod.as_ref()),
-        )
+        let previous_istiod = previous.and_then(|p| p.istiod.as_ref());
+        let mut warnings = Vec::new();
+        if let (Some(facts), Some(inst)) = (&o.deployment, &in_sync) {
+            let renew_after = spec
+                .signed
+                .as_ref()
+                .filter(|s| s.serial == inst.serial)
+                .and_then(|s| s.renew_after.as_ref())
+                .map(fields::offset);
+            warnings.extend(federator_core::istiod::leaf_outlives_ca_warning(
+                facts,
+                fields::offset(&inst.not_after),
+                renew_after,
+            ));
+        }
+        if let Published::Unreadable(why) = &o.published {
+            warnings.push(format!(
+                "cannot read {}/{} ({why}): the hub cannot tell whether istiod serves the bundle, so it counts cacerts alone; run `federator join` again to update the agent's Role",
+                names::ISTIO_NAMESPACE,
+                names::ISTIO_ROOT_CERT_CONFIGMAP
+            ));
+        }
+        let observed = IstiodObservation {
+            facts: o.deployment.clone(),
+            published_generation: istiod::published_generation(
+                &o.published,
+                bundle.as_ref().map(TrustBundle::to_pem).as_deref(),
+                spec.bundle_generation,
+                previous_istiod.and_then(|i| i.published_bundle_generation),
+            ),
+            warnings,
+        };
+        istiod::istiod_status(&observed, &o.event, previous_istiod)
     });
     let new_status = status::status(
         previous,
@@ -411,6 +482,7 @@ async fn reconcile_trust(
             mesh_check,
             problems,
             generation,
+            remote_secrets,
         },
         &fields::time(now),
     );
@@ -418,10 +490,163 @@ async fn reconcile_trust(
         patch_status(trusts, &new_status).await?;
         summary.writes.push("ClusterTrust status".into());
     }
+    summary.status = Some(new_status);
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Step 6: reads the peers the hub handed over (`federator-system/federator-peers`), and, when
+/// they are the set the hub recorded in `spec.peersDigest`, makes the remote secrets in
+/// `istio-system` match them ([`federator_api::remote::plan`]). Returns the status to report
+/// and the problems of remote secrets someone else wrote for members.
+async fn sync_remote_secrets(
+    client: &Client,
+    trust: &ClusterTrust,
+    summary: &mut Summary,
+) -> Result<(RemoteSecretsStatus, Vec<String>)> {
+    let spec = &trust.spec;
+    let own: Api<Secret> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let peers_name = format!("{}/{}", names::NAMESPACE, names::PEERS_SECRET);
+    let peers = match own
+        .get_opt(names::PEERS_SECRET)
+        .await
+        .map_err(Error::kube(format!("read Secret {peers_name}")))?
+    {
+        Some(s) => plumbing::secret_data(&s),
+        None => {
+            // Deleted: make it again, empty, so that the hub (which may patch it but not
+            // create it) can fill it in again.
+            let empty = Secret {
+                metadata: plumbing::metadata(names::PEERS_SECRET, names::NAMESPACE),
+                type_: Some("Opaque".to_owned()),
+                ..Secret::default()
+            };
+            plumbing::create_or_accept(&own, &post_params(), &empty)
+                .await
+                .map_err(Error::kube(format!("create Secret {peers_name}")))?;
+            summary
+                .writes
+                .push(format!("Secret {peers_name} (re-created empty)"));
+            BTreeMap::new()
+        }
+    };
+    let digest = remote::peers_digest(&peers);
+    let previous = trust.status.as_ref().and_then(|s| s.remote_secrets.clone());
+    if digest != spec.peers_digest {
+        // Not (yet) what the hub vouched for: wait for it, touch nothing.
+        debug!(%digest, expected = %spec.peers_digest, "the peers Secret is not the hub's current set yet");
+        let mut status = previous.unwrap_or_default();
+        status.peers_digest = digest;
+        return Ok((status, Vec::new()));
+    }
+    let istio: Api<Secret> = Api::namespaced(client.clone(), names::ISTIO_NAMESPACE);
+    let selector = format!(
+        "{}={}",
+        remote::MULTI_CLUSTER_LABEL.0,
+        remote::MULTI_CLUSTER_LABEL.1
+    );
+    let mut existing = istio
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(
+            "list the remote secrets in istio-system".to_owned(),
+        ))?
+        .items;
+    // A plain Secret squatting on a remote secret's name (not labelled) blocks that name.
+    for cluster in peers.keys() {
+        let name = remote::secret_name(cluster);
+        if !existing
+            .iter()
+            .any(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+            && let Some(s) = istio
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube(format!("read Secret istio-system/{name}")))?
+        {
+            existing.push(s);
+        }
+    }
+    let own_name = spec.cluster_name.as_str();
+    let plan = remote::plan(own_name, &peers, &existing);
+    let mut wrote = Vec::new();
+    for s in &plan.create {
+        istio
+            .create(&post_params(), s)
+            .await
+            .map_err(Error::kube("create a remote secret".to_owned()))?;
+        wrote.push(format!(
+            "created {}",
+            s.metadata.name.as_deref().unwrap_or_default()
+        ));
+    }
+    for wanted in &plan.update {
+        let name = wanted.metadata.name.clone().unwrap_or_default();
+        let Some(mut current) = existing
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+            .cloned()
+        else {
+            continue;
+        };
+        current.metadata.managed_fields = None;
+        current.data = wanted.data.clone();
+        current.string_data = None;
+        for (field, want) in [
+            (&mut current.metadata.labels, &wanted.metadata.labels),
+            (
+                &mut current.metadata.annotations,
+                &wanted.metadata.annotations,
+            ),
+        ] {
+            field
+                .get_or_insert_with(BTreeMap::new)
+                .extend(want.clone().unwrap_or_default());
+        }
+        istio
+            .replace(&name, &post_params(), &current)
+            .await
+            .map_err(Error::kube(format!("update Secret istio-system/{name}")))?;
+        wrote.push(format!("updated {name}"));
+    }
+    for name in &plan.delete {
+        match istio.delete(name, &Default::default()).await {
+            Ok(_) => {}
+            Err(e) if plumbing::is_status(&e, 404) => {}
+            Err(e) => return Err(Error::kube(format!("delete Secret istio-system/{name}"))(e)),
+        }
+        wrote.push(format!("deleted {name}"));
+    }
+    if !wrote.is_empty() {
+        info!(changes = ?wrote, peers = ?plan.peers, "remote secrets written");
+        summary.wrote(
+            format!("remote secrets: {}", wrote.join(", ")),
+            Note::normal(
+                events::REMOTE_SECRETS_WRITTEN,
+                "RemoteSecrets",
+                format!(
+                    "remote secrets in istio-system: {}; istiod discovers {} peer(s)",
+                    wrote.join(", "),
+                    plan.peers.len()
+                ),
+            ),
+        );
+    }
+    let shadowed = plan
+        .foreign
+        .iter()
+        .filter(|f| !f.shadows.is_empty())
+        .map(remote::Foreign::describe)
+        .collect();
+    Ok((
+        RemoteSecretsStatus {
+            peers_digest: digest,
+            peers: plan.peers.clone(),
+            foreign: plan.foreign.iter().map(remote::Foreign::describe).collect(),
+        },
+        shadowed,
+    ))
 }
 
 /// A failure to write the agent Secret stops the reconcile (nothing after it may rely on a
@@ -471,25 +696,29 @@ async fn patch_status(api: &Api<ClusterTrust>, status: &ClusterTrustStatus) -> R
 struct CacertsOutcome {
     /// `cacerts` after this reconcile (`None`: it does not exist).
     after: Option<BTreeMap<String, Vec<u8>>>,
-    /// The istiod Deployment: `None` absent, else whether it runs with multi-root.
-    deployment: Option<bool>,
+    /// The istiod Deployment: `None` absent, else what it runs.
+    deployment: Option<IstiodFacts>,
+    /// What istiod publishes (`Nothing` without an istiod Deployment).
+    published: Published,
     /// What happened to istiod.
     event: IstiodEvent,
 }
 
-fn multi_root_of(d: &Deployment) -> bool {
-    let containers = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .map(|p| p.containers.as_slice())
-        .unwrap_or_default();
-    istiod::multi_root(
-        containers
-            .iter()
-            .flat_map(|c| c.env.iter().flatten())
-            .map(|e| (e.name.as_str(), e.value.as_deref())),
-    )
+/// What istiod publishes in `istio-system/istio-ca-root-cert`, to tell whether it took the
+/// bundle.
+async fn published_roots(client: &Client) -> Published {
+    let ns = names::ISTIO_NAMESPACE;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    match configmaps.get_opt(names::ISTIO_ROOT_CERT_CONFIGMAP).await {
+        Ok(cm) => cm
+            .and_then(|c| c.data)
+            .and_then(|mut d| d.remove(federator_core::cacerts::ROOT_CERT))
+            .map_or(Published::Nothing, |pem| Published::Roots(pem.into_bytes())),
+        Err(e) => {
+            warn!(error = %e, "cannot read {ns}/{}", names::ISTIO_ROOT_CERT_CONFIGMAP);
+            Published::Unreadable(e.to_string())
+        }
+    }
 }
 
 fn restarted_at(d: &Deployment) -> Option<&str> {
@@ -522,7 +751,11 @@ async fn sync_cacerts(
             "read Deployment {ns}/{}",
             names::ISTIOD_DEPLOYMENT
         )))?;
-    let multi = deployment.as_ref().map(multi_root_of);
+    let facts = deployment.as_ref().map(federator_api::istio::istiod_facts);
+    let published = match &deployment {
+        Some(_) => published_roots(client).await,
+        None => Published::Nothing,
+    };
     let before = secret_data(current.as_ref());
     let mut marker: Option<String> = current
         .as_ref()
@@ -533,7 +766,9 @@ async fn sync_cacerts(
     if let Some(d) = desired
         && cacerts::differs(before.as_ref(), d)
     {
-        let dec = multi.map(|m| istiod::restart_decision(before.as_ref(), &d.root_cert, m));
+        let dec = facts
+            .as_ref()
+            .map(|f| istiod::restart_decision(before.as_ref(), &d.root_cert, f));
         if dec.as_ref().is_some_and(|x| x.restart) {
             marker = Some(rfc3339(now));
         }
@@ -626,7 +861,8 @@ async fn sync_cacerts(
     }
     Ok(CacertsOutcome {
         after,
-        deployment: multi,
+        deployment: facts,
+        published,
         event,
     })
 }

@@ -117,7 +117,8 @@ impl TrustBundle {
             for der in
                 cert::parse_pem_certificates(pem.as_bytes(), &format!("bundle entry for {td}"))?
             {
-                bundle.add(td, der)?;
+                // Not `add`: reporting the change of every root would make this quadratic.
+                bundle.insert(td, der)?;
             }
         }
         Ok(bundle)
@@ -126,13 +127,18 @@ impl TrustBundle {
     /// Adds a root (DER) for a trust domain and reports how the flattened set changed.
     /// Refuses a certificate that is not a CA.
     pub fn add(&mut self, trust_domain: &TrustDomain, root_der: Vec<u8>) -> Result<BundleChange> {
-        let root = Root::parse(root_der, &format!("root for {trust_domain}"))?;
         let before = self.roots();
+        self.insert(trust_domain, root_der)?;
+        Ok(BundleChange::between(&before, &self.roots()))
+    }
+
+    fn insert(&mut self, trust_domain: &TrustDomain, root_der: Vec<u8>) -> Result<()> {
+        let root = Root::parse(root_der, &format!("root for {trust_domain}"))?;
         self.domains
             .entry(trust_domain.clone())
             .or_default()
             .insert(root);
-        Ok(BundleChange::between(&before, &self.roots()))
+        Ok(())
     }
 
     /// Removes one root (by SHA-256 fingerprint) from a trust domain and reports the change.
@@ -368,6 +374,39 @@ mod tests {
                 .unwrap(),
             r[0]
         );
+    }
+
+    #[test]
+    fn from_domain_pems_builds_the_same_set_as_add() {
+        let r = roots(3);
+        let pem = |ders: &[Vec<u8>]| cert::to_pem(ders.iter().map(Vec::as_slice));
+        let (a, b) = (td("a.local"), td("b.local"));
+        let (pa, pb) = (pem(&r[..2]), pem(&r[1..]));
+        let built = TrustBundle::from_domain_pems([(&a, pa.as_str()), (&b, pb.as_str())]).unwrap();
+        let mut added = TrustBundle::new();
+        for der in &r[..2] {
+            added.add(&a, der.clone()).unwrap();
+        }
+        for der in &r[1..] {
+            added.add(&b, der.clone()).unwrap();
+        }
+        assert_eq!(built, added);
+        assert_eq!(built.roots().len(), 3);
+    }
+
+    /// Found by review while fuzzing `trust_bundle` (regression fuzz/regressions/trust_bundle/
+    /// ec-root-with-empty-point): a CA root whose P-256 key is an empty bit string made
+    /// `spiffe_bundle` compute `0 - 1` and panic; a compressed point gave a wrong JWK.
+    #[test]
+    fn spiffe_bundle_refuses_malformed_ec_points() {
+        let der = roots(1).remove(0);
+        for point in [&[][..], &[0x04], &[0x02; 33]] {
+            let bad = crate::fuzz::with_ec_point(&der, point).unwrap();
+            let mut b = TrustBundle::new();
+            b.add(&td("a.local"), bad).unwrap();
+            let err = b.spiffe_bundle(&td("a.local"), 1).unwrap_err().to_string();
+            assert!(err.contains("is not an uncompressed point"), "{err}");
+        }
     }
 
     #[test]

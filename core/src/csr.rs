@@ -59,6 +59,10 @@ pub fn generate_cluster_csr(
     Ok((key, csr))
 }
 
+/// The largest CSR the hub reads (PEM or DER). A member writes it, so it is bounded before
+/// anything parses it; a cluster CA CSR is under 2 KiB even with an RSA 4096 key.
+pub const MAX_CSR_BYTES: usize = 64 * 1024;
+
 /// What a CSR contains, after its signature was verified.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct CsrInfo {
@@ -96,8 +100,15 @@ impl CsrInfo {
     }
 
     /// Parses a PEM (`CERTIFICATE REQUEST`) or DER CSR, verifies its self-signature and
-    /// classifies its key. Refuses a bad signature, an unsupported algorithm and weak keys.
+    /// classifies its key. Refuses input over [`MAX_CSR_BYTES`], a bad signature, an
+    /// unsupported algorithm and weak keys.
     pub fn parse(input: &[u8]) -> Result<Self> {
+        if input.len() > MAX_CSR_BYTES {
+            return Err(Error::CsrRefused(format!(
+                "it is {} bytes long; a cluster CA CSR is at most {MAX_CSR_BYTES} bytes",
+                input.len()
+            )));
+        }
         let der = if input.starts_with(b"-----") || input.iter().take(64).all(u8::is_ascii) {
             let blocks = crate::cert::parse_pem_blocks(input, "CSR")?;
             let mut csrs = blocks.into_iter().filter(|b| {
@@ -198,5 +209,25 @@ impl CsrInfo {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_oversized_csrs_before_parsing() {
+        let cluster = ClusterName::new("c1").unwrap();
+        let td = TrustDomain::new("a.local").unwrap();
+        let (_, pem) = generate_cluster_csr(&cluster, &td, KeyAlgorithm::EcdsaP256).unwrap();
+        assert!(CsrInfo::parse(pem.as_bytes()).is_ok());
+        // The same CSR behind 64 KiB of other text.
+        let padded = format!("{}\n{pem}", "x".repeat(MAX_CSR_BYTES));
+        let err = CsrInfo::parse(padded.as_bytes()).unwrap_err().to_string();
+        assert!(
+            err.contains("a cluster CA CSR is at most 65536 bytes"),
+            "{err}"
+        );
     }
 }

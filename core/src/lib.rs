@@ -17,6 +17,8 @@
 //! | [`spiffe`] | SPIFFE bundle documents: reading a foreign trust domain's, the JWKs of ours |
 //! | [`cacerts`] | istiod's `cacerts` layout and a validator applying istiod's load checks |
 //! | [`verify`] | chain validation: CA paths (Go/istiod rules) and workload leaves (rustls-webpki) |
+//! | [`fuzz`] | entry points for the fuzz targets and their corpus replay (`docs/fuzzing.md`) |
+//! | [`istiod`] | istiod versions and what each does with a `cacerts` change (root comparison, restarts, leaf clamping) |
 //!
 //! The crate never logs and never prints: private keys only leave it through
 //! [`key::PrivateKey::to_pkcs8_pem`], and their `Debug` output is redacted.
@@ -30,7 +32,9 @@ pub mod cert;
 pub mod csr;
 pub mod duration;
 mod error;
+pub mod fuzz;
 pub mod identity;
+pub mod istiod;
 pub mod key;
 pub mod policy;
 pub mod spiffe;

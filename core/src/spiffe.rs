@@ -214,9 +214,11 @@ pub fn parse_bundle(data: &[u8], trust_domain: &TrustDomain) -> Result<ForeignBu
                 }
             }
             JWT_SVID => {
-                let kid = text(&jwk.kid, "kid")?.filter(|k| !k.is_empty()).ok_or_else(|| {
-                    bad("a jwt-svid key must have a \"kid\" (JWT-SVID §6.1)".into())
-                })?;
+                let kid = text(&jwk.kid, "kid")?
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| {
+                        bad("a jwt-svid key must have a \"kid\" (JWT-SVID §6.1)".into())
+                    })?;
                 if kty.is_none() {
                     return Err(bad("no \"kty\" (RFC 7517 §4.1)".into()));
                 }
@@ -363,8 +365,9 @@ pub fn public_jwk(cert_der: &[u8]) -> Result<JwkKey, String> {
             let data = point.data();
             if data.len() != 1 + 2 * size || data[0] != 0x04 {
                 return Err(format!(
-                    "malformed {crv} public key: not an uncompressed point of {} bytes",
-                    1 + 2 * size
+                    "its {crv} public key is not an uncompressed point of {} bytes ({} bytes)",
+                    1 + 2 * size,
+                    data.len()
                 ));
             }
             Ok(JwkKey {
@@ -377,7 +380,8 @@ pub fn public_jwk(cert_der: &[u8]) -> Result<JwkKey, String> {
             })
         }
         Ok(PublicKey::RSA(rsa)) => {
-            let strip = |b: &[u8]| -> Vec<u8> { b.iter().skip_while(|x| **x == 0).copied().collect() };
+            let strip =
+                |b: &[u8]| -> Vec<u8> { b.iter().skip_while(|x| **x == 0).copied().collect() };
             let (n, e) = (strip(rsa.modulus), strip(rsa.exponent));
             if n.is_empty() || e.is_empty() {
                 return Err("malformed RSA public key".into());

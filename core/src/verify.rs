@@ -161,10 +161,15 @@ pub fn verify_issuer_chain(
     Ok(())
 }
 
+/// The most signatures one path search checks, as in Go's `x509` (`maxChainSignatureChecks`):
+/// a `cert-chain.pem` of certificates that could all issue one another (same names, one key)
+/// would otherwise make the search try every ordering of them.
+pub const MAX_SIGNATURE_CHECKS: usize = 100;
+
 /// Builds and verifies a path from `ca_der` (a cluster CA, as in `ca-cert.pem`) through
 /// certificates of `pool` (as in `cert-chain.pem`) to one of `roots` (as in `root-cert.pem`),
 /// applying the rules in the module documentation. Returns the path, the CA first and the
-/// root last.
+/// root last. Gives up after [`MAX_SIGNATURE_CHECKS`] signature checks.
 pub fn verify_ca_path<'a>(
     ca_der: &'a [u8],
     pool: &'a [Vec<u8>],
@@ -183,74 +188,102 @@ pub fn verify_ca_path<'a>(
         .filter(|d| d.as_slice() != ca_der)
         .map(|d| Node::parse(d))
         .collect::<Result<_>>()?;
+    let mut search = PathSearch {
+        pool: &pool,
+        roots: &roots,
+        now,
+        best_error: None,
+        checks_left: MAX_SIGNATURE_CHECKS,
+    };
     let mut path = vec![ca];
-    let mut best_error = None;
-    if extend_path(&mut path, &pool, &roots, now, &mut best_error) {
+    if search.extend(&mut path) {
         return Ok(path.iter().map(|n| n.der).collect());
     }
-    Err(Error::Verification(best_error.unwrap_or_else(|| {
-        format!(
-            "no certificate in the roots or the chain issued {} (its issuer is {})",
-            path[0].name(),
-            path[0].cert.issuer()
-        )
-    })))
+    if search.checks_left == 0 {
+        return Err(Error::Verification(format!(
+            "gave up building a path from {} after {MAX_SIGNATURE_CHECKS} signature checks: the chain holds too many certificates that could issue one another",
+            path[0].name()
+        )));
+    }
+    Err(Error::Verification(search.best_error.unwrap_or_else(
+        || {
+            format!(
+                "no certificate in the roots or the chain issued {} (its issuer is {})",
+                path[0].name(),
+                path[0].cert.issuer()
+            )
+        },
+    )))
 }
 
-fn extend_path<'a>(
-    path: &mut Vec<Node<'a>>,
-    pool: &[Node<'a>],
-    roots: &[Node<'a>],
+/// A depth-first search for a path to a root, with a budget of signature checks.
+struct PathSearch<'s, 'a> {
+    pool: &'s [Node<'a>],
+    roots: &'s [Node<'a>],
     now: OffsetDateTime,
-    best_error: &mut Option<String>,
-) -> bool {
-    let depth = path.len();
-    if depth > 8 {
-        return false;
+    best_error: Option<String>,
+    checks_left: usize,
+}
+
+impl<'a> PathSearch<'_, 'a> {
+    /// Whether `parent` issued `child`, spending one check when the names match.
+    fn issued(&mut self, parent: &Node<'_>, child: &Node<'_>) -> bool {
+        if parent.cert.subject().as_raw() != child.cert.issuer().as_raw() || self.checks_left == 0 {
+            return false;
+        }
+        self.checks_left -= 1;
+        parent.issued(child)
     }
-    if depth == 0 {
-        return false;
-    }
-    for root in roots {
-        if root.issued(&path[depth - 1]) {
-            match check_common(root, now, false).and_then(|()| check_ca_role(root, depth)) {
-                Ok(()) => {
-                    path.push(Node {
-                        cert: root.cert.clone(),
-                        der: root.der,
-                    });
-                    return true;
+
+    fn extend(&mut self, path: &mut Vec<Node<'a>>) -> bool {
+        let depth = path.len();
+        if depth > 8 || depth == 0 {
+            return false;
+        }
+        for root in self.roots {
+            if self.issued(root, &path[depth - 1]) {
+                match check_common(root, self.now, false).and_then(|()| check_ca_role(root, depth))
+                {
+                    Ok(()) => {
+                        path.push(Node {
+                            cert: root.cert.clone(),
+                            der: root.der,
+                        });
+                        return true;
+                    }
+                    Err(e) => self.best_error = Some(e),
                 }
-                Err(e) => *best_error = Some(e),
             }
         }
-    }
-    for candidate in pool {
-        if path.iter().any(|n| n.der == candidate.der) || !candidate.issued(&path[depth - 1]) {
-            continue;
+        for candidate in self.pool {
+            if path.iter().any(|n| n.der == candidate.der)
+                || !self.issued(candidate, &path[depth - 1])
+            {
+                continue;
+            }
+            if let Err(e) = check_common(candidate, self.now, true)
+                .and_then(|()| check_ca_role(candidate, depth))
+            {
+                self.best_error = Some(e);
+                continue;
+            }
+            path.push(Node {
+                cert: candidate.cert.clone(),
+                der: candidate.der,
+            });
+            if self.extend(path) {
+                return true;
+            }
+            path.pop();
         }
-        if let Err(e) =
-            check_common(candidate, now, true).and_then(|()| check_ca_role(candidate, depth))
-        {
-            *best_error = Some(e);
-            continue;
+        if self.best_error.is_none() && depth > 1 {
+            self.best_error = Some(format!(
+                "the chain reaches {} but no root in the bundle issued it",
+                path[depth - 1].name()
+            ));
         }
-        path.push(Node {
-            cert: candidate.cert.clone(),
-            der: candidate.der,
-        });
-        if extend_path(path, pool, roots, now, best_error) {
-            return true;
-        }
-        path.pop();
+        false
     }
-    if best_error.is_none() && depth > 1 {
-        *best_error = Some(format!(
-            "the chain reaches {} but no root in the bundle issued it",
-            path[depth - 1].name()
-        ));
-    }
-    false
 }
 
 /// Verifies a workload certificate chain (`chain[0]` the leaf, then intermediates) against a

@@ -10,7 +10,9 @@ use federator_core::bundle::TrustBundle;
 use federator_core::ca::RootOptions;
 use federator_core::identity::SpiffeId;
 use federator_core::key::KeyAlgorithm;
-use federator_core::spiffe::{BundleError, MAX_BUNDLE_BYTES, MAX_KEYS, parse_anchors, parse_bundle};
+use federator_core::spiffe::{
+    BundleError, MAX_BUNDLE_BYTES, MAX_KEYS, parse_anchors, parse_bundle,
+};
 use federator_testkit::pki;
 use serde_json::{Value, json};
 
@@ -143,20 +145,24 @@ fn x509_authorities_carry_exactly_one_ca_certificate() {
     };
     assert!(with(&|k| k["x5c"] = json!([])).contains("exactly one"));
     assert!(with(&|k| k["x5c"] = json!([b64(&r), b64(&r)])).contains("exactly one"));
-    assert!(with(&|k| {
-        k.as_object_mut().unwrap().remove("x5c");
-    })
-    .contains("x5c"));
+    assert!(
+        with(&|k| {
+            k.as_object_mut().unwrap().remove("x5c");
+        })
+        .contains("x5c")
+    );
     assert!(with(&|k| k["x5c"] = json!(["%%%"])).contains("base64"));
     assert!(with(&|k| k["x5c"] = json!([b64(b"not a certificate")])).contains("X.509"));
     // The key parameters must be the certificate's (go-jose checks this too).
     let theirs = written("a.test", &[other.clone()], 1, None);
     assert!(with(&|k| k["x"] = theirs["keys"][0]["x"].clone()).contains("not the public key"));
     assert!(with(&|k| k["kty"] = json!("RSA")).contains("not the public key"));
-    assert!(with(&|k| {
-        k.as_object_mut().unwrap().remove("kty");
-    })
-    .contains("kty"));
+    assert!(
+        with(&|k| {
+            k.as_object_mut().unwrap().remove("kty");
+        })
+        .contains("kty")
+    );
     assert!(with(&|k| k["use"] = json!(5)).contains("must be a string"));
 }
 
@@ -266,7 +272,10 @@ fn the_same_root_twice_counts_once() {
 fn anchors_from_pem_or_json() {
     let r = root(KeyAlgorithm::EcdsaP384);
     let td = pki::td("a.test");
-    assert_eq!(parse_anchors(pki::pem(&r).as_bytes(), &td).unwrap(), vec![r.clone()]);
+    assert_eq!(
+        parse_anchors(pki::pem(&r).as_bytes(), &td).unwrap(),
+        vec![r.clone()]
+    );
     let json = serde_json::to_string(&written("a.test", &[r.clone()], 1, None)).unwrap();
     assert_eq!(parse_anchors(json.as_bytes(), &td).unwrap(), vec![r]);
     assert!(parse_anchors(b"garbage", &td).is_err());

@@ -112,3 +112,17 @@ fn expired_leaves_and_non_svids_are_refused() {
             .contains("needs a path")
     );
 }
+
+/// Found by review while fuzzing `cacerts` (regression fuzz/regressions/cacerts/
+/// cross-signed-loop): twelve certificates that all issue one another made the CA path search
+/// try every ordering of them (12!/4! paths of signature checks: hours). It now stops after
+/// MAX_SIGNATURE_CHECKS, as Go's verifier does.
+#[test]
+fn path_search_gives_up_on_certificates_that_issue_one_another() {
+    let input = federator_core::fuzz::cross_signed_loop(12).unwrap();
+    let err = federator_core::fuzz::cacerts(&input).unwrap_err();
+    assert!(
+        err.contains("gave up building a path") && err.contains("100 signature checks"),
+        "{err}"
+    );
+}

@@ -14,7 +14,11 @@ pub struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. info or federator=debug.
     #[arg(long, global = true, env = "FEDERATOR_LOG", default_value = "warn")]
     pub log_level: String,
-    /// Kubeconfig of the hub cluster (default: in-cluster config, then $KUBECONFIG or ~/.kube/config).
+    /// Log format: `text` or `json` (one JSON object per line, for a log collector).
+    #[arg(long, global = true, env = "FEDERATOR_LOG_FORMAT", default_value = "text", value_parser = parse_log_format)]
+    pub log_format: federator_api::logging::LogFormat,
+    /// Kubeconfig of the hub cluster (default: $KUBECONFIG or ~/.kube/config, else the in-cluster
+    /// config, as in a Pod).
     #[arg(long, global = true, env = "FEDERATOR_HUB_KUBECONFIG")]
     pub hub_kubeconfig: Option<PathBuf>,
     /// Context in the hub kubeconfig (default: its current context).
@@ -48,6 +52,111 @@ pub enum Command {
     /// Rotate a trust domain's root without downtime (local backend): `serve` moves every
     /// member to the new root, then drops the old one.
     RotateRoot(RotateRootArgs),
+    /// Check a cluster's Istio for federator, before or after join: istiod's version and the
+    /// rules it follows, `ISTIO_MULTIROOT_MESH`, the mesh config's trust domain and
+    /// `PROXY_CONFIG_XDS_AGENT`, `cacerts` (valid? written by federator?), the roots istiod
+    /// serves, the federation's exchange object. Reads only; exits 1 when it finds a problem.
+    Doctor(DoctorArgs),
+    /// Trust a foreign SPIFFE trust domain (e.g. a SPIRE server's), fetched from its bundle
+    /// endpoint by `serve`, or stop trusting it.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Print the four CRDs (Federation, MemberCluster, ClusterTrust, ForeignTrustDomain) as `init` installs them,
+    /// as YAML documents: for `kubectl apply -f -` or a Helm chart's `crds/`.
+    Crds,
+    /// Print a shell completion script: `source <(federator completion bash)`.
+    Completion(CompletionArgs),
+}
+
+/// `federator trust ...`
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust DOMAIN: `serve` fetches its SPIFFE bundle from the endpoint by its refresh hint
+    /// and gives every member its roots (istiod's mesh config `caCertificates` with
+    /// `trustDomains: [DOMAIN]`; `root-cert.pem` too with --mesh-wide).
+    Add(TrustAddArgs),
+    /// Stop trusting DOMAIN: `serve` removes its roots from every member.
+    Remove(TrustRemoveArgs),
+}
+
+/// A bundle endpoint profile (SPIFFE Federation §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// Web PKI: the server's certificate against the system's CA certificates.
+    #[value(name = "https_web")]
+    HttpsWeb,
+    /// The server presents an X509-SVID of the foreign trust domain.
+    #[value(name = "https_spiffe")]
+    HttpsSpiffe,
+}
+
+/// `federator trust add`
+#[derive(Debug, Args)]
+pub struct TrustAddArgs {
+    /// The foreign trust domain, e.g. spire.example.
+    pub domain: String,
+    /// Its SPIFFE bundle endpoint URL (https://…).
+    #[arg(long)]
+    pub bundle_endpoint: String,
+    /// How the endpoint is authenticated.
+    #[arg(long, value_enum, default_value = "https_web")]
+    pub profile: ProfileArg,
+    /// With https_spiffe: the SPIFFE ID the endpoint's server presents
+    /// (SPIRE: spiffe://DOMAIN/spire/server).
+    #[arg(long)]
+    pub endpoint_spiffe_id: Option<String>,
+    /// With https_spiffe: the domain's current bundle (SPIFFE bundle or PEM), to authenticate
+    /// the first fetch (SPIRE: `spire-server bundle show -format spiffe`).
+    #[arg(long)]
+    pub bootstrap_bundle: Option<PathBuf>,
+    /// Also put the domain's roots into every member's root-cert.pem: every workload then
+    /// trusts certificates of that domain's CAs, not only istiod's SPIFFE checks.
+    #[arg(long)]
+    pub mesh_wide: bool,
+}
+
+/// `federator trust remove`
+#[derive(Debug, Args)]
+pub struct TrustRemoveArgs {
+    /// The foreign trust domain.
+    pub domain: String,
+}
+
+/// `federator completion`
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// Shells `completion` writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+}
+
+/// `federator doctor`
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Kubeconfig of the cluster to check (a member, or one about to join).
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Context in that kubeconfig.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// The trust domain the cluster will join with, to check the mesh config against (a
+    /// joined cluster's is read from the federation).
+    #[arg(long, value_parser = parse_trust_domain)]
+    pub trust_domain: Option<TrustDomain>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
 }
 
 /// `federator rotate-root`
@@ -210,6 +319,12 @@ pub struct JoinClusterArgs {
     /// Context in that kubeconfig.
     #[arg(long)]
     pub context: Option<String>,
+    /// The cluster's API server address as the hub (and, with remote secrets, the other
+    /// members' istiods) reach it, when it differs from the admin kubeconfig's (like
+    /// `istioctl create-remote-secret --server`): an https URL. The hub's stored credential
+    /// and the reader kubeconfig name it; join itself uses the admin kubeconfig.
+    #[arg(long, value_name = "URL", value_parser = parse_server_url)]
+    pub server: Option<String>,
     /// SPIFFE trust domain of the cluster's mesh.
     #[arg(long, default_value = "cluster.local", value_parser = parse_trust_domain)]
     pub trust_domain: TrustDomain,
@@ -219,15 +334,27 @@ pub struct JoinClusterArgs {
     /// Where the agent runs: `in-cluster` (a Deployment) or `external` (you start it).
     #[arg(long, value_enum, default_value_t = AgentModeArg::InCluster)]
     pub agent_mode: AgentModeArg,
-    /// Agent image for --agent-mode in-cluster.
-    #[arg(long, default_value = "ghcr.io/federator/cluster-agent:0.1.0")]
+    /// Agent image for --agent-mode in-cluster. The default is the image this project builds
+    /// (scripts/images, or the Dockerfile): load it into the cluster's nodes, or push it to
+    /// your registry and name it here.
+    #[arg(long, default_value = federator_api::names::AGENT_IMAGE)]
     pub agent_image: String,
+    /// With --agent-mode in-cluster: how long to wait for the agent Deployment to become
+    /// available (join fails early, with the reason, when it cannot); 0s: do not wait.
+    #[arg(long, default_value = "3m", value_parser = parse_duration)]
+    pub wait: Duration,
     /// With --agent-mode external: write a kubeconfig for the agent's identity here (0600).
     #[arg(long)]
     pub agent_kubeconfig_out: Option<PathBuf>,
     /// Lifetime of the hub's token for this cluster (`serve` renews it).
     #[arg(long, default_value = "2160h", value_parser = parse_duration)]
     pub hub_token_ttl: Duration,
+    /// Remote secrets for multi-primary endpoint discovery: install a read-only identity for
+    /// the other members' istiods, and have `serve` keep a remote secret for every other member
+    /// in this cluster's `istio-system`. `--remote-secrets=false` if you manage discovery
+    /// yourself.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub remote_secrets: bool,
 }
 
 /// Agent modes.
@@ -260,6 +387,15 @@ pub struct LeaveClusterArgs {
     /// member runs on the new one.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub rotation_drain: Duration,
+    /// Admin kubeconfig of the cluster: also remove what join installed there (the agent
+    /// Deployment, its ServiceAccounts and RBAC, the agent's key Secret, and the ClusterTrust
+    /// CRD when nothing else uses it). Without it, only what the hub's own credential may
+    /// remove is removed, and the rest is listed.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in that kubeconfig.
+    #[arg(long, requires = "kubeconfig")]
+    pub context: Option<String>,
 }
 
 /// `federator status`
@@ -271,6 +407,10 @@ pub struct StatusArgs {
     /// A member last reached longer ago than this is unhealthy.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub stale_after: Duration,
+    /// Keep watching: render again (table: redraw; json/yaml: a new document) whenever the
+    /// Federation or a MemberCluster changes, until Ctrl-C.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 /// `federator serve`
@@ -285,9 +425,29 @@ pub struct ServeArgs {
     /// Refresh each member's lastContact at least this often.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub heartbeat: Duration,
-    /// Serve Prometheus metrics on this address (`/metrics`), e.g. 0.0.0.0:9090.
+    /// Lifetime of the members' reader tokens in the remote secrets (renewed after two thirds;
+    /// the API server's minimum is 10m).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub reader_token_ttl: Duration,
+    /// Serve Prometheus metrics (`/metrics`) and the probes (`/healthz`: liveness, `/readyz`:
+    /// readiness) on this address, e.g. 0.0.0.0:9090.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the federation's SPIFFE bundles (profile https_web) on this address, one per
+    /// trust domain at `/<trust domain>`, e.g. 0.0.0.0:8443; needs --bundle-endpoint-cert and
+    /// --bundle-endpoint-key.
+    #[arg(long, requires_all = ["bundle_endpoint_cert", "bundle_endpoint_key"])]
+    pub bundle_endpoint_addr: Option<std::net::SocketAddr>,
+    /// The bundle endpoint's serving certificate (PEM, then its chain), read again when it
+    /// changes (e.g. a cert-manager Certificate's tls.crt).
+    #[arg(long, requires = "bundle_endpoint_addr")]
+    pub bundle_endpoint_cert: Option<PathBuf>,
+    /// Its private key (PEM, e.g. tls.key).
+    #[arg(long, requires = "bundle_endpoint_addr")]
+    pub bundle_endpoint_key: Option<PathBuf>,
+    /// `spiffe_refresh_hint` of the served bundles: how often peers should fetch them again.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub bundle_refresh_hint: Duration,
 }
 
 /// `federator ca ...`
@@ -375,6 +535,25 @@ pub enum OutputFormat {
     Yaml,
 }
 
+/// The completion script of `shell` for the whole command line.
+pub fn completion(shell: Shell) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    match shell {
+        Shell::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "federator", &mut out)
+        }
+        Shell::Zsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "federator", &mut out)
+        }
+        Shell::Fish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "federator", &mut out)
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     federator_core::duration::parse(s).map_err(|e| e.to_string())
 }
@@ -387,6 +566,115 @@ fn parse_cluster_name(s: &str) -> Result<ClusterName, String> {
     ClusterName::new(s).map_err(|e| e.to_string())
 }
 
+fn parse_log_format(s: &str) -> Result<federator_api::logging::LogFormat, String> {
+    s.parse()
+}
+
+/// An API server URL for `join --server`: https, with a host, nothing after the path.
+pub fn parse_server_url(s: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{s:?} is not an API server URL ({why}); pass it like https://api.east.example:6443"
+        ))
+    };
+    let Some(rest) = s.strip_prefix("https://") else {
+        return bad("it must start with https://");
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return bad("no host");
+    }
+    if s.contains(char::is_whitespace) || s.contains(['?', '#', '@']) {
+        return bad("no spaces, query, fragment or user info");
+    }
+    match s.parse::<http::Uri>() {
+        Ok(_) => Ok(s.trim_end_matches('/').to_owned()),
+        Err(e) => bad(&e.to_string()),
+    }
+}
+
 fn parse_trust_domain(s: &str) -> Result<TrustDomain, String> {
     TrustDomain::new(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn join(extra: &[&str]) -> Result<bool, clap::Error> {
+        let mut args = vec!["federator", "join", "cluster", "east", "--kubeconfig", "k"];
+        args.extend_from_slice(extra);
+        match Cli::try_parse_from(args)?.command {
+            Command::Join(JoinCommand::Cluster(a)) => Ok(a.remote_secrets),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn completions_name_every_subcommand() {
+        use clap::CommandFactory;
+        let subcommands: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        assert!(subcommands.len() >= 11, "{subcommands:?}");
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let script = completion(shell);
+            for sub in &subcommands {
+                assert!(script.contains(sub.as_str()), "{shell:?} lacks {sub}");
+            }
+            // Nested ones and flags too.
+            assert!(
+                script.contains("rotate-root") && script.contains("leader-elect"),
+                "{shell:?}"
+            );
+        }
+        assert!(completion(Shell::Bash).contains("complete -F"));
+        assert!(completion(Shell::Zsh).starts_with("#compdef federator"));
+        assert!(completion(Shell::Fish).contains("complete -c federator"));
+        assert!(Cli::try_parse_from(["federator", "completion", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn server_urls_must_be_https_with_a_host() {
+        assert_eq!(
+            parse_server_url("https://10.0.0.1:6443/").unwrap(),
+            "https://10.0.0.1:6443"
+        );
+        assert!(parse_server_url("https://api.east.example").is_ok());
+        for bad in [
+            "http://10.0.0.1:6443",
+            "10.0.0.1:6443",
+            "https://",
+            "https://:6443",
+            "https://a b",
+            "https://x?y=1",
+        ] {
+            let e = parse_server_url(bad).unwrap_err();
+            assert!(e.contains("not an API server URL"), "{bad}: {e}");
+        }
+        let err = Cli::try_parse_from([
+            "federator",
+            "join",
+            "cluster",
+            "east",
+            "--kubeconfig",
+            "k",
+            "--server",
+            "http://x",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn remote_secrets_are_on_unless_turned_off() {
+        assert!(join(&[]).unwrap());
+        assert!(join(&["--remote-secrets"]).unwrap());
+        assert!(join(&["--remote-secrets=true"]).unwrap());
+        assert!(!join(&["--remote-secrets=false"]).unwrap());
+        assert!(join(&["--remote-secrets=maybe"]).is_err());
+    }
 }

@@ -46,6 +46,10 @@ pub enum Error {
     /// The request conflicts with existing state (another root, another trust domain, ...).
     #[error("{0}")]
     Refused(String),
+    /// The agent Deployment `join` installed cannot become available; the message says why
+    /// and what to do.
+    #[error("{0}")]
+    AgentUnavailable(String),
     /// The hub has no federation yet.
     #[error("the hub is not initialised: run `federator init` first")]
     NotInitialised,
@@ -105,6 +109,7 @@ impl Error {
             | Error::ProblemsFound(_)
             | Error::Encode { .. }
             | Error::Unreachable(_)
+            | Error::AgentUnavailable(_)
             | Error::Vault { .. }
             | Error::Kube { .. } => 1,
         }

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`cli`] | the command line (clap) |
 //! | [`commands`] | one module per command group |
+//! | [`doctor`] | `federator doctor`: a cluster's Istio checked against istiod's per-version rules |
 //! | [`fsutil`] | atomic, permission-aware file writes |
 //! | [`hub`] | the hub: init, join/leave, status and the `serve` reconciler |
 //! | [`output`] | `-o table|json|yaml` rendering |
@@ -15,6 +16,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod doctor;
 mod error;
 pub mod fsutil;
 pub mod hub;
@@ -38,8 +40,21 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
             commands::hub::leave(&hub, args).await
         }
         cli::Command::Status(args) => commands::hub::status(&hub, args).await,
+        cli::Command::Doctor(args) => commands::hub::doctor(args).await,
         cli::Command::Serve(args) => commands::hub::serve(&hub, args).await,
         cli::Command::Bundle(args) => commands::hub::bundle(&hub, args).await,
         cli::Command::RotateRoot(args) => commands::hub::rotate_root(&hub, args).await,
+        cli::Command::Trust(cmd) => commands::hub::trust(&hub, cmd).await,
+        cli::Command::Crds => {
+            print!(
+                "{}",
+                federator_api::crds_yaml().map_err(Error::encode("the CRDs"))?
+            );
+            Ok(())
+        }
+        cli::Command::Completion(args) => {
+            print!("{}", cli::completion(args.shell));
+            Ok(())
+        }
     }
 }

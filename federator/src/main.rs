@@ -9,10 +9,10 @@ async fn main() -> ExitCode {
     // kube and (for the vault backend) reqwest share rustls; pick its crypto provider once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = federator::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log_level))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = federator_api::logging::init(&cli.log_level, cli.log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     match federator::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

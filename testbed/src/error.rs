@@ -8,10 +8,45 @@ pub enum Error {
     /// A required binary is not installed.
     #[error(
         "{name} not found at {path}: run tools/build.sh{arg} (or set FEDERATOR_BIN_DIR to the directory holding {file})",
-        arg = if *name == "pilot-discovery" { " istiod" } else { "" },
+        arg = match *name {
+            "kubelet" | "kube-scheduler" | "kube-controller-manager" => " nodes",
+            "helm" | "kubectl" | "promtool" => " ops",
+            "spire-server" | "spire-agent" => " spire",
+            _ => "",
+        },
         file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
     )]
     MissingBinary { name: &'static str, path: PathBuf },
+
+    /// A system tool a node needs (from a Debian package) is missing.
+    #[error(
+        "{name} not found: nodes need the Debian packages {packages} (`.ci/run` installs them; or `apt-get install {packages}`)"
+    )]
+    MissingTool {
+        name: &'static str,
+        packages: &'static str,
+    },
+
+    /// Setting up or running a node failed.
+    #[error("node: {0}")]
+    Node(String),
+
+    /// Building an image archive failed.
+    #[error("image: {0}")]
+    Image(String),
+
+    /// istiod of a declared version is not built.
+    #[error(
+        "istiod {version} (pilot-discovery) not found at {path}: run tools/build.sh istiod {version} (or set FEDERATOR_BIN_DIR to the directory holding pilot-discovery-{version})"
+    )]
+    MissingIstiod { version: String, path: PathBuf },
+
+    /// An istiod version tools/build.sh does not declare.
+    #[error(
+        "istiod {0} is not one of the versions tools/build.sh builds ({versions}); add its wrapper go.mod to tools/pilot-discovery/ first",
+        versions = crate::binaries::ISTIO_VERSIONS.join(", ")
+    )]
+    UnknownIstioVersion(String),
 
     /// `setpriv` (util-linux), used to give children a parent-death signal, is missing.
     #[error(
@@ -57,6 +92,10 @@ pub enum Error {
     /// Every attempt to start a server hit a port someone else had taken.
     #[error("{name}: port still in use after {attempts} attempts")]
     PortsExhausted { name: String, attempts: u32 },
+
+    /// A `spire-server` command failed.
+    #[error("{0}")]
+    Spire(String),
 
     /// The directory is not usable for a new testbed.
     #[error("{0}")]

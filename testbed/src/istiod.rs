@@ -82,6 +82,10 @@ const ATTEMPTS: u32 = 5;
 pub struct IstiodOptions {
     /// The mesh's trust domain (`meshConfig.trustDomain`), e.g. `cluster.local`.
     pub trust_domain: String,
+    /// The istiod version, one of [`crate::binaries::ISTIO_VERSIONS`] (default the newest,
+    /// [`crate::binaries::ISTIO_VERSION`]). The Deployment's image tag and
+    /// `app.kubernetes.io/version` label name it, as Istio's Helm chart does.
+    pub version: String,
     /// `ISTIO_MULTIROOT_MESH` (default true): hot reload of a `root-cert.pem` that only grew
     /// or only shrank.
     pub multi_root: bool,
@@ -94,9 +98,16 @@ impl IstiodOptions {
     pub fn new(trust_domain: impl Into<String>) -> Self {
         Self {
             trust_domain: trust_domain.into(),
+            version: crate::binaries::ISTIO_VERSION.to_owned(),
             multi_root: true,
             env: Vec::new(),
         }
+    }
+
+    /// Runs istiod `version` (one of [`crate::binaries::ISTIO_VERSIONS`]).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
     }
 
     /// Sets `ISTIO_MULTIROOT_MESH`.
@@ -153,6 +164,19 @@ pub enum CaMode {
     PlugIn,
     /// Its own self-signed CA in Secret `istio-ca-secret` (no file watcher).
     SelfSigned,
+}
+
+impl CaMode {
+    /// The mode one istiod run logged (`None` until it has logged it).
+    pub fn from_log(log: &str) -> Option<CaMode> {
+        if log.contains(LOG_PLUGIN_CA) {
+            Some(CaMode::PlugIn)
+        } else if log.contains(LOG_SELF_SIGNED_CA) {
+            Some(CaMode::SelfSigned)
+        } else {
+            None
+        }
+    }
 }
 
 type SpawnHook = Box<dyn Fn(&Process) + Send + Sync>;
@@ -303,6 +327,11 @@ impl Istiod {
         &self.shared().opts.trust_domain
     }
 
+    /// The istiod version it runs.
+    pub fn version(&self) -> &str {
+        &self.shared().opts.version
+    }
+
     /// The current process's pid (changes on every restart).
     pub fn pid(&self) -> Option<u32> {
         lock(&self.shared().running)
@@ -381,14 +410,7 @@ impl Istiod {
 
     /// Which CA the current process started with, once it has logged it.
     pub fn ca_mode(&self) -> Option<CaMode> {
-        let log = self.current_log();
-        if log.contains(LOG_PLUGIN_CA) {
-            Some(CaMode::PlugIn)
-        } else if log.contains(LOG_SELF_SIGNED_CA) {
-            Some(CaMode::SelfSigned)
-        } else {
-            None
-        }
+        CaMode::from_log(&self.current_log())
     }
 
     /// Restarts the process (as a pod restart would: the volume is re-read first) and waits
@@ -635,7 +657,7 @@ async fn prepare_cluster(client: &kube::Client, cluster: &str, opts: &IstiodOpti
         "metadata": {
             "name": DEPLOYMENT,
             "namespace": NAMESPACE,
-            "labels": {"app": "istiod", "istio.io/rev": "default"},
+            "labels": {"app": "istiod", "istio.io/rev": "default", "app.kubernetes.io/version": opts.version},
             "annotations": {
                 "testbed.federator.io/stand-in": "no pod runs on the testbed: pilot-discovery runs as a process, restarted when this pod template changes",
             },
@@ -648,7 +670,7 @@ async fn prepare_cluster(client: &kube::Client, cluster: &str, opts: &IstiodOpti
                 "spec": {
                     "containers": [{
                         "name": "discovery",
-                        "image": format!("docker.io/istio/pilot:{}", crate::binaries::ISTIO_VERSION),
+                        "image": format!("docker.io/istio/pilot:{}", opts.version),
                         "args": ["discovery"],
                         "env": env,
                         "volumeMounts": [{"name": "cacerts", "mountPath": "/etc/cacerts", "readOnly": true}],

@@ -1,7 +1,7 @@
 //! `testbed`: start, inspect and stop real multi-cluster control planes on loopback.
 //!
 //! ```text
-//! testbed up --clusters 3 --dir /tmp/tb [--bao] [--istiod [--trust-domain TD]] [--detach]
+//! testbed up --clusters 3 --dir /tmp/tb [--bao] [--istiod [--trust-domain TD] [--istiod-version V]] [--detach]
 //! testbed status --dir /tmp/tb
 //! testbed down --dir /tmp/tb
 //! testbed bao --dir /tmp/tb [--detach]
@@ -48,6 +48,16 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Build the project's OCI image archives (cluster-agent, federator) from its binaries,
+    /// without Docker: what `scripts/images` runs.
+    Images {
+        /// Directory holding the cluster-agent and federator binaries (e.g. target/release).
+        #[arg(long)]
+        bin_dir: PathBuf,
+        /// Where to write the archives.
+        #[arg(long, default_value = "target/images")]
+        out: PathBuf,
+    },
     /// Start an OpenBao dev server for DIR (address in DIR/bao/addr, root token in DIR/bao/token).
     Bao {
         #[arg(long)]
@@ -75,12 +85,27 @@ struct UpArgs {
     /// Also start an OpenBao dev server.
     #[arg(long)]
     bao: bool,
-    /// Also start istiod (pilot-discovery) in every cluster; needs `tools/build.sh istiod`.
+    /// Give clusters a real node (containerd, kubelet, scheduler, controller-manager): all of
+    /// them with a bare `--nodes`, or the listed ones. Needs `tools/build.sh nodes`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "all", value_delimiter = ',')]
+    nodes: Option<Vec<String>>,
+    /// Images the nodes import: `project` (cluster-agent and federator, built from the
+    /// binaries next to this one), `none`, or comma-separated image archives.
+    #[arg(long, default_value = "project", requires = "nodes")]
+    node_images: String,
+    /// The kubelets' syncFrequency in seconds (default: the kubelet's, 60).
+    #[arg(long, requires = "nodes")]
+    kubelet_sync_seconds: Option<u64>,
+    /// Also start istiod (pilot-discovery) in every cluster (as a Pod where there is a node);
+    /// needs `tools/build.sh istiod`.
     #[arg(long)]
     istiod: bool,
     /// The trust domain of every cluster's mesh config (with --istiod).
     #[arg(long, default_value = "cluster.local", requires = "istiod")]
     trust_domain: String,
+    /// The istiod version (with --istiod), one of those tools/build.sh declares.
+    #[arg(long, default_value = testbed::ISTIO_VERSION, requires = "istiod")]
+    istiod_version: String,
     /// Return once ready and keep the testbed running in the background.
     #[arg(long)]
     detach: bool,
@@ -90,6 +115,22 @@ struct UpArgs {
 }
 
 impl UpArgs {
+    fn node_names(&self) -> Vec<String> {
+        match &self.nodes {
+            None => Vec::new(),
+            Some(list) if list.iter().any(|n| n == "all") => self.names(),
+            Some(list) => list.clone(),
+        }
+    }
+
+    fn node_images(&self) -> testbed::NodeImages {
+        match self.node_images.as_str() {
+            "project" => testbed::NodeImages::Project,
+            "none" => testbed::NodeImages::None,
+            list => testbed::NodeImages::Archives(list.split(',').map(PathBuf::from).collect()),
+        }
+    }
+
     fn names(&self) -> Vec<String> {
         if self.names.is_empty() {
             (1..=self.clusters)
@@ -116,6 +157,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Up(args) => up(args).await,
         Cmd::Status { dir, json } => status(&dir, json).await,
         Cmd::Down { dir } => down(&dir).await,
+        Cmd::Images { bin_dir, out } => images(&bin_dir, &out),
         Cmd::Bao {
             dir,
             detach,
@@ -138,8 +180,10 @@ async fn up(args: UpArgs) -> Result<()> {
     {
         let running: Vec<&str> = s.clusters.iter().map(|c| c.name.as_str()).collect();
         let wanted = args.names();
+        let nodes: Vec<String> = s.nodes.iter().map(|n| n.cluster.clone()).collect();
         if running == wanted.iter().map(String::as_str).collect::<Vec<_>>()
             && (!args.bao || s.bao.is_some())
+            && nodes == args.node_names()
         {
             println!(
                 "reusing the testbed already running in {} (owner pid {})",
@@ -170,16 +214,32 @@ async fn up(args: UpArgs) -> Result<()> {
         if args.bao {
             cmd.arg("--bao");
         }
+        let nodes = args.node_names();
+        if !nodes.is_empty() {
+            cmd.arg(format!("--nodes={}", nodes.join(",")))
+                .arg("--node-images")
+                .arg(&args.node_images);
+            if let Some(s) = args.kubelet_sync_seconds {
+                cmd.arg("--kubelet-sync-seconds").arg(s.to_string());
+            }
+        }
         if args.istiod {
             cmd.arg("--istiod")
                 .arg("--trust-domain")
-                .arg(&args.trust_domain);
+                .arg(&args.trust_domain)
+                .arg("--istiod-version")
+                .arg(&args.istiod_version);
         }
         if let Some(b) = &args.bin_dir {
             cmd.arg("--bin-dir").arg(b);
         }
         let expect: Vec<String> = if args.istiod {
-            args.names().iter().map(|n| format!("{n}/istiod")).collect()
+            // istiod processes; istiod Pods (node clusters) are not processes of the testbed.
+            args.names()
+                .iter()
+                .filter(|n| !nodes.contains(n))
+                .map(|n| format!("{n}/istiod"))
+                .collect()
         } else {
             Vec::new()
         };
@@ -190,15 +250,50 @@ async fn up(args: UpArgs) -> Result<()> {
     }
 
     let started = Instant::now();
-    let mut opts = TestbedOptions::named(args.names()).dir(dir);
+    let mut opts = TestbedOptions::named(args.names())
+        .dir(dir)
+        .with_nodes_in(args.node_names())
+        .node_images(args.node_images());
     opts.bao = args.bao;
     opts.bin_dir = args.bin_dir.clone();
+    if let Some(s) = args.kubelet_sync_seconds {
+        opts = opts.kubelet_sync_frequency(Duration::from_secs(s));
+    }
     let tb = Testbed::start(opts).await?;
+    for n in tb.nodes() {
+        println!(
+            "{}	node {}	ready in {:.1}s	bridge {} {}	logs {}",
+            n.cluster().name(),
+            n.name(),
+            n.ready_in().as_secs_f64(),
+            n.network().bridge,
+            n.network().subnet(),
+            n.dir().display()
+        );
+    }
     if args.istiod {
         let names = args.names();
-        let starts = names
-            .iter()
-            .map(|n| tb.start_istiod(n, testbed::IstiodOptions::new(args.trust_domain.clone())));
+        let nodes = args.node_names();
+        let pods = names.iter().filter(|n| nodes.contains(n)).map(|n| {
+            let opts = testbed::IstiodOptions::new(args.trust_domain.clone())
+                .version(args.istiod_version.clone());
+            tb.start_istiod_pod(n, opts)
+        });
+        for pod in futures::future::try_join_all(pods).await? {
+            let current = pod.current_pod().await?;
+            println!(
+                "{}	istiod Pod {}	IP {}	ready in {:.1}s",
+                pod.cluster_name(),
+                current.name,
+                current.ip.map(|i| i.to_string()).unwrap_or_default(),
+                pod.started_in().as_secs_f64()
+            );
+        }
+        let starts = names.iter().filter(|n| !nodes.contains(n)).map(|n| {
+            let opts = testbed::IstiodOptions::new(args.trust_domain.clone())
+                .version(args.istiod_version.clone());
+            tb.start_istiod(n, opts)
+        });
         for istiod in futures::future::try_join_all(starts).await? {
             println!(
                 "{}	istiod pid {}	secure gRPC {}	log {}",
@@ -222,6 +317,21 @@ async fn up(args: UpArgs) -> Result<()> {
     wait_for_signal().await?;
     eprintln!("stopping the testbed");
     tb.down().await;
+    Ok(())
+}
+
+fn images(bin_dir: &Path, out: &Path) -> Result<()> {
+    let t = Instant::now();
+    for a in testbed::image::project_images(bin_dir, out)? {
+        println!(
+            "{}	{}	{}	{} MiB",
+            a.name,
+            a.path.display(),
+            a.digest,
+            a.size / (1024 * 1024)
+        );
+    }
+    eprintln!("images built in {:.1}s", t.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -363,8 +473,18 @@ fn print_summary(s: &State) {
             c.kubeconfig.display()
         );
     }
+    print_servers_from(s);
     if let Some(b) = &s.bao {
         println!("bao\t{}\ttoken file {}", b.addr, b.token_file.display());
+    }
+}
+
+/// Where Pods on each node reach each apiserver (the same URLs work from the host).
+fn print_servers_from(s: &State) {
+    for c in &s.clusters {
+        for (node, url) in &c.servers_from {
+            println!("{}\tfrom {node}'s node\t{url}", c.name);
+        }
     }
 }
 
@@ -392,6 +512,16 @@ async fn status(dir: &Path, json: bool) -> Result<()> {
         if let Some(url) = &s.etcd_url {
             println!("etcd\t{url}");
         }
+        for n in &s.nodes {
+            println!(
+                "{}\tnode {}-node\tbridge {} {}\tcgroups /{}",
+                n.cluster,
+                n.cluster,
+                n.network.bridge,
+                n.network.subnet(),
+                n.cgroup
+            );
+        }
         for c in &s.clusters {
             let ready = match testbed::cluster::client_from_file(&c.kubeconfig).await {
                 Ok(client) => {
@@ -416,6 +546,7 @@ async fn status(dir: &Path, json: bool) -> Result<()> {
                 c.kubeconfig.display()
             );
         }
+        print_servers_from(&s);
         if let Some(b) = &s.bao {
             let host = b.addr.trim_start_matches("http://");
             let health = match testbed::http::get(host, "/v1/sys/health", None).await {

@@ -99,6 +99,17 @@ impl Ca {
 
     /// A TLS server certificate for `127.0.0.1` and `localhost`.
     pub fn issue_serving(&self, common_name: &str) -> Result<CertAndKey> {
+        self.issue_serving_for(common_name, &[], &[])
+    }
+
+    /// A TLS server certificate for `127.0.0.1`, `localhost`, and the extra addresses and DNS
+    /// names given.
+    pub fn issue_serving_for(
+        &self,
+        common_name: &str,
+        ips: &[IpAddr],
+        dns: &[&str],
+    ) -> Result<CertAndKey> {
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
         p.distinguished_name.push(DnType::CommonName, common_name);
@@ -106,6 +117,11 @@ impl Ca {
             SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             SanType::DnsName("localhost".try_into()?),
         ];
+        p.subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        for d in dns {
+            p.subject_alt_names.push(SanType::DnsName((*d).try_into()?));
+        }
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.leaf(p)

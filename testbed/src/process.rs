@@ -227,7 +227,7 @@ impl Process {
 
 /// A supervised process that can be stopped and started again, shared by the clones of a
 /// handle (a cluster's apiserver, the OpenBao server).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Slot(std::sync::Mutex<Option<Process>>);
 
 impl Slot {

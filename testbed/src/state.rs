@@ -35,6 +35,9 @@ pub struct State {
     pub bao: Option<BaoInfo>,
     /// Every child process.
     pub processes: Vec<ProcessInfo>,
+    /// The nodes, recorded before anything of them is made (see [`crate::node`]).
+    #[serde(default)]
+    pub nodes: Vec<crate::node::NodeInfo>,
 }
 
 /// A cluster as recorded in the state file.
@@ -46,6 +49,10 @@ pub struct ClusterInfo {
     pub server: String,
     /// Admin kubeconfig path.
     pub kubeconfig: PathBuf,
+    /// For every cluster with a node (by name): the URL at which Pods on that node, and the
+    /// host, reach this apiserver ([`crate::Cluster::server_from`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub servers_from: std::collections::BTreeMap<String, String>,
 }
 
 /// OpenBao as recorded in the state file.
@@ -120,14 +127,26 @@ impl State {
     }
 
     /// Kills every recorded child that still runs (SIGTERM, SIGKILL after `grace`), checking
-    /// first that the pid still belongs to the recorded executable. Returns the names killed.
+    /// first that the pid still belongs to the recorded executable, then removes what the
+    /// nodes left on the machine ([`crate::node::cleanup_leftovers`]: their Pods' processes,
+    /// containerd shims, cgroups, bridges). Returns the names killed or cleaned.
     pub async fn kill_all(&self, grace: Duration) -> Vec<String> {
         let mut killed = Vec::new();
-        // Reverse start order: apiservers and bao before etcd.
+        // Reverse start order: node processes and apiservers before etcd.
         for p in self.processes.iter().rev() {
             if p.is_alive() {
                 process::kill_group(p.pid, grace).await;
                 killed.push(p.name.clone());
+            }
+        }
+        for n in &self.nodes {
+            let found = crate::node::leftovers(n);
+            if !found.is_empty() {
+                let problems = crate::node::cleanup_leftovers(n);
+                for p in &problems {
+                    tracing::warn!(node = %n.cluster, problem = %p, "node clean-up");
+                }
+                killed.push(format!("{} node ({})", n.cluster, found.join(", ")));
             }
         }
         killed

@@ -9,6 +9,7 @@ use crate::binaries::Binaries;
 use crate::cluster::Cluster;
 use crate::etcd::{self, Etcd};
 use crate::istiod::{Istiod, IstiodOptions};
+use crate::node::{self, Node, NodeBinaries, NodeImages, NodeOptions};
 use crate::process::Process;
 use crate::state::{self, BaoInfo, ClusterInfo, STATE_FILE, State};
 use crate::{Error, Result};
@@ -25,6 +26,11 @@ pub struct TestbedOptions {
     pub bao: bool,
     /// Where the binaries are; `None`: [`crate::default_bin_dir`].
     pub bin_dir: Option<PathBuf>,
+    /// The clusters that get a real node (see [`crate::node`]); the others have only an
+    /// apiserver, as before.
+    pub nodes: Vec<String>,
+    /// How the nodes run.
+    pub node: NodeOptions,
 }
 
 impl Default for TestbedOptions {
@@ -50,6 +56,8 @@ impl TestbedOptions {
             dir: None,
             bao: false,
             bin_dir: None,
+            nodes: Vec::new(),
+            node: NodeOptions::default(),
         }
     }
 
@@ -62,6 +70,35 @@ impl TestbedOptions {
     /// Also starts OpenBao.
     pub fn with_bao(mut self) -> Self {
         self.bao = true;
+        self
+    }
+
+    /// Gives every cluster a node (needs `tools/build.sh nodes` and the Debian packages
+    /// `.ci/run` installs).
+    pub fn with_nodes(mut self) -> Self {
+        self.nodes = self.clusters.clone();
+        self
+    }
+
+    /// Gives the named clusters a node.
+    pub fn with_nodes_in<I, S>(mut self, clusters: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.nodes = clusters.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Which images the nodes import.
+    pub fn node_images(mut self, images: NodeImages) -> Self {
+        self.node.images = images;
+        self
+    }
+
+    /// The kubelets' `syncFrequency` (default: the kubelet's, 1 min).
+    pub fn kubelet_sync_frequency(mut self, every: Duration) -> Self {
+        self.node.sync_frequency = Some(every);
         self
     }
 }
@@ -77,6 +114,8 @@ pub struct Testbed {
     bao: Mutex<Option<Bao>>,
     extra: Mutex<Vec<Process>>,
     istiods: Mutex<Vec<Istiod>>,
+    nodes: Vec<Node>,
+    istiod_pods: Mutex<Vec<node::istiod::IstiodPod>>,
     state: Arc<Mutex<State>>,
 }
 
@@ -114,6 +153,35 @@ impl Testbed {
         if opts.bao {
             binaries.bao()?;
         }
+        for n in &opts.nodes {
+            if !opts.clusters.contains(n) {
+                return Err(Error::NoSuchCluster(n.clone()));
+            }
+        }
+        let node_bins = if opts.nodes.is_empty() {
+            None
+        } else {
+            Some(NodeBinaries::locate(&binaries)?)
+        };
+        // The images, before anything runs (a missing binary is an error now, not later).
+        let archives = if opts.nodes.is_empty() {
+            Vec::new()
+        } else {
+            match &opts.node.images {
+                NodeImages::Project => {
+                    let bin = crate::image::own_bin_dir()?;
+                    crate::image::project_images(&bin, &bin.join("images"))?
+                }
+                NodeImages::ProjectFrom(bin) => {
+                    crate::image::project_images(bin, &bin.join("images"))?
+                }
+                NodeImages::Archives(paths) => paths
+                    .iter()
+                    .map(|p| crate::image::Archive::read(p))
+                    .collect::<Result<_>>()?,
+                NodeImages::None => Vec::new(),
+            }
+        };
         let mut seen = std::collections::BTreeSet::new();
         for name in &opts.clusters {
             let valid = !name.is_empty()
@@ -155,11 +223,14 @@ impl Testbed {
             bao: Mutex::new(None),
             extra: Mutex::new(Vec::new()),
             istiods: Mutex::new(Vec::new()),
+            nodes: Vec::new(),
+            istiod_pods: Mutex::new(Vec::new()),
             state: Arc::new(Mutex::new(State::owned_by_me())),
         };
         // Mark the directory as ours before the first process starts.
         tb.save_state()?;
 
+        let mut prepared = std::collections::BTreeMap::new();
         if let Some((apiserver, etcd_bin)) = apiserver {
             let etcd = etcd::start(&etcd_bin, &dir.join("etcd")).await?;
             let url = etcd.url.clone();
@@ -171,20 +242,39 @@ impl Testbed {
             *lock(&tb.etcd) = Some(etcd);
             tb.etcd_url = Some(url.clone());
 
+            // Nodes first claim their network and cgroups (recorded before they exist, so a
+            // crash in between still gets them removed).
+            for name in &opts.nodes {
+                let p = node::prepare(&dir, name)?;
+                let info = p.info().clone();
+                tb.record(|s| s.nodes.push(info))?;
+                prepared.insert(name.clone(), p);
+            }
+            // Every apiserver's certificate names every node's bridge address: Pods on any
+            // node reach every cluster through their own bridge (see `Cluster::server_from`).
+            let gateways: Vec<std::net::Ipv4Addr> = prepared
+                .values()
+                .map(|p: &node::Prepared| p.network().gateway())
+                .collect();
             let dirs: Vec<PathBuf> = opts.clusters.iter().map(|n| dir.join(n)).collect();
-            let starts = opts
-                .clusters
-                .iter()
-                .zip(&dirs)
-                .map(|(name, d)| Cluster::start(name, d, &apiserver, &url));
+            let starts = opts.clusters.iter().zip(&dirs).map(|(name, d)| {
+                let net = prepared.get(name).map(|p| p.network().clone());
+                let (apiserver, url, gateways) = (&apiserver, &url, &gateways);
+                async move { Cluster::start(name, d, apiserver, url, net.as_ref(), gateways).await }
+            });
             tb.clusters = futures::future::try_join_all(starts).await?;
             let clusters = tb.clusters.clone();
             tb.record(|s| {
                 for c in &clusters {
+                    let servers_from = clusters
+                        .iter()
+                        .filter_map(|n| Some((n.name().to_owned(), c.server_from(n).ok()?)))
+                        .collect();
                     s.clusters.push(ClusterInfo {
                         name: c.name().to_owned(),
                         server: c.server().to_owned(),
                         kubeconfig: c.kubeconfig_path().to_owned(),
+                        servers_from,
                     });
                     if let Some(pid) = c.pid() {
                         s.processes.push(state::record(
@@ -195,6 +285,54 @@ impl Testbed {
                     }
                 }
             })?;
+        }
+        if let Some(bins) = &node_bins {
+            let state = tb.state.clone();
+            let dir = tb.dir.clone();
+            let on_spawn = move |cluster: &str, role: &str, pid: u32, exe: &Path| {
+                let mut s = lock(&state);
+                s.processes
+                    .push(state::record(&format!("{cluster}/{role}"), pid, exe));
+                if let Err(e) = s.write(&dir, STATE_FILE) {
+                    tracing::warn!(error = %e, "record a node process in the state file");
+                }
+            };
+            let all = tb.clusters.clone();
+            let starts = opts.nodes.iter().map(|name| {
+                let cluster = tb.cluster(name).cloned();
+                let all = &all;
+                let prepared = prepared.remove(name);
+                let on_spawn = &on_spawn;
+                let archives = &archives;
+                let node_opts = &opts.node;
+                async move {
+                    let cluster = cluster?;
+                    let prepared = prepared.ok_or_else(|| Error::NoSuchCluster(name.clone()))?;
+                    let hook = |role: &str, pid: u32, exe: &Path| on_spawn(name, role, pid, exe);
+                    let others: Vec<Cluster> = all
+                        .iter()
+                        .filter(|c| c.name() != cluster.name())
+                        .cloned()
+                        .collect();
+                    Node::start(
+                        &cluster, &others, prepared, bins, node_opts, archives, &hook,
+                    )
+                    .await
+                }
+            });
+            let results = futures::future::join_all(starts).await;
+            let mut first_error = None;
+            for r in results {
+                match r {
+                    Ok(n) => tb.nodes.push(n),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
         }
         if opts.bao {
             tb.start_bao().await?;
@@ -230,6 +368,24 @@ impl Testbed {
             .iter()
             .find(|c| c.name() == name)
             .ok_or_else(|| Error::NoSuchCluster(name.to_owned()))
+    }
+
+    /// The nodes, in the order of [`TestbedOptions::nodes`].
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node of cluster `cluster`.
+    pub fn node(&self, cluster: &str) -> Result<&Node> {
+        self.cluster(cluster)?;
+        self.nodes
+            .iter()
+            .find(|n| n.cluster().name() == cluster)
+            .ok_or_else(|| {
+                Error::Api(format!(
+                    "cluster {cluster} has no node: start the testbed with it in TestbedOptions::nodes (testbed up --nodes)"
+                ))
+            })
     }
 
     /// etcd's client URL, if any cluster runs.
@@ -293,9 +449,15 @@ impl Testbed {
 
     /// Starts istiod for cluster `cluster` (see [`crate::istiod`]): it is recorded in the state
     /// file under `<cluster>/istiod` (the pid is updated on every restart), and stopped with the
-    /// testbed. Needs `tools/build.sh istiod`.
+    /// testbed. Needs `tools/build.sh istiod` (or `tools/build.sh istiod <opts.version>`).
     pub async fn start_istiod(&self, cluster: &str, opts: IstiodOptions) -> Result<Istiod> {
         let c = self.cluster(cluster)?.clone();
+        if c.node_network().is_some() {
+            return Err(Error::Api(format!(
+                "cluster {cluster} has a node: run istiod as a Pod there (Testbed::start_istiod_pod); \
+                 the process mode's recording-only Deployment would get real Pods from the controller-manager"
+            )));
+        }
         if lock(&self.istiods)
             .iter()
             .any(|i| i.cluster_name() == cluster && i.is_running())
@@ -304,7 +466,7 @@ impl Testbed {
                 "istiod already runs in cluster {cluster}: use its handle (Testbed::istiods)"
             )));
         }
-        let bin = self.binaries.pilot_discovery()?;
+        let bin = self.binaries.pilot_discovery(&opts.version)?;
         let state = self.state.clone();
         let dir = self.dir.clone();
         let name = format!("{cluster}/istiod");
@@ -320,6 +482,21 @@ impl Testbed {
         let istiod = Istiod::start_with_hook(&c, &bin, opts, Some(Box::new(hook))).await?;
         lock(&self.istiods).push(istiod.clone());
         Ok(istiod)
+    }
+
+    /// Runs istiod as a Deployment in the node of cluster `cluster` (see
+    /// [`crate::node::istiod`]) and returns once its Pod is ready. Needs
+    /// `tools/build.sh istiod`; the image is made from that binary and imported on first use.
+    pub async fn start_istiod_pod(
+        &self,
+        cluster: &str,
+        opts: IstiodOptions,
+    ) -> Result<node::istiod::IstiodPod> {
+        let n = self.node(cluster)?.clone();
+        let archive = crate::image::istiod_image(&self.binaries, &opts.version)?;
+        let pod = node::istiod::IstiodPod::start(&n, &archive, opts).await?;
+        lock(&self.istiod_pods).push(pod.clone());
+        Ok(pod)
     }
 
     /// The istiods started with [`Testbed::start_istiod`].
@@ -345,6 +522,8 @@ impl Testbed {
     pub async fn down(self) {
         let istiods: Vec<Istiod> = std::mem::take(&mut *lock(&self.istiods));
         futures::future::join_all(istiods.iter().map(|i| i.stop())).await;
+        lock(&self.istiod_pods).clear();
+        futures::future::join_all(self.nodes.iter().map(|n| n.stop())).await;
         let extra: Vec<Process> = std::mem::take(&mut *lock(&self.extra));
         for mut p in extra {
             p.terminate(Duration::from_secs(5)).await;
@@ -383,6 +562,17 @@ impl Drop for Testbed {
         }
         if let Some(b) = lock(&self.bao).take() {
             b.kill();
+        }
+        lock(&self.istiod_pods).clear();
+        for n in &self.nodes {
+            n.kill();
+        }
+        // Nodes that were prepared but did not start (their record is in the state).
+        for info in &lock(&self.state).nodes {
+            let problems = node::cleanup_leftovers(info);
+            if !problems.is_empty() {
+                tracing::warn!(node = %info.cluster, ?problems, "node clean-up left something behind");
+            }
         }
         // Handles may have been cloned by tests: kill through them so clones don't keep
         // apiservers alive.
@@ -423,6 +613,7 @@ async fn prepare_dir(dir: &Path) -> Result<()> {
             if !killed.is_empty() {
                 tracing::warn!(?killed, "killed leftovers of a previous testbed in {shown}");
             }
+            // (kill_all also removed what the nodes left: Pods, shims, cgroups, bridges.)
             // Start from scratch: old etcd data would bring back old objects.
             let mut stale: Vec<PathBuf> = vec![dir.join("etcd"), dir.join("bao")];
             stale.extend(s.clusters.iter().map(|c| dir.join(&c.name)));

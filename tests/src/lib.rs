@@ -10,10 +10,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod examples;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use federator_api::hub::MemberCluster;
 use federator_api::member::ClusterTrust;
@@ -21,11 +23,15 @@ use federator_api::names;
 use federator_core::cacerts::{self, CaCerts};
 use federator_core::cert;
 use federator_core::identity::SpiffeId;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ObjectMeta, PostParams};
 use mtls::{Workload, WorkloadCert};
 use testbed::istiod;
-use testbed::{Cluster, Istiod, IstiodOptions, Process, ProcessSpec, Testbed, TestbedOptions};
+use testbed::{
+    Cluster, Istiod, IstiodOptions, IstiodPod, Process, ProcessSpec, Testbed, TestbedOptions,
+};
 use time::OffsetDateTime;
 
 /// Path of a workspace binary next to the running test's directory.
@@ -69,6 +75,8 @@ pub struct Federation {
     pub members: BTreeMap<String, Member>,
     /// The running `federator serve`, if started.
     pub serve: Option<Process>,
+    /// Its `--metrics-addr` (`host:port`), once started.
+    pub metrics_addr: Option<String>,
     /// Scratch directory for logs and files.
     pub dir: PathBuf,
 }
@@ -121,6 +129,41 @@ impl Federation {
         fed
     }
 
+    /// A federation whose members have real nodes (see `testbed::node`): the hub in cluster
+    /// `hub` (one of the members), every member with a node that imported the project's images
+    /// (built from this workspace's `cluster-agent` and `federator`), the kubelets syncing every
+    /// `kubelet_sync` (`None`: the kubelet's default, 1 min), then `federator init`.
+    pub async fn start_with_nodes(
+        hub: &str,
+        members: &[(&str, &str)],
+        init_args: &[&str],
+        kubelet_sync: Option<Duration>,
+    ) -> Federation {
+        let fed = Self::with_nodes(hub, members, kubelet_sync).await;
+        let mut args = vec!["init"];
+        args.extend_from_slice(init_args);
+        fed.federator_ok(&args);
+        fed
+    }
+
+    /// Like [`Federation::start_with_nodes`] without `federator init`, and with the hub in
+    /// its own node cluster when `hub` is not a member (for a hub installed as Pods).
+    pub async fn with_nodes(
+        hub: &str,
+        members: &[(&str, &str)],
+        kubelet_sync: Option<Duration>,
+    ) -> Federation {
+        let mut names: Vec<String> = members.iter().map(|(n, _)| (*n).to_owned()).collect();
+        if !names.iter().any(|n| n == hub) {
+            names.insert(0, hub.to_owned());
+        }
+        let mut opts = TestbedOptions::named(names).with_nodes();
+        if let Some(every) = kubelet_sync {
+            opts = opts.kubelet_sync_frequency(every);
+        }
+        Self::from_options(hub, members, opts).await
+    }
+
     async fn without_init_plus(
         hub: &str,
         members: &[(&str, &str)],
@@ -136,6 +179,10 @@ impl Federation {
         if let Some(d) = dir {
             opts = opts.dir(d);
         }
+        Self::from_options(hub, members, opts).await
+    }
+
+    async fn from_options(hub: &str, members: &[(&str, &str)], opts: TestbedOptions) -> Federation {
         let testbed = Testbed::start(opts).await.unwrap();
         let dir = testbed.dir().to_path_buf();
         let hub = testbed.cluster(hub).unwrap().clone();
@@ -143,6 +190,7 @@ impl Federation {
             hub,
             members: BTreeMap::new(),
             serve: None,
+            metrics_addr: None,
             dir,
             testbed,
         };
@@ -181,6 +229,28 @@ impl Federation {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Joins a member the way the README says: no agent flags, so the agent runs as a
+    /// Deployment of the default image (on a node cluster, where the testbed imported it).
+    pub fn join_default(&self, name: &str) -> String {
+        self.join_default_with(name, &[])
+    }
+
+    /// Like [`Federation::join_default`], with `extra` flags (e.g. `--server URL`).
+    pub fn join_default_with(&self, name: &str, extra: &[&str]) -> String {
+        let m = &self.members[name];
+        let mut args = vec![
+            "join",
+            "cluster",
+            name,
+            "--kubeconfig",
+            m.cluster.kubeconfig_path().to_str().unwrap(),
+            "--trust-domain",
+            &m.trust_domain,
+        ];
+        args.extend_from_slice(extra);
+        self.federator_ok(&args)
     }
 
     /// Joins a member with an external agent.
@@ -224,7 +294,8 @@ impl Federation {
         api.create(&PostParams::default(), &cm).await.unwrap();
     }
 
-    /// Starts `federator serve` (killed when the Federation drops).
+    /// Starts `federator serve` (killed when the Federation drops), serving its metrics on
+    /// `--metrics-addr` (a free port unless `extra` names one; see [`Federation::hub_metrics`]).
     pub fn start_serve(&mut self, extra: &[&str]) {
         let mut spec = ProcessSpec::new(
             "federator-serve",
@@ -236,7 +307,24 @@ impl Federation {
         for a in extra {
             spec = spec.arg(*a);
         }
+        let addr = match extra.iter().position(|a| *a == "--metrics-addr") {
+            Some(i) => extra[i + 1].to_owned(),
+            None => {
+                let addr = format!("127.0.0.1:{}", testbed::process::pick_port().unwrap());
+                spec = spec.args(["--metrics-addr", &addr]);
+                addr
+            }
+        };
+        self.metrics_addr = Some(addr);
         self.serve = Some(Process::spawn(spec).unwrap());
+    }
+
+    /// The hub's `/metrics`, once `serve` runs and answers.
+    pub async fn hub_metrics(&self) -> Option<String> {
+        let r = testbed::http::get(self.metrics_addr.as_deref()?, "/metrics", None)
+            .await
+            .ok()?;
+        r.is_success().then_some(r.body)
     }
 
     /// Starts a member's agent (killed when the Federation drops).
@@ -251,12 +339,19 @@ impl Federation {
 
     /// A member's `cacerts` as files, if it exists.
     pub async fn cacerts(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-        let api: Api<Secret> = Api::namespaced(
-            self.members[name].cluster.client().await.ok()?,
-            names::ISTIO_NAMESPACE,
-        );
-        let s = api.get_opt(names::CACERTS_SECRET).await.ok()??;
-        Some(s.data?.into_iter().map(|(k, v)| (k, v.0)).collect())
+        cacerts_of(&self.members[name].cluster).await
+    }
+
+    /// The holder of the hub's `federator-leader` Lease, if someone holds it.
+    pub async fn lease_holder(&self) -> Option<String> {
+        let leases: Api<Lease> = Api::namespaced(self.hub.client().await.ok()?, names::NAMESPACE);
+        leases
+            .get_opt(names::LEADER_LEASE)
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+            .filter(|h| !h.is_empty())
     }
 
     /// A member's `ClusterTrust`.
@@ -266,6 +361,59 @@ impl Federation {
             names::NAMESPACE,
         );
         api.get_opt(names::CLUSTER_TRUST).await.ok()?
+    }
+
+    /// The cluster CA in a member's `cacerts` (DER).
+    pub async fn cluster_ca(&self, name: &str) -> Vec<u8> {
+        let files = self.cacerts(name).await.unwrap();
+        first_cert(&files[cacerts::CA_CERT])
+    }
+
+    /// Waits until a member's `cacerts` holds a cluster CA other than `old`; returns it.
+    pub async fn wait_new_cluster_ca(&self, name: &str, old: &[u8]) -> Vec<u8> {
+        wait_for(
+            &format!("{name}'s new cluster CA"),
+            Duration::from_secs(60),
+            || async {
+                let ca = self.cluster_ca(name).await;
+                (ca != old).then_some(ca)
+            },
+        )
+        .await
+    }
+
+    /// Asks a member for a renewal the way the hub does at `renewAfter`: bumps
+    /// `spec.csrGeneration` of its `ClusterTrust`.
+    pub async fn bump_csr_generation(&self, name: &str) {
+        let cts: Api<ClusterTrust> = Api::namespaced(
+            self.members[name].cluster.client().await.unwrap(),
+            names::NAMESPACE,
+        );
+        let generation = cts
+            .get(names::CLUSTER_TRUST)
+            .await
+            .unwrap()
+            .spec
+            .csr_generation;
+        let bump = serde_json::json!({"spec": {"csrGeneration": generation + 1}});
+        cts.patch(
+            names::CLUSTER_TRUST,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&bump),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// The hub's `Federation` status.
+    pub async fn federation_status(&self) -> federator_api::hub::FederationStatus {
+        let api: Api<federator_api::hub::Federation> =
+            Api::namespaced(self.hub.client().await.unwrap(), names::NAMESPACE);
+        api.get(names::FEDERATION)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
     }
 
     /// A member's `MemberCluster` on the hub.
@@ -329,6 +477,21 @@ impl Federation {
     }
 }
 
+/// A cluster's `istio-system/cacerts` as files, if it exists.
+pub async fn cacerts_of(cluster: &Cluster) -> Option<BTreeMap<String, Vec<u8>>> {
+    let api: Api<Secret> = Api::namespaced(cluster.client().await.ok()?, names::ISTIO_NAMESPACE);
+    let s = api.get_opt(names::CACERTS_SECRET).await.ok()??;
+    Some(s.data?.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+/// Whether a Pod's `Ready` condition is true.
+pub fn pod_is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// Mints a workload leaf for `id` from a member's `cacerts` files (as istiod would).
 pub fn mint_leaf(files: &BTreeMap<String, Vec<u8>>, id: &str) -> Vec<Vec<u8>> {
     let c = CaCerts::from_files(files).unwrap();
@@ -371,10 +534,22 @@ impl Federation {
     /// `trust_domain` in its mesh config and `ISTIO_MULTIROOT_MESH=true`; stopped with the
     /// testbed.
     pub async fn start_istiod(&self, name: &str, trust_domain: &str) -> Istiod {
-        self.testbed
-            .start_istiod(name, IstiodOptions::new(trust_domain))
+        self.start_istiod_version(name, trust_domain, testbed::ISTIO_VERSION)
             .await
-            .unwrap_or_else(|e| panic!("istiod of {name}: {e}"))
+    }
+
+    /// Like [`Federation::start_istiod`], with istiod `version` (one of
+    /// [`testbed::ISTIO_VERSIONS`]).
+    pub async fn start_istiod_version(
+        &self,
+        name: &str,
+        trust_domain: &str,
+        version: &str,
+    ) -> Istiod {
+        self.testbed
+            .start_istiod(name, IstiodOptions::new(trust_domain).version(version))
+            .await
+            .unwrap_or_else(|e| panic!("istiod {version} of {name}: {e}"))
     }
 }
 
@@ -414,6 +589,23 @@ pub async fn ensure_service_account(cluster: &Cluster, ns: &str, sa: &str) {
     }
 }
 
+/// Every Event about the object of `kind` named `name` in `federator-system` of the cluster
+/// `client` talks to, as (reason, note).
+pub async fn events_about(client: &kube::Client, kind: &str, name: &str) -> Vec<(String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let events = api.list(&kube::api::ListParams::default()).await.unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
+        })
+        .filter_map(|e| Some((e.reason?, e.note.unwrap_or_default())))
+        .collect()
+}
+
 /// The `root-cert.pem` of the `istio-ca-root-cert` ConfigMap istiod published in namespace
 /// `ns` of `cluster` (what a pod there mounts to trust istiod and its peers).
 pub async fn published_roots(cluster: &Cluster, ns: &str) -> Option<String> {
@@ -450,13 +642,24 @@ pub async fn request_workload_cert(
     sa: &str,
     ttl: Duration,
 ) -> mtls::Result<WorkloadCert> {
+    request_workload_cert_at(cluster, istiod.secure_grpc_addr().unwrap(), ns, sa, ttl).await
+}
+
+/// [`request_workload_cert`] from the istiod whose CA port is `addr` (e.g. an istiod Pod's).
+pub async fn request_workload_cert_at(
+    cluster: &Cluster,
+    addr: std::net::SocketAddr,
+    ns: &str,
+    sa: &str,
+    ttl: Duration,
+) -> mtls::Result<WorkloadCert> {
     ensure_service_account(cluster, ns, sa).await;
     let token = cluster
         .token_request(ns, sa, &[mtls::ISTIO_CA_AUDIENCE], Some(3600))
         .await
         .unwrap();
     let roots = wait_published_roots(cluster, ns).await;
-    mtls::CaClient::new(istiod.secure_grpc_addr().unwrap(), roots.as_bytes())?
+    mtls::CaClient::new(addr, roots.as_bytes())?
         .with_cluster_id(cluster.name())
         .create_certificate(&token, ttl)
         .await
@@ -520,4 +723,110 @@ pub fn first_cert(pem: &[u8]) -> Vec<u8> {
         .into_iter()
         .next()
         .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real Pods (tests/tests/pods.rs): istiod as a Deployment on a node, and trust checked all the
+// time from the certificates istiods issue.
+
+impl Federation {
+    /// Runs istiod as a Pod on member `name`'s node, with `trust_domain` in its mesh config and
+    /// `ISTIO_MULTIROOT_MESH=true`; waits for the rollout.
+    pub async fn start_istiod_pod(&self, name: &str, trust_domain: &str) -> IstiodPod {
+        self.testbed
+            .start_istiod_pod(name, IstiodOptions::new(trust_domain))
+            .await
+            .unwrap_or_else(|e| panic!("istiod Pod of {name}: {e}"))
+    }
+}
+
+/// A workload of `cluster` in `ns` running as ServiceAccount `ns/sa`, with a fresh certificate
+/// from the ready istiod Pod and the bundle that istiod published in `ns`.
+pub async fn pod_workload(
+    cluster: &Cluster,
+    istiod: &IstiodPod,
+    ns: &str,
+    sa: &str,
+) -> Result<Workload, String> {
+    let addr = istiod.serving_addr().await.map_err(|e| e.to_string())?;
+    let cert = request_workload_cert_at(cluster, addr, ns, sa, Duration::from_secs(600))
+        .await
+        .map_err(|e| format!("certificate from istiod {addr} of {}: {e}", cluster.name()))?;
+    let trust = wait_published_roots(cluster, ns).await;
+    Workload::new(cert, trust.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// What a [`TrustWatch`] saw.
+#[derive(Debug, Default, Clone)]
+pub struct TrustReport {
+    /// Rounds in which every pair was checked.
+    pub rounds: usize,
+    /// Every failure, `<seconds since start>: <what>`.
+    pub failures: Vec<String>,
+    /// The distinct issuers (cluster CA SHA-256, first 12 hex) seen per cluster, in order.
+    pub issuers: BTreeMap<String, Vec<String>>,
+}
+
+/// Checks trust between every pair of members all the time, in the background, the way a
+/// mesh would see a gap: each round, every member's istiod Pod issues a fresh workload
+/// certificate, each workload trusts what its istiod publishes, and every pair completes a
+/// mutual-TLS handshake both ways.
+pub struct TrustWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<TrustReport>,
+}
+
+impl TrustWatch {
+    /// Starts watching `members` (cluster and its istiod Pod).
+    pub fn start(members: Vec<(Cluster, IstiodPod)>) -> TrustWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut report = TrustReport::default();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut workloads = Vec::new();
+                for (cluster, istiod) in &members {
+                    match pod_workload(cluster, istiod, "web", "web").await {
+                        Ok(w) => {
+                            let issuer =
+                                cert::fingerprint(&w.cert().chain_der()[1])[..12].to_owned();
+                            let seen = report.issuers.entry(cluster.name().to_owned()).or_default();
+                            if seen.last() != Some(&issuer) {
+                                seen.push(issuer);
+                            }
+                            workloads.push((cluster.name().to_owned(), w));
+                        }
+                        Err(e) => report
+                            .failures
+                            .push(format!("{:.1}s: {e}", started.elapsed().as_secs_f64())),
+                    }
+                }
+                for (i, (a, wa)) in workloads.iter().enumerate() {
+                    for (b, wb) in &workloads[i + 1..] {
+                        for (client, server, c, s) in [(wa, wb, a, b), (wb, wa, b, a)] {
+                            if let Err(e) = mtls::handshake(client, server).await {
+                                report.failures.push(format!(
+                                    "{:.1}s: trust gap {c} -> {s}: {e}",
+                                    started.elapsed().as_secs_f64()
+                                ));
+                            }
+                        }
+                    }
+                }
+                if workloads.len() == members.len() {
+                    report.rounds += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            report
+        });
+        TrustWatch { stop, task }
+    }
+
+    /// Stops and returns what was seen.
+    pub async fn stop(self) -> TrustReport {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
 }

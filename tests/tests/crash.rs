@@ -113,28 +113,72 @@ async fn converges_after_sigkills_during_join_and_renewal() {
             "{name}: exactly the four istiod files: {:?}",
             files.keys()
         );
-        // It is the one the hub signed last, for the key the agent holds.
-        let ct = fed.cluster_trust(name).await.unwrap();
-        let signed = ct.spec.signed.clone().unwrap();
-        let installed = ct.status.clone().unwrap().installed.unwrap();
-        assert_eq!(installed.serial, signed.serial, "{name}");
-        assert_eq!(report.ca.as_ref().unwrap().serial, signed.serial, "{name}");
-        let agent_secret = Api::<Secret>::namespaced(
-            fed.members[name].cluster.client().await.unwrap(),
-            names::NAMESPACE,
-        )
-        .get(names::AGENT_KEY_SECRET)
+        // It is the one the hub signed last, for the key the agent holds, and the hub reports
+        // it. Renewals go on every 12 s (a 24 s CA renewed at 50%), so these objects are read
+        // one after another until one reading agrees (a renewal between two reads is not a
+        // disagreement); a state that never settles fails with the last reading.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match agreement(&fed, name).await {
+                Ok(()) => break,
+                Err(last) if Instant::now() >= deadline => {
+                    panic!("{name}: the hub, the agent and cacerts never agreed: {last}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}
+
+/// Whether one reading of the member finds the certificate the hub signed last installed in
+/// `cacerts`, with the key the agent holds, and reported on the hub; else what disagreed.
+async fn agreement(fed: &Federation, name: &str) -> Result<(), String> {
+    let ct = fed.cluster_trust(name).await.ok_or("no ClusterTrust")?;
+    let signed = ct.spec.signed.clone().ok_or("nothing signed")?;
+    let installed = ct
+        .status
+        .clone()
+        .and_then(|s| s.installed)
+        .ok_or("nothing installed")?;
+    let files = fed.cacerts(name).await.ok_or("no cacerts")?;
+    let report = cacerts::inspect(&files, time::OffsetDateTime::now_utc());
+    let in_cacerts = report.ca.as_ref().map(|c| c.serial.clone());
+    let agent_secret = Api::<Secret>::namespaced(
+        fed.members[name]
+            .cluster
+            .client()
+            .await
+            .map_err(|e| e.to_string())?,
+        names::NAMESPACE,
+    )
+    .get(names::AGENT_KEY_SECRET)
+    .await
+    .map_err(|e| e.to_string())?;
+    let agent_key = agent_secret
+        .data
+        .and_then(|d| d.get("installed-key.pem").cloned())
+        .map(|k| k.0);
+    let reported = fed
+        .member_cluster(name)
         .await
-        .unwrap();
-        let data = agent_secret.data.unwrap();
-        assert_eq!(
-            data["installed-key.pem"].0, files["ca-key.pem"],
-            "{name}: cacerts holds the agent's installed key"
-        );
-        let m = fed.member_cluster(name).await.unwrap().status.unwrap();
-        assert_eq!(
-            m.ca_serial, signed.serial,
-            "{name}: the hub reports what is installed"
-        );
+        .and_then(|m| m.status)
+        .map(|s| s.ca_serial);
+    let agrees = installed.serial == signed.serial
+        && in_cacerts.as_deref() == Some(signed.serial.as_str())
+        && agent_key.as_ref() == files.get("ca-key.pem")
+        && reported.as_deref() == Some(signed.serial.as_str());
+    if agrees {
+        Ok(())
+    } else {
+        Err(format!(
+            "signed {}, installed {}, in cacerts {in_cacerts:?}, reported {reported:?}, agent key {}",
+            signed.serial,
+            installed.serial,
+            if agent_key.as_ref() == files.get("ca-key.pem") {
+                "matches cacerts"
+            } else {
+                "differs from cacerts"
+            }
+        ))
     }
 }

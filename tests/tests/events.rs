@@ -15,17 +15,10 @@ use serde_json::json;
 
 /// `reason` of every event about the object of `kind` named `name` in `federator-system`.
 async fn reasons(client: &Client, kind: &str, name: &str) -> Vec<String> {
-    let api: Api<Event> = Api::namespaced(client.clone(), names::NAMESPACE);
-    let events = api.list(&ListParams::default()).await.unwrap();
-    events
-        .items
+    events_about(client, kind, name)
+        .await
         .into_iter()
-        .filter(|e| {
-            e.regarding
-                .as_ref()
-                .is_some_and(|r| r.kind.as_deref() == Some(kind) && r.name.as_deref() == Some(name))
-        })
-        .filter_map(|e| e.reason)
+        .map(|(reason, _)| reason)
         .collect()
 }
 

@@ -1,6 +1,7 @@
 //! The hub's credential in a member cannot read any Secret, checked with
 //! SelfSubjectAccessReview against the real API server; join names every missing permission
-//! of a weak kubeconfig and writes nothing; an unreachable cluster gives a clear error.
+//! of a weak kubeconfig and writes nothing; an agent Deployment that nothing rolls out and an
+//! unreachable cluster give clear errors.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -145,6 +146,28 @@ async fn hub_credential_cannot_read_secrets_and_weak_or_dead_clusters_are_refuse
         members.get_opt("weak").await.unwrap().is_none(),
         "nothing written on the hub"
     );
+
+    // The default agent mode on a cluster that runs no controller-manager (a node-less
+    // testbed cluster): the Deployment never rolls out; join says why after --wait, and the
+    // hub is not changed.
+    let out = fed.federator(&[
+        "join",
+        "cluster",
+        "weak",
+        "--kubeconfig",
+        weak.kubeconfig_path().to_str().unwrap(),
+        "--wait",
+        "3s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not available after 3s"), "{err}");
+    assert!(
+        err.contains("does the cluster run a kube-controller-manager?"),
+        "{err}"
+    );
+    assert!(err.contains("The hub was not changed"), "{err}");
+    assert!(members.get_opt("weak").await.unwrap().is_none());
 
     // An unreachable cluster.
     let dead = &fed.members["dead"].cluster;

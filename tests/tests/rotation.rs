@@ -9,19 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use federator_api::hub::Federation as FederationCr;
-use federator_api::names;
+use federator_api::hub::RotationPhase;
 use federator_e2e::*;
-use kube::api::Api;
-
-async fn federation_status(fed: &Federation) -> federator_api::hub::FederationStatus {
-    let api: Api<FederationCr> = Api::namespaced(fed.hub.client().await.unwrap(), names::NAMESPACE);
-    api.get(names::FEDERATION)
-        .await
-        .unwrap()
-        .status
-        .unwrap_or_default()
-}
 
 /// Checks that every pair of `members` trusts each other right now.
 async fn check_trust(fed: &Federation, members: &[(&str, &str)]) {
@@ -52,14 +41,30 @@ async fn follow_rotation(
     old_leaf: Option<(&[Vec<u8>], &str)>,
 ) -> (BTreeSet<String>, bool) {
     let mut phases = BTreeSet::new();
+    let mut metric_phases = BTreeSet::new();
     let mut old_leaf_ok_while_draining = false;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         check_trust(fed, members).await;
-        let st = federation_status(fed).await;
+        let st = fed.federation_status().await;
+        // The hub's metrics follow the status: a phase series for each rotation, with the
+        // time it entered that phase.
+        if let Some(m) = fed.hub_metrics().await {
+            for line in m.lines() {
+                if let Some(labels) = line.strip_prefix("federator_rotation_phase{") {
+                    let phase = labels
+                        .split("phase=\"")
+                        .nth(1)
+                        .and_then(|p| p.split('"').next());
+                    metric_phases.insert(phase.unwrap_or_default().to_owned());
+                    assert!(line.ends_with("} 1"), "{line}");
+                }
+            }
+        }
         for r in &st.rotations {
+            assert!(r.phase_since.is_some(), "{r:?}");
             phases.insert(r.phase.to_string());
-            if r.phase.to_string() == "draining"
+            if r.phase == RotationPhase::Draining
                 && let Some((leaf, witness)) = old_leaf
             {
                 old_leaf_ok_while_draining |=
@@ -67,6 +72,24 @@ async fn follow_rotation(
             }
         }
         if st.rotations.is_empty() && !phases.is_empty() {
+            assert!(metric_phases.contains("draining"), "{metric_phases:?}");
+            assert!(
+                metric_phases
+                    .iter()
+                    .all(|p| ["trusting-new-root", "re-signing", "draining"].contains(&p.as_str())),
+                "{metric_phases:?}"
+            );
+            wait_for(
+                "the rotation's series to leave the metrics",
+                Duration::from_secs(30),
+                || async {
+                    let m = fed.hub_metrics().await?;
+                    (!m.contains("federator_rotation_phase{")
+                        && !m.contains("federator_rotation_phase_start_timestamp_seconds{"))
+                    .then_some(())
+                },
+            )
+            .await;
             return (phases, old_leaf_ok_while_draining);
         }
         assert!(
@@ -86,7 +109,7 @@ async fn roots_rotate_without_a_gap_and_a_departed_cluster_is_cut_off() {
     ];
     let mut fed = Federation::start(&all, &["--cluster-ca-ttl", "2h"]).await;
     fed.join_all_and_serve(false).await;
-    let old_root = root_of(&federation_status(&fed).await, "cluster.local");
+    let old_root = root_of(&fed.federation_status().await, "cluster.local");
     let c2_leaf = mint_leaf(
         &fed.cacerts("c2").await.unwrap(),
         "spiffe://cluster.local/ns/a/sa/b",
@@ -122,7 +145,7 @@ async fn roots_rotate_without_a_gap_and_a_departed_cluster_is_cut_off() {
         .await;
 
     // The old root is gone everywhere: c2's leaves (and old c1 ones) are trusted nowhere.
-    let st = federation_status(&fed).await;
+    let st = fed.federation_status().await;
     let new_root = root_of(&st, "cluster.local");
     assert_ne!(new_root, old_root);
     for m in ["c1", "c3"] {

@@ -17,11 +17,8 @@ use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use serde_json::json;
 use testbed::Bao;
 
-const POLICY: &str = r#"
-path "pki/issuer/+" { capabilities = ["read"] }
-path "pki/issuer/+/json" { capabilities = ["read"] }
-path "pki/issuer/+/sign-intermediate" { capabilities = ["update"] }
-"#;
+/// The hub's policy, as examples/vault/ documents it.
+const POLICY: &str = include_str!("../../examples/vault/federator-hub.hcl");
 
 async fn bao_ok(bao: &Bao, path: &str, body: serde_json::Value) -> serde_json::Value {
     let r = bao.post(path, &body).await.unwrap();

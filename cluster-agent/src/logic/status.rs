@@ -5,7 +5,9 @@
 //! unchanged cluster yields an identical status and no write.
 
 use federator_api::condition::{self, reasons};
-use federator_api::member::{ClusterTrustStatus, CsrStatus, Installed, IstiodStatus};
+use federator_api::member::{
+    ClusterTrustStatus, CsrStatus, Installed, IstiodStatus, RemoteSecretsStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 pub use federator_api::condition::types::{BUNDLE_INSTALLED, INSTALLED, MESH_CONFIG, READY};
@@ -60,6 +62,8 @@ pub struct Report {
     pub problems: Vec<String>,
     /// The `metadata.generation` of the `ClusterTrust` this report answers.
     pub generation: Option<i64>,
+    /// The remote secrets (`None`: this member takes no part in discovery).
+    pub remote_secrets: Option<RemoteSecretsStatus>,
 }
 
 /// The new status. `now` is only used for conditions whose status flips.
@@ -129,6 +133,7 @@ pub fn status(
             .or_else(|| previous.and_then(|p| p.istiod.clone())),
         conditions,
         problems,
+        remote_secrets: report.remote_secrets,
     }
 }
 
@@ -317,6 +322,7 @@ mod tests {
             mesh_check: Check::pass("InSync", "ok"),
             problems: Vec::new(),
             generation: Some(1),
+            remote_secrets: None,
         }
     }
 
@@ -369,7 +375,10 @@ mod tests {
         r.istiod = Some(IstiodStatus {
             state: federator_api::member::IstiodState::Restarted,
             multi_root: false,
+            version: federator_core::istiod::IstiodVersion::parse("1.27.9"),
+            published_bundle_generation: Some(0),
             message: String::new(),
+            warnings: vec!["a risk".into()],
         });
         let a = status(None, r, &t(1));
         let b = status(Some(&a), report(false), &t(2));

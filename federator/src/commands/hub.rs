@@ -101,6 +101,9 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
             },
         },
         hub_token_ttl: args.hub_token_ttl,
+        agent_wait: args.wait,
+        remote_secrets: args.remote_secrets,
+        server: args.server.clone(),
     };
     let report = hub_join::join(&hub, &opts).await?;
     let mut out = format!(
@@ -114,6 +117,16 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
         },
         args.trust_domain
     );
+    if let Some(after) = report.agent_available_after {
+        let _ = writeln!(
+            out,
+            "  agent Deployment {}/{} is available ({:.1}s, image {})",
+            federator_api::names::NAMESPACE,
+            federator_api::names::AGENT_DEPLOYMENT,
+            after.as_secs_f64(),
+            args.agent_image
+        );
+    }
     if report.new_credential {
         out += "  stored a new least-privilege credential for the hub\n";
     }
@@ -143,10 +156,67 @@ pub async fn rotate_root(source: &ClientSource, args: crate::cli::RotateRootArgs
     Ok(())
 }
 
+/// `federator trust add|remove`
+pub async fn trust(source: &ClientSource, cmd: crate::cli::TrustCommand) -> Result<()> {
+    use crate::cli::{ProfileArg, TrustCommand};
+    use crate::hub::foreign;
+    let hub = hub_client(source).await?;
+    match cmd {
+        TrustCommand::Add(a) => {
+            let bootstrap = match &a.bootstrap_bundle {
+                Some(p) => Some(crate::fsutil::read_input(
+                    p,
+                    "--bootstrap-bundle",
+                    "pass the file holding the domain's SPIFFE bundle or PEM roots",
+                )?),
+                None => None,
+            };
+            let req = foreign::AddRequest {
+                trust_domain: a.domain.clone(),
+                url: a.bundle_endpoint.clone(),
+                profile: match a.profile {
+                    ProfileArg::HttpsWeb => federator_api::foreign::EndpointProfile::HttpsWeb,
+                    ProfileArg::HttpsSpiffe => federator_api::foreign::EndpointProfile::HttpsSpiffe,
+                },
+                endpoint_spiffe_id: a.endpoint_spiffe_id.clone(),
+                bootstrap,
+                mesh_wide: a.mesh_wide,
+            };
+            let name = foreign::add(&hub, &req).await?;
+            println!(
+                "trusting {} (ForeignTrustDomain {name}): `federator serve` fetches {} ({}) and gives every member its roots{}; follow it with `federator status`",
+                a.domain,
+                a.bundle_endpoint,
+                req.profile,
+                if a.mesh_wide {
+                    ", also in root-cert.pem"
+                } else {
+                    " in the mesh config"
+                }
+            );
+        }
+        TrustCommand::Remove(a) => {
+            if foreign::remove(&hub, &a.domain).await? {
+                println!(
+                    "no longer trusting {}: `federator serve` removes its roots from every member",
+                    a.domain
+                );
+            } else {
+                println!("{} was not trusted: nothing to remove", a.domain);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `federator leave cluster`
 pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> {
     let hub = hub_client(source).await?;
-    let report = hub_join::leave(&hub, &args.name).await?;
+    let admin = args.kubeconfig.as_ref().map(|k| ClientSource {
+        kubeconfig: Some(k.clone()),
+        context: args.context.clone(),
+    });
+    let report = hub_join::leave(&hub, &args.name, admin.as_ref()).await?;
     if let Some((td, sharing)) = &report.shared_trust_domain {
         if args.rotate_trust_domain {
             let fp = crate::hub::trust::store::RootStore::new(hub.clone())
@@ -164,26 +234,179 @@ pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> 
             );
         }
     }
-    println!(
-        "cluster {} left the federation{}",
-        args.name,
-        if report.credential_revoked {
-            "; the hub's credential in it is revoked"
-        } else {
-            ""
+    let mut out = String::new();
+    if report.was_member {
+        let _ = writeln!(
+            out,
+            "cluster {} left the federation{}",
+            args.name,
+            if report.credential_revoked {
+                "; the hub's credential in it is revoked"
+            } else {
+                ""
+            }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "cluster {} was no member; cleaned up what join left in it",
+            args.name
+        );
+    }
+    for r in &report.removed {
+        let _ = writeln!(out, "  removed {r}");
+    }
+    if !report.left_behind.is_empty() {
+        let _ = writeln!(
+            out,
+            "  what join installed stays in the cluster (remove it with `federator leave cluster {} --kubeconfig ADMIN-KUBECONFIG`):",
+            args.name
+        );
+        for l in &report.left_behind {
+            let _ = writeln!(out, "    {l}");
         }
-    );
+    }
+    let ns = federator_api::names::ISTIO_NAMESPACE;
+    match &report.cacerts {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "  {ns}/cacerts stays in place: istiod in {} keeps issuing for {} with its cluster CA{}, and its workloads keep trusting the roots in its root-cert.pem ({}) until you replace cacerts; the other members stop trusting {} once `federator serve` removes its root{}",
+                args.name,
+                c.trust_domain,
+                c.ca_not_after
+                    .as_deref()
+                    .map(|t| format!(" (valid until {t})"))
+                    .unwrap_or_default(),
+                c.trusts.join(", "),
+                c.trust_domain,
+                if report.shared_trust_domain.is_some() {
+                    " — not while other members share it (see above)"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  {ns}/cacerts (if any) stays in place");
+        }
+    }
+    print!("{out}");
     if let Some(w) = report.warning {
         eprintln!("warning: {w}");
     }
     Ok(())
 }
 
+/// The PEERS cell of `federator status`: how many peers the member's istiod discovers through
+/// federator's remote secrets, and whether that is the hub's current set.
+fn peers_cell(remote: Option<&federator_api::hub::MemberRemoteSecrets>) -> String {
+    match remote {
+        None => "-".into(),
+        Some(r) => format!(
+            "{}{}",
+            r.peers.len(),
+            if r.current { "" } else { " (updating)" }
+        ),
+    }
+}
+
 /// `federator status`
 pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
     let hub = hub_client(source).await?;
+    if args.watch {
+        return watch_status(&hub, &args).await;
+    }
     let report = hub_status::status(&hub, args.stale_after).await?;
-    let text = match args.output {
+    print!("{}", render_status(&report, args.output)?);
+    if report.healthy {
+        Ok(())
+    } else {
+        let bad: Vec<&str> = report
+            .clusters
+            .iter()
+            .filter(|c| !c.healthy)
+            .map(|c| c.name.as_str())
+            .collect();
+        Err(Error::ProblemsFound(format!(
+            "unhealthy: {}",
+            bad.join(", ")
+        )))
+    }
+}
+
+/// `federator status --watch`: renders again whenever the Federation or a MemberCluster
+/// changes (a watch on each, not polling), until Ctrl-C. A table is redrawn in place on a
+/// terminal; json and yaml print one document per change (yaml separated by `---`). A burst of
+/// changes (a reconcile touching several members) renders once; a change that alters nothing
+/// shown renders nothing.
+async fn watch_status(hub: &kube::Client, args: &StatusArgs) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+
+    use federator_api::hub::{Federation, MemberCluster};
+    use federator_api::{names, plumbing};
+    use futures::{FutureExt, StreamExt};
+    use kube::api::Api;
+    use kube::runtime::watcher;
+
+    let changes = futures::stream::select(
+        plumbing::changes_of(
+            watcher(
+                Api::<Federation>::namespaced(hub.clone(), names::NAMESPACE),
+                plumbing::by_name(names::FEDERATION),
+            ),
+            "the Federation".to_owned(),
+        ),
+        plumbing::changes_of(
+            watcher(
+                Api::<MemberCluster>::namespaced(hub.clone(), names::NAMESPACE),
+                watcher::Config::default(),
+            ),
+            "the MemberClusters".to_owned(),
+        ),
+    );
+    let mut changes = std::pin::pin!(changes);
+    let terminal = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let report = hub_status::status(hub, args.stale_after).await?;
+        let text = render_status(&report, args.output)?;
+        if text != last {
+            let mut out = std::io::stdout().lock();
+            let separator = match args.output {
+                OutputFormat::Table if terminal => "\x1b[H\x1b[2J",
+                OutputFormat::Table if !last.is_empty() => "\n",
+                OutputFormat::Yaml => "---\n",
+                _ => "",
+            };
+            // A closed stdout (`| head`) ends the watch.
+            if write!(out, "{separator}{text}")
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return Ok(());
+            }
+            last = text;
+        }
+        tokio::select! {
+            change = changes.next() => {
+                if change.is_none() {
+                    return Err(Error::Unreachable("the watch on the hub ended".into()));
+                }
+            }
+            _ = &mut ctrl_c => return Ok(()),
+        }
+        // Coalesce a burst of changes into one rendering.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        while let Some(Some(())) = changes.next().now_or_never() {}
+    }
+}
+
+/// `federator status` output.
+fn render_status(report: &hub_status::StatusReport, output: OutputFormat) -> Result<String> {
+    Ok(match output {
         OutputFormat::Table => {
             let rows: Vec<Vec<String>> = report
                 .clusters
@@ -196,7 +419,12 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
                         c.ca_serial.chars().take(23).collect(),
                         c.ca_not_after.clone(),
                         c.bundle_generation_acknowledged.to_string(),
-                        c.istiod.clone(),
+                        if c.istiod_version.is_empty() {
+                            c.istiod.clone()
+                        } else {
+                            format!("{} ({})", c.istiod, c.istiod_version)
+                        },
+                        peers_cell(c.remote_secrets.as_ref()),
                         c.last_contact.clone(),
                         c.problems.join("; "),
                     ]
@@ -219,14 +447,21 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
             );
             for r in &report.rotations {
                 s += &format!(
-                    "rotating {}: {}{}\n",
+                    "rotating {}: {}{}{}\n",
                     r.trust_domain,
                     r.phase,
+                    match &r.phase_since {
+                        None => String::new(),
+                        Some(t) => format!(" since {}", t.0),
+                    },
                     match &r.removes_old_root_at {
                         None => String::new(),
                         Some(t) => format!(" (old root removed at {})", t.0),
                     }
                 );
+                for w in &r.waiting_for {
+                    s += &format!("  waiting for {w}\n");
+                }
             }
             s += &output::table(
                 &[
@@ -237,29 +472,106 @@ pub async fn status(source: &ClientSource, args: StatusArgs) -> Result<()> {
                     "CA NOT AFTER",
                     "BUNDLE",
                     "ISTIOD",
+                    "PEERS",
                     "LAST CONTACT",
                     "PROBLEMS",
                 ],
                 &rows,
             );
+            if !report.foreign.is_empty() {
+                let rows: Vec<Vec<String>> = report
+                    .foreign
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            f.trust_domain.clone(),
+                            f.bundle_endpoint.clone(),
+                            format!(
+                                "{}{}",
+                                f.profile,
+                                if f.mesh_wide { ", mesh-wide" } else { "" }
+                            ),
+                            match (f.ready, f.stale) {
+                                (true, _) => "yes".into(),
+                                (false, true) => "STALE".into(),
+                                (false, false) => "NO".into(),
+                            },
+                            f.roots.to_string(),
+                            f.sequence.map(|q| q.to_string()).unwrap_or_default(),
+                            f.last_fetched.clone(),
+                            f.message.clone(),
+                        ]
+                    })
+                    .collect();
+                s += "\n";
+                s += &output::table(
+                    &[
+                        "FOREIGN TRUST DOMAIN",
+                        "BUNDLE ENDPOINT",
+                        "PROFILE",
+                        "FRESH",
+                        "ROOTS",
+                        "SEQUENCE",
+                        "LAST FETCHED",
+                        "PROBLEM",
+                    ],
+                    &rows,
+                );
+            }
             s
         }
-        other => output::structured(&report, other)?,
+        other => output::structured(report, other)?,
+    })
+}
+
+/// `federator doctor`
+pub async fn doctor(args: crate::cli::DoctorArgs) -> Result<()> {
+    let config = k::config_from(&ClientSource {
+        kubeconfig: Some(args.kubeconfig.clone()),
+        context: args.context.clone(),
+    })
+    .await?;
+    let server = k::server_of(&config);
+    let client = k::client(&config, "cluster")?;
+    k::check_reachable(&client, &server, "cluster").await?;
+    let observed =
+        crate::doctor::observe(&client, args.trust_domain.as_ref().map(|t| t.as_str())).await?;
+    let findings = crate::doctor::diagnose(&observed, time::OffsetDateTime::now_utc());
+    let text = match args.output {
+        OutputFormat::Table => {
+            let rows: Vec<Vec<String>> = findings
+                .iter()
+                .map(|f| {
+                    vec![
+                        match f.level {
+                            crate::doctor::Level::Ok => "ok".into(),
+                            crate::doctor::Level::Warning => "WARNING".into(),
+                            crate::doctor::Level::Problem => "PROBLEM".into(),
+                        },
+                        f.subject.to_owned(),
+                        f.message.clone(),
+                    ]
+                })
+                .collect();
+            format!(
+                "cluster {server}\n{}",
+                output::table(&["", "WHAT", "FINDING"], &rows)
+            )
+        }
+        other => output::structured(
+            &serde_json::json!({ "server": server, "findings": findings }),
+            other,
+        )?,
     };
     print!("{text}");
-    if report.healthy {
+    let problems = findings
+        .iter()
+        .filter(|f| f.level == crate::doctor::Level::Problem)
+        .count();
+    if problems == 0 {
         Ok(())
     } else {
-        let bad: Vec<&str> = report
-            .clusters
-            .iter()
-            .filter(|c| !c.healthy)
-            .map(|c| c.name.as_str())
-            .collect();
-        Err(Error::ProblemsFound(format!(
-            "unhealthy: {}",
-            bad.join(", ")
-        )))
+        Err(Error::ProblemsFound(format!("{problems} problem(s) found")))
     }
 }
 
@@ -307,7 +619,23 @@ pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
             leader_elect: args.leader_elect,
             identity,
             heartbeat: args.heartbeat,
+            reader_token_ttl: args.reader_token_ttl,
             metrics_addr: args.metrics_addr,
+            bundle_endpoint: match (
+                args.bundle_endpoint_addr,
+                args.bundle_endpoint_cert,
+                args.bundle_endpoint_key,
+            ) {
+                (Some(addr), Some(cert), Some(key)) => {
+                    Some(hub_serve::bundle_endpoint::BundleEndpointOptions {
+                        addr,
+                        cert,
+                        key,
+                        refresh_hint: args.bundle_refresh_hint,
+                    })
+                }
+                _ => None,
+            },
         },
     )
     .await

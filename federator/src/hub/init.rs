@@ -2,16 +2,13 @@
 
 use std::time::Duration;
 
-use federator_api::hub::{
-    Federation, FederationSpec, LocalRootSettings, MemberCluster, RootBackend, RootType,
-};
-use federator_api::member::ClusterTrust;
+use federator_api::hub::{Federation, FederationSpec, LocalRootSettings, RootBackend, RootType};
 use federator_api::{names, plumbing};
 use federator_core::ca::{IssuingCa, RootOptions};
 use federator_core::identity::TrustDomain;
 use federator_core::key::KeyAlgorithm;
+use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::{Client, CustomResourceExt};
 use time::OffsetDateTime;
 
 use super::kube::{ensure_namespace, find_federation, install_crds};
@@ -152,11 +149,7 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
     }
 
     ensure_namespace(hub, names::NAMESPACE).await?;
-    install_crds(
-        hub,
-        vec![Federation::crd(), MemberCluster::crd(), ClusterTrust::crd()],
-    )
-    .await?;
+    install_crds(hub, federator_api::crds()).await?;
     let store = RootStore::new(hub.clone());
     let created_roots = store.initialise(backend, material).await?;
     let current_spec = find_federation(hub)

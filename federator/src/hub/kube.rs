@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceConversion, CustomResourceDefinition, CustomResourceDefinitionSpec,
+};
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::config::KubeConfigOptions;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, Resource};
 use serde::Serialize;
@@ -23,7 +25,8 @@ use crate::{Error, Result};
 /// Where a client's configuration comes from.
 #[derive(Clone, Debug, Default)]
 pub struct ClientSource {
-    /// A kubeconfig file; `None` means in-cluster config, then `$KUBECONFIG` / `~/.kube/config`.
+    /// A kubeconfig file; `None` means `$KUBECONFIG` / `~/.kube/config`, else the in-cluster
+    /// config (kube's `Config::infer`).
     pub kubeconfig: Option<std::path::PathBuf>,
     /// A context in that kubeconfig; `None` means its current context.
     pub context: Option<String>,
@@ -56,6 +59,16 @@ pub async fn config_from(source: &ClientSource) -> Result<Config> {
             ))
         }),
     }
+}
+
+/// Parses a kubeconfig held in memory (a member credential) the way
+/// [`client_from_kubeconfig_yaml`] does, with no file or environment access; `what` names it
+/// in the error. The fuzz target `kubeconfig` calls this.
+pub fn parse_kubeconfig(yaml: &str, what: &str) -> Result<Kubeconfig> {
+    Kubeconfig::from_yaml(yaml).map_err(|source| Error::Kubeconfig {
+        what: what.to_owned(),
+        source,
+    })
 }
 
 /// Builds a client from a kubeconfig held in memory (a member credential).
@@ -193,8 +206,10 @@ pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) 
             .get_opt(&name)
             .await
             .map_err(|e| Error::kube("get CRD", e))?;
-        // Apply only when the spec differs: a re-run makes no write.
-        if current.as_ref().map(|c| &c.spec) != Some(&crd.spec) {
+        // Apply only when the spec differs from what the API server stores for ours: a re-run
+        // makes no write (and needs no write right: the Helm chart installs the CRDs, and its
+        // init Job may only read them).
+        if current.as_ref().map(|c| &c.spec) != Some(&with_server_defaults(crd.spec.clone())) {
             apply(&api, &crd).await?;
         }
         let established = await_condition(api.clone(), &name, conditions::is_crd_established());
@@ -204,6 +219,26 @@ pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) 
             .map_err(|e| Error::Unreachable(format!("waiting for CRD {name}: {e}")))?;
     }
     Ok(())
+}
+
+/// A CRD spec as the API server stores it: apiextensions/v1 defaults `names.singular`,
+/// `names.listKind` and `conversion` (`SetDefaults_CustomResourceDefinitionSpec`), which the
+/// derived CRDs leave out, so a comparison with the spec as written would differ every time.
+fn with_server_defaults(mut spec: CustomResourceDefinitionSpec) -> CustomResourceDefinitionSpec {
+    let names = &mut spec.names;
+    if names.singular.as_deref().unwrap_or_default().is_empty() {
+        names.singular = Some(names.kind.to_lowercase());
+    }
+    if names.list_kind.as_deref().unwrap_or_default().is_empty() && !names.kind.is_empty() {
+        names.list_kind = Some(format!("{}List", names.kind));
+    }
+    if spec.conversion.is_none() {
+        spec.conversion = Some(CustomResourceConversion {
+            strategy: "None".to_owned(),
+            webhook: None,
+        });
+    }
+    spec
 }
 
 /// The server URL of a kubeconfig's selected context (for messages and the stored credential).
@@ -236,4 +271,28 @@ pub async fn find_federation(hub: &Client) -> Result<Option<Federation>> {
 /// The federation's `Federation` object; [`Error::NotInitialised`] when there is none.
 pub async fn federation(hub: &Client) -> Result<Federation> {
     find_federation(hub).await?.ok_or(Error::NotInitialised)
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    #[test]
+    fn server_defaults_fill_only_what_the_api_server_defaults() {
+        let spec = Federation::crd().spec;
+        let stored = with_server_defaults(spec.clone());
+        assert_eq!(stored.names.list_kind.as_deref(), Some("FederationList"));
+        assert_eq!(stored.names.singular.as_deref(), Some("federation"));
+        assert_eq!(
+            stored.conversion.as_ref().map(|c| c.strategy.as_str()),
+            Some("None")
+        );
+        assert_eq!(
+            stored.versions, spec.versions,
+            "the schema is left as it is"
+        );
+        assert_eq!(with_server_defaults(stored.clone()), stored, "idempotent");
+    }
 }

@@ -43,6 +43,15 @@ impl StoredCredential {
         }
     }
 
+    /// When [`StoredCredential::needs_renewal`] turns true, when known.
+    pub fn renew_at(&self) -> Option<OffsetDateTime> {
+        match (self.issued, self.expires) {
+            (Some(i), Some(e)) => Some(i + (e - i) * (2.0 / 3.0)),
+            (None, Some(e)) => Some(e - time::Duration::days(30)),
+            _ => None,
+        }
+    }
+
     /// The lifetime to ask for when renewing: the same as this token's (90 days if unknown).
     pub fn lifetime(&self) -> Duration {
         match (self.issued, self.expires) {
@@ -65,6 +74,38 @@ impl StoredCredential {
             return Err(Error::Refused("the stored kubeconfig has no user".into()));
         }
         plumbing::kubeconfig_yaml(&kc).map_err(Error::encode("the kubeconfig"))
+    }
+
+    /// The API server this credential points at.
+    pub async fn server(&self) -> Result<String> {
+        let config = plumbing::config_from_yaml(self.kubeconfig.expose_secret())
+            .await
+            .map_err(|source| Error::Kubeconfig {
+                what: "the stored kubeconfig".into(),
+                source,
+            })?;
+        Ok(plumbing::Endpoint::of(&config).server)
+    }
+
+    /// The same token for the API server of `config` (its address and CA): to check a
+    /// credential from where `join` runs when the hub reaches the member elsewhere.
+    pub fn with_server(&self, config: &Config) -> Result<String> {
+        let kc = Kubeconfig::from_yaml(self.kubeconfig.expose_secret()).map_err(|source| {
+            Error::Kubeconfig {
+                what: "the stored kubeconfig".into(),
+                source,
+            }
+        })?;
+        let token = kc
+            .auth_infos
+            .iter()
+            .find_map(|a| a.auth_info.as_ref()?.token.clone())
+            .ok_or_else(|| Error::Refused("the stored kubeconfig has no token".into()))?;
+        token_kubeconfig(
+            kc.clusters.first().map_or("member", |c| c.name.as_str()),
+            config,
+            token.expose_secret(),
+        )
     }
 
     /// A client for the member with this credential (`what` names it in errors).
@@ -126,6 +167,36 @@ pub async fn credential_works(member: &Client) -> Result<()> {
         .await
         .map(|_| ())
         .map_err(|e| Error::kube("read ClusterTrust with the hub's credential", e))
+}
+
+/// The reader kubeconfigs stored on the hub (`federator-reader-<cluster>`): cluster →
+/// kubeconfig, for every member that takes part in discovery and has one yet.
+pub async fn reader_kubeconfigs(
+    hub: &Client,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let api: Api<Secret> = Api::namespaced(hub.clone(), names::NAMESPACE);
+    let selector = format!(
+        "{}={}",
+        names::MANAGED_BY_LABEL.0,
+        names::MANAGED_BY_LABEL.1
+    );
+    let list = api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| Error::kube("list the reader credentials", e))?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|s| {
+            let cluster = s
+                .metadata
+                .name
+                .as_deref()?
+                .strip_prefix(names::READER_CREDENTIAL_PREFIX)?;
+            let kubeconfig = plumbing::secret_data(s).remove(names::KUBECONFIG_KEY)?;
+            Some((cluster.to_owned(), kubeconfig))
+        })
+        .collect())
 }
 
 /// Reads a member's stored credential from the hub.

@@ -3,7 +3,9 @@
 //! as processes; then `federator status` and a cross-cluster trust check.
 //!
 //! `scripts/demo` builds what it needs and runs this. `--keep` leaves everything running until
-//! Ctrl-C, with the kubeconfigs printed, so you can look around with kubectl.
+//! Ctrl-C, with the kubeconfigs printed, so you can look around with kubectl. `--pods` gives
+//! every cluster a real node (see `docs/testbed.md`) and joins with no agent flags: the agents
+//! run as Pods of the project's image, as in a real cluster.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,16 +22,29 @@ const MEMBERS: [(&str, &str); 3] = [
 #[tokio::main]
 async fn main() {
     let keep = std::env::args().any(|a| a == "--keep");
+    let pods = std::env::args().any(|a| a == "--pods");
     let started = Instant::now();
-    println!("==> starting 3 clusters (real kube-apiserver + etcd on loopback)");
-    let mut fed = Federation::start_on("cluster-1", &MEMBERS, &[], None).await;
+    let mut fed = if pods {
+        println!(
+            "==> starting 3 clusters (real kube-apiserver + etcd on loopback), each with a node (containerd, kubelet, scheduler, controller-manager)"
+        );
+        Federation::start_with_nodes("cluster-1", &MEMBERS, &[], Some(Duration::from_secs(10)))
+            .await
+    } else {
+        println!("==> starting 3 clusters (real kube-apiserver + etcd on loopback)");
+        Federation::start_on("cluster-1", &MEMBERS, &[], None).await
+    };
     println!(
         "    ready in {:.1}s; hub in cluster-1",
         started.elapsed().as_secs_f64()
     );
     println!("==> federator init (local root backend) — done");
     for (name, _) in MEMBERS {
-        let out = fed.join(name);
+        let out = if pods {
+            fed.join_default(name)
+        } else {
+            fed.join(name)
+        };
         print!(
             "==> federator join cluster {name}\n    {}",
             out.replace('\n', "\n    ").trim_end()
@@ -37,10 +52,15 @@ async fn main() {
         println!();
         fed.install_mesh_config(name).await;
     }
-    println!("==> starting federator serve and one cluster-agent per cluster");
-    fed.start_serve(&[]);
-    for (name, _) in MEMBERS {
-        fed.start_agent(name);
+    if pods {
+        println!("==> starting federator serve (the agents run as Pods)");
+        fed.start_serve(&[]);
+    } else {
+        println!("==> starting federator serve and one cluster-agent per cluster");
+        fed.start_serve(&[]);
+        for (name, _) in MEMBERS {
+            fed.start_agent(name);
+        }
     }
     let t = Instant::now();
     fed.wait_healthy(

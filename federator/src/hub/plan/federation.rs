@@ -3,8 +3,9 @@
 //! member must be told ([`Desired`]). The federation controller reads, calls [`plan`], and
 //! writes what it returns.
 //!
-//! Federation-wide inputs enter through [`Inputs`]: the members, the Federation object and
-//! what the signer holds ([`SignerView`]).
+//! Federation-wide inputs enter through [`Inputs`]: the members, the Federation object, what
+//! the signer holds ([`SignerView`]) and the foreign SPIFFE trust domains (their last good
+//! roots go to every member: [`Desired::foreign`], and into the bundle when trusted mesh-wide).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,13 +14,16 @@ use std::time::Duration;
 use federator_api::condition::{self, reasons, types};
 use federator_api::events::{Note, reasons as events};
 use federator_api::fields;
+use federator_api::foreign::ForeignTrustDomain;
 use federator_api::hub::{
     FederationSpec, FederationStatus, MemberCluster, RootStatus, RotationPhase, RotationStatus,
+    RotationWait, WaitReason,
 };
 use federator_api::member::BundleEntry;
 use federator_core::bundle::TrustBundle;
 use federator_core::cert::{CertInfo, fingerprint};
 use federator_core::identity::TrustDomain;
+use kube::ResourceExt;
 use time::OffsetDateTime;
 
 use super::rotation::{self, MemberAck, Record, RotationState};
@@ -49,8 +53,11 @@ pub struct SignerView {
 pub struct Desired {
     /// The bundle, per trust domain.
     pub bundle: Vec<BundleEntry>,
-    /// Its generation (0: the federation was not planned yet).
+    /// Its generation (0: the federation was not planned yet); it also moves when the foreign
+    /// roots change.
     pub bundle_generation: i64,
+    /// The last good roots of every foreign trust domain (for the mesh config).
+    pub foreign: Vec<BundleEntry>,
     /// Key algorithm for cluster CA keys.
     pub key_algorithm: String,
     /// Renewal point, percent of lifetime.
@@ -99,6 +106,8 @@ pub struct Inputs<'a> {
     pub members: &'a [Arc<MemberCluster>],
     /// What the signer holds.
     pub signer: &'a SignerView,
+    /// The foreign trust domains.
+    pub foreign: &'a [Arc<ForeignTrustDomain>],
     /// Now.
     pub now: OffsetDateTime,
 }
@@ -122,7 +131,25 @@ pub struct Plan {
 pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
     let previous = inp.previous.cloned().unwrap_or_default();
     let bundle = bundle(&inp.signer.roots)?;
-    let digest = bundle.digest();
+    // Foreign domains never shadow one of the federation's own.
+    let (foreign, mesh_wide) = super::foreign::distribution(inp.foreign);
+    let own = |e: &BundleEntry| {
+        bundle
+            .trust_domains()
+            .any(|td| td.as_str() == e.trust_domain)
+    };
+    let foreign: Vec<BundleEntry> = foreign.into_iter().filter(|e| !own(e)).collect();
+    let mesh_wide: Vec<BundleEntry> = mesh_wide.into_iter().filter(|e| !own(e)).collect();
+    let digest = if foreign.is_empty() {
+        bundle.digest()
+    } else {
+        let mut text = bundle.digest();
+        for e in &foreign {
+            let wide = mesh_wide.iter().any(|w| w.trust_domain == e.trust_domain);
+            text.push_str(&format!("\n{} {wide}\n{}", e.trust_domain, e.roots_pem));
+        }
+        fingerprint(text.as_bytes())
+    };
     let bundle_generation = if previous.bundle_digest == digest {
         previous.bundle_generation.max(1)
     } else {
@@ -165,19 +192,23 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
         let before = previous
             .rotations
             .iter()
-            .find(|r| r.trust_domain == td.as_str())
-            .map(|r| r.phase);
+            .find(|r| r.trust_domain == td.as_str());
         match step.phase {
             Some(phase) => {
-                if before != Some(phase) {
+                if before.map(|r| r.phase) != Some(phase) {
                     notes.push(phase_note(td, phase, step.removes_old_root_at));
                 }
+                notes.extend(istiod_wait_notes(td, phase, &step.waiting_for, before));
                 rotations.push(RotationStatus {
                     trust_domain: td.to_string(),
                     phase,
                     previous_sha256: state.previous_root_sha256.clone(),
                     sha256: state.new_root_sha256.clone(),
                     removes_old_root_at: step.removes_old_root_at.map(fields::time),
+                    phase_since: Some(fields::time(rotation::phase_since(
+                        before, phase, state, inp.now,
+                    ))),
+                    waiting_for: step.waiting_for,
                 });
             }
             None => notes.push(Note::normal(
@@ -205,6 +236,13 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
             })
         })
         .collect();
+    let published: Vec<BundleEntry> = bundle
+        .trust_domains()
+        .map(|td| BundleEntry {
+            trust_domain: td.to_string(),
+            roots_pem: bundle.domain_pem(td),
+        })
+        .collect();
     let status = FederationStatus {
         conditions: condition::set(
             &previous.conditions,
@@ -220,15 +258,13 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
         bundle_generation,
         members: i64::try_from(inp.members.len()).unwrap_or(i64::MAX),
         rotations,
+        published: published.clone(),
     };
+    let mut members_bundle = published;
+    members_bundle.extend(mesh_wide);
     let desired = Desired {
-        bundle: bundle
-            .trust_domains()
-            .map(|td| BundleEntry {
-                trust_domain: td.to_string(),
-                roots_pem: bundle.domain_pem(td),
-            })
-            .collect(),
+        bundle: members_bundle,
+        foreign,
         bundle_generation,
         key_algorithm: inp.spec.key_algorithm.to_string(),
         renew_at_percent: inp.spec.renew_at_percent,
@@ -252,12 +288,50 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
 
 fn ack(m: &MemberCluster) -> MemberAck {
     let s = m.status.clone().unwrap_or_default();
+    let istiod_behind = condition::find(&s.conditions, types::BUNDLE_ACKNOWLEDGED)
+        .filter(|c| c.status == condition::FALSE && c.reason == reasons::ISTIOD_BEHIND)
+        .map(|c| c.message.clone());
     MemberAck {
+        name: m.name_any(),
         trust_domain: m.spec.trust_domain.clone(),
         bundle_generation: s.bundle_generation_acknowledged,
+        istiod_behind,
         installed: condition::is_true(&s.conditions, types::INSTALLED),
         root_sha256: s.ca_root_sha256,
     }
+}
+
+/// An event for each member whose istiod the rotation now waits for and did not before, or
+/// for another reason than before (`before`: the rotation as the Federation's status last
+/// showed it). The first report of a stopped istiod may not know its version yet; the one
+/// that does is news to the operator, the same one again is not.
+fn istiod_wait_notes(
+    td: &TrustDomain,
+    phase: RotationPhase,
+    waiting_for: &[RotationWait],
+    before: Option<&RotationStatus>,
+) -> Vec<Note> {
+    let said_before = |now: &RotationWait| {
+        before.is_some_and(|r| {
+            r.waiting_for.iter().any(|w| {
+                w.member == now.member && w.reason == now.reason && w.message == now.message
+            })
+        })
+    };
+    waiting_for
+        .iter()
+        .filter(|w| w.reason == WaitReason::IstiodBehind && !said_before(w))
+        .map(|w| {
+            Note::normal(
+                events::ROTATION_WAITS_FOR_ISTIOD,
+                "RotateRoot",
+                format!(
+                    "trust domain {td}: {phase} waits for the istiod of {}: {}",
+                    w.member, w.message
+                ),
+            )
+        })
+        .collect()
 }
 
 fn phase_note(td: &TrustDomain, phase: RotationPhase, removes_at: Option<OffsetDateTime>) -> Note {
@@ -344,6 +418,29 @@ mod tests {
         }
     }
 
+    /// A signer rotating `a.local` from `old` to `new`, not re-signed yet.
+    fn rotating(
+        old: &federator_core::ca::IssuingCa,
+        new: &federator_core::ca::IssuingCa,
+    ) -> (SignerView, RotationState) {
+        let state = RotationState {
+            new_root_sha256: fingerprint(new.root_der()),
+            previous_root_sha256: fingerprint(old.root_der()),
+            drain: Duration::from_secs(60),
+            resigned_at: None,
+        };
+        let mut signer = SignerView::default();
+        signer.roots.insert(
+            pki::td("a.local"),
+            Holding {
+                root: new.root_der().to_vec(),
+                previous: Some(old.root_der().to_vec()),
+            },
+        );
+        signer.rotations.insert(pki::td("a.local"), state.clone());
+        (signer, state)
+    }
+
     #[test]
     fn trust_domains_are_sorted_unique_and_valid() {
         let members = [
@@ -371,6 +468,7 @@ mod tests {
             generation: Some(1),
             members: &members,
             signer,
+            foreign: &[],
             now: t(NOW),
         };
         let first = plan(&inp(&one, None)).unwrap();
@@ -398,21 +496,7 @@ mod tests {
     fn a_rotation_keeps_both_roots_and_reports_its_phase() {
         let (old, new) = (pki::root("old"), pki::root("new"));
         let spec = spec();
-        let mut signer = SignerView::default();
-        signer.roots.insert(
-            pki::td("a.local"),
-            Holding {
-                root: new.root_der().to_vec(),
-                previous: Some(old.root_der().to_vec()),
-            },
-        );
-        let state = RotationState {
-            new_root_sha256: fingerprint(new.root_der()),
-            previous_root_sha256: fingerprint(old.root_der()),
-            drain: Duration::from_secs(60),
-            resigned_at: None,
-        };
-        signer.rotations.insert(pki::td("a.local"), state.clone());
+        let (mut signer, state) = rotating(&old, &new);
         // A rotation of a trust domain no member uses any more still moves on.
         signer
             .rotations
@@ -434,6 +518,7 @@ mod tests {
                 generation: None,
                 members,
                 signer: &signer,
+                foreign: &[],
                 now: t(NOW),
             })
             .unwrap()
@@ -456,6 +541,11 @@ mod tests {
             ]
         );
         assert!(p.records.is_empty() && p.desired.resign.is_empty() && p.wake_at.is_none());
+        assert_eq!(
+            p.status.rotations[0].phase_since,
+            Some(fields::time(t(NOW))),
+            "the first phase starts now"
+        );
         let phase_notes = |p: &Plan| {
             p.notes
                 .iter()
@@ -482,5 +572,93 @@ mod tests {
         // Nothing new: no new event.
         let third = plan_after(&c1(1), Some(&again.status));
         assert_eq!(phase_notes(&third), 0);
+    }
+
+    #[test]
+    fn a_rotation_names_the_istiod_it_waits_for_and_says_so_once() {
+        let (old, new) = (pki::root("old"), pki::root("new"));
+        let spec = spec();
+        let (signer, _) = rotating(&old, &new);
+        // c1's cacerts holds the bundle with both roots (generation 1), its istiod does not
+        // publish it: the member controller said so in BundleAcknowledged.
+        let why = "cacerts holds bundle generation 1 but istiod 1.27.9 publishes generation 0: restart requested";
+        let behind = {
+            let mut m = (*member("c1", "a.local", 0, "", true)).clone();
+            let s = m.status.as_mut().unwrap();
+            s.conditions = condition::set(
+                &s.conditions,
+                types::BUNDLE_ACKNOWLEDGED,
+                false,
+                reasons::ISTIOD_BEHIND,
+                why,
+                &fields::time(t(NOW)),
+                None,
+            );
+            Arc::new(m)
+        };
+        let members = [behind, member("c2", "a.local", 0, "", true)];
+        let plan_after = |previous: Option<&FederationStatus>| {
+            plan(&Inputs {
+                spec: &spec,
+                previous,
+                generation: None,
+                members: &members,
+                signer: &signer,
+                foreign: &[],
+                now: t(NOW),
+            })
+            .unwrap()
+        };
+        let p = plan_after(None);
+        let r = &p.status.rotations[0];
+        assert_eq!(r.phase, RotationPhase::TrustingNewRoot);
+        assert_eq!(
+            r.waiting_for,
+            [
+                RotationWait {
+                    member: "c1".into(),
+                    reason: WaitReason::IstiodBehind,
+                    message: why.into(),
+                },
+                RotationWait {
+                    member: "c2".into(),
+                    reason: WaitReason::BundleBehind,
+                    message: "trusts bundle generation 0 of 1".into(),
+                },
+            ]
+        );
+        let waits: Vec<&Note> = p
+            .notes
+            .iter()
+            .filter(|n| n.reason == events::ROTATION_WAITS_FOR_ISTIOD)
+            .collect();
+        assert_eq!(
+            waits.len(),
+            1,
+            "an event for the istiod, none for c2: {waits:?}"
+        );
+        assert!(
+            waits[0].message.contains("c1") && waits[0].message.contains("1.27.9"),
+            "{}",
+            waits[0].message
+        );
+        // Still waiting next time: no new event, no status change.
+        let again = plan_after(Some(&p.status));
+        assert_eq!(again.status, p.status);
+        assert!(again.notes.is_empty(), "{:?}", again.notes);
+        // Waiting for a reason said differently before (the version was not known yet): an
+        // event with the new reason.
+        let mut earlier = p.status.clone();
+        earlier.rotations[0].waiting_for[0].message =
+            "cacerts holds bundle generation 1 but istiod publishes generation 0: restart requested"
+                .into();
+        let news = plan_after(Some(&earlier));
+        let waits: Vec<&Note> = news
+            .notes
+            .iter()
+            .filter(|n| n.reason == events::ROTATION_WAITS_FOR_ISTIOD)
+            .collect();
+        assert_eq!(waits.len(), 1, "{waits:?}");
+        assert!(waits[0].message.contains("1.27.9"), "{}", waits[0].message);
     }
 }

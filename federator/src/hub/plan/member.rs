@@ -6,7 +6,7 @@
 use federator_api::condition::{self, reasons, types};
 use federator_api::events::{Note, reasons as events};
 use federator_api::fields;
-use federator_api::hub::MemberClusterStatus;
+use federator_api::hub::{MemberClusterStatus, MemberRemoteSecrets};
 use federator_api::member::{ClusterTrust, ClusterTrustSpec, CsrStatus};
 use time::OffsetDateTime;
 
@@ -96,6 +96,7 @@ pub fn plan_member(
     spec.cluster_name = cluster.to_owned();
     spec.trust_domain = trust_domain.to_owned();
     spec.bundle = desired.bundle.clone();
+    spec.foreign = desired.foreign.clone();
     spec.bundle_generation = desired.bundle_generation;
     spec.key_algorithm = desired.key_algorithm.clone();
     if spec.csr_generation < 1 {
@@ -185,7 +186,14 @@ pub fn member_status(
     let installed_current = installed
         .as_ref()
         .is_some_and(|i| spec.signed.as_ref().is_some_and(|s| s.serial == i.serial));
-    let bundle_acked = installed.as_ref().map(|i| i.bundle_generation).unwrap_or(0);
+    let in_cacerts = installed.as_ref().map(|i| i.bundle_generation).unwrap_or(0);
+    // With an istiod, the bundle counts once istiod publishes it (a change that needs a
+    // restart, or one istiod ignored, is not trusted yet).
+    let published = agent
+        .istiod
+        .as_ref()
+        .and_then(|i| i.published_bundle_generation);
+    let bundle_acked = published.map_or(in_cacerts, |p| p.min(in_cacerts));
 
     let set = |conditions: &[condition::Condition], type_, ok, reason, message: &str| {
         condition::set(
@@ -222,16 +230,29 @@ pub fn member_status(
         "",
     );
     let acked = bundle_acked >= inp.bundle_generation && inp.bundle_generation > 0;
+    let istiod_behind = !acked && in_cacerts >= inp.bundle_generation && inp.bundle_generation > 0;
+    let (reason, message) = match (acked, istiod_behind, agent.istiod.as_ref()) {
+        (true, _, _) => (reasons::CURRENT, String::new()),
+        (false, true, Some(i)) => (
+            reasons::ISTIOD_BEHIND,
+            format!(
+                "cacerts holds bundle generation {in_cacerts} but istiod{} publishes generation {}: {}",
+                i.version
+                    .as_ref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default(),
+                published.unwrap_or(0),
+                i.message
+            ),
+        ),
+        _ => (reasons::BEHIND, String::new()),
+    };
     conditions = set(
         &conditions,
         types::BUNDLE_ACKNOWLEDGED,
         acked,
-        if acked {
-            reasons::CURRENT
-        } else {
-            reasons::BEHIND
-        },
-        "",
+        reason,
+        &message,
     );
     let ready = inp.reachable && installed_current && acked && problems.is_empty();
     conditions = set(
@@ -263,8 +284,21 @@ pub fn member_status(
         },
         bundle_generation_acknowledged: bundle_acked,
         istiod: agent.istiod.as_ref().map(|i| i.state),
+        istiod_version: agent.istiod.as_ref().and_then(|i| i.version.clone()),
         last_contact: prev.last_contact.clone(),
         problems,
+        remote_secrets: match inp.ct {
+            None => prev.remote_secrets.clone(),
+            Some(_) if spec.peers_digest.is_empty() => None,
+            Some(_) => {
+                let reported = agent.remote_secrets.clone().unwrap_or_default();
+                Some(MemberRemoteSecrets {
+                    current: reported.peers_digest == spec.peers_digest,
+                    peers: reported.peers,
+                    foreign: reported.foreign,
+                })
+            }
+        },
     };
     if inp.reachable {
         let stale = prev
@@ -485,5 +519,78 @@ mod tests {
         let ready = condition::find(&s5.conditions, "Ready").unwrap();
         assert_eq!(ready.status, "False");
         assert!(ready.message.contains("not signed"), "{ready:?}");
+    }
+
+    #[test]
+    fn the_bundle_counts_once_istiod_publishes_it() {
+        use federator_api::member::{IstiodState, IstiodStatus};
+        let mut c = ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z")));
+        c.spec.bundle_generation = 3;
+        let status = c.status.as_mut().unwrap();
+        status.installed = Some(Installed {
+            serial: "01".into(),
+            sha256: String::new(),
+            not_after: fields::time(t("2030-01-01T00:00:00Z")),
+            bundle_generation: 3,
+            csr_generation: 1,
+        });
+        let istiod = |published: Option<i64>| IstiodStatus {
+            state: IstiodState::Restarted,
+            multi_root: true,
+            version: federator_core::istiod::IstiodVersion::parse("1.27.9"),
+            published_bundle_generation: published,
+            message: "restart requested: root-cert.pem changed".into(),
+            warnings: Vec::new(),
+        };
+        let status_with = |published: Option<i64>, installed: i64| {
+            let mut c = c.clone();
+            let s = c.status.as_mut().unwrap();
+            s.istiod = Some(istiod(published));
+            s.installed.as_mut().unwrap().bundle_generation = installed;
+            member_status(
+                None,
+                &StatusInputs {
+                    ct: Some(&c),
+                    reachable: true,
+                    hub_problems: &[],
+                    bundle_generation: 3,
+                    observed_generation: Some(1),
+                    now: t(NOW),
+                    heartbeat: std::time::Duration::from_secs(300),
+                },
+            )
+        };
+        // cacerts holds generation 3, istiod publishes 2: acknowledged up to 2, and why.
+        let behind = status_with(Some(2), 3);
+        assert_eq!(behind.bundle_generation_acknowledged, 2);
+        assert_eq!(
+            behind.istiod_version.as_ref().map(ToString::to_string),
+            Some("1.27.9".to_owned())
+        );
+        let c = condition::find(&behind.conditions, types::BUNDLE_ACKNOWLEDGED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", reasons::ISTIOD_BEHIND)
+        );
+        assert_eq!(
+            c.message,
+            "cacerts holds bundle generation 3 but istiod 1.27.9 publishes generation 2: restart requested: root-cert.pem changed"
+        );
+        assert!(!condition::is_true(&behind.conditions, types::READY));
+        // istiod publishes it: current and ready.
+        let current = status_with(Some(3), 3);
+        assert_eq!(current.bundle_generation_acknowledged, 3);
+        assert!(condition::is_true(&current.conditions, types::READY));
+        // cacerts itself behind: the plain reason, whatever istiod publishes.
+        let old = status_with(Some(2), 2);
+        let c = condition::find(&old.conditions, types::BUNDLE_ACKNOWLEDGED).unwrap();
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            (reasons::BEHIND, "")
+        );
+        // What istiod publishes unknown (no istiod, or the agent cannot read it): cacerts alone.
+        let unknown = status_with(None, 3);
+        assert_eq!(unknown.bundle_generation_acknowledged, 3);
+        assert!(condition::is_true(&unknown.conditions, types::READY));
     }
 }

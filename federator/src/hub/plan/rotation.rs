@@ -5,11 +5,17 @@
 //! again.
 //!
 //! ```text
-//!  start ──▶ TrustingNewRoot ──every member installed the bundle with both roots──▶ ReSigning
+//!  start ──▶ TrustingNewRoot ──every member trusts the bundle with both roots──▶ ReSigning
 //!            ReSigning ──every member of the trust domain runs on the new root──▶ Draining
 //!            (record Resigned{now})
 //!            Draining ──drain period over──▶ done (record Finished: the old root leaves)
 //! ```
+//!
+//! A member trusts a bundle once its `cacerts` holds it and, with an istiod, once istiod
+//! publishes it (the hub's `bundleGenerationAcknowledged` is the smaller of the two): an
+//! istiod that must restart to take the new roots, is down, or ignored the change holds
+//! `TrustingNewRoot` back, since re-signing under a root it does not serve would break its
+//! workloads' trust. Each step names the members it waits for and why ([`RotationWait`]).
 //!
 //! The phase is derived from the members' reported state each time, so a restarted hub
 //! resumes where it was; only the moment the last member moved (`resigned_at`) is recorded,
@@ -17,7 +23,8 @@
 
 use std::time::Duration;
 
-use federator_api::hub::RotationPhase;
+use federator_api::fields;
+use federator_api::hub::{RotationPhase, RotationStatus, RotationWait, WaitReason};
 use time::OffsetDateTime;
 
 /// A rotation as the signer records it.
@@ -36,10 +43,15 @@ pub struct RotationState {
 /// What one member acknowledges.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberAck {
+    /// Its `MemberCluster` name.
+    pub name: String,
     /// Its trust domain.
     pub trust_domain: String,
-    /// The bundle generation it installed.
+    /// The bundle generation it trusts (in `cacerts` and, with an istiod, published by it).
     pub bundle_generation: i64,
+    /// When its `cacerts` holds a newer bundle than its istiod publishes: why (the hub's
+    /// `IstiodBehind` message, naming the version and what the agent did).
+    pub istiod_behind: Option<String>,
     /// SHA-256 of the root its installed cluster CA chains to.
     pub root_sha256: String,
     /// Whether it runs the cluster CA the hub last signed.
@@ -71,6 +83,8 @@ pub struct Step {
     pub removes_old_root_at: Option<OffsetDateTime>,
     /// When to look again even if nothing else changes.
     pub wake_at: Option<OffsetDateTime>,
+    /// The members the phase waits for, and why.
+    pub waiting_for: Vec<RotationWait>,
 }
 
 /// Moves the rotation of `trust_domain` forward as far as the members allow. `members` are
@@ -98,6 +112,7 @@ pub fn step(
                 resign: false,
                 removes_old_root_at: None,
                 wake_at: None,
+                waiting_for: Vec::new(),
             };
         }
         return Step {
@@ -106,25 +121,48 @@ pub fn step(
             resign: false,
             removes_old_root_at: Some(until),
             wake_at: Some(until),
+            waiting_for: Vec::new(),
         };
     }
-    let everyone_trusts_both = members
+    let not_trusting: Vec<RotationWait> = members
         .iter()
-        .all(|m| m.bundle_generation >= bundle_generation);
-    if !everyone_trusts_both {
+        .filter(|m| m.bundle_generation < bundle_generation)
+        .map(|m| match &m.istiod_behind {
+            Some(why) => wait(m, WaitReason::IstiodBehind, why.clone()),
+            None => wait(
+                m,
+                WaitReason::BundleBehind,
+                format!(
+                    "trusts bundle generation {} of {bundle_generation}",
+                    m.bundle_generation
+                ),
+            ),
+        })
+        .collect();
+    if !not_trusting.is_empty() {
         return Step {
             phase: Some(RotationPhase::TrustingNewRoot),
             record: None,
             resign: false,
             removes_old_root_at: None,
             wake_at: None,
+            waiting_for: not_trusting,
         };
     }
-    let all_on_new_root = members
+    let not_on_new_root: Vec<RotationWait> = members
         .iter()
         .filter(|m| m.trust_domain == trust_domain)
-        .all(|m| m.installed && m.root_sha256 == rotation.new_root_sha256);
-    if all_on_new_root {
+        .filter(|m| !(m.installed && m.root_sha256 == rotation.new_root_sha256))
+        .map(|m| {
+            let why = if m.root_sha256 == rotation.new_root_sha256 {
+                "it does not run the cluster CA signed under the new root yet"
+            } else {
+                "its cluster CA is not under the new root yet"
+            };
+            wait(m, WaitReason::NotOnNewRoot, why.to_owned())
+        })
+        .collect();
+    if not_on_new_root.is_empty() {
         let until = draining_until(now);
         Step {
             phase: Some(RotationPhase::Draining),
@@ -132,6 +170,7 @@ pub fn step(
             resign: true,
             removes_old_root_at: Some(until),
             wake_at: Some(until),
+            waiting_for: Vec::new(),
         }
     } else {
         Step {
@@ -140,7 +179,35 @@ pub fn step(
             resign: true,
             removes_old_root_at: None,
             wake_at: None,
+            waiting_for: not_on_new_root,
         }
+    }
+}
+
+/// When the rotation entered `phase`, its phase after this step: the moment the last member
+/// moved when draining (recorded, or being recorded now), else the time the status last
+/// reported (`before`) while the phase stays the same, else `now` (the phase changes now, or
+/// a hub that did not record the time wrote the status).
+pub fn phase_since(
+    before: Option<&RotationStatus>,
+    phase: RotationPhase,
+    rotation: &RotationState,
+    now: OffsetDateTime,
+) -> OffsetDateTime {
+    if phase == RotationPhase::Draining {
+        return rotation.resigned_at.unwrap_or(now);
+    }
+    before
+        .filter(|b| b.phase == phase)
+        .and_then(|b| b.phase_since.as_ref())
+        .map_or(now, fields::offset)
+}
+
+fn wait(m: &MemberAck, reason: WaitReason, message: String) -> RotationWait {
+    RotationWait {
+        member: m.name.clone(),
+        reason,
+        message,
     }
 }
 
@@ -166,8 +233,10 @@ mod tests {
 
     fn member(td: &str, generation: i64, root: &str, installed: bool) -> MemberAck {
         MemberAck {
+            name: format!("in-{td}"),
             trust_domain: td.into(),
             bundle_generation: generation,
+            istiod_behind: None,
             root_sha256: root.into(),
             installed,
         }
@@ -228,6 +297,12 @@ mod tests {
                 .collect();
             let s = unrecorded(&members);
             assert_eq!((s.phase, s.resign), (Some(phase), resign), "{why}");
+            assert_eq!(
+                s.waiting_for.is_empty(),
+                phase == Draining,
+                "{why}: {:?}",
+                s.waiting_for
+            );
             let recorded = (phase == Draining).then_some(Record::Resigned { at: t(NOW) });
             assert_eq!(s.record, recorded, "{why}");
             if phase == Draining {
@@ -237,6 +312,88 @@ mod tests {
                 assert_eq!((s.removes_old_root_at, s.wake_at), (None, None), "{why}");
             }
         }
+    }
+
+    #[test]
+    fn an_istiod_that_does_not_publish_the_new_bundle_holds_the_rotation_back() {
+        // c-old's cacerts holds generation 5, but its istiod (1.27.9, restarting) still
+        // publishes generation 4: the hub acknowledges 4 and says why.
+        let behind = MemberAck {
+            name: "c-old".into(),
+            bundle_generation: 4,
+            istiod_behind: Some(
+                "cacerts holds bundle generation 5 but istiod 1.27.9 publishes generation 4: restart requested".into(),
+            ),
+            ..member("a.local", 4, OLD, true)
+        };
+        let current = MemberAck {
+            name: "c-new".into(),
+            ..member("b.local", 5, "b-root", true)
+        };
+        let lagging = MemberAck {
+            name: "c-slow".into(),
+            ..member("b.local", 3, "b-root", true)
+        };
+        let s = unrecorded(&[behind.clone(), current.clone(), lagging]);
+        assert_eq!(s.phase, Some(RotationPhase::TrustingNewRoot));
+        assert!(
+            !s.resign,
+            "nobody is signed under a root an istiod does not serve"
+        );
+        assert_eq!(
+            s.waiting_for,
+            [
+                RotationWait {
+                    member: "c-old".into(),
+                    reason: WaitReason::IstiodBehind,
+                    message: behind.istiod_behind.clone().unwrap(),
+                },
+                RotationWait {
+                    member: "c-slow".into(),
+                    reason: WaitReason::BundleBehind,
+                    message: "trusts bundle generation 3 of 5".into(),
+                },
+            ],
+            "only the members behind, each with why"
+        );
+        // The same istiod, stopped for good, keeps it there: no step moves on.
+        let s = unrecorded(&[behind.clone(), current.clone()]);
+        assert_eq!(s.phase, Some(RotationPhase::TrustingNewRoot));
+        assert_eq!(s.waiting_for.len(), 1);
+        // It publishes the bundle (restarted): re-signing, waiting for the members of the
+        // rotated trust domain that still run under the old root.
+        let published = MemberAck {
+            bundle_generation: 5,
+            istiod_behind: None,
+            ..behind
+        };
+        let s = unrecorded(&[published.clone(), current]);
+        assert_eq!((s.phase, s.resign), (Some(RotationPhase::ReSigning), true));
+        assert_eq!(
+            s.waiting_for,
+            [RotationWait {
+                member: "c-old".into(),
+                reason: WaitReason::NotOnNewRoot,
+                message: "its cluster CA is not under the new root yet".into(),
+            }]
+        );
+        // Signed under the new root, but cacerts does not hold it yet.
+        let signed = MemberAck {
+            root_sha256: NEW.into(),
+            installed: false,
+            ..published
+        };
+        let s = unrecorded(std::slice::from_ref(&signed));
+        assert_eq!(s.waiting_for[0].reason, WaitReason::NotOnNewRoot);
+        assert!(s.waiting_for[0].message.contains("does not run"), "{s:?}");
+        // Running it: draining waits for nobody.
+        let moved = MemberAck {
+            installed: true,
+            ..signed
+        };
+        let s = unrecorded(&[moved]);
+        assert_eq!(s.phase, Some(RotationPhase::Draining));
+        assert!(s.waiting_for.is_empty());
     }
 
     #[test]
@@ -269,6 +426,43 @@ mod tests {
         let s = step("gone.local", &rotation(None), &[], 1, t(NOW));
         assert_eq!(s.phase, Some(RotationPhase::Draining));
         assert_eq!(s.record, Some(Record::Resigned { at: t(NOW) }));
+    }
+
+    #[test]
+    fn the_phase_start_moves_only_when_the_phase_changes() {
+        use RotationPhase::{Draining, ReSigning, TrustingNewRoot};
+        let reported = |phase, since: Option<&str>| RotationStatus {
+            trust_domain: "a.local".into(),
+            phase,
+            previous_sha256: OLD.into(),
+            sha256: NEW.into(),
+            removes_old_root_at: None,
+            phase_since: since.map(|s| fields::time(t(s))),
+            waiting_for: Vec::new(),
+        };
+        let earlier = "2025-12-31T22:00:00Z";
+        let r = rotation(None);
+        // A new rotation starts its first phase now.
+        assert_eq!(phase_since(None, TrustingNewRoot, &r, t(NOW)), t(NOW));
+        // The same phase keeps its start.
+        let before = reported(TrustingNewRoot, Some(earlier));
+        assert_eq!(
+            phase_since(Some(&before), TrustingNewRoot, &r, t(NOW)),
+            t(earlier)
+        );
+        // A new phase starts now.
+        assert_eq!(phase_since(Some(&before), ReSigning, &r, t(NOW)), t(NOW));
+        // Reported without a start (an earlier hub): counted from now.
+        let unknown = reported(ReSigning, None);
+        assert_eq!(phase_since(Some(&unknown), ReSigning, &r, t(NOW)), t(NOW));
+        // Draining starts when the last member moved, as recorded.
+        let moved = "2025-12-31T23:30:00Z";
+        let recorded = rotation(Some(moved));
+        assert_eq!(
+            phase_since(Some(&reported(Draining, None)), Draining, &recorded, t(NOW)),
+            t(moved)
+        );
+        assert_eq!(phase_since(Some(&before), Draining, &r, t(NOW)), t(NOW));
     }
 
     #[test]

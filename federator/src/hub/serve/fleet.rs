@@ -57,9 +57,14 @@ impl Fleet {
             .map(|(n, t)| (n.clone(), t.spec.clone()))
             .collect();
         let (stop, start) = changes(&running, &wanted);
+        let departed = stop.iter().any(|n| !wanted.contains_key(n));
         for name in stop {
             info!(cluster = %name, "stopping member task");
             tasks.remove(&name);
+        }
+        if departed {
+            // The others must stop handing out the departed member's reader credential.
+            shared.readers.send_modify(|g| *g = g.wrapping_add(1));
         }
         for name in start {
             info!(cluster = %name, "starting member task");

@@ -9,18 +9,18 @@
 //!    still works: a watch opened earlier survives a revocation); a 401 reloads the credential;
 //! 2. plan its spec ([`plan::member::plan_member`]): bundle, renewal, re-signing;
 //! 3. sign a pending CSR: [`plan::csr`] → the policy → the signer → [`plan::chain`];
-//! 4. write the spec when it differs;
+//! 4. with remote secrets: renew the member's reader token when due, and hand the member the
+//!    other members' reader kubeconfigs (its `federator-peers` Secret) when they changed
+//!    ([`plan::peers`]); then write the spec when it differs;
 //! 5. renew the hub's token for the member when due;
 //! 6. mirror the member's state into its `MemberCluster` status on the hub, and publish the
 //!    events of what happened.
 //!
-//! A new per-member output (say, a remote secret per peer) is one more step between 4 and 6,
-//! planned in [`plan::member`].
+//! A new per-member output is one more step between 4 and 6, planned in [`plan`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use federator_api::condition::{self, types};
 use federator_api::events::{Note, reasons as events};
 use federator_api::hub::{MemberCluster, MemberClusterSpec};
 use federator_api::member::{ClusterTrust, CsrStatus, SignedCa};
@@ -31,6 +31,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
+use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -110,10 +111,16 @@ async fn controller(member: Arc<Member>) {
             rx.changed().await.ok()?;
             Some(((), rx))
         });
+    let reader_changes =
+        futures::stream::unfold(member.shared.readers.subscribe(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        });
     let reload = member.reload.clone();
     let on_result = member.clone();
     let controller = Controller::new(api, plumbing::by_name(names::CLUSTER_TRUST))
         .reconcile_all_on(desired_changes)
+        .reconcile_all_on(reader_changes)
         .run(reconcile, error_policy, member.clone())
         .for_each(move |result| {
             let member = on_result.clone();
@@ -206,6 +213,68 @@ impl Member {
         plan::chain::answer(csr, &issued, desired.renew_at_percent, now)
     }
 
+    /// Step 4, remote secrets: renews the member's reader token when due (stored on the hub as
+    /// `federator-reader-<cluster>`), and hands the member every other member's reader
+    /// kubeconfig when that set changed. Returns the digest to record in `spec.peersDigest`
+    /// and when the reader token is due next.
+    async fn remote_secrets(
+        &self,
+        ct: &ClusterTrust,
+        now: OffsetDateTime,
+        notes: &mut Vec<Note>,
+    ) -> Result<(String, Option<OffsetDateTime>)> {
+        let hub = &self.shared.client;
+        let secret = names::reader_credential_secret(&self.name);
+        let stored = member_access::stored_kubeconfig(hub, &secret).await?;
+        let renew_at = match stored {
+            Some(s) if !s.needs_renewal(now) => s.renew_at(),
+            _ => {
+                let ttl = self.shared.opts.reader_token_ttl;
+                let (token, expires) =
+                    member_access::request_token(&self.client, names::READER_SERVICE_ACCOUNT, ttl)
+                        .await?;
+                let config = plumbing::config_from_yaml(self.credential.kubeconfig.expose_secret())
+                    .await
+                    .map_err(|source| Error::Kubeconfig {
+                        what: self.spec.credential_secret.clone(),
+                        source,
+                    })?;
+                let yaml = member_access::token_kubeconfig(&self.name, &config, &token)?;
+                member_access::store_kubeconfig(hub, &secret, &self.name, &yaml, expires).await?;
+                info!(cluster = %self.name, expires = %federator_core::cert::rfc3339(expires), "issued a reader token");
+                notes.push(Note::normal(
+                    events::READER_TOKEN_ISSUED,
+                    "RemoteSecrets",
+                    format!(
+                        "issued a token for the reader identity the other members' istiods use; it expires {}",
+                        federator_core::cert::rfc3339(expires)
+                    ),
+                ));
+                self.shared.readers.send_modify(|g| *g = g.wrapping_add(1));
+                let issued = now;
+                Some(issued + (expires - issued) * (2.0 / 3.0))
+            }
+        };
+        let readers = member_access::reader_kubeconfigs(hub).await?;
+        let peers = plan::peers::plan(&self.name, &readers, ct);
+        if peers.write {
+            write_peers(&self.client, &peers.peers).await?;
+            if peers.digest != ct.spec.peers_digest {
+                info!(cluster = %self.name, peers = peers.peers.len(), "handed the member its peers");
+                notes.push(Note::normal(
+                    events::PEERS_UPDATED,
+                    "RemoteSecrets",
+                    format!(
+                        "handed this cluster the reader credentials of {} peer(s): {}",
+                        peers.peers.len(),
+                        peers.peers.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok((peers.digest, renew_at))
+    }
+
     /// Step 5: replaces the hub's token for the member before it expires, using the token
     /// itself (the hub's Role allows it to request tokens for its own ServiceAccount only).
     async fn renew_credential(&self, stored: &StoredCredential) -> Result<OffsetDateTime> {
@@ -295,7 +364,20 @@ pub async fn reconcile(_trigger: Arc<ClusterTrust>, member: Arc<Member>) -> Resu
         }
     }
 
-    // 4. Write the spec.
+    // 4. Remote secrets, then write the spec.
+    let mut reader_due = None;
+    if m.spec.remote_secrets {
+        match m.remote_secrets(&ct, now, &mut notes).await {
+            Ok((digest, due)) => {
+                spec.peers_digest = digest;
+                reader_due = due;
+            }
+            Err(e) => {
+                warn!(cluster = %m.name, error = %e, "remote secrets");
+                problems.push(format!("remote secrets: {e}"));
+            }
+        }
+    }
     let mut current = ct.clone();
     if spec != ct.spec {
         current = plumbing::apply(
@@ -340,11 +422,51 @@ pub async fn reconcile(_trigger: Arc<ClusterTrust>, member: Arc<Member>) -> Resu
     report_status(&m.shared, &m.name, Some(&current), true, &problems, &notes).await?;
     m.failures.reset();
     let heartbeat = m.shared.opts.heartbeat;
-    let wait = plan
-        .wake_at
+    let wait = [plan.wake_at, reader_due]
+        .into_iter()
+        .flatten()
+        .min()
         .map(|t| Duration::try_from(t - now).unwrap_or(Duration::ZERO) + Duration::from_millis(50))
         .map_or(heartbeat, |d| d.min(heartbeat));
     Ok(Action::requeue(wait))
+}
+
+/// Writes the member's `federator-peers` Secret so that its data is exactly `peers`: a JSON
+/// patch that sets the whole `data` map (`add` replaces a member that exists), since the hub's
+/// Role allows `patch` of this one Secret but not `get`, so it cannot read what is there first.
+async fn write_peers(
+    member: &Client,
+    peers: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(member.clone(), names::NAMESPACE);
+    let data = serde_json::to_value(plumbing::byte_strings(peers.clone()))
+        .map_err(Error::encode("the peers"))?;
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "add", "path": "/data", "value": data}
+    ]))
+    .map_err(Error::encode("the peers patch"))?;
+    let params = kube::api::PatchParams {
+        field_manager: Some(names::HUB_FIELD_MANAGER.to_owned()),
+        ..kube::api::PatchParams::default()
+    };
+    api.patch(
+        names::PEERS_SECRET,
+        &params,
+        &kube::api::Patch::<()>::Json(patch),
+    )
+    .await
+    .map_err(|e| {
+        Error::kube(
+            &format!(
+                "write Secret {}/{} (run `federator join` again if it is missing)",
+                names::NAMESPACE,
+                names::PEERS_SECRET
+            ),
+            e,
+        )
+    })?;
+    Ok(())
 }
 
 /// Mirrors what is known about a member into its status on the hub (writing only on change)
@@ -377,13 +499,7 @@ async fn report_status(
             heartbeat: shared.opts.heartbeat,
         },
     );
-    let ca_expiry = status.ca_not_after.as_ref().map_or(0, |t| t.0.as_second());
-    shared.metrics.set_member(
-        name,
-        condition::is_true(&status.conditions, types::READY),
-        ca_expiry,
-        status.bundle_generation_acknowledged,
-    );
+    shared.metrics.set_member(name, &status);
     if current.status.as_ref() != Some(&status) {
         plumbing::apply_status(&api, name, &status, names::HUB_FIELD_MANAGER)
             .await

@@ -1,46 +1,56 @@
-//! Prometheus metrics of `federator serve` (`prometheus-client`), served with `hyper` on
-//! `--metrics-addr` at `/metrics` (OpenMetrics text), with `/healthz` for probes.
+//! Prometheus metrics of `federator serve` (`prometheus-client`), served with the probes on
+//! `--metrics-addr` ([`federator_api::serving`]): `/metrics` (OpenMetrics text), `/healthz`
+//! and `/readyz` ([`super::probes`]).
 //!
 //! | metric | type | meaning |
 //! |---|---|---|
+//! | `federator_build_info{version}` | gauge | 1, labelled with the hub's version |
 //! | `federator_leader` | gauge | 1 while this replica acts (holds the Lease, or runs without election) |
 //! | `federator_members` | gauge | members of the federation |
 //! | `federator_bundle_generation` | gauge | current trust bundle generation |
+//! | `federator_root_expiry_timestamp_seconds{trust_domain}` | gauge | NotAfter of each root in the bundle (the Federation's `status.roots`) |
+//! | `federator_rotation_phase{trust_domain,phase}` | gauge | 1 for the current phase (`trusting-new-root`, `re-signing`, `draining`) of each root rotation in progress; gone when it ends |
+//! | `federator_rotation_phase_start_timestamp_seconds{trust_domain}` | gauge | when that rotation entered its current phase (`status.rotations[].phaseSince`) |
 //! | `federator_member_ready{cluster}` | gauge | 1 when the member is Ready |
 //! | `federator_member_ca_expiry_timestamp_seconds{cluster}` | gauge | NotAfter of the member's installed cluster CA |
 //! | `federator_member_bundle_generation{cluster}` | gauge | bundle generation the member installed |
+//! | `federator_member_last_contact_timestamp_seconds{cluster}` | gauge | when the hub last reached the member (`status.lastContact`) |
 //! | `federator_signed_total{cluster}` | counter | cluster CAs signed |
 //! | `federator_sign_failures_total{cluster}` | counter | CSRs refused or not signed (Vault down, ...) |
+//!
+//! Only the leader (or a hub without election) fills the federation and member series; a
+//! standby exposes `federator_build_info` and `federator_leader 0`. A member's series go when
+//! it leaves, a rotation's when it ends.
 
 use std::collections::BTreeSet;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use federator_api::condition::{self, types};
+use federator_api::hub::{MemberClusterStatus, RootStatus, RotationStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
-use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, info, warn};
-
-use crate::{Error, Result};
 
 /// The label of per-member metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Cluster {
     cluster: String,
+}
+
+/// The label of per-trust-domain metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct TrustDomain {
+    trust_domain: String,
+}
+
+/// The labels of `federator_rotation_phase`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct Phase {
+    trust_domain: String,
+    phase: String,
 }
 
 /// The hub's metrics.
@@ -50,13 +60,22 @@ pub struct Metrics {
     leader: Gauge,
     members: Gauge,
     bundle_generation: Gauge,
+    root_expiry: Family<TrustDomain, Gauge>,
+    rotation_phase: Family<Phase, Gauge>,
+    rotation_phase_start: Family<TrustDomain, Gauge>,
     member_ready: Family<Cluster, Gauge>,
     member_ca_expiry: Family<Cluster, Gauge>,
     member_bundle_generation: Family<Cluster, Gauge>,
+    member_last_contact: Family<Cluster, Gauge>,
     signed: Family<Cluster, Counter>,
     sign_failures: Family<Cluster, Counter>,
     /// Clusters with per-member series, so that a member that left can be forgotten.
     known: Mutex<BTreeSet<String>>,
+    /// The label sets of the federation-wide families, so that stale ones can be removed
+    /// without clearing (a scrape never sees a family half-filled).
+    roots_known: Mutex<BTreeSet<TrustDomain>>,
+    phases_known: Mutex<BTreeSet<Phase>>,
+    starts_known: Mutex<BTreeSet<TrustDomain>>,
 }
 
 impl Default for Metrics {
@@ -66,14 +85,27 @@ impl Default for Metrics {
             leader: Gauge::default(),
             members: Gauge::default(),
             bundle_generation: Gauge::default(),
+            root_expiry: Family::default(),
+            rotation_phase: Family::default(),
+            rotation_phase_start: Family::default(),
             member_ready: Family::default(),
             member_ca_expiry: Family::default(),
             member_bundle_generation: Family::default(),
+            member_last_contact: Family::default(),
             signed: Family::default(),
             sign_failures: Family::default(),
             known: Mutex::default(),
+            roots_known: Mutex::default(),
+            phases_known: Mutex::default(),
+            starts_known: Mutex::default(),
         };
         let mut registry = Registry::default();
+        federator_api::serving::register_build_info(
+            &mut registry,
+            "federator_build_info",
+            "1, labelled with the hub's version",
+            env!("CARGO_PKG_VERSION"),
+        );
         for (name, help, gauge) in [
             ("federator_leader", "1 while this replica acts", &m.leader),
             ("federator_members", "Members of the federation", &m.members),
@@ -85,6 +117,25 @@ impl Default for Metrics {
         ] {
             registry.register(name, help, gauge.clone());
         }
+        for (name, help, family) in [
+            (
+                "federator_root_expiry_timestamp_seconds",
+                "NotAfter of each root in the bundle",
+                &m.root_expiry,
+            ),
+            (
+                "federator_rotation_phase_start_timestamp_seconds",
+                "When the root rotation entered its current phase",
+                &m.rotation_phase_start,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "federator_rotation_phase",
+            "1 for the current phase of each root rotation in progress",
+            m.rotation_phase.clone(),
+        );
         for (name, help, family) in [
             (
                 "federator_member_ready",
@@ -100,6 +151,11 @@ impl Default for Metrics {
                 "federator_member_bundle_generation",
                 "Bundle generation the member installed",
                 &m.member_bundle_generation,
+            ),
+            (
+                "federator_member_last_contact_timestamp_seconds",
+                "When the hub last reached the member",
+                &m.member_last_contact,
             ),
         ] {
             registry.register(name, help, family.clone());
@@ -117,6 +173,26 @@ impl Default for Metrics {
         }
         Metrics { registry, ..m }
     }
+}
+
+fn seconds(t: &Time) -> i64 {
+    t.0.as_second()
+}
+
+/// Sets `wanted` in `family` and removes what `known` held but `wanted` does not.
+fn replace<L>(family: &Family<L, Gauge>, known: &Mutex<BTreeSet<L>>, wanted: Vec<(L, i64)>)
+where
+    L: Clone + std::hash::Hash + Eq + Ord + EncodeLabelSet + std::fmt::Debug,
+{
+    let mut known = lock(known);
+    let keep: BTreeSet<L> = wanted.iter().map(|(l, _)| l.clone()).collect();
+    for gone in known.difference(&keep) {
+        family.remove(gone);
+    }
+    for (label, value) in wanted {
+        family.get_or_create(&label).set(value);
+    }
+    *known = keep;
 }
 
 impl Metrics {
@@ -138,14 +214,74 @@ impl Metrics {
         self.bundle_generation.set(bundle_generation);
     }
 
-    /// A member's state.
-    pub fn set_member(&self, cluster: &str, ready: bool, ca_expiry: i64, bundle_generation: i64) {
+    /// The roots in the bundle: one expiry series per trust domain.
+    pub fn set_roots(&self, roots: &[RootStatus]) {
+        let wanted = roots
+            .iter()
+            .map(|r| {
+                (
+                    TrustDomain {
+                        trust_domain: r.trust_domain.clone(),
+                    },
+                    seconds(&r.not_after),
+                )
+            })
+            .collect();
+        replace(&self.root_expiry, &self.roots_known, wanted);
+    }
+
+    /// The rotations in progress: their phase and since when. A rotation that ended (or
+    /// moved on) loses its old series.
+    pub fn set_rotations(&self, rotations: &[RotationStatus]) {
+        let phases = rotations
+            .iter()
+            .map(|r| {
+                (
+                    Phase {
+                        trust_domain: r.trust_domain.clone(),
+                        phase: r.phase.to_string(),
+                    },
+                    1,
+                )
+            })
+            .collect();
+        replace(&self.rotation_phase, &self.phases_known, phases);
+        // A rotation without phaseSince (written by an earlier hub) has no start series
+        // until its next phase.
+        let starts = rotations
+            .iter()
+            .filter_map(|r| {
+                let since = r.phase_since.as_ref()?;
+                Some((
+                    TrustDomain {
+                        trust_domain: r.trust_domain.clone(),
+                    },
+                    seconds(since),
+                ))
+            })
+            .collect();
+        replace(&self.rotation_phase_start, &self.starts_known, starts);
+    }
+
+    /// A member's state, as its `MemberCluster` status says.
+    pub fn set_member(&self, cluster: &str, status: &MemberClusterStatus) {
         let l = self.label(cluster);
+        let ready = condition::is_true(&status.conditions, types::READY);
         self.member_ready.get_or_create(&l).set(i64::from(ready));
-        self.member_ca_expiry.get_or_create(&l).set(ca_expiry);
+        self.member_ca_expiry
+            .get_or_create(&l)
+            .set(status.ca_not_after.as_ref().map_or(0, seconds));
         self.member_bundle_generation
             .get_or_create(&l)
-            .set(bundle_generation);
+            .set(status.bundle_generation_acknowledged);
+        match &status.last_contact {
+            Some(t) => {
+                self.member_last_contact.get_or_create(&l).set(seconds(t));
+            }
+            None => {
+                self.member_last_contact.remove(&l);
+            }
+        }
     }
 
     /// A cluster CA was signed.
@@ -168,6 +304,7 @@ impl Metrics {
             self.member_ready.remove(&l);
             self.member_ca_expiry.remove(&l);
             self.member_bundle_generation.remove(&l);
+            self.member_last_contact.remove(&l);
             self.signed.remove(&l);
             self.sign_failures.remove(&l);
         }
@@ -176,10 +313,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        federator_api::serving::render(&self.registry)
     }
 }
 
@@ -189,123 +323,128 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-fn respond(metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match path {
-        "/metrics" => (StatusCode::OK, OPENMETRICS, metrics.render()),
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_owned(),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
-    response
-}
-
-/// Listens on `addr` (failing at once when it cannot) and serves the metrics until the
-/// returned handle is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<AbortOnDropHandle<()>> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Usage(format!("--metrics-addr {addr}: cannot listen: {e}")))?;
-    info!(%addr, "serving metrics");
-    Ok(AbortOnDropHandle::new(tokio::spawn(accept(
-        listener, metrics,
-    ))))
-}
-
-async fn accept(listener: TcpListener, metrics: Arc<Metrics>) {
-    // Connections live in this set, so they end with the server.
-    let mut connections = JoinSet::new();
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "metrics: cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        while connections.try_join_next().is_some() {}
-        let metrics = metrics.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let response = respond(&metrics, req.uri().path());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                debug!(%peer, error = %e, "metrics connection");
-            }
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use federator_api::fields;
+    use federator_api::hub::RotationPhase;
+
+    fn time(s: &str) -> Time {
+        fields::parse_time(s).unwrap()
+    }
+
+    fn rotation(td: &str, phase: RotationPhase, since: Option<&str>) -> RotationStatus {
+        RotationStatus {
+            trust_domain: td.into(),
+            phase,
+            previous_sha256: "old".into(),
+            sha256: "new".into(),
+            removes_old_root_at: None,
+            waiting_for: Vec::new(),
+            phase_since: since.map(time),
+        }
+    }
 
     #[test]
     fn renders_the_exposition_format() {
         let m = Metrics::default();
         m.set_leader(true);
         m.set_federation(2, 3);
-        m.set_member("east", true, 1_800_000_000, 3);
+        let status = MemberClusterStatus {
+            conditions: condition::set(
+                &[],
+                types::READY,
+                true,
+                "Synced",
+                "",
+                &time("2026-01-01T00:00:00Z"),
+                None,
+            ),
+            ca_not_after: Some(time("2027-01-15T08:00:00Z")),
+            bundle_generation_acknowledged: 3,
+            last_contact: Some(time("2026-01-01T00:00:00Z")),
+            ..MemberClusterStatus::default()
+        };
+        m.set_member("east", &status);
+        m.set_member("west", &MemberClusterStatus::default());
         m.signed("east");
         m.sign_failed("west");
         let text = m.render();
+        assert!(text.contains(&format!(
+            "federator_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
         assert!(text.contains("federator_leader 1\n"));
         assert!(text.contains("federator_bundle_generation 3\n"));
         assert!(text.contains("federator_member_ready{cluster=\"east\"} 1\n"));
+        assert!(text.contains("federator_member_ready{cluster=\"west\"} 0\n"));
+        assert!(text.contains(
+            "federator_member_ca_expiry_timestamp_seconds{cluster=\"east\"} 1800000000\n"
+        ));
+        assert!(text.contains(
+            "federator_member_last_contact_timestamp_seconds{cluster=\"east\"} 1767225600\n"
+        ));
+        assert!(
+            !text.contains("federator_member_last_contact_timestamp_seconds{cluster=\"west\"}"),
+            "never reached: no contact time"
+        );
         assert!(text.contains("federator_signed_total{cluster=\"east\"} 1\n"));
         assert!(text.contains("federator_sign_failures_total{cluster=\"west\"} 1\n"));
         m.retain_members(&["east".into()]);
         assert!(!m.render().contains("west"));
     }
 
-    #[tokio::test]
-    async fn serves_metrics_and_health_over_http() {
-        let metrics = Arc::new(Metrics::default());
-        metrics.set_leader(true);
-        // Port 0: the kernel picks one; find it through a first bind.
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        let server = serve(addr, metrics.clone()).await.unwrap();
-        assert!(
-            serve(addr, metrics.clone()).await.is_err(),
-            "a taken address fails at start"
-        );
-        let get = |path: &'static str| async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-            )
-            .await
-            .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
+    #[test]
+    fn roots_and_rotations_follow_the_federation_status() {
+        let m = Metrics::default();
+        let root = |td: &str, not_after: &str| RootStatus {
+            trust_domain: td.into(),
+            sha256: "x".into(),
+            subject: "CN=x".into(),
+            not_after: time(not_after),
         };
-        let m = get("/metrics").await;
-        assert!(m.starts_with("HTTP/1.1 200"), "{m}");
-        assert!(m.contains("application/openmetrics-text"), "{m}");
-        assert!(m.contains("federator_leader 1\n"), "{m}");
-        assert!(get("/healthz").await.ends_with("ok\n"));
-        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
-        drop(server);
+        m.set_roots(&[
+            root("a.local", "2036-01-01T00:00:00Z"),
+            root("b.local", "2030-01-01T00:00:00Z"),
+        ]);
+        let text = m.render();
+        assert!(text.contains(
+            "federator_root_expiry_timestamp_seconds{trust_domain=\"a.local\"} 2082758400\n"
+        ));
+        assert!(text.contains("trust_domain=\"b.local\""));
+        m.set_roots(&[root("a.local", "2036-01-01T00:00:00Z")]);
+        assert!(
+            !m.render().contains("b.local"),
+            "a root that left the bundle"
+        );
+
+        m.set_rotations(&[rotation(
+            "a.local",
+            RotationPhase::TrustingNewRoot,
+            Some("2026-01-01T00:00:00Z"),
+        )]);
+        let text = m.render();
+        assert!(text.contains(
+            "federator_rotation_phase{trust_domain=\"a.local\",phase=\"trusting-new-root\"} 1\n"
+        ));
+        assert!(text.contains(
+            "federator_rotation_phase_start_timestamp_seconds{trust_domain=\"a.local\"} 1767225600\n"
+        ));
+        m.set_rotations(&[rotation(
+            "a.local",
+            RotationPhase::ReSigning,
+            Some("2026-01-01T00:10:00Z"),
+        )]);
+        let text = m.render();
+        assert!(!text.contains("trusting-new-root"), "the old phase is gone");
+        assert!(text.contains("phase=\"re-signing\"} 1\n"));
+        assert!(text.contains("{trust_domain=\"a.local\"} 1767226200\n"));
+        m.set_rotations(&[]);
+        let text = m.render();
+        assert!(
+            !text.contains("federator_rotation_phase{")
+                && !text.contains("_start_timestamp_seconds{"),
+            "the rotation ended: {text}"
+        );
     }
 }

@@ -11,14 +11,21 @@
 //!   credential, and mirrors what the agent reports into the member's status on the hub.
 //! * Decisions are the pure functions of [`super::plan`]; every write follows a comparison, so
 //!   at steady state nothing is written.
-//! * This module: signals, the metrics server ([`metrics`]) and, with `--leader-elect`, the
-//!   `federator-leader` Lease: only its holder runs the controllers; a replica that loses it
-//!   exits, so its supervisor restarts it as a follower.
+//! * This module: signals, the `--metrics-addr` server ([`metrics`], [`probes`]) and, with
+//!   `--leader-elect`, the `federator-leader` Lease: only its holder runs the controllers; a
+//!   replica that loses it exits, so its supervisor restarts it as a follower. On SIGTERM the
+//!   leader stops its controllers and releases the Lease, and a standby that sees it released
+//!   takes it at once (not after the lease duration); the process exits 0.
+//! * [`bundle_endpoint`]: with `--bundle-endpoint-addr`, every replica serves the
+//!   federation's SPIFFE bundles, leader or not.
 
+pub mod bundle_endpoint;
 pub mod federation;
 pub mod fleet;
+pub mod foreign;
 pub mod member;
 pub mod metrics;
+pub mod probes;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,9 +35,10 @@ use federator_api::names;
 use federator_api::plumbing::Backoff;
 use kube::Client;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use self::metrics::Metrics;
+use self::probes::{HubEndpoints, Probes};
 use super::plan::federation::Desired;
 use super::trust::signer::Signer;
 use crate::{Error, Result};
@@ -44,8 +52,12 @@ pub struct ServeOptions {
     pub identity: String,
     /// Refresh a member's `lastContact` at least this often.
     pub heartbeat: Duration,
+    /// Lifetime of the members' reader tokens (remote secrets).
+    pub reader_token_ttl: Duration,
     /// Serve Prometheus metrics here.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the federation's SPIFFE bundles.
+    pub bundle_endpoint: Option<bundle_endpoint::BundleEndpointOptions>,
 }
 
 /// The retry backoff of every hub controller and task.
@@ -62,17 +74,27 @@ pub struct Shared {
     pub opts: ServeOptions,
     /// What every member must be told; member controllers reconcile when it changes.
     pub desired: watch::Sender<Desired>,
+    /// Bumped whenever a member's reader kubeconfig changes, so that every member controller
+    /// hands its agent the new set of peers.
+    pub readers: watch::Sender<u64>,
     /// The signer, loaded by the federation controller.
     signer: Mutex<Option<Arc<Signer>>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The readiness the controllers report.
+    pub probes: Arc<Probes>,
     /// Events on hub objects.
     pub events: Events,
 }
 
 impl Shared {
     /// The shared state of a hub process.
-    pub fn new(client: Client, opts: ServeOptions, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        opts: ServeOptions,
+        metrics: Arc<Metrics>,
+        probes: Arc<Probes>,
+    ) -> Self {
         let events = Events::new(
             client.clone(),
             names::HUB_FIELD_MANAGER,
@@ -82,8 +104,10 @@ impl Shared {
             client,
             opts,
             desired: watch::Sender::new(Desired::default()),
+            readers: watch::Sender::new(0),
             signer: Mutex::new(None),
             metrics,
+            probes,
             events,
         }
     }
@@ -120,38 +144,122 @@ async fn shutdown_signal() {
 /// Runs until SIGINT/SIGTERM (or, with leader election, until leadership is lost).
 pub async fn serve(hub: Client, opts: ServeOptions) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let _metrics_server = match opts.metrics_addr {
-        Some(addr) => Some(metrics::serve(addr, metrics.clone()).await?),
+    let probes = Arc::new(Probes::new(opts.leader_elect));
+    let _server = match opts.metrics_addr {
+        Some(addr) => {
+            let endpoints = Arc::new(HubEndpoints {
+                metrics: metrics.clone(),
+                probes: probes.clone(),
+            });
+            Some(
+                federator_api::serving::serve(addr, endpoints)
+                    .await
+                    .map_err(|e| {
+                        Error::Usage(format!("--metrics-addr {addr}: cannot listen: {e}"))
+                    })?
+                    .1,
+            )
+        }
+        None => None,
+    };
+    let _bundle_endpoint = match &opts.bundle_endpoint {
+        Some(o) => Some(bundle_endpoint::start(hub.clone(), o).await?),
         None => None,
     };
     let shutdown = shutdown_signal();
-    if !opts.leader_elect {
-        metrics.set_leader(true);
-        tokio::select! {
-            r = run(hub, opts, metrics) => return r,
-            () = shutdown => return Ok(()),
-        }
-    }
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(hub.clone(), names::LEADER_LEASE)
-        .with_namespace(names::NAMESPACE)
-        .with_identity(opts.identity.clone())
-        .with_duration(15)
-        .with_grace(5)
-        .with_field_manager(names::HUB_FIELD_MANAGER)
-        .build()
-        .await
-        .map_err(|e| Error::Unreachable(format!("leader election: {e}")))?;
-    let (mut leader, lease_task) = manager.watch().await;
     tokio::pin!(shutdown);
-    info!(identity = %opts.identity, "waiting for leadership");
-    while !*leader.borrow_and_update() {
+    let result = if opts.leader_elect {
+        elected(hub, opts, metrics, probes.clone(), &mut shutdown).await
+    } else {
+        metrics.set_leader(true);
+        probes.set_leader(true);
         tokio::select! {
-            r = leader.changed() => r.map_err(|_| Error::Unreachable("leader election stopped".into()))?,
-            () = &mut shutdown => return Ok(()),
+            r = run(hub, opts, metrics, probes.clone()) => r,
+            () = &mut shutdown => {
+                info!("shutting down");
+                probes.set_stopping();
+                Ok(())
+            }
         }
+    };
+    if let Err(e) = &result {
+        probes.set_failed(&e.to_string());
     }
+    result
+}
+
+/// How long a replica that stops waits for the Lease to be released.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the controllers while holding the `federator-leader` Lease.
+///
+/// A standby keeps a [`kube_lease_manager`] task that takes the Lease when it is free or
+/// expired. That task only looks again when the lease it saw expires, so a standby also
+/// watches the Lease: when its holder is cleared (a leader that stopped released it), the
+/// standby starts a fresh lease task at once, which finds the Lease free and takes it,
+/// instead of waiting out the lease duration. On SIGTERM the leader stops its controllers,
+/// then closes the lease task's channel and waits for it: the task releases the Lease
+/// (clears its holder) before it ends.
+async fn elected(
+    hub: Client,
+    opts: ServeOptions,
+    metrics: Arc<Metrics>,
+    probes: Arc<Probes>,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<()> {
+    let holder = lease_holder(hub.clone(), probes.clone());
+    let mut holders = holder.subscribe();
+    info!(identity = %opts.identity, "waiting for leadership");
+    let (mut leader, lease_task) = loop {
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(hub.clone(), names::LEADER_LEASE)
+                .with_namespace(names::NAMESPACE)
+                .with_identity(opts.identity.clone())
+                .with_duration(LEASE_DURATION_SECONDS)
+                .with_grace(5)
+                // One field manager per replica: the lock is a server-side apply of
+                // `holderIdentity`, and only another manager's apply conflicts. Under one
+                // shared name two replicas that both found the Lease free would both "win".
+                .with_field_manager(lease_field_manager(&opts.identity))
+                .build()
+                .await
+                .map_err(|e| Error::Unreachable(format!("leader election: {e}")))?;
+        let (mut leader, lease_task) = manager.watch().await;
+        // The holder when this lease task started: a release is a change from a holder to none.
+        let mut seen = holders.borrow_and_update().clone().flatten();
+        let retry = loop {
+            if *leader.borrow_and_update() {
+                break false;
+            }
+            tokio::select! {
+                r = leader.changed() => r.map_err(|_| Error::Unreachable("leader election stopped".into()))?,
+                r = holders.changed() => {
+                    r.map_err(|_| Error::Unreachable("the Lease watch stopped".into()))?;
+                    let now = holders.borrow_and_update().clone().flatten();
+                    let released = seen.is_some() && now.is_none();
+                    seen = now;
+                    if released {
+                        info!("the leader released the Lease; taking it");
+                        break true;
+                    }
+                }
+                () = &mut *shutdown => {
+                    info!("shutting down");
+                    probes.set_stopping();
+                    stop_lease_task(leader, lease_task).await;
+                    return Ok(());
+                }
+            }
+        };
+        if !retry {
+            break (leader, lease_task);
+        }
+        stop_lease_task(leader, lease_task).await;
+    };
+    drop(holder);
     info!(identity = %opts.identity, "became the leader");
     metrics.set_leader(true);
+    probes.set_leader(true);
     let lost = async {
         loop {
             if leader.changed().await.is_err() || !*leader.borrow_and_update() {
@@ -160,16 +268,124 @@ pub async fn serve(hub: Client, opts: ServeOptions) -> Result<()> {
         }
     };
     let result = tokio::select! {
-        r = run(hub, opts, metrics) => r,
+        r = run(hub, opts, metrics.clone(), probes.clone()) => r,
         () = lost => Err(Error::Unreachable("lost leadership; exiting so that the new leader alone acts".into())),
-        () = &mut shutdown => Ok(()),
+        () = &mut *shutdown => {
+            info!("shutting down: stopping the controllers and releasing the Lease");
+            probes.set_stopping();
+            Ok(())
+        }
     };
-    // Dropping the receiver makes the lease task release the Lease.
-    lease_task.abort();
+    // The controllers stopped with `run` above; now the Lease goes.
+    metrics.set_leader(false);
+    stop_lease_task(leader, lease_task).await;
     result
 }
 
-async fn run(client: Client, opts: ServeOptions, metrics: Arc<Metrics>) -> Result<()> {
+/// The field manager of a replica's writes to the Lease.
+fn lease_field_manager(identity: &str) -> String {
+    // Field managers are at most 128 characters.
+    format!("{}-{identity}", names::HUB_FIELD_MANAGER)
+        .chars()
+        .take(128)
+        .collect()
+}
+
+/// The lease duration: how long a Lease whose holder vanished without releasing it stays
+/// taken.
+pub const LEASE_DURATION_SECONDS: u64 = 15;
+
+/// Closes the lease task's channel, which makes it release the Lease if it holds it, and
+/// waits (a bounded time) for it to finish.
+async fn stop_lease_task(
+    leader: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+) {
+    drop(leader);
+    match tokio::time::timeout(RELEASE_TIMEOUT, task).await {
+        Ok(Ok(Ok(_))) => info!("released the Lease"),
+        Ok(Ok(Err(e))) => warn!(error = %e, "could not release the Lease; it expires by itself"),
+        Ok(Err(e)) => warn!(error = %e, "the lease task failed"),
+        Err(_) => {
+            warn!("the Lease was not released within {RELEASE_TIMEOUT:?}; it expires by itself")
+        }
+    }
+}
+
+/// Watches the `federator-leader` Lease: the value is `None` until it has been read, then its
+/// holder (`Some(None)`: nobody, or no Lease). The first read marks the probes.
+fn lease_holder(hub: Client, probes: Arc<Probes>) -> LeaseWatch {
+    let (tx, _) = watch::channel(None);
+    let sender = tx.clone();
+    let task = tokio::spawn(async move {
+        use futures::StreamExt;
+        use kube::runtime::watcher::{self, Event};
+        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            kube::Api::namespaced(hub, names::NAMESPACE);
+        let mut events = std::pin::pin!(watcher::watcher(
+            leases,
+            federator_api::plumbing::by_name(names::LEADER_LEASE)
+        ));
+        while let Some(event) = events.next().await {
+            let holder = match event {
+                Ok(Event::Apply(l) | Event::InitApply(l)) => {
+                    Some(l.spec.and_then(|s| s.holder_identity))
+                }
+                Ok(Event::Delete(_)) => Some(None),
+                Ok(Event::InitDone) => {
+                    probes.set_lease_seen();
+                    if sender.borrow().is_none() {
+                        // No Lease yet.
+                        sender.send_replace(Some(None));
+                    }
+                    continue;
+                }
+                Ok(Event::Init) => continue,
+                Err(e) => {
+                    warn!(error = %e, "watch on the leader Lease failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            probes.set_lease_seen();
+            sender.send_if_modified(|h| {
+                if *h == holder {
+                    false
+                } else {
+                    *h = holder;
+                    true
+                }
+            });
+        }
+    });
+    LeaseWatch {
+        tx,
+        _task: tokio_util::task::AbortOnDropHandle::new(task),
+    }
+}
+
+/// The Lease watch of [`lease_holder`]; it stops when dropped.
+struct LeaseWatch {
+    tx: watch::Sender<Option<Option<String>>>,
+    _task: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+impl LeaseWatch {
+    fn subscribe(&self) -> watch::Receiver<Option<Option<String>>> {
+        self.tx.subscribe()
+    }
+}
+
+async fn run(
+    client: Client,
+    opts: ServeOptions,
+    metrics: Arc<Metrics>,
+    probes: Arc<Probes>,
+) -> Result<()> {
     info!("federator serve started");
-    federation::run(Arc::new(Shared::new(client, opts, metrics))).await
+    let shared = Arc::new(Shared::new(client, opts, metrics, probes));
+    tokio::select! {
+        r = federation::run(shared.clone()) => r,
+        r = foreign::run(shared) => r,
+    }
 }

@@ -111,9 +111,11 @@ fn fixture(signer_loaded: bool) -> Fixture {
             leader_elect: false,
             identity: "test".into(),
             heartbeat: HEARTBEAT,
+            reader_token_ttl: Duration::from_secs(3600),
             metrics_addr: None,
         },
         Arc::new(Metrics::default()),
+        Arc::new(crate::hub::serve::probes::Probes::default()),
     ));
     shared.desired.send_replace(Desired {
         bundle: vec![exchange::bundle_entry(TD, &root)],
@@ -212,6 +214,7 @@ fn cluster_trust(root: &federator_core::ca::IssuingCa, good_digest: bool) -> (Va
             csr_generation: 1,
             key_algorithm: "ecdsa-p256".into(),
             signed: None,
+            peers_digest: String::new(),
         },
     );
     ct.metadata.namespace = Some("federator-system".into());
