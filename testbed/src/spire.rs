@@ -91,7 +91,7 @@ fn config(dir: &Path, port: u16, endpoint_port: u16, opts: &SpireOptions) -> Str
     let web = match &opts.endpoint_web_cert {
         None => String::new(),
         Some((cert, key)) => format!(
-            "            profile \"https_web\" {{\n                serving_cert_file {{\n                    cert_file_path = \"{}\"\n                    key_file_path = \"{}\"\n                }}\n            }}\n",
+            "            profile \"https_web\" {{\n                serving_cert_file {{\n                    cert_file_path = \"{}\"\n                    key_file_path = \"{}\"\n                    file_sync_interval = \"5s\"\n                }}\n            }}\n",
             cert.display(),
             key.display()
         ),
