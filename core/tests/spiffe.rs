@@ -77,7 +77,7 @@ fn what_federator_writes_reads_back_for_every_key_type() {
 #[test]
 fn a_spire_style_bundle_with_a_jwt_authority() {
     let r = root(KeyAlgorithm::EcdsaP256);
-    let mut doc = written("spire.test", &[r.clone()], 3, Some(5));
+    let mut doc = written("spire.test", std::slice::from_ref(&r), 3, Some(5));
     doc["keys"]
         .as_array_mut()
         .unwrap()
@@ -119,7 +119,7 @@ fn spire_strictness_use_and_kid() {
 #[test]
 fn unknown_uses_and_key_types_are_skipped() {
     let r = root(KeyAlgorithm::EcdsaP256);
-    let mut doc = written("a.test", &[r.clone()], 1, None);
+    let mut doc = written("a.test", std::slice::from_ref(&r), 1, None);
     let mut odd = doc["keys"][0].clone();
     odd["kty"] = json!("QUANTUM");
     doc["keys"].as_array_mut().unwrap().push(odd);
@@ -137,7 +137,7 @@ fn unknown_uses_and_key_types_are_skipped() {
 fn x509_authorities_carry_exactly_one_ca_certificate() {
     let r = root(KeyAlgorithm::EcdsaP256);
     let other = root(KeyAlgorithm::EcdsaP256);
-    let base = written("a.test", &[r.clone()], 1, None);
+    let base = written("a.test", std::slice::from_ref(&r), 1, None);
     let with = |f: &dyn Fn(&mut Value)| {
         let mut d = base.clone();
         f(&mut d["keys"][0]);
@@ -154,7 +154,7 @@ fn x509_authorities_carry_exactly_one_ca_certificate() {
     assert!(with(&|k| k["x5c"] = json!(["%%%"])).contains("base64"));
     assert!(with(&|k| k["x5c"] = json!([b64(b"not a certificate")])).contains("X.509"));
     // The key parameters must be the certificate's (go-jose checks this too).
-    let theirs = written("a.test", &[other.clone()], 1, None);
+    let theirs = written("a.test", std::slice::from_ref(&other), 1, None);
     assert!(with(&|k| k["x"] = theirs["keys"][0]["x"].clone()).contains("not the public key"));
     assert!(with(&|k| k["kty"] = json!("RSA")).contains("not the public key"));
     assert!(
@@ -197,14 +197,14 @@ fn refuses_a_ca_of_another_trust_domain() {
     let ca = pki::default_root();
     let (_, other) = pki::issue(&ca, "c1", "other.test");
     let (_, own) = pki::issue(&ca, "c1", "a.test");
-    let doc = written("a.test", &[other.cert_der.clone()], 1, None);
+    let doc = written("a.test", std::slice::from_ref(&other.cert_der), 1, None);
     let err = parse(&doc, "a.test").unwrap_err();
     assert!(
         matches!(&err, BundleError::WrongTrustDomain { found, expected, .. } if found == "other.test" && expected == "a.test"),
         "{err}"
     );
     assert!(err.to_string().contains("not of a.test"), "{err}");
-    let doc = written("a.test", &[own.cert_der.clone()], 1, None);
+    let doc = written("a.test", std::slice::from_ref(&own.cert_der), 1, None);
     assert_eq!(parse(&doc, "a.test").unwrap().x509_authorities.len(), 1);
     let err = parse_anchors(pki::pem(&other.cert_der).as_bytes(), &pki::td("a.test")).unwrap_err();
     assert!(matches!(err, BundleError::WrongTrustDomain { .. }), "{err}");
@@ -276,7 +276,8 @@ fn anchors_from_pem_or_json() {
         parse_anchors(pki::pem(&r).as_bytes(), &td).unwrap(),
         vec![r.clone()]
     );
-    let json = serde_json::to_string(&written("a.test", &[r.clone()], 1, None)).unwrap();
+    let json =
+        serde_json::to_string(&written("a.test", std::slice::from_ref(&r), 1, None)).unwrap();
     assert_eq!(parse_anchors(json.as_bytes(), &td).unwrap(), vec![r]);
     assert!(parse_anchors(b"garbage", &td).is_err());
 }

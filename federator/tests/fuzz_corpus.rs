@@ -31,6 +31,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("duration", fuzz::duration),
     ("kubeconfig", kubeconfig),
     ("private_key", fuzz::private_key),
+    ("spiffe_bundle", fuzz::spiffe_bundle),
     ("trust_bundle", fuzz::trust_bundle),
 ];
 

@@ -314,7 +314,11 @@ fn the_bundle_endpoint_is_a_service_with_the_named_certificate() {
     let docs = render("values.yaml", &[]);
     let hub = find(&docs, "Deployment", "federator");
     let args = strings(&hub["spec"]["template"]["spec"]["containers"][0]["args"]);
-    assert_eq!(flag(&args, "--bundle-endpoint-addr"), None, "off by default");
+    assert_eq!(
+        flag(&args, "--bundle-endpoint-addr"),
+        None,
+        "off by default"
+    );
     assert!(
         !docs
             .iter()
@@ -352,7 +356,10 @@ fn the_bundle_endpoint_is_a_service_with_the_named_certificate() {
         .iter()
         .find(|v| v["name"] == "bundle-endpoint-tls")
         .unwrap();
-    assert_eq!(volume["secret"]["secretName"], "federator-bundle-endpoint-tls");
+    assert_eq!(
+        volume["secret"]["secretName"],
+        "federator-bundle-endpoint-tls"
+    );
     let svc = find(&docs, "Service", "federator-bundle-endpoint");
     assert_eq!(svc["spec"]["ports"][0]["port"], 443);
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], "bundles");
@@ -395,7 +402,10 @@ fn bad_values_fail_rendering_with_a_message() {
             "serve.logFormat=xml",
             "serve.logFormat must be json or text",
         ),
-        ("bundleEndpoint.enabled=true", "bundleEndpoint.tlsSecretName"),
+        (
+            "bundleEndpoint.enabled=true",
+            "bundleEndpoint.tlsSecretName",
+        ),
     ] {
         let err = fails(&mut helm_template(&["--set", set]));
         assert!(err.contains(message), "--set {set}: {err}");

@@ -174,7 +174,7 @@ async fn spire_federates_with_the_bundle_endpoint_over_https_web() {
             &format!("the bundle endpoint on {addr}"),
             Duration::from_secs(30),
             || async { https_get(&format!("https://{addr}/east.example"), &pki.ca) },
-            || String::new(),
+            String::new,
         )
         .await;
         assert_eq!(status, 200, "{body}");
@@ -377,7 +377,7 @@ async fn the_federation_trusts_spire_and_keeps_its_roots_while_it_is_down() {
                 ))
             }
         },
-        || String::new(),
+        String::new,
     )
     .await;
     assert_eq!(
@@ -461,7 +461,7 @@ async fn the_federation_trusts_spire_and_keeps_its_roots_while_it_is_down() {
                 Err(row.to_string())
             }
         },
-        || String::new(),
+        String::new,
     )
     .await;
     assert_eq!(row["ready"], false, "{row}");
@@ -505,7 +505,7 @@ async fn the_federation_trusts_spire_and_keeps_its_roots_while_it_is_down() {
                 Err(row.to_string())
             }
         },
-        || String::new(),
+        String::new,
     )
     .await;
 
@@ -522,7 +522,7 @@ async fn the_federation_trusts_spire_and_keeps_its_roots_while_it_is_down() {
                 Err(format!("{e:?}"))
             }
         },
-        || String::new(),
+        String::new,
     )
     .await;
 }
@@ -676,7 +676,7 @@ async fn bad_bundle_endpoints_are_refused_and_nothing_is_distributed() {
                     Ok(row)
                 }
             },
-            || String::new(),
+            String::new,
         )
         .await;
         assert_eq!(row["ready"], false, "{row}");

@@ -263,7 +263,7 @@ mod tests {
         let r = root("spire root");
         let (good, note) = after_fetch(
             &ftd(None),
-            &fetched(&[r.clone()], 3),
+            &fetched(std::slice::from_ref(&r), 3),
             t("2026-01-01T00:00:00Z"),
             hb,
         );
@@ -334,13 +334,13 @@ mod tests {
         let r = root("spire root");
         let (s1, _) = after_fetch(
             &ftd(None),
-            &fetched(&[r.clone()], 3),
+            &fetched(std::slice::from_ref(&r), 3),
             t("2026-01-01T00:00:00Z"),
             hb,
         );
         let (s2, note) = after_fetch(
             &ftd(Some(s1.clone())),
-            &fetched(&[r.clone()], 3),
+            &fetched(std::slice::from_ref(&r), 3),
             t("2026-01-01T00:01:00Z"),
             hb,
         );
