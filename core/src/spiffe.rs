@@ -365,9 +365,9 @@ pub fn public_jwk(cert_der: &[u8]) -> Result<JwkKey, String> {
             let data = point.data();
             if data.len() != 1 + 2 * size || data[0] != 0x04 {
                 return Err(format!(
-                    "its {crv} public key is not an uncompressed point of {} bytes ({} bytes)",
-                    1 + 2 * size,
-                    data.len()
+                    "its ECDSA {crv} public key is not an uncompressed point ({} bytes, not {})",
+                    data.len(),
+                    1 + 2 * size
                 ));
             }
             Ok(JwkKey {
