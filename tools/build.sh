@@ -10,8 +10,9 @@
 #   tools/build.sh nodes               # also kubelet, kube-scheduler, kube-controller-manager
 #   tools/build.sh ops                 # also helm, kubectl, promtool (the examples' proofs)
 #   tools/build.sh helm kubectl ...    # also just the operator tools named
+#   tools/build.sh istioctl            # also istioctl, the reference create-remote-secret
 #   tools/build.sh spire               # also spire-server and spire-agent (SPIFFE federation proofs)
-#   tools/build.sh istiod nodes ops spire   # what scripts/test runs
+#   tools/build.sh istiod nodes ops istioctl spire   # what scripts/test runs
 #
 # Binaries end up in $FEDERATOR_CACHE/bin (default ~/.cache/federator/bin) under
 # versioned names; the testbed finds them there (or via FEDERATOR_BIN_DIR).
@@ -35,6 +36,12 @@ PROMETHEUS_VERSION=0.316.0
 # compares the two.
 ISTIO_VERSIONS_ALL="1.31.1 1.29.2 1.28.3 1.27.9 1.26.8"
 ISTIO_VERSIONS_CI="1.31.1 1.27.9"
+# istioctl, the reference `istioctl create-remote-secret` (tests/tests/remote_secrets.rs), from
+# the same istio.io/istio module and version as the default istiod (the first above): its
+# wrapper go.mod (tools/istioctl/<version>/) is tools/pilot-discovery/<version>/'s, tidied for
+# istioctl's packages, so no shared requirement differs and the Go build cache pilot-discovery
+# left is reused. Keep testbed/src/binaries.rs (ISTIOCTL_VERSION) in step.
+ISTIOCTL_VERSION=1.31.1
 # SPIRE, the SPIFFE reference implementation (tests/tests/spiffe.rs): tools/spire/go.mod pins
 # github.com/spiffe/spire at this version and names its two commands as `tool`s, so nothing of
 # SPIRE is copied here. Keep testbed/src/binaries.rs (SPIRE_VERSION) in step.
@@ -52,7 +59,7 @@ log() { printf '[build] %s\n' "$*" >&2; }
 
 # Arguments, in any order: `nodes`, `istiod` (optionally followed by versions), `istiod-all`,
 # `ops` (= `helm kubectl promtool`) or any of those three.
-want_nodes=0 istio_mode="" istio_named=() want_helm=0 want_kubectl=0 want_promtool=0 want_spire=0
+want_nodes=0 istio_mode="" istio_named=() want_helm=0 want_kubectl=0 want_promtool=0 want_istioctl=0 want_spire=0
 for a in "$@"; do
   case $a in
     nodes) want_nodes=1 ;;
@@ -60,12 +67,13 @@ for a in "$@"; do
     helm) want_helm=1 ;;
     kubectl) want_kubectl=1 ;;
     promtool) want_promtool=1 ;;
+    istioctl) want_istioctl=1 ;;
     spire) want_spire=1 ;;
     istiod|istiod-all) istio_mode=$a ;;
     [0-9]*.[0-9]*.[0-9]*)
       [ "$istio_mode" = istiod ] || { echo "tools/build.sh: version $a must follow istiod" >&2; exit 2; }
       istio_named+=("$a") ;;
-    *) echo "usage: $0 [nodes] [ops | helm | kubectl | promtool]... [spire] [istiod [VERSION...] | istiod-all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [nodes] [ops | helm | kubectl | promtool | istioctl]... [spire] [istiod [VERSION...] | istiod-all]" >&2; exit 2 ;;
   esac
 done
 [ "${WITH_NODES:-}" = 1 ] && want_nodes=1
@@ -189,3 +197,8 @@ for v in "${istio_versions[@]}"; do
   LDFLAGS="-X istio.io/istio/pkg/version.buildVersion=$v" \
     build_wrapper pilot-discovery "$v" "$here/pilot-discovery" "$here/pilot-discovery/$v"
 done
+if [ $want_istioctl = 1 ]; then
+  # Stamped like istiod (`istioctl version` prints it).
+  LDFLAGS="-X istio.io/istio/pkg/version.buildVersion=$ISTIOCTL_VERSION" \
+    build_wrapper istioctl "$ISTIOCTL_VERSION" "$here/istioctl" "$here/istioctl/$ISTIOCTL_VERSION"
+fi

@@ -48,6 +48,8 @@ pub mod reasons {
     pub const RENEWAL_REQUESTED: &str = "RenewalRequested";
     /// A root rotation moves the member to the new root.
     pub const RE_SIGN_REQUESTED: &str = "ReSignRequested";
+    /// An operator asked for a re-issue of the member's cluster CA (`federator renew`).
+    pub const REISSUE_REQUESTED: &str = "ReissueRequested";
     /// The member was sent a new bundle generation.
     pub const BUNDLE_UPDATED: &str = "BundleUpdated";
     /// The hub replaced its token for the member.

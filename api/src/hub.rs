@@ -273,6 +273,11 @@ pub struct RotationStatus {
     /// published the bundle with both roots yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for: Vec<RotationWait>,
+    /// Whether the rotation was aborted (`federator rotate-root --abort`): it runs back, the
+    /// members return to the original root (`sha256`), and the abandoned one
+    /// (`previousSha256`) leaves after the drain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aborted: bool,
 }
 
 /// A member a rotation phase waits for.
@@ -432,6 +437,14 @@ pub struct MemberClusterStatus {
     )]
     #[schemars(schema_with = "time_schema")]
     pub ca_not_after: Option<Time>,
+    /// NotBefore of the installed cluster CA (when it was issued, backdated 5 minutes).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_as_none"
+    )]
+    #[schemars(schema_with = "time_schema")]
+    pub ca_not_before: Option<Time>,
     /// SHA-256 of the root the installed cluster CA chains to.
     #[serde(default)]
     pub ca_root_sha256: String,

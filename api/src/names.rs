@@ -63,6 +63,9 @@ pub const ISTIO_ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";
 pub const RESTARTED_AT_ANNOTATION: &str = "federator.io/restartedAt";
 /// Annotation on the `istio` ConfigMap listing the `caCertificates` entries the agent manages.
 pub const MANAGED_CA_CERTIFICATES_ANNOTATION: &str = "federator.io/managed-ca-certificates";
+/// Annotation on a `MemberCluster`: re-issue the cluster CA with this serial now (`federator
+/// renew cluster`); once the member runs on another CA it asks for nothing.
+pub const REISSUE_ANNOTATION: &str = "federator.io/reissue-serial";
 
 /// Server-side apply field manager of the hub.
 pub const HUB_FIELD_MANAGER: &str = "federator";

@@ -54,6 +54,105 @@ pub struct IssuingCa {
     chain_above: Vec<Vec<u8>>,
 }
 
+/// Checks a CA certificate that is to sign cluster CAs, with the chain above it (its issuer
+/// first, the root last; empty for a root), without its key: CA:TRUE with room for one more
+/// CA level, keyCertSign, no SHA-1, a supported key that is not too weak, valid at `now`, and
+/// a chain that leads to a self-signed root. Returns the kind of its key. What
+/// [`IssuingCa::import`] checks, and what a Vault issuer is checked against before a rotation.
+pub fn check_issuer(
+    cert_der: &[u8],
+    chain_above: &[Vec<u8>],
+    now: OffsetDateTime,
+) -> Result<KeyKind> {
+    let ca = cert::parse_der(cert_der)?;
+    let subject = ca.subject().to_string();
+    let reject = |why: String| Error::CaRejected(format!("{subject}: {why}"));
+
+    match ca.basic_constraints() {
+        Ok(Some(bc)) if bc.value.ca => {
+            if bc.value.path_len_constraint == Some(0) {
+                return Err(reject(
+                    "its path length is 0, so it cannot sign cluster CAs; use a CA with pathlen >= 1 (or none)".into(),
+                ));
+            }
+        }
+        Ok(_) => {
+            return Err(reject(
+                "it is not a CA certificate (BasicConstraints CA:TRUE is missing)".into(),
+            ));
+        }
+        Err(e) => return Err(reject(format!("malformed BasicConstraints ({e})"))),
+    }
+    match ca.key_usage() {
+        Ok(Some(ku)) if ku.value.key_cert_sign() => {}
+        Ok(Some(_)) => return Err(reject("its key usage does not include keyCertSign".into())),
+        Ok(None) => {
+            return Err(reject(
+                "it has no key usage extension; a CA needs keyCertSign".into(),
+            ));
+        }
+        Err(e) => return Err(reject(format!("malformed key usage ({e})"))),
+    }
+    if cert::is_sha1_signed(&ca) {
+        return Err(reject(
+            "it is signed with SHA-1, which istiod (Go) refuses".into(),
+        ));
+    }
+    let kind = KeyKind::from_spki(ca.public_key())
+        .map_err(|d| reject(format!("unsupported or weak key: {d}")))?;
+    let (not_before, not_after) = cert::validity(&ca);
+    if now < not_before {
+        return Err(reject(format!(
+            "it is not valid yet (NotBefore {})",
+            cert::rfc3339(not_before)
+        )));
+    }
+    if now > not_after {
+        return Err(reject(format!(
+            "it expired on {}",
+            cert::rfc3339(not_after)
+        )));
+    }
+    // What remains of Go's and Envoy's rules (EKU compatibility), checked the same way as
+    // in every CA path.
+    verify::check_ca_cert(cert_der, 1, now).map_err(|e| Error::CaRejected(e.to_string()))?;
+    let self_issued = ca.subject().as_raw() == ca.issuer().as_raw();
+    if self_issued && !chain_above.is_empty() {
+        return Err(reject(
+            "it is a self-signed root but the file holds more certificates after it; give only the root".into(),
+        ));
+    }
+    if !self_issued {
+        if chain_above.is_empty() {
+            return Err(reject(
+                "it is an intermediate CA: append its issuer chain up to the root to the certificate file (this CA first, the root last)".into(),
+            ));
+        }
+        verify::verify_issuer_chain(cert_der, chain_above, now)
+            .map_err(|e| reject(e.to_string()))?;
+    }
+    Ok(kind)
+}
+
+/// What a root and an issuing CA created here have in common: the names of `opts`, a CA with
+/// `opts.path_len`, certificate and CRL signing only, backdated from `now`, a random serial.
+/// The caller sets `not_after` (and how it is signed).
+fn ca_params(opts: &RootOptions, now: OffsetDateTime) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, opts.organization.as_str());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, opts.common_name.as_str());
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(opts.path_len));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = now - BACKDATE;
+    params.serial_number = Some(random_serial()?);
+    Ok(params)
+}
+
 impl IssuingCa {
     /// Creates a self-signed root.
     pub fn create_root(opts: &RootOptions, now: OffsetDateTime) -> Result<Self> {
@@ -69,24 +168,39 @@ impl IssuingCa {
             ));
         }
         let key = PrivateKey::generate(opts.key_algorithm)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, opts.organization.as_str());
-        params
-            .distinguished_name
-            .push(DnType::CommonName, opts.common_name.as_str());
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(opts.path_len));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = now - BACKDATE;
+        let mut params = ca_params(opts, now)?;
         params.not_after = now + opts.ttl;
-        params.serial_number = Some(random_serial()?);
         let cert = params.self_signed(key.pair())?;
         Ok(Self {
             cert_der: cert.der().to_vec(),
             key,
             chain_above: Vec::new(),
+        })
+    }
+
+    /// Issues a subordinate CA below this one, with a fresh key, that can sign cluster CAs
+    /// (`opts.path_len` >= 1): what an offline enterprise root signs for the federation to
+    /// import. Its chain above is this CA's, so [`IssuingCa::import`] takes its
+    /// [`IssuingCa::chain_pem`] as it is. Lives at most as long as this CA.
+    pub fn create_intermediate(&self, opts: &RootOptions, now: OffsetDateTime) -> Result<Self> {
+        if opts.path_len < 1 {
+            return Err(Error::CaRejected(
+                "an issuing CA needs a path length of at least 1, so that cluster CAs can sit below it"
+                    .into(),
+            ));
+        }
+        let key = PrivateKey::generate(opts.key_algorithm)?;
+        let mut params = ca_params(opts, now)?;
+        params.use_authority_key_identifier_extension = true;
+        params.not_after = (now + opts.ttl).min(self.not_after()?);
+        let cert = params.signed_by(key.pair(), &self.rcgen_issuer()?)?;
+        let chain_above = std::iter::once(self.cert_der.clone())
+            .chain(self.chain_above.iter().cloned())
+            .collect();
+        Ok(Self {
+            cert_der: cert.der().to_vec(),
+            key,
+            chain_above,
         })
     }
 
@@ -102,77 +216,13 @@ impl IssuingCa {
             .split_first()
             .map(|(c, rest)| (c.clone(), rest.to_vec()))
             .ok_or_else(|| Error::CaRejected("the certificate file is empty".into()))?;
+        let kind = check_issuer(&cert_der, &chain_above, now)?;
         let ca = cert::parse_der(&cert_der)?;
-        let subject = ca.subject().to_string();
-        let reject = |why: String| Error::CaRejected(format!("{subject}: {why}"));
-
-        match ca.basic_constraints() {
-            Ok(Some(bc)) if bc.value.ca => {
-                if bc.value.path_len_constraint == Some(0) {
-                    return Err(reject(
-                        "its path length is 0, so it cannot sign cluster CAs; use a CA with pathlen >= 1 (or none)".into(),
-                    ));
-                }
-            }
-            Ok(_) => {
-                return Err(reject(
-                    "it is not a CA certificate (BasicConstraints CA:TRUE is missing)".into(),
-                ));
-            }
-            Err(e) => return Err(reject(format!("malformed BasicConstraints ({e})"))),
-        }
-        match ca.key_usage() {
-            Ok(Some(ku)) if ku.value.key_cert_sign() => {}
-            Ok(Some(_)) => return Err(reject("its key usage does not include keyCertSign".into())),
-            Ok(None) => {
-                return Err(reject(
-                    "it has no key usage extension; a CA needs keyCertSign".into(),
-                ));
-            }
-            Err(e) => return Err(reject(format!("malformed key usage ({e})"))),
-        }
-        if cert::is_sha1_signed(&ca) {
-            return Err(reject(
-                "it is signed with SHA-1, which istiod (Go) refuses".into(),
-            ));
-        }
-        let kind = KeyKind::from_spki(ca.public_key())
-            .map_err(|d| reject(format!("unsupported or weak key: {d}")))?;
         if kind != key.kind() || !key.matches(ca.public_key()) {
-            return Err(reject(
-                "the private key does not match the certificate".into(),
-            ));
-        }
-        let (not_before, not_after) = cert::validity(&ca);
-        if now < not_before {
-            return Err(reject(format!(
-                "it is not valid yet (NotBefore {})",
-                cert::rfc3339(not_before)
+            return Err(Error::CaRejected(format!(
+                "{}: the private key does not match the certificate",
+                ca.subject()
             )));
-        }
-        if now > not_after {
-            return Err(reject(format!(
-                "it expired on {}",
-                cert::rfc3339(not_after)
-            )));
-        }
-        // What remains of Go's and Envoy's rules (EKU compatibility), checked the same way as
-        // in every CA path.
-        verify::check_ca_cert(&cert_der, 1, now).map_err(|e| Error::CaRejected(e.to_string()))?;
-        let self_issued = ca.subject().as_raw() == ca.issuer().as_raw();
-        if self_issued && !chain_above.is_empty() {
-            return Err(reject(
-                "it is a self-signed root but the file holds more certificates after it; give only the root".into(),
-            ));
-        }
-        if !self_issued {
-            if chain_above.is_empty() {
-                return Err(reject(
-                    "it is an intermediate CA: append its issuer chain up to the root to the certificate file (this CA first, the root last)".into(),
-                ));
-            }
-            verify::verify_issuer_chain(&cert_der, &chain_above, now)
-                .map_err(|e| reject(e.to_string()))?;
         }
         Ok(Self {
             cert_der,

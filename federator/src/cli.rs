@@ -49,9 +49,15 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the federation's trust bundle (the roots every member trusts).
     Bundle(BundleArgs),
-    /// Rotate a trust domain's root without downtime (local backend): `serve` moves every
-    /// member to the new root, then drops the old one.
+    /// Rotate the root without downtime — a trust domain's (local backend), the imported CA
+    /// (--cert, --key) or the Vault issuer (--vault-issuer, --vault-bootstrap) — or abort a
+    /// rotation (--abort): `serve` has every member trust both roots, moves the members to the
+    /// new root, then drops the old one.
     RotateRoot(RotateRootArgs),
+    /// Re-issue a member's cluster CA now (a fresh key in the member, a new serial): after a
+    /// suspected key compromise, or a restore.
+    #[command(subcommand)]
+    Renew(RenewCommand),
     /// Check a cluster's Istio for federator, before or after join: istiod's version and the
     /// rules it follows, `ISTIO_MULTIROOT_MESH`, the mesh config's trust domain and
     /// `PROXY_CONFIG_XDS_AGENT`, `cacerts` (valid? written by federator?), the roots istiod
@@ -162,13 +168,53 @@ pub struct DoctorArgs {
 /// `federator rotate-root`
 #[derive(Debug, Args)]
 pub struct RotateRootArgs {
-    /// The trust domain whose root to rotate.
+    /// Local backend: the trust domain whose root to rotate (or whose rotation to abort).
     #[arg(long, value_parser = parse_trust_domain)]
-    pub trust_domain: TrustDomain,
+    pub trust_domain: Option<TrustDomain>,
     /// How long the old root stays trusted once every member runs on the new one: at least
     /// the lifetime of workload certificates (Istio's default is 24h).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub drain: Duration,
+    /// Import backend: the new CA certificate, followed by its chain up to its root (PEM); an
+    /// intermediate under another offline root is fine.
+    #[arg(long, requires = "key", conflicts_with_all = ["abort", "vault_issuer", "vault_bootstrap"])]
+    pub cert: Option<PathBuf>,
+    /// Import backend: the new CA's key (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Vault backend: the issuer (name or ID) in the PKI mount to rotate to.
+    #[arg(long, conflicts_with_all = ["abort", "vault_bootstrap"])]
+    pub vault_issuer: Option<String>,
+    /// Vault backend: have Vault generate a new internal root in the mount
+    /// (`<mount>/root/rotate/internal`) and rotate to it.
+    #[arg(long, conflicts_with = "abort")]
+    pub vault_bootstrap: bool,
+    /// Abort the rotation in progress (any phase before the old root is dropped): every member
+    /// returns to the old root, with both roots trusted until it has.
+    #[arg(long)]
+    pub abort: bool,
+}
+
+/// `federator renew ...`
+#[derive(Debug, Subcommand)]
+pub enum RenewCommand {
+    /// Re-issue one member's cluster CA.
+    Cluster(RenewClusterArgs),
+}
+
+/// `federator renew cluster`
+#[derive(Debug, Args)]
+pub struct RenewClusterArgs {
+    /// The member.
+    #[arg(value_parser = parse_cluster_name)]
+    pub name: ClusterName,
+    /// Wait until the member runs on the re-issued CA (up to --timeout), and say so; without
+    /// it, the re-issue is requested and `serve` carries it out.
+    #[arg(long)]
+    pub now: bool,
+    /// With --now: how long to wait.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// `federator bundle`
@@ -429,6 +475,12 @@ pub struct ServeArgs {
     /// the API server's minimum is 10m).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub reader_token_ttl: Duration,
+    /// Renew a reader token once it is this old, when that comes before two thirds of its
+    /// lifetime (default: at two thirds). Shorter than `--reader-token-ttl`. Renewal is what
+    /// the other members' istiods see change (a new kubeconfig in their remote secret): a short
+    /// value exercises it often while the token lifetime stays at the API server's minimum.
+    #[arg(long, value_parser = parse_duration)]
+    pub reader_token_renew_after: Option<Duration>,
     /// Serve Prometheus metrics (`/metrics`) and the probes (`/healthz`: liveness, `/readyz`:
     /// readiness) on this address, e.g. 0.0.0.0:9090.
     #[arg(long)]
@@ -448,6 +500,20 @@ pub struct ServeArgs {
     /// `spiffe_refresh_hint` of the served bundles: how often peers should fetch them again.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub bundle_refresh_hint: Duration,
+}
+
+impl ServeArgs {
+    /// What clap cannot check alone: `--reader-token-renew-after` within the token lifetime.
+    pub fn check(&self) -> Result<(), String> {
+        match self.reader_token_renew_after {
+            Some(after) if after.is_zero() || after >= self.reader_token_ttl => Err(format!(
+                "--reader-token-renew-after {} must be above zero and shorter than --reader-token-ttl {}",
+                federator_core::duration::format(after),
+                federator_core::duration::format(self.reader_token_ttl)
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `federator ca ...`
@@ -667,6 +733,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("https://"), "{err}");
+    }
+
+    fn serve(args: &[&str]) -> Result<(), String> {
+        let mut argv = vec!["federator", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Serve(a) => a.check(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reader_tokens_renew_early_only_within_their_lifetime() {
+        assert_eq!(serve(&[]), Ok(()));
+        let early = ["--reader-token-ttl", "10m", "--reader-token-renew-after"];
+        assert_eq!(serve(&[&early[..], &["5s"]].concat()), Ok(()));
+        for bad in ["10m", "1h", "0s"] {
+            let err = serve(&[&early[..], &[bad]].concat()).unwrap_err();
+            assert!(err.contains("shorter than --reader-token-ttl 10m"), "{err}");
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! `tools/build.sh nodes` also `kubelet-v1.36.3`, `kube-scheduler-v1.36.3` and
 //! `kube-controller-manager-v1.36.3`, from the same Kubernetes version; with `tools/build.sh
 //! ops` the operator tools the examples' proofs run: `helm-v3.22.0`, `kubectl-v1.36.3` (the
-//! Kubernetes version again) and `promtool-v0.316.0`; with `tools/build.sh spire`
+//! Kubernetes version again) and `promtool-v0.316.0`; with `tools/build.sh istioctl`
+//! `istioctl-1.31.1`, from the default istiod's module; with `tools/build.sh spire`
 //! `spire-server-v1.13.3` and `spire-agent-v1.13.3`). The versions here mirror that script:
 //! change both together (unit tests compare them).
 
@@ -35,6 +36,9 @@ pub const ISTIO_VERSIONS: &[&str] = &["1.31.1", "1.29.2", "1.28.3", "1.27.9", "1
 pub const ISTIO_CI_VERSIONS: &[&str] = &["1.31.1", "1.27.9"];
 /// The newest istiod version: what the testbed runs unless a test asks for another.
 pub const ISTIO_VERSION: &str = ISTIO_VERSIONS[0];
+/// The istioctl version (`tools/istioctl/<version>`): the same `istio.io/istio` module as
+/// the default istiod's.
+pub const ISTIOCTL_VERSION: &str = ISTIO_VERSION;
 
 /// The directory the binaries are looked up in: `$FEDERATOR_BIN_DIR`, else
 /// `${FEDERATOR_CACHE:-$HOME/.cache/federator}/bin`.
@@ -136,6 +140,11 @@ impl Binaries {
         self.find("spire-agent", &format!("spire-agent-v{SPIRE_VERSION}"))
     }
 
+    /// `istioctl` ([`ISTIOCTL_VERSION`]), or an error telling to run `tools/build.sh istioctl`.
+    pub fn istioctl(&self) -> Result<PathBuf> {
+        self.find("istioctl", &format!("istioctl-{ISTIOCTL_VERSION}"))
+    }
+
     /// Where image archives made from these binaries are cached (`../images` of the binary
     /// directory: `~/.cache/federator/images` by default).
     pub fn image_cache(&self) -> PathBuf {
@@ -219,6 +228,9 @@ mod tests {
             assert!(err.contains("run tools/build.sh spire"), "{err}");
             assert!(err.contains(file), "{err}");
         }
+        let err = b.istioctl().unwrap_err().to_string();
+        assert!(err.contains("run tools/build.sh istioctl"), "{err}");
+        assert!(err.contains("istioctl-1.31.1"), "{err}");
     }
 
     /// `tools/build.sh` declares the same Kubernetes, helm and Prometheus versions, and the
@@ -294,5 +306,24 @@ mod tests {
             assert!(tools.join(v).join("go.mod").is_file(), "no go.mod for {v}");
             assert!(tools.join(v).join("go.sum").is_file(), "no go.sum for {v}");
         }
+        // istioctl: the version the script builds, from the same istio.io/istio pin as that
+        // istiod's wrapper.
+        let istioctl = script
+            .lines()
+            .find_map(|l| l.strip_prefix("ISTIOCTL_VERSION="))
+            .expect("ISTIOCTL_VERSION in tools/build.sh");
+        assert_eq!(istioctl, ISTIOCTL_VERSION);
+        let pin = |path: PathBuf| {
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("require istio.io/istio "))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("{} pins no istio.io/istio", path.display()))
+        };
+        assert_eq!(
+            pin(tools.join("../istioctl").join(istioctl).join("go.mod")),
+            pin(tools.join(istioctl).join("go.mod"))
+        );
     }
 }

@@ -30,6 +30,19 @@ const ATTEMPTS: u32 = 5;
 /// The service CIDR every simulated cluster uses (nothing routes it: there is no kube-proxy).
 pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
 
+/// The apiserver's audit policy: every request a ServiceAccount makes, at `Metadata` level
+/// (who, with which credential, what; no bodies), once it completed or a watch started.
+/// Requests of the admin and of the control plane are not logged.
+pub const AUDIT_POLICY: &str = "\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: [\"system:serviceaccounts\"]
+- level: None
+";
+
 /// A handle to one simulated cluster. Cheap to clone; all clones control the same apiserver.
 #[derive(Clone)]
 pub struct Cluster {
@@ -127,6 +140,8 @@ impl Cluster {
         pki::write_private(&f("admin.key"), &admin.key_pem)?;
         pki::write_private(&f("sa.key"), &sa_key)?;
         pki::write_public(&f("sa.pub"), &sa_pub)?;
+        std::fs::write(f("audit-policy.yaml"), AUDIT_POLICY)
+            .map_err(Error::io("write", &f("audit-policy.yaml")))?;
         let cert_dir = f("cert-dir");
         std::fs::create_dir_all(&cert_dir).map_err(Error::io("create", &cert_dir))?;
 
@@ -165,6 +180,10 @@ impl Cluster {
                 // Nothing routes Services here, and Endpoints may not hold a loopback address.
                 "--endpoint-reconciler-type=none".to_owned(),
                 "--allow-privileged=true".to_owned(),
+                format!("--audit-policy-file={}", f("audit-policy.yaml").display()),
+                format!("--audit-log-path={}", f("audit.log").display()),
+                "--audit-log-maxsize=200".to_owned(),
+                "--audit-log-maxbackup=1".to_owned(),
             ])
             .args(match network {
                 None => vec![
@@ -430,6 +449,13 @@ impl Cluster {
                 "TokenRequest for {namespace}/{name} returned no token"
             ))
         })
+    }
+
+    /// The apiserver's audit log (JSON lines, `audit.k8s.io/v1` Events): every request of a
+    /// ServiceAccount at `Metadata` level ([`AUDIT_POLICY`]), so a test can see which token a
+    /// client used (`user.extra["authentication.kubernetes.io/credential-id"]`, `JTI=<jti>`).
+    pub fn audit_log_path(&self) -> PathBuf {
+        self.inner.dir.join("audit.log")
     }
 
     /// Stops the apiserver (SIGTERM, SIGKILL after 10 s): the cluster becomes unreachable.

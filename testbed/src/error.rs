@@ -12,6 +12,7 @@ pub enum Error {
             "kubelet" | "kube-scheduler" | "kube-controller-manager" => " nodes",
             "helm" | "kubectl" | "promtool" => " ops",
             "spire-server" | "spire-agent" => " spire",
+            "istioctl" => " istioctl",
             _ => "",
         },
         file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()

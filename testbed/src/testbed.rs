@@ -447,6 +447,46 @@ impl Testbed {
         Ok(pid)
     }
 
+    /// Starts kube-controller-manager for cluster `cluster` with only its ServiceAccount token
+    /// controller (`--controllers=serviceaccount-token`): it fills Secrets of type
+    /// `kubernetes.io/service-account-token` with a token, `ca.crt` and the namespace, as in a
+    /// real cluster (a cluster without a node has no controller-manager otherwise; with one,
+    /// it runs all controllers already). Stopped with the testbed. Needs `tools/build.sh nodes`.
+    /// Returns its pid.
+    pub fn start_token_controller(&self, cluster: &str) -> Result<u32> {
+        let c = self.cluster(cluster)?;
+        let binary = self.binaries.kube_controller_manager()?;
+        let dir = c.dir().join("token-controller");
+        std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+        let spec = crate::ProcessSpec::new(
+            format!("{cluster}/kube-controller-manager"),
+            binary,
+            dir.join("kube-controller-manager.log"),
+        )
+        .args([
+            format!("--kubeconfig={}", c.kubeconfig_path().display()),
+            format!(
+                "--authentication-kubeconfig={}",
+                c.kubeconfig_path().display()
+            ),
+            format!(
+                "--authorization-kubeconfig={}",
+                c.kubeconfig_path().display()
+            ),
+            "--controllers=serviceaccount-token".to_owned(),
+            format!(
+                "--service-account-private-key-file={}",
+                c.dir().join("sa.key").display()
+            ),
+            format!("--root-ca-file={}", c.dir().join("ca.crt").display()),
+            "--leader-elect=false".to_owned(),
+            "--bind-address=127.0.0.1".to_owned(),
+            format!("--secure-port={}", crate::process::pick_port()?),
+            format!("--cert-dir={}", dir.display()),
+        ]);
+        self.adopt(Process::spawn(spec)?)
+    }
+
     /// Starts istiod for cluster `cluster` (see [`crate::istiod`]): it is recorded in the state
     /// file under `<cluster>/istiod` (the pid is updated on every restart), and stopped with the
     /// testbed. Needs `tools/build.sh istiod` (or `tools/build.sh istiod <opts.version>`).

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use federator_api::names;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, PostParams};
 use serde_yaml::Value;
 use testbed::Binaries;
 
@@ -117,4 +120,33 @@ pub fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
         .position(|a| a == flag)
         .and_then(|i| args.get(i + 1))
         .map(String::as_str)
+}
+
+/// Creates one object of a rendering.
+pub async fn create<K>(api: &Api<K>, doc: &Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_yaml::from_value(doc.clone()).unwrap();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create {doc:?}: {e}"));
+}
+
+/// Creates the ServiceAccounts, Roles, ClusterRoles and their bindings of a rendering (in
+/// `federator-system`, which must exist), as `helm install` would.
+pub async fn apply_rbac(admin: &kube::Client, docs: &[Value]) {
+    let ns = names::NAMESPACE;
+    for d in docs {
+        match d["kind"].as_str().unwrap_or_default() {
+            "ServiceAccount" => {
+                create(&Api::<ServiceAccount>::namespaced(admin.clone(), ns), d).await
+            }
+            "Role" => create(&Api::<Role>::namespaced(admin.clone(), ns), d).await,
+            "RoleBinding" => create(&Api::<RoleBinding>::namespaced(admin.clone(), ns), d).await,
+            "ClusterRole" => create(&Api::<ClusterRole>::all(admin.clone()), d).await,
+            "ClusterRoleBinding" => create(&Api::<ClusterRoleBinding>::all(admin.clone()), d).await,
+            _ => {}
+        }
+    }
 }

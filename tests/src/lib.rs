@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod examples;
+pub mod hygiene;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,11 @@ pub fn bin(name: &str) -> PathBuf {
 
 pub use federator_testkit::wait_for;
 
+/// The `--log-level` of the hub and the agents the harness starts: federator's own code at
+/// debug, so that the secret-hygiene scan ([`hygiene`]) reads what debug output would show.
+pub const LOG_LEVEL: &str =
+    "info,federator=debug,federator_api=debug,federator_core=debug,cluster_agent=debug,mtls=debug";
+
 /// A member of the test federation.
 pub struct Member {
     /// Its testbed cluster.
@@ -79,6 +85,50 @@ pub struct Federation {
     pub metrics_addr: Option<String>,
     /// Scratch directory for logs and files.
     pub dir: PathBuf,
+}
+
+/// After a test that passed, the secret-hygiene scan ([`hygiene::scan`]) of its logs and of
+/// every object of its running clusters: a private key anywhere it does not belong fails the
+/// test.
+impl Drop for Federation {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let clusters: Vec<Cluster> = self
+            .testbed
+            .clusters()
+            .iter()
+            .filter(|c| c.is_running())
+            .cloned()
+            .collect();
+        let dir = self.dir.clone();
+        // The test's runtime is still on this thread (a Federation drops inside it): scan on
+        // a thread of its own.
+        let report = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut clients = Vec::new();
+                for c in &clusters {
+                    clients.push((c.name().to_owned(), c.client().await.unwrap()));
+                }
+                tokio::time::timeout(Duration::from_secs(120), hygiene::scan(&dir, &clients))
+                    .await
+                    .expect("the secret-hygiene scan finishes in 120 s")
+            })
+        })
+        .join()
+        .unwrap();
+        eprintln!("{report}");
+        assert!(
+            report.problems.is_empty(),
+            "secret hygiene: private key material where it does not belong:\n{}",
+            report.problems.join("\n")
+        );
+    }
 }
 
 impl Federation {
@@ -302,7 +352,7 @@ impl Federation {
             bin("federator"),
             self.dir.join("serve.log"),
         )
-        .args(["serve", "--log-level", "info"])
+        .args(["serve", "--log-level", LOG_LEVEL])
         .env("FEDERATOR_HUB_KUBECONFIG", self.hub.kubeconfig_path());
         for a in extra {
             spec = spec.arg(*a);
@@ -332,7 +382,7 @@ impl Federation {
         let log = self.dir.join(format!("{name}-agent.log"));
         let m = self.members.get_mut(name).unwrap();
         let spec = ProcessSpec::new(format!("{name}-agent"), bin("cluster-agent"), log).args(
-            federator_testkit::agent_args(&m.agent_kubeconfig, name, "info"),
+            federator_testkit::agent_args(&m.agent_kubeconfig, name, LOG_LEVEL),
         );
         m.agent = Some(Process::spawn(spec).unwrap());
     }
@@ -340,6 +390,28 @@ impl Federation {
     /// A member's `cacerts` as files, if it exists.
     pub async fn cacerts(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
         cacerts_of(&self.members[name].cluster).await
+    }
+
+    /// Waits until every one of `members` runs on a cluster CA under the root with SHA-256
+    /// fingerprint `root` and its `root-cert.pem` holds that root alone (the federation has one
+    /// root: a single issuer, or one trust domain).
+    pub async fn wait_all_on_root(&self, members: &[&str], root: &str) {
+        for m in members {
+            wait_for(
+                &format!("{m} to run on root {root} alone"),
+                Duration::from_secs(60),
+                || async {
+                    let s = self.member_cluster(m).await?.status?;
+                    let f = self.cacerts(m).await?;
+                    let roots = cert::parse_pem_certificates(&f["root-cert.pem"], "roots").ok()?;
+                    (s.ca_root_sha256 == root
+                        && roots.len() == 1
+                        && cert::fingerprint(&roots[0]) == root)
+                        .then_some(())
+                },
+            )
+            .await;
+        }
     }
 
     /// The holder of the hub's `federator-leader` Lease, if someone holds it.
@@ -367,6 +439,15 @@ impl Federation {
     pub async fn cluster_ca(&self, name: &str) -> Vec<u8> {
         let files = self.cacerts(name).await.unwrap();
         first_cert(&files[cacerts::CA_CERT])
+    }
+
+    /// The root its cluster CA in `cacerts` is signed under: the last certificate of
+    /// `cert-chain.pem` (SHA-256).
+    pub async fn chain_root(&self, name: &str) -> String {
+        let files = self.cacerts(name).await.unwrap();
+        let chain =
+            cert::parse_pem_certificates(&files[cacerts::CERT_CHAIN], "cert-chain.pem").unwrap();
+        cert::fingerprint(chain.last().unwrap())
     }
 
     /// Waits until a member's `cacerts` holds a cluster CA other than `old`; returns it.
@@ -474,6 +555,97 @@ impl Federation {
             },
         )
         .await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Root rotations (tests/tests/rotation.rs, vault.rs).
+
+/// Checks that every pair of `members` trusts each other right now.
+pub async fn check_trust(fed: &Federation, members: &[(&str, &str)]) {
+    let mut files = BTreeMap::new();
+    for (m, _) in members {
+        files.insert(*m, fed.cacerts(m).await.unwrap());
+    }
+    for (from, td) in members {
+        let leaf = mint_leaf(&files[from], &format!("spiffe://{td}/ns/a/sa/b"));
+        for (to, _) in members {
+            verifies(&leaf, &files[to])
+                .unwrap_or_else(|e| panic!("trust gap during rotation: {from} at {to}: {e}"));
+        }
+    }
+}
+
+/// The SHA-256 of the root of trust domain `td` in the federation's status.
+pub fn root_of(st: &federator_api::hub::FederationStatus, td: &str) -> String {
+    let root = st.roots.iter().find(|r| r.trust_domain == td).unwrap();
+    root.sha256.clone()
+}
+
+/// Runs trust checks until the federation has no rotation left. Returns the phases seen and
+/// whether `old_leaf` still verified at `witness` while draining.
+pub async fn follow_rotation(
+    fed: &Federation,
+    members: &[(&str, &str)],
+    old_leaf: Option<(&[Vec<u8>], &str)>,
+) -> (std::collections::BTreeSet<String>, bool) {
+    let mut phases = std::collections::BTreeSet::new();
+    let mut metric_phases = std::collections::BTreeSet::new();
+    let mut old_leaf_ok_while_draining = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        check_trust(fed, members).await;
+        let st = fed.federation_status().await;
+        // The hub's metrics follow the status: a phase series for each rotation, with the
+        // time it entered that phase.
+        if let Some(m) = fed.hub_metrics().await {
+            for line in m.lines() {
+                if let Some(labels) = line.strip_prefix("federator_rotation_phase{") {
+                    let phase = labels
+                        .split("phase=\"")
+                        .nth(1)
+                        .and_then(|p| p.split('"').next());
+                    metric_phases.insert(phase.unwrap_or_default().to_owned());
+                    assert!(line.ends_with("} 1"), "{line}");
+                }
+            }
+        }
+        for r in &st.rotations {
+            assert!(r.phase_since.is_some(), "{r:?}");
+            phases.insert(r.phase.to_string());
+            if r.phase == federator_api::hub::RotationPhase::Draining
+                && let Some((leaf, witness)) = old_leaf
+            {
+                old_leaf_ok_while_draining |=
+                    verifies(leaf, &fed.cacerts(witness).await.unwrap()).is_ok();
+            }
+        }
+        if st.rotations.is_empty() && !phases.is_empty() {
+            assert!(metric_phases.contains("draining"), "{metric_phases:?}");
+            assert!(
+                metric_phases
+                    .iter()
+                    .all(|p| ["trusting-new-root", "re-signing", "draining"].contains(&p.as_str())),
+                "{metric_phases:?}"
+            );
+            wait_for(
+                "the rotation's series to leave the metrics",
+                Duration::from_secs(30),
+                || async {
+                    let m = fed.hub_metrics().await?;
+                    (!m.contains("federator_rotation_phase{")
+                        && !m.contains("federator_rotation_phase_start_timestamp_seconds{"))
+                    .then_some(())
+                },
+            )
+            .await;
+            return (phases, old_leaf_ok_while_draining);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation did not complete; phases seen: {phases:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
@@ -818,6 +990,52 @@ impl TrustWatch {
                     report.rounds += 1;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            report
+        });
+        TrustWatch { stop, task }
+    }
+
+    /// Starts checking, every `every`, what the members' `cacerts` allow: each member mints a
+    /// workload certificate for its trust domain from its own `cacerts` (as istiod would) and
+    /// every member's `root-cert.pem` must verify it. `members`: cluster and trust domain.
+    /// A round counts when every `cacerts` could be read.
+    pub fn start_cacerts(members: Vec<(Cluster, String)>, every: Duration) -> TrustWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut report = TrustReport::default();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut files = Vec::new();
+                for (cluster, td) in &members {
+                    if let Some(f) = cacerts_of(cluster).await {
+                        files.push((cluster.name().to_owned(), td.clone(), f));
+                    }
+                }
+                if files.len() == members.len() {
+                    report.rounds += 1;
+                }
+                for (from, td, f) in &files {
+                    let issuer = f
+                        .get(cacerts::CA_CERT)
+                        .map(|pem| cert::fingerprint(&first_cert(pem))[..12].to_owned())
+                        .unwrap_or_default();
+                    let seen = report.issuers.entry(from.clone()).or_default();
+                    if seen.last() != Some(&issuer) {
+                        seen.push(issuer);
+                    }
+                    let leaf = mint_leaf(f, &format!("spiffe://{td}/ns/a/sa/b"));
+                    for (to, _, g) in &files {
+                        if let Err(e) = verifies(&leaf, g) {
+                            report.failures.push(format!(
+                                "{:.1}s: trust gap {from} at {to}: {e}",
+                                started.elapsed().as_secs_f64()
+                            ));
+                        }
+                    }
+                }
+                tokio::time::sleep(every).await;
             }
             report
         });

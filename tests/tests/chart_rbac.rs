@@ -12,13 +12,11 @@
 use std::time::Duration;
 
 use federator_api::names;
-use federator_e2e::examples::{find, flag, render, repo, strings};
+use federator_e2e::examples::{apply_rbac, create, find, flag, render, repo, strings};
 use federator_e2e::*;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
-use serde_yaml::Value;
+use kube::api::Api;
 use testbed::{Process, ProcessSpec};
 
 /// A kubeconfig file for ServiceAccount `sa` of `federator-system` (a token, nothing else).
@@ -31,14 +29,6 @@ async fn service_account_kubeconfig(fed: &Federation, sa: &str) -> std::path::Pa
     let path = fed.dir.join(format!("{sa}-sa.kubeconfig"));
     fed.hub.write_kubeconfig_for_token(&token, &path).unwrap();
     path
-}
-
-async fn create<K>(api: &Api<K>, doc: &Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let obj: K = serde_yaml::from_value(doc.clone()).unwrap();
-    api.create(&PostParams::default(), &obj).await.unwrap();
 }
 
 /// The CRDs' resourceVersions, to see that nothing wrote them.
@@ -72,23 +62,14 @@ async fn the_chart_rbac_is_enough_for_init_and_serve() {
     .await;
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     let mut crd_names = Vec::new();
-    for d in &docs {
-        let ns = names::NAMESPACE;
-        match d["kind"].as_str().unwrap() {
-            "CustomResourceDefinition" => {
-                crd_names.push(d["metadata"]["name"].as_str().unwrap().to_owned());
-                create(&crds, d).await;
-            }
-            "ServiceAccount" => {
-                create(&Api::<ServiceAccount>::namespaced(admin.clone(), ns), d).await
-            }
-            "Role" => create(&Api::<Role>::namespaced(admin.clone(), ns), d).await,
-            "RoleBinding" => create(&Api::<RoleBinding>::namespaced(admin.clone(), ns), d).await,
-            "ClusterRole" => create(&Api::<ClusterRole>::all(admin.clone()), d).await,
-            "ClusterRoleBinding" => create(&Api::<ClusterRoleBinding>::all(admin.clone()), d).await,
-            _ => {}
-        }
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+    {
+        crd_names.push(d["metadata"]["name"].as_str().unwrap().to_owned());
+        create(&crds, d).await;
     }
+    apply_rbac(&admin, &docs).await;
     assert_eq!(crd_names.len(), 4);
     for n in &crd_names {
         wait_for(

@@ -600,3 +600,239 @@ async fn vault_outage_and_seal_during_renewal_keep_trust() {
     fed.wait_healthy(&["c1", "c2"], Duration::from_secs(60))
         .await;
 }
+
+/// The extra policy for `rotate-root --vault-bootstrap`, as examples/vault/ documents it.
+const ROTATE_BOOTSTRAP_POLICY: &str =
+    include_str!("../../examples/vault/federator-hub-rotate-bootstrap.hcl");
+
+/// The root (DER) of the issuer `issuer` in the mount `pki`.
+async fn issuer_root(bao: &Bao, issuer: &str) -> Vec<u8> {
+    let r = bao
+        .get(&format!("pki/issuer/{issuer}/json"))
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let mut pem = r["data"]["certificate"].as_str().unwrap().to_owned();
+    for c in r["data"]["ca_chain"].as_array().into_iter().flatten() {
+        pem += c.as_str().unwrap_or_default();
+    }
+    federator_core::cert::parse_pem_certificates(pem.as_bytes(), "issuer")
+        .unwrap()
+        .pop()
+        .unwrap()
+}
+
+/// The Vault issuer the Federation names.
+async fn federation_issuer(fed: &Federation) -> String {
+    let api: Api<federator_api::hub::Federation> =
+        Api::namespaced(fed.hub.client().await.unwrap(), names::NAMESPACE);
+    let f = api.get(names::FEDERATION).await.unwrap();
+    f.spec.root.vault.unwrap().issuer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_aborts() {
+    let all = [
+        ("c1", "cluster.local"),
+        ("c2", "cluster.local"),
+        ("c3", "c3.example"),
+    ];
+    let names = ["c1", "c2", "c3"];
+    let mut fed = Federation::without_init("hub", &all, None).await;
+    let bao = fed.testbed.start_bao().await.unwrap();
+    pki_with_root(&bao, "first root").await;
+    let first = issuer_root(&bao, "default").await;
+    // The hub logs in with an AppRole whose tokens live 8 s: they expire during the rotation.
+    let (role_id, secret_id) = approle_and_policy(&bao, "8s").await;
+    let secret_file = write_secret_file(&fed, "secret-id", &secret_id);
+    fed.federator_ok(&[
+        "init",
+        "--root",
+        "vault",
+        "--vault-addr",
+        bao.addr(),
+        "--vault-auth",
+        "approle",
+        "--vault-role-id",
+        &role_id,
+        "--vault-secret-id-file",
+        &secret_file,
+        "--cluster-ca-ttl",
+        "2h",
+    ]);
+    start_members(&mut fed, &names).await;
+    fed.wait_healthy(&names, Duration::from_secs(90)).await;
+
+    // Bad input, with the hub's own credential: refused with the reason, nothing changes.
+    let short = json!({ "common_name": "short root", "ttl": "1h", "key_type": "ec", "key_bits": 256, "issuer_name": "short" });
+    bao_ok(&bao, "pki/root/generate/internal", short).await;
+    assert_eq!(
+        issuer_root(&bao, "default").await,
+        first,
+        "a new issuer does not become the mount's default"
+    );
+    let hub_secrets: Api<Secret> =
+        Api::namespaced(fed.hub.client().await.unwrap(), names::NAMESPACE);
+    let before = hub_secrets.get(names::ROOTS_SECRET).await.unwrap().data;
+    for (issuer, code, why) in [
+        ("short", 2, "before the cluster CAs signed under it would"),
+        ("default", 2, "chains to the current root"),
+        ("missing", 1, "pki/issuer/missing/json"),
+    ] {
+        let out = fed.federator(&["rotate-root", "--vault-issuer", issuer]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{issuer}: {err}");
+        assert!(err.contains(why), "{issuer}: {err}");
+    }
+    let out = fed.federator(&["rotate-root", "--vault-bootstrap"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs the \"update\" capability on path \"pki/root/rotate/internal\""),
+        "the hub policy alone cannot generate a root: {err}"
+    );
+    assert_eq!(
+        hub_secrets.get(names::ROOTS_SECRET).await.unwrap().data,
+        before,
+        "nothing changed"
+    );
+
+    let watch = TrustWatch::start_cacerts(
+        all.iter()
+            .map(|(m, td)| (fed.members[*m].cluster.clone(), (*td).to_owned()))
+            .collect(),
+        Duration::from_millis(100),
+    );
+    let old_leaf = mint_leaf(
+        &fed.cacerts("c1").await.unwrap(),
+        "spiffe://cluster.local/ns/a/sa/old",
+    );
+
+    // 1. To an issuer the operator made, with nothing but the hub policy.
+    let second = json!({ "common_name": "second root", "ttl": "87600h", "key_type": "ec", "key_bits": 256, "issuer_name": "second" });
+    bao_ok(&bao, "pki/root/generate/internal", second).await;
+    let second_root = issuer_root(&bao, "second").await;
+    let logins = |fed: &Federation| {
+        fed.serve
+            .as_ref()
+            .unwrap()
+            .log_tail(100_000)
+            .matches("logged in to Vault again")
+            .count()
+    };
+    let drain = Duration::from_secs(6);
+    let started = Instant::now();
+    fed.federator_ok(&["rotate-root", "--vault-issuer", "second", "--drain", "6s"]);
+    let (phases, old_leaf_ok) = follow_rotation(&fed, &all, Some((&old_leaf, "c3"))).await;
+    let wall = started.elapsed();
+    assert!(phases.contains("draining"), "{phases:?}");
+    assert!(
+        old_leaf_ok,
+        "workload certificates of the first root work while draining"
+    );
+    fed.wait_all_on_root(&names, &federator_core::cert::fingerprint(&second_root))
+        .await;
+    for m in names {
+        assert!(
+            verifies(&old_leaf, &fed.cacerts(m).await.unwrap()).is_err(),
+            "{m}"
+        );
+    }
+    assert_eq!(
+        federation_issuer(&fed).await,
+        "second",
+        "the Federation points at the new issuer"
+    );
+
+    // 2. To a root Vault generates (the bootstrap policy added), the hub's token expiring while
+    // the rotation waits, aborted while draining: every member goes back to the second root,
+    // which the Federation keeps naming.
+    let role = json!({ "token_policies": ["federator", "federator-rotate"], "token_ttl": "8s", "token_max_ttl": "8s" });
+    bao_ok(
+        &bao,
+        "sys/policies/acl/federator-rotate",
+        json!({ "policy": ROTATE_BOOTSTRAP_POLICY }),
+    )
+    .await;
+    bao_ok(&bao, "auth/approle/role/federator", role).await;
+    // c3's agent frozen holds the rotation in trusting-new-root past the life of the token
+    // the hub logged in with when the rotation started: it signs the re-signing with a new one.
+    fed.members
+        .get_mut("c3")
+        .unwrap()
+        .agent
+        .as_mut()
+        .unwrap()
+        .pause();
+    let logins_before = logins(&fed);
+    let out = fed.federator_ok(&["rotate-root", "--vault-bootstrap", "--drain", "20s"]);
+    assert!(out.contains("vault: generated a new root"), "{out}");
+    wait_for(
+        "the generated issuer's rotation to wait for c3",
+        Duration::from_secs(30),
+        || async {
+            let r = fed.federation_status().await.rotations.into_iter().next()?;
+            r.waiting_for.iter().any(|w| w.member == "c3").then_some(())
+        },
+    )
+    .await;
+    // A member renewing now gets a CA from the second issuer, whose root c3 (frozen, its
+    // bundle without the generated root) trusts.
+    fed.federator_ok(&["renew", "cluster", "c1", "--now"]);
+    assert_eq!(
+        fed.chain_root("c1").await,
+        federator_core::cert::fingerprint(&second_root),
+        "renewed during trusting-new-root: signed by the issuer every member trusts"
+    );
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    fed.members
+        .get_mut("c3")
+        .unwrap()
+        .agent
+        .as_mut()
+        .unwrap()
+        .resume();
+    let draining = wait_for(
+        "the generated issuer's rotation to drain",
+        Duration::from_secs(20),
+        || async {
+            let r = fed.federation_status().await.rotations.into_iter().next()?;
+            (r.phase.to_string() == "draining").then_some(r)
+        },
+    )
+    .await;
+    assert_ne!(
+        draining.sha256,
+        federator_core::cert::fingerprint(&second_root)
+    );
+    assert!(
+        logins(&fed) > logins_before,
+        "the hub's Vault token expired during the rotation and it logged in again"
+    );
+    let out = fed.federator_ok(&["rotate-root", "--abort"]);
+    assert!(
+        out.contains(&federator_core::cert::fingerprint(&second_root)),
+        "{out}"
+    );
+    let (phases, _) = follow_rotation(&fed, &all, None).await;
+    assert!(
+        phases.contains("re-signing"),
+        "members moved back: {phases:?}"
+    );
+    fed.wait_all_on_root(&names, &federator_core::cert::fingerprint(&second_root))
+        .await;
+    assert_eq!(federation_issuer(&fed).await, "second");
+
+    let report = watch.stop().await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(report.rounds > 20, "{report:?}");
+    println!(
+        "figure: Vault issuer rotation of 3 members: {:.1}s wall, {:.1}s without the {}s drain; {} trust rounds, no gap",
+        wall.as_secs_f64(),
+        (wall - drain).as_secs_f64(),
+        drain.as_secs(),
+        report.rounds
+    );
+    fed.wait_healthy(&names, Duration::from_secs(60)).await;
+}

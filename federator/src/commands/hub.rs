@@ -137,20 +137,74 @@ pub async fn join(source: &ClientSource, args: JoinClusterArgs) -> Result<()> {
     Ok(())
 }
 
-/// `federator rotate-root`
+/// `federator rotate-root`: starts a rotation for the hub's backend, or aborts one.
 pub async fn rotate_root(source: &ClientSource, args: crate::cli::RotateRootArgs) -> Result<()> {
+    use federator_api::hub::RootType;
     let hub = hub_client(source).await?;
-    let fp = crate::hub::trust::store::RootStore::new(hub.clone())
-        .start_rotation(
-            &args.trust_domain,
-            &local_root_options(&hub).await?,
-            args.drain,
-        )
-        .await?;
+    let store = crate::hub::trust::store::RootStore::new(hub.clone());
+    let fed = crate::hub::kube::federation(&hub).await?;
+    let backend = fed.spec.root.type_;
+    let what = match (&args.trust_domain, backend) {
+        (Some(td), RootType::Local) => format!("the root of {td}"),
+        (None, RootType::Local) => {
+            return Err(Error::Usage(
+                "the local backend has a root per trust domain: name it with --trust-domain".into(),
+            ));
+        }
+        (Some(td), _) => {
+            return Err(Error::Usage(format!(
+                "the {backend} backend has one issuer for every trust domain: leave out --trust-domain {td}"
+            )));
+        }
+        (None, _) => "the issuer of every trust domain".to_owned(),
+    };
+    if args.abort {
+        let fp = store.abort_rotation(args.trust_domain.as_ref()).await?;
+        println!(
+            "aborting the rotation of {what}: the original root (sha256 {fp}) signs again\n  `federator serve` moves every member back to it with both roots trusted, and drops the abandoned root once the rotation's drain period has passed after that; follow it with `federator status`"
+        );
+        return Ok(());
+    }
+    let must_outlive = must_outlive(&hub, &fed).await?;
+    let fp = match backend {
+        RootType::Local => {
+            if args.cert.is_some() || args.vault_issuer.is_some() || args.vault_bootstrap {
+                return Err(Error::Usage(
+                    "the local backend makes its new roots itself: --cert, --vault-issuer and --vault-bootstrap are for the import and vault backends".into(),
+                ));
+            }
+            let td = args.trust_domain.as_ref().ok_or_else(|| {
+                Error::Usage("--trust-domain is needed with the local backend".into())
+            })?;
+            store
+                .start_rotation(
+                    td,
+                    &crate::hub::trust::roots::local_root_options(&fed.spec),
+                    args.drain,
+                )
+                .await?
+        }
+        RootType::Import => {
+            let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
+                return Err(Error::Usage(
+                    "the import backend rotates to the CA you give: pass --cert NEW.pem (the CA, then its chain up to its root) and --key NEW.key".into(),
+                ));
+            };
+            let cert_pem = fsutil::read_input(
+                cert,
+                "new CA certificate",
+                "pass the PEM file of the new CA (and its chain)",
+            )?;
+            let key_pem =
+                fsutil::read_input(key, "new CA key", "pass the PEM file of the new CA's key")?;
+            store
+                .start_import_rotation(&cert_pem, &key_pem, args.drain, must_outlive)
+                .await?
+        }
+        RootType::Vault => rotate_vault(&store, &fed, &args, must_outlive).await?,
+    };
     println!(
-        "rotating the root of {}: new root sha256 {fp}\n  `federator serve` now has every member trust both roots, moves the members of {} to the new root, and drops the old root {} after that; follow it with `federator status`",
-        args.trust_domain,
-        args.trust_domain,
+        "rotating {what}: new root sha256 {fp}\n  `federator serve` now has every member trust both roots, moves the members to the new root, and drops the old root {} after that; follow it with `federator status` (abort with `federator rotate-root --abort`)",
         federator_core::duration::format(args.drain)
     );
     Ok(())
@@ -207,6 +261,176 @@ pub async fn trust(source: &ClientSource, cmd: crate::cli::TrustCommand) -> Resu
         }
     }
     Ok(())
+}
+
+/// Until when a new issuer must live: a cluster CA signed now (the Federation's lifetime),
+/// and every member's installed one.
+async fn must_outlive(
+    hub: &kube::Client,
+    fed: &federator_api::hub::Federation,
+) -> Result<time::OffsetDateTime> {
+    use federator_api::hub::MemberCluster;
+    let now = time::OffsetDateTime::now_utc();
+    let ttl =
+        time::Duration::try_from(fed.spec.cluster_ca_ttl.get()).unwrap_or(time::Duration::MAX);
+    let mut until = now.checked_add(ttl).unwrap_or(now);
+    let members: kube::Api<MemberCluster> =
+        kube::Api::namespaced(hub.clone(), federator_api::names::NAMESPACE);
+    let list = members
+        .list(&Default::default())
+        .await
+        .map_err(|e| Error::kube("list MemberClusters", e))?;
+    for m in list.items {
+        if let Some(t) = m.status.and_then(|s| s.ca_not_after) {
+            until = until.max(federator_api::fields::offset(&t));
+        }
+    }
+    Ok(until)
+}
+
+/// The Vault side of `rotate-root`: the new issuer (named, or generated by Vault), checked
+/// with the hub's own credential before anything is recorded.
+async fn rotate_vault(
+    store: &crate::hub::trust::store::RootStore,
+    fed: &federator_api::hub::Federation,
+    args: &crate::cli::RotateRootArgs,
+    must_outlive: time::OffsetDateTime,
+) -> Result<String> {
+    use crate::hub::plan::rotation::{TargetRules, check_target};
+    use crate::hub::trust::roots::{Rotation, VaultRotation};
+    use crate::hub::trust::vault::{VaultSigner, generate_issuer};
+    if args.cert.is_some() {
+        return Err(Error::Usage(
+            "--cert and --key rotate an imported CA; with the vault backend pass --vault-issuer NEW or --vault-bootstrap".into(),
+        ));
+    }
+    let (cfg, rotating) = store.vault_config(&fed.spec).await?;
+    if rotating.is_some() {
+        return Err(Error::Refused(
+            "the issuer is already rotating; see `federator status` (or `federator rotate-root --abort`)".into(),
+        ));
+    }
+    let current = VaultSigner::connect(cfg.clone()).await?;
+    let now = time::OffsetDateTime::now_utc();
+    let issuer = match (&args.vault_issuer, args.vault_bootstrap) {
+        (Some(issuer), false) => issuer.clone(),
+        (None, true) => {
+            let name = format!("federator-{}", now.unix_timestamp());
+            let id = generate_issuer(&cfg, &name).await?;
+            println!(
+                "vault: generated a new root in {}/ as issuer {name} ({id}); the key stays in Vault",
+                cfg.mount
+            );
+            id
+        }
+        _ => {
+            return Err(Error::Usage(
+                "the vault backend rotates to another issuer of the PKI mount: pass --vault-issuer NAME-OR-ID, or --vault-bootstrap to have Vault generate one".into(),
+            ));
+        }
+    };
+    let target = VaultSigner::connect(crate::hub::trust::vault_config::VaultConfig {
+        issuer: Some(issuer.clone()),
+        ..cfg.clone()
+    })
+    .await?;
+    let fp = check_target(
+        target.issuer_chain(),
+        &TargetRules {
+            current_root: current.root_der(),
+            must_outlive,
+            now,
+        },
+    )?;
+    store
+        .start_vault_rotation(&VaultRotation {
+            rotation: Rotation::new(args.drain, now),
+            issuer,
+            previous_issuer: cfg.issuer.clone().unwrap_or_default(),
+            root_pem: federator_core::cert::to_pem([target.root_der()]),
+            previous_root_pem: federator_core::cert::to_pem([current.root_der()]),
+        })
+        .await?;
+    Ok(fp)
+}
+
+/// `federator renew cluster`: asks `serve` to re-issue the member's cluster CA (the
+/// `MemberCluster` annotation names the serial to replace) and, with `--now`, waits until
+/// the member runs on the new one.
+pub async fn renew(source: &ClientSource, args: crate::cli::RenewClusterArgs) -> Result<()> {
+    use federator_api::hub::MemberCluster;
+    use federator_api::names;
+    let hub = hub_client(source).await?;
+    let api: kube::Api<MemberCluster> = kube::Api::namespaced(hub.clone(), names::NAMESPACE);
+    let name = args.name.as_str();
+    let member = api
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube("read the MemberCluster", e))?
+        .ok_or_else(|| Error::Usage(format!("{name} is not a member (see `federator status`)")))?;
+    let serial = member
+        .status
+        .as_ref()
+        .map(|s| s.ca_serial.clone())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "{name} has no cluster CA installed yet: nothing to re-issue (see `federator status`)"
+            ))
+        })?;
+    let patch = serde_json::json!({
+        "metadata": { "annotations": { names::REISSUE_ANNOTATION: serial } }
+    });
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube("annotate the MemberCluster", e))?;
+    println!(
+        "re-issue of {name}'s cluster CA {serial} requested: its agent makes a fresh key, `federator serve` signs it, and the old CA stops being used"
+    );
+    if !args.now {
+        println!("  follow it with `federator status` (the serial and age change)");
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let deadline = started + args.timeout;
+    loop {
+        let m = api
+            .get(name)
+            .await
+            .map_err(|e| Error::kube("read the MemberCluster", e))?;
+        let s = m.status.unwrap_or_default();
+        let installed = federator_api::condition::is_true(
+            &s.conditions,
+            federator_api::condition::types::INSTALLED,
+        );
+        if installed
+            && !s.ca_serial.is_empty()
+            && !crate::hub::plan::member::same_serial(&s.ca_serial, &serial)
+        {
+            println!(
+                "  {name} runs on cluster CA {} since {:.1}s (the key was made in the member)",
+                s.ca_serial,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::ProblemsFound(format!(
+                "{name} does not run on a re-issued CA after {}: {}",
+                federator_core::duration::format(args.timeout),
+                if s.problems.is_empty() {
+                    "is `federator serve` running, and the member's agent?".to_owned()
+                } else {
+                    s.problems.join("; ")
+                }
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// `federator leave cluster`
@@ -417,6 +641,7 @@ fn render_status(report: &hub_status::StatusReport, output: OutputFormat) -> Res
                         c.trust_domain.clone(),
                         if c.healthy { "yes".into() } else { "NO".into() },
                         c.ca_serial.chars().take(23).collect(),
+                        c.ca_age.clone(),
                         c.ca_not_after.clone(),
                         c.bundle_generation_acknowledged.to_string(),
                         if c.istiod_version.is_empty() {
@@ -447,8 +672,17 @@ fn render_status(report: &hub_status::StatusReport, output: OutputFormat) -> Res
             );
             for r in &report.rotations {
                 s += &format!(
-                    "rotating {}: {}{}{}\n",
-                    r.trust_domain,
+                    "rotating {}{}: {}{}{}\n",
+                    if r.trust_domain == "*" {
+                        "the issuer of every trust domain"
+                    } else {
+                        &r.trust_domain
+                    },
+                    if r.aborted {
+                        " (aborted: back to the original root)"
+                    } else {
+                        ""
+                    },
                     r.phase,
                     match &r.phase_since {
                         None => String::new(),
@@ -469,6 +703,7 @@ fn render_status(report: &hub_status::StatusReport, output: OutputFormat) -> Res
                     "TRUST DOMAIN",
                     "HEALTHY",
                     "CA SERIAL",
+                    "CA AGE",
                     "CA NOT AFTER",
                     "BUNDLE",
                     "ISTIOD",
@@ -607,6 +842,7 @@ pub async fn bundle(source: &ClientSource, args: crate::cli::BundleArgs) -> Resu
 
 /// `federator serve`
 pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
+    args.check().map_err(Error::Usage)?;
     let hub = hub_client(source).await?;
     let identity = args.identity.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -620,6 +856,7 @@ pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
             identity,
             heartbeat: args.heartbeat,
             reader_token_ttl: args.reader_token_ttl,
+            reader_token_renew_after: args.reader_token_renew_after,
             metrics_addr: args.metrics_addr,
             bundle_endpoint: match (
                 args.bundle_endpoint_addr,

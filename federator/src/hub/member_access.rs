@@ -46,9 +46,19 @@ impl StoredCredential {
     /// When [`StoredCredential::needs_renewal`] turns true, when known.
     pub fn renew_at(&self) -> Option<OffsetDateTime> {
         match (self.issued, self.expires) {
-            (Some(i), Some(e)) => Some(i + (e - i) * (2.0 / 3.0)),
+            (Some(i), Some(e)) => Some(renewal_due(i, e, None)),
             (None, Some(e)) => Some(e - time::Duration::days(30)),
             _ => None,
+        }
+    }
+
+    /// When the token is due if it must also be renewed once `after` old: the earlier of
+    /// [`StoredCredential::renew_at`] and its issue time plus `after` (without its issue time,
+    /// [`StoredCredential::renew_at`]).
+    pub fn renew_at_or_after(&self, after: Option<Duration>) -> Option<OffsetDateTime> {
+        match (self.issued, self.expires) {
+            (Some(i), Some(e)) => Some(renewal_due(i, e, after)),
+            _ => self.renew_at(),
         }
     }
 
@@ -117,6 +127,17 @@ impl StoredCredential {
     pub fn kubeconfig_differs(&self, other: &StoredCredential) -> bool {
         self.kubeconfig.expose_secret() != other.kubeconfig.expose_secret()
     }
+}
+
+/// When a token issued at `issued` that expires at `expires` is due for renewal: at two thirds
+/// of its lifetime, or once `after` old when that is sooner.
+pub fn renewal_due(
+    issued: OffsetDateTime,
+    expires: OffsetDateTime,
+    after: Option<Duration>,
+) -> OffsetDateTime {
+    let usual = issued + (expires - issued) * (2.0 / 3.0);
+    after.map_or(usual, |a| usual.min(issued + a))
 }
 
 /// A kubeconfig (YAML) for the API server of `config` with a bearer token, trusting the CA of
@@ -306,5 +327,30 @@ mod tests {
         assert_eq!(c.lifetime(), Duration::from_secs(30 * 86400));
         assert!(c.with_token("new").unwrap().contains("token: new"));
         assert!(!format!("{c:?}").contains("old"), "Debug redacts the token");
+    }
+
+    #[test]
+    fn renews_early_once_as_old_as_asked() {
+        let c = StoredCredential {
+            kubeconfig: String::new().into(),
+            issued: Some(t("2026-01-01T00:00:00Z")),
+            expires: Some(t("2026-01-01T00:10:00Z")),
+        };
+        let at = |after| c.renew_at_or_after(after).unwrap();
+        assert_eq!(at(None), t("2026-01-01T00:06:40Z"), "two thirds");
+        assert_eq!(at(Some(Duration::from_secs(5))), t("2026-01-01T00:00:05Z"));
+        assert_eq!(
+            at(Some(Duration::from_secs(9 * 60))),
+            t("2026-01-01T00:06:40Z"),
+            "never later than two thirds"
+        );
+        let unknown = StoredCredential {
+            issued: None,
+            ..c.clone()
+        };
+        assert_eq!(
+            unknown.renew_at_or_after(Some(Duration::from_secs(5))),
+            unknown.renew_at()
+        );
     }
 }

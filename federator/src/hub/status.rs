@@ -27,6 +27,10 @@ pub struct ClusterRow {
     pub ca_serial: String,
     /// Installed CA NotAfter.
     pub ca_not_after: String,
+    /// Installed CA NotBefore (when it was issued, backdated 5 minutes).
+    pub ca_not_before: String,
+    /// The installed CA's age (since NotBefore), as a duration (`3h12m`).
+    pub ca_age: String,
     /// Bundle generation the member installed.
     pub bundle_generation_acknowledged: i64,
     /// istiod state.
@@ -179,6 +183,12 @@ pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport>
                 healthy: problems.is_empty(),
                 ca_serial: s.ca_serial,
                 ca_not_after: s.ca_not_after.map(|t| t.0.to_string()).unwrap_or_default(),
+                ca_age: s
+                    .ca_not_before
+                    .as_ref()
+                    .map(|t| age(now - fields::offset(t)))
+                    .unwrap_or_default(),
+                ca_not_before: s.ca_not_before.map(|t| t.0.to_string()).unwrap_or_default(),
                 bundle_generation_acknowledged: s.bundle_generation_acknowledged,
                 istiod: s.istiod.map(|i| i.to_string()).unwrap_or_default(),
                 istiod_version: s.istiod_version.map(|v| v.to_string()).unwrap_or_default(),
@@ -197,4 +207,10 @@ pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport>
         clusters,
         foreign,
     })
+}
+
+/// An age as a short duration (whole seconds; `0s` for a clock ahead of the issuer's).
+fn age(d: time::Duration) -> String {
+    let secs = u64::try_from(d.whole_seconds()).unwrap_or(0);
+    federator_core::duration::format(Duration::from_secs(secs))
 }

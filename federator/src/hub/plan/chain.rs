@@ -42,6 +42,19 @@ pub fn chain_root_sha256(chain_pem: &str) -> Option<String> {
         .map(|d| federator_core::cert::fingerprint(d))
 }
 
+/// NotBefore of the first certificate of a chain (the cluster CA).
+pub fn chain_not_before(
+    chain_pem: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    let der = federator_core::cert::parse_pem_certificates(chain_pem.as_bytes(), "chain")
+        .ok()?
+        .into_iter()
+        .next()?;
+    let (not_before, _) =
+        federator_core::cert::validity(&federator_core::cert::parse_der(&der).ok()?);
+    Some(federator_api::fields::time(not_before))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

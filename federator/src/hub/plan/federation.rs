@@ -20,13 +20,14 @@ use federator_api::hub::{
     RotationWait, WaitReason,
 };
 use federator_api::member::BundleEntry;
+use federator_api::names;
 use federator_core::bundle::TrustBundle;
 use federator_core::cert::{CertInfo, fingerprint};
 use federator_core::identity::TrustDomain;
 use kube::ResourceExt;
 use time::OffsetDateTime;
 
-use super::rotation::{self, MemberAck, Record, RotationState};
+use super::rotation::{self, MemberAck, Record, RotationState, Scope};
 
 /// What the signer holds for one trust domain: the root that signs and, during a rotation,
 /// the previous root (DER), which stays in the bundle.
@@ -36,6 +37,9 @@ pub struct Holding {
     pub root: Vec<u8>,
     /// The previous root, while rotating.
     pub previous: Option<Vec<u8>>,
+    /// Whether the signer can still sign under the previous root (it holds its key, or its
+    /// Vault issuer), which it does until every member trusts the new one.
+    pub previous_signs: bool,
 }
 
 /// What the signer holds: the roots of the trust domains in use, and every rotation in
@@ -44,8 +48,9 @@ pub struct Holding {
 pub struct SignerView {
     /// Per trust domain in use.
     pub roots: BTreeMap<TrustDomain, Holding>,
-    /// Rotations in progress.
-    pub rotations: BTreeMap<TrustDomain, RotationState>,
+    /// Rotations in progress: a trust domain's (`local`), or the one issuer's (`import`,
+    /// `vault`).
+    pub rotations: BTreeMap<Scope, RotationState>,
 }
 
 /// What every member must currently be told.
@@ -64,11 +69,16 @@ pub struct Desired {
     pub renew_at_percent: u8,
     /// Lifetime of a cluster CA.
     pub cluster_ca_ttl: Duration,
-    /// The root that signs, per trust domain (SHA-256).
+    /// The root that signs, per trust domain (SHA-256): while a rotation waits for every
+    /// member to trust its new root, the previous root (if the signer still holds it), so
+    /// that a member joining or renewing then gets a CA every peer trusts.
     pub signing_roots: BTreeMap<String, String>,
     /// Trust domains whose members must move to their new root now (a rotation whose new
     /// root every member already trusts).
     pub resign: BTreeSet<String>,
+    /// Members whose cluster CA an operator asked to re-issue: the serial to replace
+    /// (`federator renew cluster`, the `MemberCluster`'s `federator.io/reissue-serial`).
+    pub reissue: BTreeMap<String, String>,
 }
 
 /// The trust domains of the members, sorted, each once (invalid ones are skipped: `join`
@@ -119,8 +129,8 @@ pub struct Plan {
     pub status: FederationStatus,
     /// What every member must be told.
     pub desired: Desired,
-    /// What to record in the signer's store, per trust domain in rotation.
-    pub records: Vec<(TrustDomain, Record)>,
+    /// What to record in the signer's store, per rotation.
+    pub records: Vec<(Scope, Record)>,
     /// When to plan again even if nothing changes (a drain deadline).
     pub wake_at: Option<OffsetDateTime>,
     /// Events for the Federation.
@@ -177,45 +187,65 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
     let mut rotations = Vec::new();
     let mut records = Vec::new();
     let mut resign = BTreeSet::new();
+    // Rotations whose new root not every member trusts yet: the previous root still signs.
+    let mut not_trusted_yet = Vec::new();
     let mut wake_at: Option<OffsetDateTime> = None;
-    for (td, state) in &inp.signer.rotations {
-        let step = rotation::step(td.as_str(), state, &acks, bundle_generation, inp.now);
+    for (scope, state) in &inp.signer.rotations {
+        let step = rotation::step(scope, state, &acks, bundle_generation, inp.now);
+        // An aborted rotation's new root is the original one, which every member trusts.
+        if step.phase == Some(RotationPhase::TrustingNewRoot) && !state.aborted {
+            not_trusted_yet.push(scope.clone());
+        }
         if let Some(record) = step.record {
-            records.push((td.clone(), record));
+            records.push((scope.clone(), record));
         }
         if step.resign {
-            resign.insert(td.to_string());
+            match scope {
+                Scope::TrustDomain(td) => {
+                    resign.insert(td.to_string());
+                }
+                Scope::Issuer => resign.extend(inp.signer.roots.keys().map(ToString::to_string)),
+            }
         }
         if let Some(w) = step.wake_at {
             wake_at = Some(wake_at.map_or(w, |x| x.min(w)));
         }
-        let before = previous
-            .rotations
-            .iter()
-            .find(|r| r.trust_domain == td.as_str());
+        let shown = scope.to_string();
+        let before = previous.rotations.iter().find(|r| r.trust_domain == shown);
         match step.phase {
             Some(phase) => {
-                if before.map(|r| r.phase) != Some(phase) {
-                    notes.push(phase_note(td, phase, step.removes_old_root_at));
+                if before.map(|r| (r.phase, r.aborted)) != Some((phase, state.aborted)) {
+                    notes.push(phase_note(scope, state, phase, step.removes_old_root_at));
                 }
-                notes.extend(istiod_wait_notes(td, phase, &step.waiting_for, before));
+                notes.extend(istiod_wait_notes(scope, phase, &step.waiting_for, before));
                 rotations.push(RotationStatus {
-                    trust_domain: td.to_string(),
+                    trust_domain: shown,
                     phase,
                     previous_sha256: state.previous_root_sha256.clone(),
                     sha256: state.new_root_sha256.clone(),
                     removes_old_root_at: step.removes_old_root_at.map(fields::time),
+                    // An abort starts its phase afresh.
                     phase_since: Some(fields::time(rotation::phase_since(
-                        before, phase, state, inp.now,
+                        before.filter(|b| b.aborted == state.aborted),
+                        phase,
+                        state,
+                        inp.now,
                     ))),
                     waiting_for: step.waiting_for,
+                    aborted: state.aborted,
                 });
             }
             None => notes.push(Note::normal(
                 events::ROTATION_FINISHED,
                 "RotateRoot",
                 format!(
-                    "trust domain {td}: the previous root (sha256 {}) leaves every bundle",
+                    "{}: the {} root (sha256 {}) leaves every bundle",
+                    scope_name(scope),
+                    if state.aborted {
+                        "abandoned new"
+                    } else {
+                        "previous"
+                    },
                     state.previous_root_sha256
                 ),
             )),
@@ -273,9 +303,28 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
             .signer
             .roots
             .iter()
-            .map(|(td, h)| (td.to_string(), fingerprint(&h.root)))
+            .map(|(td, h)| {
+                let signs = match &h.previous {
+                    Some(previous)
+                        if h.previous_signs
+                            && not_trusted_yet.iter().any(|s| s.covers(td.as_str())) =>
+                    {
+                        previous
+                    }
+                    _ => &h.root,
+                };
+                (td.to_string(), fingerprint(signs))
+            })
             .collect(),
         resign,
+        reissue: inp
+            .members
+            .iter()
+            .filter_map(|m| {
+                let serial = m.annotations().get(names::REISSUE_ANNOTATION)?;
+                Some((m.name_any(), serial.clone()))
+            })
+            .collect(),
     };
     Ok(Plan {
         status,
@@ -306,7 +355,7 @@ fn ack(m: &MemberCluster) -> MemberAck {
 /// showed it). The first report of a stopped istiod may not know its version yet; the one
 /// that does is news to the operator, the same one again is not.
 fn istiod_wait_notes(
-    td: &TrustDomain,
+    scope: &Scope,
     phase: RotationPhase,
     waiting_for: &[RotationWait],
     before: Option<&RotationStatus>,
@@ -326,22 +375,42 @@ fn istiod_wait_notes(
                 events::ROTATION_WAITS_FOR_ISTIOD,
                 "RotateRoot",
                 format!(
-                    "trust domain {td}: {phase} waits for the istiod of {}: {}",
-                    w.member, w.message
+                    "{}: {phase} waits for the istiod of {}: {}",
+                    scope_name(scope),
+                    w.member,
+                    w.message
                 ),
             )
         })
         .collect()
 }
 
-fn phase_note(td: &TrustDomain, phase: RotationPhase, removes_at: Option<OffsetDateTime>) -> Note {
+/// How a rotation is named in events: `trust domain TD`, or `the issuer of every trust domain`.
+fn scope_name(scope: &Scope) -> String {
+    match scope {
+        Scope::TrustDomain(td) => format!("trust domain {td}"),
+        Scope::Issuer => "the issuer of every trust domain".to_owned(),
+    }
+}
+
+fn phase_note(
+    scope: &Scope,
+    state: &RotationState,
+    phase: RotationPhase,
+    removes_at: Option<OffsetDateTime>,
+) -> Note {
+    let (new, old) = if state.aborted {
+        ("the original root", "the abandoned new root")
+    } else {
+        ("the new root", "the previous root")
+    };
     let what = match phase {
         RotationPhase::TrustingNewRoot => {
             "every member installs the bundle with both roots".to_owned()
         }
-        RotationPhase::ReSigning => "its members are renewed under the new root".to_owned(),
+        RotationPhase::ReSigning => format!("its members are renewed under {new}"),
         RotationPhase::Draining => format!(
-            "every member runs on the new root; the previous root stays trusted until {}",
+            "every member runs on {new}; {old} stays trusted until {}",
             removes_at
                 .map(federator_core::cert::rfc3339)
                 .unwrap_or_default()
@@ -350,7 +419,11 @@ fn phase_note(td: &TrustDomain, phase: RotationPhase, removes_at: Option<OffsetD
     Note::normal(
         events::ROTATION_PHASE,
         "RotateRoot",
-        format!("trust domain {td}: {phase}: {what}"),
+        format!(
+            "{}: {}{phase}: {what}",
+            scope_name(scope),
+            if state.aborted { "aborted, " } else { "" }
+        ),
     )
 }
 
@@ -410,6 +483,7 @@ mod tests {
                         Holding {
                             root: ca.root_der().to_vec(),
                             previous: None,
+                            previous_signs: false,
                         },
                     )
                 })
@@ -428,6 +502,7 @@ mod tests {
             previous_root_sha256: fingerprint(old.root_der()),
             drain: Duration::from_secs(60),
             resigned_at: None,
+            aborted: false,
         };
         let mut signer = SignerView::default();
         signer.roots.insert(
@@ -435,9 +510,12 @@ mod tests {
             Holding {
                 root: new.root_der().to_vec(),
                 previous: Some(old.root_der().to_vec()),
+                previous_signs: true,
             },
         );
-        signer.rotations.insert(pki::td("a.local"), state.clone());
+        signer
+            .rotations
+            .insert(Scope::TrustDomain(pki::td("a.local")), state.clone());
         (signer, state)
     }
 
@@ -500,7 +578,7 @@ mod tests {
         // A rotation of a trust domain no member uses any more still moves on.
         signer
             .rotations
-            .insert(pki::td("gone.local"), state.clone());
+            .insert(Scope::TrustDomain(pki::td("gone.local")), state.clone());
         // c1 in a.local, running under the old root, having installed bundle `acked`.
         let c1 = |acked| {
             [member(
@@ -542,6 +620,10 @@ mod tests {
         );
         assert!(p.records.is_empty() && p.desired.resign.is_empty() && p.wake_at.is_none());
         assert_eq!(
+            p.desired.signing_roots["a.local"], state.previous_root_sha256,
+            "until every member trusts the new root, the old one signs (a member joining or renewing now)"
+        );
+        assert_eq!(
             p.status.rotations[0].phase_since,
             Some(fields::time(t(NOW))),
             "the first phase starts now"
@@ -564,14 +646,177 @@ mod tests {
         );
         assert!(again.desired.resign.contains("a.local"));
         assert_eq!(
+            again.desired.signing_roots["a.local"], state.new_root_sha256,
+            "trusted by all: the new root signs"
+        );
+        assert_eq!(
             again.records,
-            vec![(pki::td("gone.local"), Record::Resigned { at: t(NOW) })]
+            vec![(
+                Scope::TrustDomain(pki::td("gone.local")),
+                Record::Resigned { at: t(NOW) }
+            )]
         );
         assert_eq!(again.wake_at, Some(t("2026-01-01T00:01:00Z")));
         assert_eq!(phase_notes(&again), 2);
         // Nothing new: no new event.
         let third = plan_after(&c1(1), Some(&again.status));
         assert_eq!(phase_notes(&third), 0);
+    }
+
+    #[test]
+    fn the_previous_root_signs_only_while_not_every_member_trusts_the_new_one() {
+        let (old, new) = (pki::root("old"), pki::root("new"));
+        let spec = spec();
+        let (mut signer, state) = rotating(&old, &new);
+        // c1 has not installed the bundle with both roots yet.
+        let members = [member(
+            "c1",
+            "a.local",
+            0,
+            &state.previous_root_sha256,
+            true,
+        )];
+        let signing = |signer: &SignerView| {
+            let p = plan(&Inputs {
+                spec: &spec,
+                previous: None,
+                generation: None,
+                members: &members,
+                signer,
+                now: t(NOW),
+            })
+            .unwrap();
+            assert_eq!(p.status.rotations[0].phase, RotationPhase::TrustingNewRoot);
+            p.desired.signing_roots["a.local"].clone()
+        };
+        assert_eq!(signing(&signer), fingerprint(old.root_der()));
+        // A signer without the previous root's key (a rotation an earlier federator started)
+        // can only sign under the new root.
+        let h = signer.roots.get_mut(&pki::td("a.local")).unwrap();
+        h.previous_signs = false;
+        assert_eq!(signing(&signer), fingerprint(new.root_der()));
+        // Aborted: its "new" root is the original one, which every member trusts, and signs.
+        signer.roots.insert(
+            pki::td("a.local"),
+            Holding {
+                root: old.root_der().to_vec(),
+                previous: Some(new.root_der().to_vec()),
+                previous_signs: true,
+            },
+        );
+        signer.rotations.insert(
+            Scope::TrustDomain(pki::td("a.local")),
+            RotationState {
+                new_root_sha256: state.previous_root_sha256.clone(),
+                previous_root_sha256: state.new_root_sha256.clone(),
+                aborted: true,
+                ..state
+            },
+        );
+        assert_eq!(signing(&signer), fingerprint(old.root_der()));
+    }
+
+    #[test]
+    fn the_one_issuer_rotates_every_trust_domain_at_once_and_aborts() {
+        let (old, new) = (pki::root("old"), pki::root("new"));
+        let spec = spec();
+        let mut state = RotationState {
+            new_root_sha256: fingerprint(new.root_der()),
+            previous_root_sha256: fingerprint(old.root_der()),
+            drain: Duration::from_secs(60),
+            resigned_at: None,
+            aborted: false,
+        };
+        let holding = Holding {
+            root: new.root_der().to_vec(),
+            previous: Some(old.root_der().to_vec()),
+            previous_signs: true,
+        };
+        let mut signer = SignerView::default();
+        for td in ["a.local", "b.local"] {
+            signer.roots.insert(pki::td(td), holding.clone());
+        }
+        signer.rotations.insert(Scope::Issuer, state.clone());
+        let old_fp = state.previous_root_sha256.clone();
+        // Both members trust the bundle with both roots (generation 1), both on the old root.
+        let members = [
+            member("c1", "a.local", 1, &old_fp, true),
+            member("c2", "b.local", 1, &old_fp, true),
+        ];
+        let plan_with = |signer: &SignerView, previous: Option<&FederationStatus>| {
+            plan(&Inputs {
+                spec: &spec,
+                previous,
+                generation: None,
+                members: &members,
+                signer,
+                now: t(NOW),
+            })
+            .unwrap()
+        };
+        let p = plan_with(&signer, None);
+        let r = &p.status.rotations[0];
+        assert_eq!(
+            (r.trust_domain.as_str(), r.phase),
+            ("*", RotationPhase::ReSigning)
+        );
+        assert_eq!(
+            r.waiting_for
+                .iter()
+                .map(|w| w.member.as_str())
+                .collect::<Vec<_>>(),
+            ["c1", "c2"],
+            "every member, whatever its trust domain"
+        );
+        assert_eq!(
+            p.desired
+                .resign
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["a.local", "b.local"]
+        );
+        assert_eq!(p.desired.bundle[0].roots_pem.matches("BEGIN").count(), 2);
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.message.contains("the issuer of every trust domain"))
+        );
+        // Aborted: the old root signs again; nobody moved yet, so it drains at once and its
+        // phase starts afresh, with the event saying so.
+        state = RotationState {
+            new_root_sha256: state.previous_root_sha256.clone(),
+            previous_root_sha256: state.new_root_sha256.clone(),
+            aborted: true,
+            ..state
+        };
+        signer.rotations.insert(Scope::Issuer, state);
+        for h in signer.roots.values_mut() {
+            *h = Holding {
+                root: old.root_der().to_vec(),
+                previous: Some(new.root_der().to_vec()),
+                previous_signs: true,
+            };
+        }
+        let back = plan_with(&signer, Some(&p.status));
+        let r = &back.status.rotations[0];
+        assert!(r.aborted);
+        assert_eq!(r.phase, RotationPhase::Draining);
+        assert_eq!(
+            back.status.bundle_generation, p.status.bundle_generation,
+            "same roots"
+        );
+        assert_eq!(
+            back.records,
+            vec![(Scope::Issuer, Record::Resigned { at: t(NOW) })]
+        );
+        assert!(
+            back.notes
+                .iter()
+                .any(|n| n.reason == events::ROTATION_PHASE && n.message.contains("aborted")),
+            "{:?}",
+            back.notes
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use federator_api::hub::{MemberClusterStatus, MemberRemoteSecrets};
 use federator_api::member::{ClusterTrust, ClusterTrustSpec, CsrStatus};
 use time::OffsetDateTime;
 
-use super::chain::chain_root_sha256;
+use super::chain::{chain_not_before, chain_root_sha256};
 use super::federation::Desired;
 
 /// Why the hub asks the agent for a new CSR generation.
@@ -22,6 +22,8 @@ pub enum CsrRequest {
     ReSign,
     /// The cluster CA reached its renewal point.
     Renewal,
+    /// An operator asked for a re-issue (`federator renew cluster`).
+    Reissue,
 }
 
 /// The plan for one member.
@@ -57,6 +59,14 @@ impl MemberPlan {
                 format!(
                     "root rotation of {}: asked for CSR generation {generation} to move to the new root",
                     self.spec.trust_domain
+                ),
+            )),
+            Some(CsrRequest::Reissue) => notes.push(Note::normal(
+                events::REISSUE_REQUESTED,
+                "Renew",
+                format!(
+                    "re-issue of cluster CA {} requested; asked for CSR generation {generation} (a fresh key in the member)",
+                    previous.signed.as_ref().map(|s| s.serial.as_str()).unwrap_or("?")
                 ),
             )),
             Some(CsrRequest::TrustDomainChanged) => notes.push(Note::normal(
@@ -129,6 +139,18 @@ pub fn plan_member(
         request = Some(CsrRequest::ReSign);
     }
 
+    // An operator asked to re-issue the CA that is signed now.
+    if sign.is_none()
+        && request.is_none()
+        && let Some(serial) = desired.reissue.get(cluster)
+        && let Some(signed) = &spec.signed
+        && signed.generation == spec.csr_generation
+        && same_serial(&signed.serial, serial)
+    {
+        spec.csr_generation += 1;
+        request = Some(CsrRequest::Reissue);
+    }
+
     let mut wake_at = None;
     if sign.is_none()
         && let Some(signed) = &spec.signed
@@ -149,6 +171,17 @@ pub fn plan_member(
         request,
         wake_at,
     }
+}
+
+/// Whether two serials are the same, however they are spelled (case, colons).
+pub fn same_serial(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.chars()
+            .filter(char::is_ascii_hexdigit)
+            .map(|c| c.to_ascii_lowercase())
+            .collect::<String>()
+    };
+    !norm(a).is_empty() && norm(a) == norm(b)
 }
 
 /// Inputs to a member's hub-side status.
@@ -274,6 +307,13 @@ pub fn member_status(
             .map(|i| i.serial.clone())
             .unwrap_or_default(),
         ca_not_after: installed.as_ref().map(|i| i.not_after.clone()),
+        ca_not_before: if installed_current {
+            spec.signed
+                .as_ref()
+                .and_then(|s| chain_not_before(&s.chain_pem))
+        } else {
+            prev.ca_not_before.clone()
+        },
         ca_root_sha256: if installed_current {
             spec.signed
                 .as_ref()
@@ -410,6 +450,40 @@ mod tests {
         let p = signed_once(2, "2025-12-31T00:00:00Z");
         assert_eq!(p.spec.csr_generation, 2);
         assert_eq!(p.request, None);
+    }
+
+    #[test]
+    fn a_requested_reissue_replaces_the_named_serial_once() {
+        let asked = |serial: &str| Desired {
+            reissue: [("c1".to_owned(), serial.to_owned())].into(),
+            ..Desired::default()
+        };
+        // The CA signed now is serial 01 (written "01" or "0:1"... any spelling): re-issue it.
+        let signed_now = ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z")));
+        let p = plan(&signed_now, &asked("0:1"));
+        assert_eq!(
+            (p.spec.csr_generation, p.request),
+            (2, Some(CsrRequest::Reissue))
+        );
+        let notes = p.notes(&signed_now.spec);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.reason == events::REISSUE_REQUESTED && n.message.contains("01")),
+            "{notes:?}"
+        );
+        // Asked for already (the CSR generation is ahead), or another serial (the member runs
+        // on another CA since): nothing.
+        let renewing = ct(2, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z")));
+        assert_eq!(plan(&renewing, &asked("01")).request, None);
+        assert_eq!(plan(&signed_now, &asked("02")).request, None);
+        assert!(!same_serial("", ""), "no serial matches nothing");
+        // Another member's request is not this one's.
+        let other = Desired {
+            reissue: [("c2".to_owned(), "01".to_owned())].into(),
+            ..Desired::default()
+        };
+        assert_eq!(plan(&signed_now, &other).request, None);
     }
 
     #[test]

@@ -15,17 +15,56 @@
 //! publishes it (the hub's `bundleGenerationAcknowledged` is the smaller of the two): an
 //! istiod that must restart to take the new roots, is down, or ignored the change holds
 //! `TrustingNewRoot` back, since re-signing under a root it does not serve would break its
-//! workloads' trust. Each step names the members it waits for and why ([`RotationWait`]).
+//! workloads' trust; until then the previous root still signs (the plan's `signing_roots`), so
+//! a member that joins or renews meanwhile gets a CA every peer trusts. Each step names the
+//! members it waits for and why ([`RotationWait`]).
 //!
 //! The phase is derived from the members' reported state each time, so a restarted hub
 //! resumes where it was; only the moment the last member moved (`resigned_at`) is recorded,
 //! because the drain period counts from it.
+//!
+//! A rotation covers one trust domain (`local`: a root per trust domain) or every trust domain
+//! at once ([`Scope::Issuer`]: `import` and `vault` have one issuer for all). An abort is the
+//! same machine run backwards: the previous root signs again and the new one becomes the
+//! root that is still trusted ([`RotationState::aborted`]), so the members move back with
+//! both roots trusted throughout, and the new root leaves after the drain. [`check_target`]
+//! is what a new issuer must pass before a rotation starts.
 
 use std::time::Duration;
 
 use federator_api::fields;
 use federator_api::hub::{RotationPhase, RotationStatus, RotationWait, WaitReason};
+use federator_core::cert::{self, fingerprint};
+use federator_core::identity::TrustDomain;
 use time::OffsetDateTime;
+
+/// What a rotation covers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// One trust domain's root (`local`).
+    TrustDomain(TrustDomain),
+    /// The one issuer of every trust domain (`import`, `vault`); shown as `*`.
+    Issuer,
+}
+
+impl Scope {
+    /// Whether a member of trust domain `td` is moved by this rotation.
+    pub fn covers(&self, td: &str) -> bool {
+        match self {
+            Scope::TrustDomain(t) => t.as_str() == td,
+            Scope::Issuer => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::TrustDomain(td) => write!(f, "{td}"),
+            Scope::Issuer => f.write_str("*"),
+        }
+    }
+}
 
 /// A rotation as the signer records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +77,9 @@ pub struct RotationState {
     pub drain: Duration,
     /// When every member of the trust domain was running on the new root.
     pub resigned_at: Option<OffsetDateTime>,
+    /// Whether this is an aborted rotation going back: the "new" root is the original one,
+    /// the "previous" the one the rotation had moved to.
+    pub aborted: bool,
 }
 
 /// What one member acknowledges.
@@ -87,11 +129,11 @@ pub struct Step {
     pub waiting_for: Vec<RotationWait>,
 }
 
-/// Moves the rotation of `trust_domain` forward as far as the members allow. `members` are
-/// every member of the federation (all of them must trust the new root before anyone is
-/// signed under it); `bundle_generation` is the generation of the bundle that holds both roots.
+/// Moves the rotation of `scope` forward as far as the members allow. `members` are every
+/// member of the federation (all of them must trust the new root before anyone is signed
+/// under it); `bundle_generation` is the generation of the bundle that holds both roots.
 pub fn step(
-    trust_domain: &str,
+    scope: &Scope,
     rotation: &RotationState,
     members: &[MemberAck],
     bundle_generation: i64,
@@ -151,7 +193,7 @@ pub fn step(
     }
     let not_on_new_root: Vec<RotationWait> = members
         .iter()
-        .filter(|m| m.trust_domain == trust_domain)
+        .filter(|m| scope.covers(&m.trust_domain))
         .filter(|m| !(m.installed && m.root_sha256 == rotation.new_root_sha256))
         .map(|m| {
             let why = if m.root_sha256 == rotation.new_root_sha256 {
@@ -203,6 +245,54 @@ pub fn phase_since(
         .map_or(now, fields::offset)
 }
 
+/// What a new issuer is checked against before a rotation to it starts.
+#[derive(Clone, Copy, Debug)]
+pub struct TargetRules<'a> {
+    /// The root the federation trusts now (DER), for the scope rotated.
+    pub current_root: &'a [u8],
+    /// The latest moment a cluster CA signed now, or already installed, must be valid until
+    /// (now + the cluster CA lifetime, or a member's CA NotAfter if later).
+    pub must_outlive: OffsetDateTime,
+    /// Now.
+    pub now: OffsetDateTime,
+}
+
+/// Checks a new issuer (its certificate, then the chain above it up to the root; DER) before
+/// a rotation to it: an issuer that can sign cluster CAs (a CA with room for one more level,
+/// keyCertSign, a key at least as strong as the policy asks — RSA 2048, ECDSA P-256 — no
+/// SHA-1, valid now, chained to a root: [`federator_core::ca::check_issuer`]), under another
+/// root than the current one, that lives (with every certificate above it) at least until
+/// `must_outlive`, so that the members' cluster CAs are not cut short. Returns the new
+/// root's SHA-256. Every refusal names what is wrong and what to do.
+pub fn check_target(chain: &[Vec<u8>], rules: &TargetRules<'_>) -> crate::Result<String> {
+    let refuse = |why: String| crate::Error::Usage(format!("refusing to rotate: {why}"));
+    let (issuer, above) = chain
+        .split_first()
+        .ok_or_else(|| refuse("the new CA holds no certificate".into()))?;
+    federator_core::ca::check_issuer(issuer, above, rules.now)
+        .map_err(|e| refuse(format!("the new CA cannot sign cluster CAs: {e}")))?;
+    let root = chain.last().map(Vec::as_slice).unwrap_or(issuer);
+    let new_root = fingerprint(root);
+    if new_root == fingerprint(rules.current_root) {
+        return Err(refuse(format!(
+            "the new CA chains to the current root (sha256 {new_root}); a rotation moves to another root (a new intermediate under the same root needs no change of trust: re-issue the members with `federator renew cluster NAME`)"
+        )));
+    }
+    for der in chain {
+        let c = cert::parse_der(der)?;
+        let (_, not_after) = cert::validity(&c);
+        if not_after < rules.must_outlive {
+            return Err(refuse(format!(
+                "{} expires on {}, before the cluster CAs signed under it would ({}); use an issuer that lives longer, or shorten --cluster-ca-ttl",
+                c.subject(),
+                cert::rfc3339(not_after),
+                cert::rfc3339(rules.must_outlive)
+            )));
+        }
+    }
+    Ok(new_root)
+}
+
 fn wait(m: &MemberAck, reason: WaitReason, message: String) -> RotationWait {
     RotationWait {
         member: m.name.clone(),
@@ -228,6 +318,7 @@ mod tests {
             previous_root_sha256: OLD.into(),
             drain: Duration::from_secs(3600),
             resigned_at: resigned_at.map(t),
+            aborted: false,
         }
     }
 
@@ -244,9 +335,13 @@ mod tests {
 
     const NOW: &str = "2026-01-01T00:00:00Z";
 
+    fn a_local() -> Scope {
+        Scope::TrustDomain(TrustDomain::new("a.local").unwrap())
+    }
+
     /// A step of a.local's rotation before any move was recorded, with bundle generation 5.
     fn unrecorded(members: &[MemberAck]) -> Step {
-        step("a.local", &rotation(None), members, 5, t(NOW))
+        step(&a_local(), &rotation(None), members, 5, t(NOW))
     }
 
     #[test]
@@ -400,7 +495,7 @@ mod tests {
     fn drains_then_finishes() {
         // Members are irrelevant once the move is recorded.
         let s = step(
-            "a.local",
+            &a_local(),
             &rotation(Some("2025-12-31T23:30:00Z")),
             &[member("a.local", 1, OLD, false)],
             5,
@@ -410,7 +505,7 @@ mod tests {
         assert_eq!((s.record, s.resign), (None, false));
         assert_eq!(s.wake_at, Some(t("2026-01-01T00:30:00Z")));
         let s = step(
-            "a.local",
+            &a_local(),
             &rotation(Some("2025-12-31T23:00:00Z")),
             &[],
             5,
@@ -423,7 +518,8 @@ mod tests {
 
     #[test]
     fn a_trust_domain_without_members_moves_straight_to_draining() {
-        let s = step("gone.local", &rotation(None), &[], 1, t(NOW));
+        let gone = Scope::TrustDomain(TrustDomain::new("gone.local").unwrap());
+        let s = step(&gone, &rotation(None), &[], 1, t(NOW));
         assert_eq!(s.phase, Some(RotationPhase::Draining));
         assert_eq!(s.record, Some(Record::Resigned { at: t(NOW) }));
     }
@@ -439,6 +535,7 @@ mod tests {
             removes_old_root_at: None,
             phase_since: since.map(|s| fields::time(t(s))),
             waiting_for: Vec::new(),
+            aborted: false,
         };
         let earlier = "2025-12-31T22:00:00Z";
         let r = rotation(None);
@@ -465,11 +562,173 @@ mod tests {
         assert_eq!(phase_since(Some(&before), Draining, &r, t(NOW)), t(NOW));
     }
 
+    /// A rotation aborted in `phase`: what `roots::abort_rotation` records (the roles of the
+    /// roots swapped, the move forgotten).
+    fn aborted(r: &RotationState) -> RotationState {
+        RotationState {
+            new_root_sha256: r.previous_root_sha256.clone(),
+            previous_root_sha256: r.new_root_sha256.clone(),
+            resigned_at: None,
+            aborted: true,
+            ..r.clone()
+        }
+    }
+
+    /// A small world of three members (two in a.local, one in b.local) that does what the hub
+    /// asks, one step at a time: a member installs the current bundle generation, a member
+    /// asked to re-sign moves to the signing root. Both roots are in the bundle (generation 5)
+    /// until the rotation finishes; the test checks at every step that every member's root is
+    /// in every member's trusted bundle — no trust gap — and at the end that nobody runs on
+    /// the root that leaves.
+    #[test]
+    fn an_abort_in_any_phase_moves_everyone_back_without_a_gap() {
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        enum At {
+            TrustingNewRoot,
+            ReSigning,
+            Draining,
+        }
+        for abort_at in [At::TrustingNewRoot, At::ReSigning, At::Draining] {
+            let mut members = vec![
+                MemberAck {
+                    name: "c1".into(),
+                    ..member("a.local", 4, OLD, true)
+                },
+                MemberAck {
+                    name: "c2".into(),
+                    ..member("a.local", 4, OLD, true)
+                },
+                MemberAck {
+                    name: "c3".into(),
+                    ..member("b.local", 4, "b-root", true)
+                },
+            ];
+            let mut state = rotation(None);
+            state.drain = Duration::from_secs(60);
+            let mut now = t(NOW);
+            let mut aborted_yet = false;
+            let mut finished = None;
+            for _round in 0..20 {
+                let s = step(&a_local(), &state, &members, 5, now);
+                let phase = s.phase.map(|p| match p {
+                    RotationPhase::TrustingNewRoot => At::TrustingNewRoot,
+                    RotationPhase::ReSigning => At::ReSigning,
+                    RotationPhase::Draining => At::Draining,
+                });
+                match s.record {
+                    Some(Record::Resigned { at }) => state.resigned_at = Some(at),
+                    Some(Record::Finished) => {
+                        finished = Some(state.previous_root_sha256.clone());
+                        break;
+                    }
+                    None => {}
+                }
+                if phase == Some(abort_at) && !aborted_yet {
+                    state = aborted(&state);
+                    aborted_yet = true;
+                    continue;
+                }
+                // The world moves: one member installs the bundle, or one is re-signed.
+                if let Some(m) = members.iter_mut().find(|m| m.bundle_generation < 5) {
+                    m.bundle_generation = 5;
+                } else if s.resign
+                    && let Some(m) = members.iter_mut().find(|m| {
+                        m.trust_domain == "a.local" && m.root_sha256 != state.new_root_sha256
+                    })
+                {
+                    m.root_sha256.clone_from(&state.new_root_sha256);
+                }
+                // No gap: a member on either root of a.local is trusted by everyone whose
+                // bundle holds both (generation 5), and everyone on the new root has them all
+                // trusting it.
+                for m in &members {
+                    if m.root_sha256 == NEW {
+                        assert!(
+                            members.iter().all(|o| o.bundle_generation == 5),
+                            "{abort_at:?}: {} moved to the new root before everyone trusted it",
+                            m.name
+                        );
+                    }
+                }
+                now += time::Duration::seconds(30);
+            }
+            assert!(aborted_yet, "{abort_at:?} was reached");
+            assert_eq!(
+                finished.as_deref(),
+                Some(NEW),
+                "{abort_at:?}: the abandoned new root is the one that leaves"
+            );
+            assert!(
+                members.iter().all(|m| m.root_sha256 != NEW),
+                "{abort_at:?}: everyone is back on the original root: {members:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_issuer_is_checked_before_a_rotation() {
+        use federator_core::ca::RootOptions;
+        use federator_testkit::pki;
+        let now = OffsetDateTime::now_utc();
+        let current = pki::root("current");
+        let offline = pki::root_with(&RootOptions {
+            common_name: "offline".into(),
+            path_len: 2,
+            ..RootOptions::default()
+        });
+        let intermediate = |ttl| {
+            offline
+                .create_intermediate(
+                    &RootOptions {
+                        common_name: "federation CA".into(),
+                        ttl,
+                        ..RootOptions::default()
+                    },
+                    now,
+                )
+                .unwrap()
+        };
+        let chain = |ca: &federator_core::ca::IssuingCa| -> Vec<Vec<u8>> {
+            std::iter::once(ca.cert_der().to_vec())
+                .chain(ca.chain_above().iter().cloned())
+                .collect()
+        };
+        let rules = |must_outlive| TargetRules {
+            current_root: current.root_der(),
+            must_outlive,
+            now,
+        };
+        let day = Duration::from_secs(86400);
+        let good = intermediate(day * 30);
+        assert_eq!(
+            check_target(&chain(&good), &rules(now + day)).unwrap(),
+            fingerprint(offline.root_der()),
+            "an intermediate under another root: its root is the new one"
+        );
+        let refused = |chain: &[Vec<u8>], must_outlive, what: &str| {
+            let err = check_target(chain, &rules(must_outlive)).unwrap_err();
+            assert!(err.to_string().contains(what), "{what}: {err}");
+            assert_eq!(err.exit_code(), 2);
+        };
+        refused(&chain(&good), now + day * 31, "expires on");
+        refused(&chain(&current), now, "chains to the current root");
+        // A cluster CA is a CA, but with no room below it.
+        let (_, issued) = pki::issue(&offline, "c1", "a.local");
+        refused(
+            std::slice::from_ref(&issued.cert_der),
+            now,
+            "path length is 0",
+        );
+        // An intermediate without its chain.
+        refused(&chain(&good)[..1], now, "append its issuer chain");
+        refused(&[], now, "holds no certificate");
+    }
+
     #[test]
     fn an_endless_drain_never_overflows() {
         let mut r = rotation(Some(NOW));
         r.drain = Duration::MAX;
-        let s = step("a.local", &r, &[], 1, t("2026-06-01T00:00:00Z"));
+        let s = step(&a_local(), &r, &[], 1, t("2026-06-01T00:00:00Z"));
         assert_eq!(s.phase, Some(RotationPhase::Draining));
     }
 }

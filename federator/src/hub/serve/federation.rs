@@ -136,19 +136,64 @@ fn error_policy(_fed: Arc<Federation>, error: &Error, ctx: Arc<Context>) -> Acti
 }
 
 impl Context {
-    /// The signer, reloaded when the roots Secret changed since it was loaded.
+    /// The signer, reloaded when the roots Secret or the Federation's spec changed since it
+    /// was loaded. It is loaded from the Federation read fresh: the end of a Vault rotation
+    /// changes both, and a cached Federation older than the Secret would name the issuer the
+    /// rotation left.
     async fn signer(&self, fed: &Federation) -> Result<Arc<Signer>> {
-        let version = self.roots.version().await?;
+        let version = format!(
+            "{}/{}",
+            self.roots.version().await?,
+            fed.metadata.generation.unwrap_or_default()
+        );
         if let Some(signer) = self.shared.signer()
             && *super::lock(&self.signer_version) == version
         {
             return Ok(signer);
         }
-        let signer = Arc::new(self.roots.load(&fed.spec).await?);
+        let api: Api<Federation> = Api::namespaced(self.shared.client.clone(), names::NAMESPACE);
+        let fresh = api
+            .get(names::FEDERATION)
+            .await
+            .map_err(|e| Error::kube("read the Federation", e))?;
+        let signer = Arc::new(self.roots.load(&fresh.spec).await?);
         self.shared.set_signer(signer.clone());
         *super::lock(&self.signer_version) = version;
         Ok(signer)
     }
+}
+
+/// Makes the Federation's Vault settings name `issuer` (`None`: the mount's default issuer),
+/// at the end of a Vault rotation. Writes only when it differs.
+async fn point_at_issuer(
+    client: &kube::Client,
+    fed: &Federation,
+    issuer: Option<&str>,
+) -> Result<()> {
+    let issuer = issuer.unwrap_or_default();
+    if fed
+        .spec
+        .root
+        .vault
+        .as_ref()
+        .is_none_or(|v| v.issuer == issuer)
+    {
+        return Ok(());
+    }
+    let api: Api<Federation> = Api::namespaced(client.clone(), names::NAMESPACE);
+    let patch = serde_json::json!({ "spec": { "root": { "vault": { "issuer": issuer } } } });
+    api.patch(
+        &fed.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube("point the Federation at the new Vault issuer", e))?;
+    info!(
+        issuer,
+        "the Federation now names the Vault issuer the rotation moved to"
+    );
+    Ok(())
 }
 
 async fn reconcile(fed: Arc<Federation>, ctx: Arc<Context>) -> Result<Action> {
@@ -178,16 +223,21 @@ async fn reconcile(fed: Arc<Federation>, ctx: Arc<Context>) -> Result<Action> {
         foreign: &foreign,
         now,
     })?;
-    for (td, record) in &plan.records {
+    for (scope, record) in &plan.records {
         match record {
             Record::Resigned { .. } => {
-                info!(trust_domain = %td, "every member runs on the new root; draining the old one")
+                info!(rotation = %scope, "every member runs on the new root; draining the old one")
             }
             Record::Finished => {
-                info!(trust_domain = %td, "root rotation done: removing the old root")
+                info!(rotation = %scope, "root rotation done: removing the old root");
+                if let Signer::Vault(v, Some(_)) = signer.as_ref() {
+                    // The Federation names the issuer the rotation moved to before the rotation
+                    // (which names it too) is forgotten: a restart in between still signs there.
+                    point_at_issuer(&ctx.shared.client, &fed, v.config().issuer.as_deref()).await?;
+                }
             }
         }
-        ctx.roots.record(td, *record).await?;
+        ctx.roots.record(scope, *record).await?;
     }
     let shared = &ctx.shared;
     if fed.status.as_ref() != Some(&plan.status) {

@@ -208,6 +208,10 @@ impl Member {
             csr: &info,
             request: &request,
             now,
+            root: desired
+                .signing_roots
+                .get(&self.spec.trust_domain)
+                .map(String::as_str),
         };
         let issued = signer.sign(&ask).await?;
         plan::chain::answer(csr, &issued, desired.renew_at_percent, now)
@@ -226,9 +230,15 @@ impl Member {
         let hub = &self.shared.client;
         let secret = names::reader_credential_secret(&self.name);
         let stored = member_access::stored_kubeconfig(hub, &secret).await?;
-        let renew_at = match stored {
-            Some(s) if !s.needs_renewal(now) => s.renew_at(),
-            _ => {
+        let renew_after = self.shared.opts.reader_token_renew_after;
+        // The stored token while it is not due (`Some(when it is due)`), else a new one.
+        let current = stored.and_then(|s| {
+            let due = s.renew_at_or_after(renew_after);
+            due.is_none_or(|t| now < t).then_some(due)
+        });
+        let renew_at = match current {
+            Some(due) => due,
+            None => {
                 let ttl = self.shared.opts.reader_token_ttl;
                 let (token, expires) =
                     member_access::request_token(&self.client, names::READER_SERVICE_ACCOUNT, ttl)
@@ -251,8 +261,7 @@ impl Member {
                     ),
                 ));
                 self.shared.readers.send_modify(|g| *g = g.wrapping_add(1));
-                let issued = now;
-                Some(issued + (expires - issued) * (2.0 / 3.0))
+                Some(member_access::renewal_due(now, expires, renew_after))
             }
         };
         let readers = member_access::reader_kubeconfigs(hub).await?;

@@ -13,6 +13,7 @@
 //! | `federator_rotation_phase_start_timestamp_seconds{trust_domain}` | gauge | when that rotation entered its current phase (`status.rotations[].phaseSince`) |
 //! | `federator_member_ready{cluster}` | gauge | 1 when the member is Ready |
 //! | `federator_member_ca_expiry_timestamp_seconds{cluster}` | gauge | NotAfter of the member's installed cluster CA |
+//! | `federator_member_ca_issued_timestamp_seconds{cluster}` | gauge | NotBefore of the member's installed cluster CA (its age: `time() - …`) |
 //! | `federator_member_bundle_generation{cluster}` | gauge | bundle generation the member installed |
 //! | `federator_member_last_contact_timestamp_seconds{cluster}` | gauge | when the hub last reached the member (`status.lastContact`) |
 //! | `federator_signed_total{cluster}` | counter | cluster CAs signed |
@@ -65,6 +66,7 @@ pub struct Metrics {
     rotation_phase_start: Family<TrustDomain, Gauge>,
     member_ready: Family<Cluster, Gauge>,
     member_ca_expiry: Family<Cluster, Gauge>,
+    member_ca_issued: Family<Cluster, Gauge>,
     member_bundle_generation: Family<Cluster, Gauge>,
     member_last_contact: Family<Cluster, Gauge>,
     signed: Family<Cluster, Counter>,
@@ -90,6 +92,7 @@ impl Default for Metrics {
             rotation_phase_start: Family::default(),
             member_ready: Family::default(),
             member_ca_expiry: Family::default(),
+            member_ca_issued: Family::default(),
             member_bundle_generation: Family::default(),
             member_last_contact: Family::default(),
             signed: Family::default(),
@@ -146,6 +149,11 @@ impl Default for Metrics {
                 "federator_member_ca_expiry_timestamp_seconds",
                 "NotAfter of the installed cluster CA",
                 &m.member_ca_expiry,
+            ),
+            (
+                "federator_member_ca_issued_timestamp_seconds",
+                "NotBefore of the installed cluster CA",
+                &m.member_ca_issued,
             ),
             (
                 "federator_member_bundle_generation",
@@ -271,6 +279,14 @@ impl Metrics {
         self.member_ca_expiry
             .get_or_create(&l)
             .set(status.ca_not_after.as_ref().map_or(0, seconds));
+        match &status.ca_not_before {
+            Some(t) => {
+                self.member_ca_issued.get_or_create(&l).set(seconds(t));
+            }
+            None => {
+                self.member_ca_issued.remove(&l);
+            }
+        }
         self.member_bundle_generation
             .get_or_create(&l)
             .set(status.bundle_generation_acknowledged);
@@ -303,6 +319,7 @@ impl Metrics {
             };
             self.member_ready.remove(&l);
             self.member_ca_expiry.remove(&l);
+            self.member_ca_issued.remove(&l);
             self.member_bundle_generation.remove(&l);
             self.member_last_contact.remove(&l);
             self.signed.remove(&l);
@@ -342,6 +359,7 @@ mod tests {
             removes_old_root_at: None,
             waiting_for: Vec::new(),
             phase_since: since.map(time),
+            aborted: false,
         }
     }
 

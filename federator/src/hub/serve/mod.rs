@@ -54,6 +54,8 @@ pub struct ServeOptions {
     pub heartbeat: Duration,
     /// Lifetime of the members' reader tokens (remote secrets).
     pub reader_token_ttl: Duration,
+    /// Renew a reader token once it is this old, if that is before two thirds of its lifetime.
+    pub reader_token_renew_after: Option<Duration>,
     /// Serve Prometheus metrics here.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Serve the federation's SPIFFE bundles.

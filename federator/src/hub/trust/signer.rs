@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use super::vault::VaultSigner;
 use crate::hub::plan::federation::{self, Holding, SignerView};
-use crate::hub::plan::rotation::RotationState;
+use crate::hub::plan::rotation::{RotationState, Scope};
 use crate::{Error, Result};
 
 /// What a signer is asked: a CSR to sign under the policy, for a member, at a time.
@@ -32,6 +32,32 @@ pub struct Ask<'a> {
     pub request: &'a ClusterCaRequest,
     /// Now.
     pub now: OffsetDateTime,
+    /// The root to sign under (SHA-256; `None`: the current one). During the first phase of
+    /// a rotation the plan asks for the previous root, which every member still trusts.
+    pub root: Option<&'a str>,
+}
+
+/// Refuses when `want` (SHA-256) names another root than `held` (DER): the plan asked for a
+/// root this signer does not sign under (it changed under the hub; the next plan asks again).
+pub(super) fn check_root(want: Option<&str>, held: &[u8]) -> Result<()> {
+    match want {
+        Some(fp) if fp != fingerprint(held) => Err(Error::Refused(format!(
+            "asked to sign under root {fp}, which this hub's signer does not hold (the roots changed; the next attempt asks again)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The CA to sign with: the current one, or the previous one if `want` names its root.
+fn pick<'c>(
+    current: &'c IssuingCa,
+    previous: Option<&'c IssuingCa>,
+    want: Option<&str>,
+) -> Result<&'c IssuingCa> {
+    match previous {
+        Some(p) if want.is_some_and(|fp| fp == fingerprint(p.root_der())) => Ok(p),
+        _ => check_root(want, current.root_der()).map(|()| current),
+    }
 }
 
 /// The CAs that sign cluster CAs.
@@ -39,10 +65,25 @@ pub struct Ask<'a> {
 pub enum Signer {
     /// One root per trust domain, plus the previous root of each trust domain in rotation.
     Local(LocalRoots),
-    /// One imported CA for all trust domains.
-    Import(Box<IssuingCa>),
-    /// Vault signs for all trust domains.
-    Vault(Box<VaultSigner>),
+    /// One imported CA for all trust domains (while rotating: the previous one's root, and
+    /// the previous CA itself to sign with until every member trusts the new root).
+    Import(
+        Box<IssuingCa>,
+        Option<IssuerRotation>,
+        Option<Box<IssuingCa>>,
+    ),
+    /// Vault signs for all trust domains (with the issuer a rotation moves to, if any).
+    Vault(Box<VaultSigner>, Option<IssuerRotation>),
+}
+
+/// A rotation of the one issuer of the `import` and `vault` backends: the previous root (DER,
+/// still trusted) and the rotation's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerRotation {
+    /// The root of the previous issuer.
+    pub previous_root: Vec<u8>,
+    /// Where the rotation stands.
+    pub state: RotationState,
 }
 
 /// The local backend's roots.
@@ -52,6 +93,9 @@ pub struct LocalRoots {
     pub active: BTreeMap<TrustDomain, IssuingCa>,
     /// Trust domains in rotation: the previous root (DER, still trusted) and the rotation.
     pub rotating: BTreeMap<TrustDomain, (Vec<u8>, RotationState)>,
+    /// The previous root with its key, of trust domains in rotation: it signs until every
+    /// member trusts the new root (absent for a rotation an earlier federator started).
+    pub previous: BTreeMap<TrustDomain, IssuingCa>,
 }
 
 impl Signer {
@@ -59,8 +103,8 @@ impl Signer {
     pub fn root_type(&self) -> RootType {
         match self {
             Signer::Local(_) => RootType::Local,
-            Signer::Import(_) => RootType::Import,
-            Signer::Vault(_) => RootType::Vault,
+            Signer::Import(..) => RootType::Import,
+            Signer::Vault(..) => RootType::Vault,
         }
     }
 
@@ -78,8 +122,16 @@ impl Signer {
                         ))
                     })
             }
-            Signer::Import(ca) => Ok(ca.root_der()),
-            Signer::Vault(v) => Ok(v.root_der()),
+            Signer::Import(ca, ..) => Ok(ca.root_der()),
+            Signer::Vault(v, _) => Ok(v.root_der()),
+        }
+    }
+
+    /// The rotation of the one issuer (`import`, `vault`), if one is in progress.
+    pub fn issuer_rotation(&self) -> Option<&IssuerRotation> {
+        match self {
+            Signer::Local(_) => None,
+            Signer::Import(_, r, _) | Signer::Vault(_, r) => r.as_ref(),
         }
     }
 
@@ -87,22 +139,36 @@ impl Signer {
     pub fn view<'a>(&self, tds: impl IntoIterator<Item = &'a TrustDomain>) -> Result<SignerView> {
         let mut view = SignerView::default();
         for td in tds {
-            let previous = match self {
-                Signer::Local(roots) => roots.rotating.get(td).map(|(der, _)| der.clone()),
-                _ => None,
+            let (previous, previous_signs) = match self {
+                Signer::Local(roots) => (
+                    roots.rotating.get(td).map(|(der, _)| der.clone()),
+                    roots.previous.contains_key(td),
+                ),
+                Signer::Import(_, r, ca) => {
+                    (r.as_ref().map(|r| r.previous_root.clone()), ca.is_some())
+                }
+                Signer::Vault(v, r) => (
+                    r.as_ref().map(|r| r.previous_root.clone()),
+                    v.holds_previous(),
+                ),
             };
             view.roots.insert(
                 td.clone(),
                 Holding {
                     root: self.root_der_for(td)?.to_vec(),
+                    previous_signs: previous_signs && previous.is_some(),
                     previous,
                 },
             );
         }
         if let Signer::Local(roots) = self {
             for (td, (_, state)) in &roots.rotating {
-                view.rotations.insert(td.clone(), state.clone());
+                view.rotations
+                    .insert(Scope::TrustDomain(td.clone()), state.clone());
             }
+        }
+        if let Some(r) = self.issuer_rotation() {
+            view.rotations.insert(Scope::Issuer, r.state.clone());
         }
         Ok(view)
     }
@@ -115,14 +181,15 @@ impl Signer {
         Ok(federation::bundle(&self.view(tds)?.roots)?)
     }
 
-    /// Signs a cluster CA under the policy (with Vault, Vault signs the policy's fields and
-    /// the hub checks the answer).
+    /// Signs a cluster CA under the policy, under the root the ask names (with Vault, Vault
+    /// signs the policy's fields and the hub checks the answer).
     pub async fn sign(&self, ask: &Ask<'_>) -> Result<IssuedCa> {
         let Ask {
             policy,
             csr,
             request,
             now,
+            root,
         } = *ask;
         match self {
             Signer::Local(roots) => {
@@ -132,10 +199,14 @@ impl Signer {
                         request.trust_domain
                     ))
                 })?;
+                let previous = roots.previous.get(&request.trust_domain);
+                Ok(policy.sign(pick(issuer, previous, root)?, csr, request, now)?)
+            }
+            Signer::Import(ca, _, previous) => {
+                let issuer = pick(ca, previous.as_deref(), root)?;
                 Ok(policy.sign(issuer, csr, request, now)?)
             }
-            Signer::Import(ca) => Ok(policy.sign(ca, csr, request, now)?),
-            Signer::Vault(v) => v.sign(ask).await,
+            Signer::Vault(v, _) => v.sign(ask).await,
         }
     }
 
@@ -147,8 +218,8 @@ impl Signer {
                 .iter()
                 .map(|(td, ca)| (td.to_string(), fingerprint(ca.root_der())))
                 .collect(),
-            Signer::Import(ca) => vec![("*".into(), fingerprint(ca.root_der()))],
-            Signer::Vault(v) => vec![("*".into(), fingerprint(v.root_der()))],
+            Signer::Import(ca, ..) => vec![("*".into(), fingerprint(ca.root_der()))],
+            Signer::Vault(v, _) => vec![("*".into(), fingerprint(v.root_der()))],
         }
     }
 }
@@ -163,6 +234,7 @@ mod tests {
         LocalRoots {
             active: tds.iter().map(|td| (pki::td(td), pki::root(td))).collect(),
             rotating: BTreeMap::new(),
+            previous: BTreeMap::new(),
         }
     }
 
@@ -183,6 +255,7 @@ mod tests {
             csr,
             request,
             now,
+            root: None,
         };
         let issued = signer.sign(&ask(&csr, &east_in_a)).await.unwrap();
         let root = signer.root_der_for(&pki::td("a.local")).unwrap();
@@ -207,6 +280,7 @@ mod tests {
             previous_root_sha256: fingerprint(previous.root_der()),
             drain: Duration::from_secs(60),
             resigned_at: None,
+            aborted: false,
         };
         roots.rotating.insert(
             pki::td("a.local"),
@@ -220,7 +294,7 @@ mod tests {
             view.roots[&a].previous.as_deref(),
             Some(previous.root_der())
         );
-        assert_eq!(view.rotations[&a], state);
+        assert_eq!(view.rotations[&Scope::TrustDomain(a.clone())], state);
         let bundle = signer.bundle_for([&a]).unwrap();
         assert_eq!(bundle.roots_of(&a).len(), 2);
         assert!(signer.view([&pki::td("c.local")]).is_err());
@@ -230,11 +304,126 @@ mod tests {
 
     #[test]
     fn one_imported_ca_serves_every_trust_domain() {
-        let signer = Signer::Import(Box::new(pki::root("imported")));
+        let signer = Signer::Import(Box::new(pki::root("imported")), None, None);
         let (a, b) = (pki::td("a.local"), pki::td("b.local"));
         let view = signer.view([&a, &b]).unwrap();
         assert_eq!(view.roots[&a], view.roots[&b]);
         assert!(view.rotations.is_empty());
         assert_eq!(signer.root_fingerprints()[0].0, "*");
+    }
+
+    #[test]
+    fn a_rotating_issuer_keeps_the_previous_root_in_every_trust_domain() {
+        let (old, new) = (pki::root("old"), pki::root("new"));
+        let state = RotationState {
+            new_root_sha256: fingerprint(new.root_der()),
+            previous_root_sha256: fingerprint(old.root_der()),
+            drain: Duration::from_secs(60),
+            resigned_at: None,
+            aborted: false,
+        };
+        let signer = Signer::Import(
+            Box::new(new),
+            Some(IssuerRotation {
+                previous_root: old.root_der().to_vec(),
+                state: state.clone(),
+            }),
+            None,
+        );
+        let (a, b) = (pki::td("a.local"), pki::td("b.local"));
+        let view = signer.view([&a, &b]).unwrap();
+        for td in [&a, &b] {
+            assert_eq!(view.roots[td].previous.as_deref(), Some(old.root_der()));
+        }
+        assert_eq!(
+            view.rotations.len(),
+            1,
+            "one rotation for every trust domain"
+        );
+        assert_eq!(view.rotations[&Scope::Issuer], state);
+        assert_eq!(signer.bundle_for([&a, &b]).unwrap().roots_of(&b).len(), 2);
+    }
+
+    /// A second copy of a CA (`IssuingCa` is not `Clone`: it holds a key).
+    fn copy(ca: &IssuingCa) -> IssuingCa {
+        let key = ca.key().to_pkcs8_pem();
+        IssuingCa::import(
+            ca.cert_pem().as_bytes(),
+            key.as_bytes(),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap()
+    }
+
+    /// The root (SHA-256) of what `signer` issues when asked to sign under `root`.
+    async fn root_signed_under(signer: &Signer, root: Option<&str>) -> Result<String> {
+        let (_, pem) = pki::csr("east", "a.local");
+        let csr = CsrInfo::parse(pem.as_bytes()).unwrap();
+        let (policy, request) = (SigningPolicy::default(), pki::request("east", "a.local"));
+        let ask = Ask {
+            policy: &policy,
+            csr: &csr,
+            request: &request,
+            now: OffsetDateTime::now_utc(),
+            root,
+        };
+        let issued = signer.sign(&ask).await?;
+        let certs =
+            federator_core::cert::parse_pem_certificates(issued.chain_pem.as_bytes(), "chain")
+                .unwrap();
+        Ok(fingerprint(certs.last().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn during_a_rotation_it_signs_under_the_root_asked_for() {
+        let (old, new) = (pki::root("old"), pki::root("new"));
+        let (old_fp, new_fp) = (fingerprint(old.root_der()), fingerprint(new.root_der()));
+        let state = RotationState {
+            new_root_sha256: new_fp.clone(),
+            previous_root_sha256: old_fp.clone(),
+            drain: Duration::from_secs(60),
+            resigned_at: None,
+            aborted: false,
+        };
+        let rotation = IssuerRotation {
+            previous_root: old.root_der().to_vec(),
+            state: state.clone(),
+        };
+        let a = pki::td("a.local");
+        let import = Signer::Import(
+            Box::new(copy(&new)),
+            Some(rotation.clone()),
+            Some(Box::new(copy(&old))),
+        );
+        let mut roots = local(&[]);
+        roots.active.insert(a.clone(), copy(&new));
+        roots
+            .rotating
+            .insert(a.clone(), (old.root_der().to_vec(), state));
+        roots.previous.insert(a.clone(), copy(&old));
+        let local = Signer::Local(roots);
+        for signer in [&import, &local] {
+            assert!(signer.view([&a]).unwrap().roots[&a].previous_signs);
+            assert_eq!(
+                root_signed_under(signer, Some(&old_fp)).await.unwrap(),
+                old_fp
+            );
+            assert_eq!(
+                root_signed_under(signer, Some(&new_fp)).await.unwrap(),
+                new_fp
+            );
+            assert_eq!(root_signed_under(signer, None).await.unwrap(), new_fp);
+            let err = root_signed_under(signer, Some("another-root"))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("does not hold"), "{err}");
+        }
+        // Without the previous CA, only the new root signs.
+        let without = Signer::Import(Box::new(new), Some(rotation), None);
+        assert!(!without.view([&a]).unwrap().roots[&a].previous_signs);
+        let err = root_signed_under(&without, Some(&old_fp))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("does not hold"), "{err}");
     }
 }

@@ -14,15 +14,17 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use time::OffsetDateTime;
+use tracing::warn;
 
 use super::roots::{
-    BACKEND_ANNOTATION, IMPORT_CERT, add_missing_roots, apply_record, backend_of, begin_rotation,
+    BACKEND_ANNOTATION, IMPORT_CERT, VaultRotation, abort_rotation, add_missing_roots,
+    apply_record, backend_of, begin_import_rotation, begin_rotation, begin_vault_rotation,
     signer_from_material,
 };
 use super::signer::Signer;
 use super::vault::VaultSigner;
-use super::vault_config::vault_config;
-use crate::hub::plan::rotation::Record;
+use super::vault_config::{VaultConfig, vault_config};
+use crate::hub::plan::rotation::{Record, Scope};
 use crate::{Error, Result};
 
 fn no_roots() -> Error {
@@ -60,24 +62,62 @@ impl RootStore {
     }
 
     /// Loads the signer. With the Vault backend this logs in to Vault with the stored
-    /// credential and reads the issuer.
+    /// credential and reads the issuer (during a rotation, the issuer it moves to).
     pub async fn load(&self, spec: &FederationSpec) -> Result<Signer> {
         let secret = self.get().await?.ok_or_else(no_roots)?;
         let backend = backend_of(&secret)?;
+        let data = plumbing::secret_data(&secret);
         if backend == RootType::Vault {
-            let vault = spec.root.vault.as_ref().ok_or_else(|| {
-                Error::Refused(
-                    "the Federation's root backend is vault but it has no vault settings".into(),
-                )
-            })?;
-            let cfg = vault_config(vault, &plumbing::secret_data(&secret))?;
-            return Ok(Signer::Vault(Box::new(VaultSigner::connect(cfg).await?)));
+            let mut cfg = Self::vault_settings(spec, &data)?;
+            let rotation = VaultRotation::from_data(&data)?;
+            if let Some(r) = &rotation {
+                cfg.issuer = (!r.issuer.is_empty()).then(|| r.issuer.clone());
+            }
+            let mut signer = VaultSigner::connect(cfg).await?;
+            if let Some(r) = &rotation {
+                let previous_root = r.issuer_rotation(signer.root_der())?.previous_root;
+                if !signer
+                    .keep_previous(&r.previous_issuer, &previous_root)
+                    .await?
+                {
+                    warn!(
+                        issuer = %r.previous_issuer,
+                        "the Vault issuer this rotation replaces is gone or no longer ends at the root the rotation recorded; the new issuer signs from now on, before every member may trust it"
+                    );
+                }
+            }
+            let rotation = rotation
+                .map(|r| r.issuer_rotation(signer.root_der()))
+                .transpose()?;
+            return Ok(Signer::Vault(Box::new(signer), rotation));
         }
-        signer_from_material(
-            backend,
-            &plumbing::secret_data(&secret),
-            OffsetDateTime::now_utc(),
-        )
+        signer_from_material(backend, &data, OffsetDateTime::now_utc())
+    }
+
+    fn vault_settings(
+        spec: &FederationSpec,
+        data: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<VaultConfig> {
+        let vault = spec.root.vault.as_ref().ok_or_else(|| {
+            Error::Refused(
+                "the Federation's root backend is vault but it has no vault settings".into(),
+            )
+        })?;
+        vault_config(vault, data)
+    }
+
+    /// The Vault settings and the hub's stored credential (for the CLI's checks of a new
+    /// issuer), and the rotation in progress, if any.
+    pub async fn vault_config(
+        &self,
+        spec: &FederationSpec,
+    ) -> Result<(VaultConfig, Option<VaultRotation>)> {
+        let secret = self.get().await?.ok_or_else(no_roots)?;
+        let data = plumbing::secret_data(&secret);
+        Ok((
+            Self::vault_settings(spec, &data)?,
+            VaultRotation::from_data(&data)?,
+        ))
     }
 
     /// Creates the Secret for a new federation. Refuses when it exists with other material.
@@ -191,9 +231,40 @@ impl RootStore {
         .await
     }
 
-    /// Records a step of a trust domain's rotation.
-    pub async fn record(&self, td: &TrustDomain, record: Record) -> Result<()> {
-        self.update_data(|data, _| Ok((apply_record(data, td, record)?, ())))
+    /// Starts rotating the imported CA to a new one (see [`begin_import_rotation`]). Returns
+    /// the new root's fingerprint.
+    pub async fn start_import_rotation(
+        &self,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        drain: Duration,
+        must_outlive: OffsetDateTime,
+    ) -> Result<String> {
+        self.update_data(|data, backend| {
+            let now = OffsetDateTime::now_utc();
+            begin_import_rotation(data, backend, cert_pem, key_pem, drain, must_outlive, now)
+                .map(|fp| (true, fp))
+        })
+        .await
+    }
+
+    /// Starts rotating the Vault issuer (see [`begin_vault_rotation`]).
+    pub async fn start_vault_rotation(&self, to: &VaultRotation) -> Result<()> {
+        self.update_data(|data, backend| {
+            begin_vault_rotation(data, backend, to.clone()).map(|()| (true, ()))
+        })
+        .await
+    }
+
+    /// Aborts a rotation (see [`abort_rotation`]); returns the root returned to.
+    pub async fn abort_rotation(&self, td: Option<&TrustDomain>) -> Result<String> {
+        self.update_data(|data, backend| abort_rotation(data, backend, td).map(|fp| (true, fp)))
+            .await
+    }
+
+    /// Records a step of a rotation.
+    pub async fn record(&self, scope: &Scope, record: Record) -> Result<()> {
+        self.update_data(|data, backend| Ok((apply_record(data, backend, scope, record)?, ())))
             .await
     }
 }

@@ -42,6 +42,15 @@ pub struct VaultSigner {
     session: Mutex<Session>,
     /// The issuing CA and the chain above it (DER), as Vault reports them.
     issuer_chain: Vec<Vec<u8>>,
+    /// During a rotation, the issuer it replaces: it signs until every member trusts the new
+    /// root ([`VaultSigner::keep_previous`]).
+    previous: Option<PreviousIssuer>,
+}
+
+/// The issuer a rotation replaces: its reference (`None`: the mount's default) and chain.
+struct PreviousIssuer {
+    reference: Option<String>,
+    chain: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for VaultSigner {
@@ -198,41 +207,59 @@ impl VaultSigner {
     /// sealed, or the credential lacks a permission.
     pub async fn connect(cfg: VaultConfig) -> Result<Self> {
         let session = login(&cfg).await?;
-        let issuer = vaultrs::pki::issuer::read(&session.client, &cfg.mount, cfg.issuer.as_deref())
-            .await
-            .map_err(|e| {
-                describe(
-                    &cfg,
-                    e,
-                    "reading the issuer",
-                    &format!("{}/issuer/{}/json", cfg.mount, cfg.issuer_ref()),
-                    "read",
-                )
-            })?;
-        let mut issuer_chain =
-            cert::parse_pem_certificates(issuer.certificate.as_bytes(), "Vault issuer")?;
-        for c in &issuer.ca_chain {
-            for der in cert::parse_pem_certificates(c.as_bytes(), "Vault CA chain")? {
-                if !issuer_chain.contains(&der) {
-                    issuer_chain.push(der);
-                }
-            }
-        }
-        let top = issuer_chain
-            .last()
-            .ok_or_else(|| Error::Refused("Vault returned an empty issuer".into()))?;
-        let top_cert = cert::parse_der(top)?;
-        if top_cert.subject().as_raw() != top_cert.issuer().as_raw() {
-            return Err(Error::Refused(format!(
-                "Vault's issuer chain ends at {}, which is not a self-signed root; import the full chain into the issuer",
-                top_cert.subject()
-            )));
-        }
+        let issuer_chain = read_issuer_chain(&cfg, &session.client, cfg.issuer.as_deref()).await?;
         Ok(Self {
             cfg,
             session: Mutex::new(session),
             issuer_chain,
+            previous: None,
         })
+    }
+
+    /// Also reads the issuer a rotation replaces (`reference`, empty: the mount's default), to
+    /// sign under it until every member trusts the new root. Kept only if its chain still
+    /// ends at `expected_root` (DER, what the rotation recorded); returns whether it was.
+    pub async fn keep_previous(&mut self, reference: &str, expected_root: &[u8]) -> Result<bool> {
+        let reference = (!reference.is_empty()).then(|| reference.to_owned());
+        let read = {
+            let session = self.fresh_session().await?;
+            read_issuer_chain(&self.cfg, &session.client, reference.as_deref()).await
+        };
+        let chain = match read {
+            Ok(chain) => chain,
+            // Gone from Vault (or no longer an issuer): nothing to keep. A denial, a sealed or
+            // unreachable Vault is an error, retried, so that a passing fault does not make
+            // the new root sign too early.
+            Err(Error::Vault { source, .. })
+                if matches!(
+                    source.downcast_ref::<ClientError>(),
+                    Some(ClientError::APIError { code, .. }) if (400..500).contains(code) && *code != 403
+                ) =>
+            {
+                self.previous = None;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let kept = chain.last().map(Vec::as_slice) == Some(expected_root);
+        self.previous = kept.then_some(PreviousIssuer { reference, chain });
+        Ok(kept)
+    }
+
+    /// Whether the issuer a rotation replaces is held (to sign under until every member
+    /// trusts the new root).
+    pub fn holds_previous(&self) -> bool {
+        self.previous.is_some()
+    }
+
+    /// The issuer's certificate, then the chain above it up to the root (DER).
+    pub fn issuer_chain(&self) -> &[Vec<u8>] {
+        &self.issuer_chain
+    }
+
+    /// The settings it was connected with (the issuer it signs with among them).
+    pub fn config(&self) -> &VaultConfig {
+        &self.cfg
     }
 
     /// The root at the top of Vault's issuer chain (DER).
@@ -274,8 +301,22 @@ impl VaultSigner {
         let (policy, csr, request) = (ask.policy, ask.csr, ask.request);
         policy.check(csr, request)?;
         let csr_pem = cert_request_pem(&csr.der);
-        let path = self.cfg.sign_path();
-        let org = cert::parse_der(&self.issuer_chain[0])?
+        // The issuer asked for: the one the rotation replaces while members do not all trust
+        // the new root yet, else the current one.
+        let previous = self.previous.as_ref().filter(|p| {
+            ask.root.is_some_and(|fp| {
+                p.chain.last().map(|r| cert::fingerprint(r)).as_deref() == Some(fp)
+            })
+        });
+        let (reference, issuer_chain) = match previous {
+            Some(p) => (p.reference.as_deref(), p.chain.as_slice()),
+            None => {
+                super::signer::check_root(ask.root, self.root_der())?;
+                (self.cfg.issuer.as_deref(), self.issuer_chain.as_slice())
+            }
+        };
+        let path = self.cfg.sign_path_of(reference);
+        let org = cert::parse_der(&issuer_chain[0])?
             .subject()
             .iter_organization()
             .next()
@@ -301,7 +342,7 @@ impl VaultSigner {
                 &self.cfg.mount,
                 &csr_pem,
                 &common_name,
-                self.cfg.issuer.as_deref(),
+                reference,
                 Some(&mut opts),
             )
             .await;
@@ -347,11 +388,107 @@ impl VaultSigner {
     }
 }
 
+/// Reads an issuer (`None`: the mount's default): its certificate, then the chain above it up
+/// to a self-signed root (DER).
+async fn read_issuer_chain(
+    cfg: &VaultConfig,
+    client: &VaultClient,
+    reference: Option<&str>,
+) -> Result<Vec<Vec<u8>>> {
+    let issuer = vaultrs::pki::issuer::read(client, &cfg.mount, reference)
+        .await
+        .map_err(|e| {
+            describe(
+                cfg,
+                e,
+                "reading the issuer",
+                &format!(
+                    "{}/issuer/{}/json",
+                    cfg.mount,
+                    reference.unwrap_or("default")
+                ),
+                "read",
+            )
+        })?;
+    let mut issuer_chain =
+        cert::parse_pem_certificates(issuer.certificate.as_bytes(), "Vault issuer")?;
+    for c in &issuer.ca_chain {
+        for der in cert::parse_pem_certificates(c.as_bytes(), "Vault CA chain")? {
+            if !issuer_chain.contains(&der) {
+                issuer_chain.push(der);
+            }
+        }
+    }
+    let top = issuer_chain
+        .last()
+        .ok_or_else(|| Error::Refused("Vault returned an empty issuer".into()))?;
+    let top_cert = cert::parse_der(top)?;
+    if top_cert.subject().as_raw() != top_cert.issuer().as_raw() {
+        return Err(Error::Refused(format!(
+            "Vault's issuer chain ends at {}, which is not a self-signed root; import the full chain into the issuer",
+            top_cert.subject()
+        )));
+    }
+    Ok(issuer_chain)
+}
+
 fn cert_request_pem(der: &[u8]) -> String {
     pem::encode_config(
         &pem::Pem::new("CERTIFICATE REQUEST", der.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
+}
+
+/// `<mount>/root/rotate/internal`, which vaultrs does not have: a new internal root (and
+/// issuer) next to the existing ones; the mount's default issuer does not change.
+struct RotateRoot {
+    mount: String,
+    body: serde_json::Value,
+}
+
+impl rustify::Endpoint for RotateRoot {
+    type Response = vaultrs::api::pki::responses::GenerateRootResponse;
+    const REQUEST_BODY_TYPE: rustify::enums::RequestType = rustify::enums::RequestType::JSON;
+    const RESPONSE_BODY_TYPE: rustify::enums::ResponseType = rustify::enums::ResponseType::JSON;
+
+    fn path(&self) -> String {
+        format!("{}/root/rotate/internal", self.mount)
+    }
+
+    fn method(&self) -> rustify::enums::RequestMethod {
+        rustify::enums::RequestMethod::POST
+    }
+
+    fn body(&self) -> std::result::Result<Option<Vec<u8>>, rustify::errors::ClientError> {
+        serde_json::to_vec(&self.body)
+            .map(Some)
+            .map_err(|e| rustify::errors::ClientError::DataParseError { source: e.into() })
+    }
+}
+
+/// For `rotate-root --vault-bootstrap`: has Vault generate a new internal root in the mount
+/// (`<mount>/root/rotate/internal`: ECDSA P-256, 10 years, path length 1, the key stays in
+/// Vault) named `name`, without making it the default issuer. Returns the new issuer's ID.
+pub async fn generate_issuer(cfg: &VaultConfig, name: &str) -> Result<String> {
+    let session = login(cfg).await?;
+    let path = format!("{}/root/rotate/internal", cfg.mount);
+    let endpoint = RotateRoot {
+        mount: cfg.mount.clone(),
+        body: serde_json::json!({
+            "common_name": format!("federator root CA (Vault, {name})"),
+            "organization": "federator",
+            "issuer_name": name,
+            "ttl": "87600h",
+            "key_type": "ec",
+            "key_bits": 256,
+            "max_path_length": 1,
+        }),
+    };
+    let generated = vaultrs::api::exec_with_result(&session.client, endpoint)
+        .await
+        .map_err(|e| describe(cfg, e, "generating a new root", &path, "update"))?;
+    info!(issuer = %generated.issuer_id, "Vault generated a new root for the rotation");
+    Ok(generated.issuer_id)
 }
 
 /// For a newcomer: enables the PKI mount (max lease TTL 10 years) if absent and generates an

@@ -67,17 +67,12 @@ pub struct VaultConfig {
 }
 
 impl VaultConfig {
-    /// The issuer reference in paths (`default` for the mount's default issuer).
-    pub fn issuer_ref(&self) -> &str {
-        self.issuer.as_deref().unwrap_or("default")
-    }
-
-    /// The path that signs cluster CAs.
-    pub fn sign_path(&self) -> String {
+    /// The path where `issuer` (`None`: the mount's default) signs cluster CAs.
+    pub fn sign_path_of(&self, issuer: Option<&str>) -> String {
         format!(
             "{}/issuer/{}/sign-intermediate",
             self.mount,
-            self.issuer_ref()
+            issuer.unwrap_or("default")
         )
     }
 }
@@ -226,7 +221,10 @@ mod tests {
             assert_eq!(format!("{back:?}"), format!("{c:?}"));
             assert!(!format!("{back:?}").contains("s3cret"), "Debug redacts");
             assert!(!format!("{back:?}").contains("s.tok"), "Debug redacts");
-            assert_eq!(back.sign_path(), "pki/issuer/default/sign-intermediate");
+            assert_eq!(
+                back.sign_path_of(back.issuer.as_deref()),
+                "pki/issuer/default/sign-intermediate"
+            );
         }
     }
 

@@ -112,6 +112,7 @@ fn fixture(signer_loaded: bool) -> Fixture {
             identity: "test".into(),
             heartbeat: HEARTBEAT,
             reader_token_ttl: Duration::from_secs(3600),
+            reader_token_renew_after: None,
             metrics_addr: None,
             bundle_endpoint: None,
         },
@@ -131,6 +132,7 @@ fn fixture(signer_loaded: bool) -> Fixture {
         )]
         .into(),
         resign: Default::default(),
+        reissue: Default::default(),
     });
     if signer_loaded {
         let mut roots = LocalRoots::default();
