@@ -683,6 +683,7 @@ mod tests {
                 generation: None,
                 members: &members,
                 signer,
+                foreign: &[],
                 now: t(NOW),
             })
             .unwrap();
@@ -750,6 +751,7 @@ mod tests {
                 generation: None,
                 members: &members,
                 signer,
+                foreign: &[],
                 now: t(NOW),
             })
             .unwrap()
