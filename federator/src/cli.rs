@@ -77,9 +77,10 @@ pub enum Command {
 /// `federator trust ...`
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
-    /// Trust DOMAIN: `serve` fetches its SPIFFE bundle from the endpoint by its refresh hint
-    /// and gives every member its roots (istiod's mesh config `caCertificates` with
-    /// `trustDomains: [DOMAIN]`; `root-cert.pem` too with --mesh-wide).
+    /// Trust DOMAIN: its endpoint is fetched once from here (nothing is written if that
+    /// fails), then `serve` fetches its SPIFFE bundle by its refresh hint and gives every
+    /// member its roots (istiod's mesh config `caCertificates` with `trustDomains: [DOMAIN]`;
+    /// `root-cert.pem` too with --mesh-wide).
     Add(TrustAddArgs),
     /// Stop trusting DOMAIN: `serve` removes its roots from every member.
     Remove(TrustRemoveArgs),
@@ -119,6 +120,11 @@ pub struct TrustAddArgs {
     /// trusts certificates of that domain's CAs, not only istiod's SPIFFE checks.
     #[arg(long)]
     pub mesh_wide: bool,
+    /// Write the domain without fetching its endpoint from this machine first (when only the
+    /// hub can reach it, or trusts its server certificate). `serve` still refuses what it
+    /// cannot fetch or accept, and says so in `status`.
+    #[arg(long)]
+    pub no_fetch: bool,
 }
 
 /// `federator trust remove`

@@ -283,6 +283,17 @@ fn foreign_row(fed: &Federation, td: &str) -> Option<serde_json::Value> {
         .cloned()
 }
 
+/// Runs `federator` as an operator whose machine trusts `ca` (`SSL_CERT_FILE`), as `trust add`
+/// needs to fetch an `https_web` endpoint before it writes anything.
+fn federator_trusting(fed: &Federation, ca: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin("federator"))
+        .args(args)
+        .env("FEDERATOR_HUB_KUBECONFIG", fed.hub.kubeconfig_path())
+        .env("SSL_CERT_FILE", ca)
+        .output()
+        .unwrap()
+}
+
 fn ders(pem: &str) -> BTreeSet<Vec<u8>> {
     federator_core::cert::parse_pem_certificates(pem.as_bytes(), "pem")
         .unwrap()
@@ -345,15 +356,30 @@ async fn the_federation_trusts_spire_and_keeps_its_roots_while_it_is_down() {
     let spire_roots = ders(&spire.cli(&["bundle", "show"], &[]).await.unwrap());
     assert!(!spire_roots.is_empty());
 
-    let out = fed.federator_ok(&[
-        "trust",
-        "add",
-        "spire.example",
-        "--bundle-endpoint",
-        spire.bundle_endpoint_url(),
-        "--profile",
-        "https_web",
-    ]);
+    let out = federator_trusting(
+        &fed,
+        &pki.ca,
+        &[
+            "trust",
+            "add",
+            "spire.example",
+            "--bundle-endpoint",
+            spire.bundle_endpoint_url(),
+            "--profile",
+            "https_web",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = String::from_utf8(out.stdout).unwrap();
+    // The CLI fetched SPIRE's bundle itself before writing the domain.
+    assert!(
+        out.contains(&format!(
+            "fetched {}: {} root(s)",
+            spire.bundle_endpoint_url(),
+            spire_roots.len()
+        )),
+        "{out}"
+    );
     assert!(out.contains("trusting spire.example"), "{out}");
 
     // The member's mesh config gets SPIRE's roots for spire.example; root-cert.pem does not.
@@ -656,8 +682,62 @@ async fn bad_bundle_endpoints_are_refused_and_nothing_is_distributed() {
             "certificate",
         ),
     ];
+    // The operator's own fetch refuses each of them and writes nothing (the CLI trusts the
+    // same CA as the hub here): the reason, the problem, and that nothing was written.
+    for (td, u, reason, says) in &cases {
+        let out = federator_trusting(&fed, &pki.ca, &["trust", "add", td, "--bundle-endpoint", u]);
+        assert_eq!(out.status.code(), Some(2), "{td}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{reason}: ")), "{td}: {err}");
+        assert!(err.contains(says), "{td}: {err}");
+        assert!(
+            err.contains(&format!("nothing was written for {td}")),
+            "{td}: {err}"
+        );
+        assert!(foreign_row(&fed, td).is_none(), "{td} was written");
+    }
+    // An endpoint nobody listens on: refused the same way.
+    let closed = format!(
+        "https://127.0.0.1:{}/",
+        testbed::process::pick_port().unwrap()
+    );
+    let out = federator_trusting(
+        &fed,
+        &pki.ca,
+        &[
+            "trust",
+            "add",
+            "closed.example",
+            "--bundle-endpoint",
+            &closed,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("EndpointUnreachable: GET"), "{err}");
+    assert!(
+        err.contains("nothing was written for closed.example"),
+        "{err}"
+    );
+    assert!(foreign_row(&fed, "closed.example").is_none());
+    // Removing a domain that is not trusted is an error naming what is.
+    let out = fed.federator(&["trust", "remove", "never.example"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "never.example is not a trusted foreign trust domain: nothing removed (none is trusted)"
+        ),
+        "{err}"
+    );
+    let ct = fed.cluster_trust("east").await.unwrap();
+    assert!(ct.spec.foreign.is_empty(), "{:?}", ct.spec.foreign);
+    assert_eq!(fed.federation_status().await.bundle_generation, generation);
+
+    // Written anyway (--no-fetch, as when only the hub can reach an endpoint), `serve`
+    // refuses each of them in its status.
     for (td, u, _, _) in &cases {
-        fed.federator_ok(&["trust", "add", td, "--bundle-endpoint", u]);
+        fed.federator_ok(&["trust", "add", td, "--bundle-endpoint", u, "--no-fetch"]);
     }
     for (td, _, reason, says) in &cases {
         let row = wait_until(

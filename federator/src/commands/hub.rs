@@ -236,10 +236,21 @@ pub async fn trust(source: &ClientSource, cmd: crate::cli::TrustCommand) -> Resu
                 bootstrap,
                 mesh_wide: a.mesh_wide,
             };
-            let name = foreign::add(&hub, &req).await?;
+            let added = foreign::add(&hub, &req, !a.no_fetch).await?;
+            if let Some(b) = &added.fetched {
+                println!(
+                    "fetched {}: {} root(s){}",
+                    a.bundle_endpoint,
+                    b.x509_authorities.len(),
+                    b.sequence
+                        .map(|s| format!(", sequence {s}"))
+                        .unwrap_or_default()
+                );
+            }
             println!(
-                "trusting {} (ForeignTrustDomain {name}): `federator serve` fetches {} ({}) and gives every member its roots{}; follow it with `federator status`",
+                "trusting {} (ForeignTrustDomain {}): `federator serve` fetches {} ({}) and gives every member its roots{}; follow it with `federator status`",
                 a.domain,
+                added.name,
                 a.bundle_endpoint,
                 req.profile,
                 if a.mesh_wide {
@@ -250,14 +261,11 @@ pub async fn trust(source: &ClientSource, cmd: crate::cli::TrustCommand) -> Resu
             );
         }
         TrustCommand::Remove(a) => {
-            if foreign::remove(&hub, &a.domain).await? {
-                println!(
-                    "no longer trusting {}: `federator serve` removes its roots from every member",
-                    a.domain
-                );
-            } else {
-                println!("{} was not trusted: nothing to remove", a.domain);
-            }
+            foreign::remove(&hub, &a.domain).await?;
+            println!(
+                "no longer trusting {}: `federator serve` removes its roots from every member",
+                a.domain
+            );
         }
     }
     Ok(())

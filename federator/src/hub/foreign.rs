@@ -236,13 +236,39 @@ pub fn spec_for(req: &AddRequest, own: &[TrustDomain]) -> Result<ForeignTrustDom
     })
 }
 
-/// `federator trust add`: creates or updates the domain's object (server-side apply).
-pub async fn add(hub: &Client, req: &AddRequest) -> Result<String> {
-    let own = super::bundle::current(hub)
-        .await
-        .map(|(b, _)| b.trust_domains().cloned().collect::<Vec<_>>())
-        .unwrap_or_default();
+/// What `federator trust add` did.
+#[derive(Clone, Debug)]
+pub struct Added {
+    /// The ForeignTrustDomain object's name.
+    pub name: String,
+    /// The bundle fetched before writing (none with `--no-fetch`).
+    pub fetched: Option<federator_core::spiffe::ForeignBundle>,
+}
+
+/// Why a fetch made before writing refused the domain: the status reason and message, and that
+/// nothing was written.
+fn refused_before_writing(td: &str, reason: &str, message: &str) -> Error {
+    Error::Refused(format!(
+        "{reason}: {message}; nothing was written for {td}. Fix the URL or the endpoint, or pass --no-fetch when only the hub (not this machine) can reach it"
+    ))
+}
+
+/// `federator trust add`: checks the request, fetches the endpoint once from here (unless
+/// `fetch_first` is false) and only then creates or updates the domain's object
+/// (server-side apply). A refused request or fetch writes nothing.
+pub async fn add(hub: &Client, req: &AddRequest, fetch_first: bool) -> Result<Added> {
+    let own = super::bundle::own_trust_domains(hub).await?;
     let spec = spec_for(req, &own)?;
+    let fetched = if fetch_first {
+        match fetch(&spec).await {
+            Outcome::Fetched(b) => Some(b),
+            Outcome::Failed { reason, message } => {
+                return Err(refused_before_writing(&spec.trust_domain, reason, &message));
+            }
+        }
+    } else {
+        None
+    };
     let name = names::foreign_trust_domain(&spec.trust_domain);
     let obj = ForeignTrustDomain::new(&name, spec);
     let api: Api<ForeignTrustDomain> = Api::namespaced(hub.clone(), names::NAMESPACE);
@@ -253,19 +279,41 @@ pub async fn add(hub: &Client, req: &AddRequest) -> Result<String> {
     )
     .await
     .map_err(|e| Error::kube(&format!("apply ForeignTrustDomain {name}"), e))?;
-    Ok(name)
+    Ok(Added { name, fetched })
 }
 
 /// `federator trust remove`: deletes the domain's object; `serve` then removes its roots
-/// from every member. Returns whether it existed.
-pub async fn remove(hub: &Client, trust_domain: &str) -> Result<bool> {
+/// from every member. A domain that is not trusted is a usage error naming those that are.
+pub async fn remove(hub: &Client, trust_domain: &str) -> Result<()> {
     let name = names::foreign_trust_domain(trust_domain);
     let api: Api<ForeignTrustDomain> = Api::namespaced(hub.clone(), names::NAMESPACE);
     match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let trusted: Vec<String> = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| Error::kube("list ForeignTrustDomains", e))?
+                .items
+                .into_iter()
+                .map(|f| f.spec.trust_domain)
+                .collect();
+            Err(not_trusted(trust_domain, &trusted))
+        }
         Err(e) => Err(Error::kube(&format!("delete ForeignTrustDomain {name}"), e)),
     }
+}
+
+/// The error of removing a domain that is not trusted (pure).
+fn not_trusted(trust_domain: &str, trusted: &[String]) -> Error {
+    Error::Usage(format!(
+        "{trust_domain} is not a trusted foreign trust domain: nothing removed ({})",
+        if trusted.is_empty() {
+            "none is trusted".to_owned()
+        } else {
+            format!("trusted: {}", trusted.join(", "))
+        }
+    ))
 }
 
 #[cfg(test)]
@@ -319,5 +367,36 @@ mod tests {
             let err = spec_for(&r, &own).unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
         }
+    }
+
+    #[test]
+    fn removing_an_unknown_domain_names_the_trusted_ones() {
+        let err = not_trusted("x.example", &["spire.example".into(), "b.example".into()]);
+        assert_eq!(err.exit_code(), 2);
+        let m = err.to_string();
+        assert!(
+            m.contains("x.example is not a trusted foreign trust domain"),
+            "{m}"
+        );
+        assert!(m.contains("trusted: spire.example, b.example"), "{m}");
+        assert!(
+            not_trusted("x.example", &[])
+                .to_string()
+                .contains("none is trusted")
+        );
+    }
+
+    #[test]
+    fn a_refused_first_fetch_says_why_and_that_nothing_was_written() {
+        let err = refused_before_writing(
+            "spire.example",
+            reasons::BUNDLE_REFUSED,
+            "https://s/ is not an acceptable SPIFFE bundle of spire.example: not JSON",
+        );
+        assert_eq!(err.exit_code(), 2);
+        let m = err.to_string();
+        assert!(m.starts_with("BundleRefused: https://s/ is not"), "{m}");
+        assert!(m.contains("nothing was written for spire.example"), "{m}");
+        assert!(m.contains("--no-fetch"), "{m}");
     }
 }
