@@ -244,6 +244,151 @@ async fn spire_federates_with_the_bundle_endpoint_over_https_web() {
     .await;
 }
 
+/// A root rotation (`rotate-root`, local backend) as SPIRE sees it through the bundle
+/// endpoint: SPIRE holds the old root alone, then both, then the new one alone, and it never
+/// lacks the old root while the federation still publishes it; it learns the new root before
+/// the federation drops the old one. Checked every half second from the start of the rotation
+/// to its end (SPIRE polls every 15 s: a 60 s refresh hint / 4).
+#[tokio::test(flavor = "multi_thread")]
+async fn spire_learns_a_rotated_root_before_the_old_one_is_dropped() {
+    let spire_bin = Binaries::locate().spire_server().unwrap();
+    let mut fed = Federation::start(&[("east", "east.example")], &[]).await;
+    let pki = web_pki(&fed.dir);
+    fed.join("east");
+    fed.start_agent("east");
+    let addr = format!("127.0.0.1:{}", testbed::process::pick_port().unwrap());
+    let _serve = replica(&fed, "a", &addr, &pki);
+    fed.wait_healthy(&["east"], Duration::from_secs(90)).await;
+    let (ours, _) = published(&fed).await;
+    let old: BTreeSet<Vec<u8>> = ours["east.example"].clone();
+    assert_eq!(old.len(), 1);
+    let spire = SpireServer::start(
+        &spire_bin,
+        &fed.dir.join("spire"),
+        &SpireOptions {
+            trust_domain: "spire.example".into(),
+            federates_with: vec![FederatesWith {
+                trust_domain: "east.example".into(),
+                url: format!("https://{addr}/east.example"),
+                profile: Profile::HttpsWeb,
+            }],
+            ssl_cert_file: Some(pki.ca.clone()),
+            refresh_hint: Duration::from_secs(60),
+            endpoint_web_cert: None,
+        },
+    )
+    .await
+    .unwrap();
+    let spire_holds = || async {
+        spire_federated(&spire).await.map(|m| {
+            m.get("east.example")
+                .map(|(r, _)| r.clone())
+                .unwrap_or_default()
+        })
+    };
+    wait_until(
+        "SPIRE to hold the federation's root",
+        Duration::from_secs(60),
+        || async {
+            let held = spire_holds().await?;
+            if held == old {
+                Ok(())
+            } else {
+                Err(format!("{} roots", held.len()))
+            }
+        },
+        || spire.log_tail(20),
+    )
+    .await;
+
+    let started = std::time::Instant::now();
+    fed.federator_ok(&[
+        "rotate-root",
+        "--trust-domain",
+        "east.example",
+        "--drain",
+        "40s",
+    ]);
+    let mut states: Vec<(f64, usize, BTreeSet<Vec<u8>>)> = Vec::new();
+    let mut new: Option<Vec<u8>> = None;
+    let mut spire_saw_both: Option<f64> = None;
+    let mut published_dropped_old: Option<f64> = None;
+    let mut spire_dropped_old: Option<f64> = None;
+    let deadline = started + Duration::from_secs(240);
+    loop {
+        // SPIRE first, then what the federation publishes: the published set only ever loses
+        // the old root once, so a SPIRE without it before a publication with it is SPIRE
+        // dropping it early.
+        let held = spire_holds().await.unwrap();
+        let (pubd, _) = published(&fed).await;
+        let pubd = pubd["east.example"].clone();
+        let t = started.elapsed().as_secs_f64();
+        for r in &pubd {
+            if !old.contains(r) {
+                new.get_or_insert_with(|| r.clone());
+            }
+        }
+        let both: BTreeSet<Vec<u8>> = old.iter().cloned().chain(new.clone()).collect();
+        assert!(
+            held.is_subset(&both),
+            "SPIRE holds a root that is neither the old nor the new one"
+        );
+        let pub_has_old = pubd.is_superset(&old);
+        let spire_has_old = held.is_superset(&old);
+        assert!(
+            spire_has_old || !pub_has_old,
+            "at {t:.1}s SPIRE lacks the old root that the federation still publishes"
+        );
+        if !pub_has_old && published_dropped_old.is_none() {
+            published_dropped_old = Some(t);
+        }
+        if new.is_some() && held == both && spire_saw_both.is_none() {
+            spire_saw_both = Some(t);
+        }
+        if !spire_has_old && spire_dropped_old.is_none() {
+            spire_dropped_old = Some(t);
+        }
+        if states.last().map(|(_, _, h)| h) != Some(&held) {
+            states.push((t, held.len(), held.clone()));
+        }
+        if spire_dropped_old.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no end of the rotation at SPIRE after 240 s: {:?}",
+            states.iter().map(|(t, n, _)| (t, n)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let new = new.expect("the federation published a new root");
+    let seen: Vec<BTreeSet<Vec<u8>>> = states.iter().map(|(_, _, h)| h.clone()).collect();
+    assert_eq!(
+        seen,
+        vec![
+            old.clone(),
+            old.iter().cloned().chain([new.clone()]).collect(),
+            [new.clone()].into_iter().collect(),
+        ],
+        "SPIRE's roots for east.example: the old one, both, the new one"
+    );
+    let (both_at, dropped_at, spire_dropped_at) = (
+        spire_saw_both.unwrap(),
+        published_dropped_old.unwrap(),
+        spire_dropped_old.unwrap(),
+    );
+    assert!(
+        both_at < dropped_at,
+        "SPIRE held both roots at {both_at:.1}s, the federation dropped the old one at {dropped_at:.1}s"
+    );
+    eprintln!(
+        "rotation at SPIRE: both roots held {both_at:.1}s after rotate-root; the federation dropped the old root at {dropped_at:.1}s, SPIRE at {spire_dropped_at:.1}s"
+    );
+    // The member ends on the new root alone, which is what SPIRE holds.
+    let fp = federator_core::cert::fingerprint(&new);
+    fed.wait_all_on_root(&["east"], &fp).await;
+}
+
 /// The `istio` mesh config of a member: its `caCertificates` entries as (trust domains, pem).
 async fn ca_certificates(fed: &Federation, name: &str) -> Vec<(Vec<String>, String)> {
     use k8s_openapi::api::core::v1::ConfigMap;
