@@ -11,7 +11,8 @@
 #   tools/build.sh ops                 # also helm, kubectl, promtool (the examples' proofs)
 #   tools/build.sh helm kubectl ...    # also just the operator tools named
 #   tools/build.sh istioctl            # also istioctl, the reference create-remote-secret
-#   tools/build.sh istiod nodes ops istioctl   # what scripts/test runs
+#   tools/build.sh spire               # also spire-server and spire-agent (SPIFFE federation proofs)
+#   tools/build.sh istiod nodes ops istioctl spire   # what scripts/test runs
 #
 # Binaries end up in $FEDERATOR_CACHE/bin (default ~/.cache/federator/bin) under
 # versioned names; the testbed finds them there (or via FEDERATOR_BIN_DIR).
@@ -41,6 +42,10 @@ ISTIO_VERSIONS_CI="1.31.1 1.27.9"
 # istioctl's packages, so no shared requirement differs and the Go build cache pilot-discovery
 # left is reused. Keep testbed/src/binaries.rs (ISTIOCTL_VERSION) in step.
 ISTIOCTL_VERSION=1.31.1
+# SPIRE, the SPIFFE reference implementation (tests/tests/spiffe.rs): tools/spire/go.mod pins
+# github.com/spiffe/spire at this version and names its two commands as `tool`s, so nothing of
+# SPIRE is copied here. Keep testbed/src/binaries.rs (SPIRE_VERSION) in step.
+SPIRE_VERSION=1.13.3
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${FEDERATOR_CACHE:-$HOME/.cache/federator}
@@ -54,7 +59,7 @@ log() { printf '[build] %s\n' "$*" >&2; }
 
 # Arguments, in any order: `nodes`, `istiod` (optionally followed by versions), `istiod-all`,
 # `ops` (= `helm kubectl promtool`) or any of those three.
-want_nodes=0 istio_mode="" istio_named=() want_helm=0 want_kubectl=0 want_promtool=0 want_istioctl=0
+want_nodes=0 istio_mode="" istio_named=() want_helm=0 want_kubectl=0 want_promtool=0 want_istioctl=0 want_spire=0
 for a in "$@"; do
   case $a in
     nodes) want_nodes=1 ;;
@@ -63,11 +68,12 @@ for a in "$@"; do
     kubectl) want_kubectl=1 ;;
     promtool) want_promtool=1 ;;
     istioctl) want_istioctl=1 ;;
+    spire) want_spire=1 ;;
     istiod|istiod-all) istio_mode=$a ;;
     [0-9]*.[0-9]*.[0-9]*)
       [ "$istio_mode" = istiod ] || { echo "tools/build.sh: version $a must follow istiod" >&2; exit 2; }
       istio_named+=("$a") ;;
-    *) echo "usage: $0 [nodes] [ops | helm | kubectl | promtool | istioctl]... [istiod [VERSION...] | istiod-all]" >&2; exit 2 ;;
+    *) echo "usage: $0 [nodes] [ops | helm | kubectl | promtool | istioctl]... [spire] [istiod [VERSION...] | istiod-all]" >&2; exit 2 ;;
   esac
 done
 [ "${WITH_NODES:-}" = 1 ] && want_nodes=1
@@ -166,6 +172,15 @@ if [ $want_promtool = 1 ]; then
   build_tool promtool "v$PROMETHEUS_VERSION" "$here/promtool" github.com/prometheus/prometheus/cmd/promtool \
     -tags remove_all_sd \
     -ldflags="-X github.com/prometheus/common/version.Version=$release"
+fi
+if [ $want_spire = 1 ]; then
+  # SPIRE's SQLite datastore (mattn/go-sqlite3) needs cgo (gcc). The version stamp is the bare
+  # version: SPIRE parses it at start and panics on a leading "v". The agent is built second and
+  # reuses most of the server's build cache.
+  spire_ldflags="-s -w -X github.com/spiffe/spire/pkg/common/version.gittag=$SPIRE_VERSION"
+  for c in spire-server spire-agent; do
+    CGO_ENABLED=1 build_tool "$c" "v$SPIRE_VERSION" "$here/spire" "github.com/spiffe/spire/cmd/$c" -ldflags="$spire_ldflags"
+  done
 fi
 
 istio_versions=()

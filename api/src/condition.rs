@@ -86,6 +86,14 @@ pub mod reasons {
     pub const TRUST_DOMAIN_MISMATCH: &str = "TrustDomainMismatch";
     /// `MeshConfig`: it lists the peers' roots.
     pub const IN_SYNC: &str = "InSync";
+    /// `Ready` of a foreign trust domain: the last fetch succeeded.
+    pub const FETCHED: &str = "Fetched";
+    /// `Ready` False: the endpoint could not be reached or answered with an HTTP error.
+    pub const ENDPOINT_UNREACHABLE: &str = "EndpointUnreachable";
+    /// `Ready` False: the endpoint's TLS certificate is not the one the profile requires.
+    pub const ENDPOINT_NOT_AUTHENTICATED: &str = "EndpointNotAuthenticated";
+    /// `Ready` False: the document is not an acceptable SPIFFE bundle for the domain.
+    pub const BUNDLE_REFUSED: &str = "BundleRefused";
 }
 
 /// Sets a condition in a list, keeping `lastTransitionTime` when the status is unchanged.

@@ -23,6 +23,10 @@
 //! | `CacertsWritten` | `ClusterTrust` | the agent wrote `istio-system/cacerts` |
 //! | `IstiodRestartRequested` | `ClusterTrust` | the agent asked for a rolling restart of istiod |
 //! | `MeshConfigUpdated` | `ClusterTrust` | the agent updated `caCertificates` |
+//! | `ForeignBundleUpdated` | `ForeignTrustDomain` | a fetched bundle changed the domain's roots (or sequence) |
+//! | `ForeignBundleFailed` | `ForeignTrustDomain` | a fetch failed or was refused; the last good roots stay |
+//! | `ForeignBundleRecovered` | `ForeignTrustDomain` | a fetch succeeded again after failures |
+//! | `EndpointSvidIssued` | `Federation` | the bundle endpoint got a new X509-SVID |
 //!
 //! Publishing is best effort: a failure is logged and never fails a reconcile. A warning about
 //! a problem the object's status already reports is not published again ([`Note::is_news`]).
@@ -80,6 +84,14 @@ pub mod reasons {
     pub const PEERS_UPDATED: &str = "PeersUpdated";
     /// The agent created, updated or deleted remote secrets in `istio-system`.
     pub const REMOTE_SECRETS_WRITTEN: &str = "RemoteSecretsWritten";
+    /// A fetched foreign bundle changed the domain's roots or sequence.
+    pub const FOREIGN_BUNDLE_UPDATED: &str = "ForeignBundleUpdated";
+    /// A fetch of a foreign bundle failed or was refused.
+    pub const FOREIGN_BUNDLE_FAILED: &str = "ForeignBundleFailed";
+    /// A fetch of a foreign bundle succeeded again after failures.
+    pub const FOREIGN_BUNDLE_RECOVERED: &str = "ForeignBundleRecovered";
+    /// The bundle endpoint got a new X509-SVID.
+    pub const ENDPOINT_SVID_ISSUED: &str = "EndpointSvidIssued";
 }
 
 /// How notable an event is.

@@ -209,6 +209,10 @@ pub struct FederationStatus {
     /// Root rotations in progress.
     #[serde(default)]
     pub rotations: Vec<RotationStatus>,
+    /// The federation's own roots per trust domain (canonical PEM): what its SPIFFE bundle
+    /// endpoint publishes, on every replica.
+    #[serde(default)]
+    pub published: Vec<crate::member::BundleEntry>,
 }
 
 /// The phase of a root rotation. A rotation moves forward only, one phase at a time, and

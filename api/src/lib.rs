@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`hub`] | resources in the hub cluster: [`hub::Federation`], [`hub::MemberCluster`] |
 //! | [`member`] | the exchange object in each member: [`member::ClusterTrust`] |
+//! | [`foreign`] | SPIFFE federation: [`foreign::ForeignTrustDomain`], the bundle endpoint's settings |
 //! | [`istio`] | what federator reads from Istio's objects (the istiod Deployment's facts) |
 //! | [`names`] | namespaces, object names, field managers, annotations |
 //! | [`rbac`] | the Roles the agent, the hub's member credential and the reader identity get |
@@ -35,6 +36,7 @@ pub mod condition;
 pub mod duration;
 pub mod events;
 pub mod fields;
+pub mod foreign;
 pub mod hub;
 pub mod istio;
 pub mod logging;
@@ -51,7 +53,8 @@ pub const GROUP: &str = "federator.io";
 pub const VERSION: &str = "v1alpha1";
 
 /// The CRDs `federator init` installs in the hub: Federation, MemberCluster, ClusterTrust
-/// (the hub's own cluster may be a member too; `join` installs ClusterTrust in each member).
+/// (the hub's own cluster may be a member too; `join` installs ClusterTrust in each member) and
+/// ForeignTrustDomain.
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
@@ -60,6 +63,7 @@ pub fn crds()
         hub::Federation::crd(),
         hub::MemberCluster::crd(),
         member::ClusterTrust::crd(),
+        foreign::ForeignTrustDomain::crd(),
     ]
 }
 
@@ -95,7 +99,8 @@ mod tests {
             [
                 "federations.federator.io",
                 "memberclusters.federator.io",
-                "clustertrusts.federator.io"
+                "clustertrusts.federator.io",
+                "foreigntrustdomains.federator.io"
             ]
         );
     }
@@ -106,6 +111,7 @@ mod tests {
             crate::hub::Federation::crd(),
             crate::hub::MemberCluster::crd(),
             crate::member::ClusterTrust::crd(),
+            crate::foreign::ForeignTrustDomain::crd(),
         ] {
             let v = &crd.spec.versions[0];
             assert!(

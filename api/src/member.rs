@@ -65,9 +65,13 @@ pub struct ClusterTrustSpec {
     /// The trust bundle: roots per trust domain.
     #[serde(default)]
     pub bundle: Vec<BundleEntry>,
-    /// Increases every time the bundle changes.
+    /// Increases every time the bundle or the foreign roots change.
     #[serde(default)]
     pub bundle_generation: i64,
+    /// Roots of foreign SPIFFE trust domains: for the mesh config's `caCertificates` (with
+    /// `trustDomains: [<trust domain>]`) only. Those trusted mesh-wide are in `bundle` too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign: Vec<BundleEntry>,
     /// The CSR generation the hub asks for; the agent makes a fresh key and CSR when its own
     /// is older. Increased by the hub to renew.
     #[serde(default)]

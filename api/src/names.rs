@@ -39,6 +39,9 @@ pub const ROOTS_SECRET: &str = "federator-roots";
 pub const MEMBER_CREDENTIAL_PREFIX: &str = "federator-member-";
 /// Key of the kubeconfig in a member credential Secret.
 pub const KUBECONFIG_KEY: &str = "kubeconfig";
+/// Secret in the hub holding the bundle endpoint's X509-SVID (`tls.crt`, `tls.key`) for
+/// `https_spiffe`; every replica serves with it.
+pub const BUNDLE_ENDPOINT_SECRET: &str = "federator-bundle-endpoint";
 /// Lease used for leader election among hub replicas.
 pub const LEADER_LEASE: &str = "federator-leader";
 
@@ -83,4 +86,37 @@ pub fn reader_credential_secret(cluster: &str) -> String {
 /// Name of the hub Secret holding a member's credential.
 pub fn member_credential_secret(cluster: &str) -> String {
     format!("{MEMBER_CREDENTIAL_PREFIX}{cluster}")
+}
+
+/// Name of the `ForeignTrustDomain` of a trust domain: the trust domain itself when it is a
+/// valid object name (DNS-1123 subdomain), else `td-` and 16 hex digits of its SHA-256.
+pub fn foreign_trust_domain(trust_domain: &str) -> String {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if trust_domain.len() <= 253 && trust_domain.split('.').all(label_ok) {
+        return trust_domain.to_owned();
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(trust_domain.as_bytes());
+    format!("td-{}", &hex::encode(digest)[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn foreign_trust_domain_names_are_object_names() {
+        assert_eq!(
+            super::foreign_trust_domain("spire.example"),
+            "spire.example"
+        );
+        let odd = super::foreign_trust_domain("my_domain");
+        assert!(odd.starts_with("td-") && odd.len() == 19, "{odd}");
+        assert_ne!(odd, super::foreign_trust_domain("my_domaim"));
+    }
 }

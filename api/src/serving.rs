@@ -2,7 +2,8 @@
 //! (`--metrics-addr`): `/metrics` (OpenMetrics text from a `prometheus-client` registry),
 //! `/healthz` (liveness) and `/readyz` (readiness). What each answers is the binary's
 //! ([`Endpoints`]); how it is served (hyper, HTTP/1.1, a header timeout, connections that end
-//! with the server) is here, once.
+//! with the server) is here, once — also for the hub's SPIFFE bundle endpoint, which serves
+//! its own [`Handler`] over TLS ([`serve_tls`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -88,6 +89,21 @@ pub fn register_build_info(registry: &mut Registry, name: &str, help: &str, vers
     registry.register(name, help, info);
 }
 
+/// What a server answers to `GET path` (any method is answered the same way).
+pub trait Handler: Send + Sync + 'static {
+    /// The answer to `path`.
+    fn answer(&self, path: &str) -> Reply;
+}
+
+/// The probe endpoints as a [`Handler`].
+struct Probes(Arc<dyn Endpoints>);
+
+impl Handler for Probes {
+    fn answer(&self, path: &str) -> Reply {
+        answer(self.0.as_ref(), path)
+    }
+}
+
 /// The OpenMetrics text exposition of `registry`.
 pub fn render(registry: &Registry) -> String {
     let mut out = String::new();
@@ -108,44 +124,92 @@ pub async fn serve(
     info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     Ok((
         bound,
-        AbortOnDropHandle::new(tokio::spawn(accept(listener, endpoints))),
+        AbortOnDropHandle::new(tokio::spawn(accept(
+            listener,
+            None,
+            Arc::new(Probes(endpoints)),
+        ))),
     ))
 }
 
-async fn accept(listener: TcpListener, endpoints: Arc<dyn Endpoints>) {
+/// Listens on `addr` (failing at once when it cannot) and serves `handler` over TLS with
+/// `tls` (HTTP/1.1) until the returned handle is dropped. Returns the address bound.
+pub async fn serve_tls(
+    addr: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    handler: Arc<dyn Handler>,
+) -> std::io::Result<(SocketAddr, AbortOnDropHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    Ok((
+        bound,
+        AbortOnDropHandle::new(tokio::spawn(accept(
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+            handler,
+        ))),
+    ))
+}
+
+/// How long a client has for its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn accept(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: Arc<dyn Handler>,
+) {
     // Connections live in this set, so they end with the server.
     let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                warn!(error = %e, "metrics: cannot accept a connection");
+                warn!(error = %e, "cannot accept a connection");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         while connections.try_join_next().is_some() {}
-        let endpoints = endpoints.clone();
+        let handler = handler.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let reply = answer(endpoints.as_ref(), req.uri().path());
-                let mut response = Response::new(Full::new(Bytes::from(reply.body)));
-                *response.status_mut() = reply.status;
-                response.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static(reply.content_type),
-                );
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                debug!(%peer, error = %e, "metrics connection");
+            match tls {
+                None => connection(stream, peer, handler).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => connection(stream, peer, handler).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+/// Serves one HTTP/1.1 connection.
+async fn connection<S>(stream: S, peer: SocketAddr, handler: Arc<dyn Handler>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let reply = handler.answer(req.uri().path());
+        let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+        *response.status_mut() = reply.status;
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(reply.content_type),
+        );
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5))
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        debug!(%peer, error = %e, "HTTP connection");
     }
 }
 

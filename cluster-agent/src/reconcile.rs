@@ -351,8 +351,15 @@ async fn reconcile_trust(
         }
     };
 
-    // 5. Mesh config.
-    let mesh_facts = match (&identity, &bundle) {
+    // 5. Mesh config: the bundle and the foreign SPIFFE trust domains' roots.
+    let mesh_bundle = match cacerts::mesh_bundle_from_spec(spec) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+    let mesh_facts = match (&identity, bundle.as_ref().and(mesh_bundle.as_ref())) {
         (Some(id), Some(b)) => match sync_mesh(client, b, &id.trust_domain, summary).await {
             Ok(MeshFacts::Failed(msg)) => {
                 problems.push(msg.clone());

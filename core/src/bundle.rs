@@ -219,24 +219,29 @@ impl TrustBundle {
 }
 
 /// A SPIFFE trust bundle (SPIFFE Trust Domain and Bundle spec §4): a JWK set whose keys are
-/// the trust domain's X.509 roots, each with its certificate in `x5c`.
+/// the trust domain's X.509 roots, each with its certificate in `x5c` and the key parameters
+/// of that certificate (what SPIRE's decoder requires; [`crate::spiffe::parse_bundle`] reads
+/// it back).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct SpiffeBundle {
     /// The roots as JWKs.
     pub keys: Vec<Jwk>,
     /// Increases with every change of the bundle.
     pub spiffe_sequence: i64,
+    /// How often consumers should check back, in seconds (§4.1.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spiffe_refresh_hint: Option<u64>,
 }
 
-/// One root as a JWK (`use: x509-svid`).
+/// One root as a JWK (`use: x509-svid`, no `kid`: X509-SVID §6.1).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Jwk {
     /// Always `x509-svid`.
     #[serde(rename = "use")]
     pub use_: String,
-    /// `EC` or `RSA`.
+    /// `EC`, `RSA` or `OKP`.
     pub kty: String,
-    /// EC curve.
+    /// The curve.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crv: Option<String>,
     /// EC x coordinate (base64url).
@@ -259,73 +264,25 @@ impl TrustBundle {
     /// One trust domain's roots as a SPIFFE bundle.
     pub fn spiffe_bundle(&self, trust_domain: &TrustDomain, sequence: i64) -> Result<SpiffeBundle> {
         use base64::Engine as _;
-        use x509_parser::public_key::PublicKey;
-        let b64url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let mut keys = Vec::new();
         for der in self.roots_of(trust_domain) {
-            let c = cert::parse_der(&der)?;
-            let spki = c.public_key();
-            let mut jwk = Jwk {
-                use_: "x509-svid".into(),
-                kty: String::new(),
-                crv: None,
-                x: None,
-                y: None,
-                n: None,
-                e: None,
+            let key = crate::spiffe::public_jwk(&der)
+                .map_err(|e| Error::Key(format!("root of {trust_domain}: {e}")))?;
+            keys.push(Jwk {
+                use_: crate::spiffe::X509_SVID.into(),
+                kty: key.kty,
+                crv: key.crv,
+                x: key.x,
+                y: key.y,
+                n: key.n,
+                e: key.e,
                 x5c: vec![base64::engine::general_purpose::STANDARD.encode(&der)],
-            };
-            match (crate::key::KeyKind::from_spki(spki), spki.parsed()) {
-                (Ok(kind), Ok(PublicKey::EC(point))) => {
-                    // x509-parser does not check the point: anything but an uncompressed
-                    // point of the curve's size (0x04, x, y) would give a wrong JWK.
-                    let data = point.data();
-                    let half = if kind == crate::key::KeyKind::EcdsaP384 {
-                        48
-                    } else {
-                        32
-                    };
-                    if data.len() != 1 + 2 * half || data[0] != 0x04 {
-                        return Err(Error::Key(format!(
-                            "root of {trust_domain}: its {kind} public key is not an uncompressed point ({} bytes)",
-                            data.len()
-                        )));
-                    }
-                    jwk.kty = "EC".into();
-                    jwk.crv = Some(
-                        if kind == crate::key::KeyKind::EcdsaP384 {
-                            "P-384"
-                        } else {
-                            "P-256"
-                        }
-                        .into(),
-                    );
-                    jwk.x = Some(b64url(&data[1..=half]));
-                    jwk.y = Some(b64url(&data[1 + half..]));
-                }
-                (Ok(_), Ok(PublicKey::RSA(rsa))) => {
-                    let strip = |b: &[u8]| {
-                        b.iter()
-                            .skip_while(|x| **x == 0)
-                            .copied()
-                            .collect::<Vec<u8>>()
-                    };
-                    jwk.kty = "RSA".into();
-                    jwk.n = Some(b64url(&strip(rsa.modulus)));
-                    jwk.e = Some(b64url(&strip(rsa.exponent)));
-                }
-                (Err(d), _) => return Err(Error::Key(format!("root of {trust_domain}: {d}"))),
-                _ => {
-                    return Err(Error::Key(format!(
-                        "root of {trust_domain}: unreadable public key"
-                    )));
-                }
-            }
-            keys.push(jwk);
+            });
         }
         Ok(SpiffeBundle {
             keys,
             spiffe_sequence: sequence,
+            spiffe_refresh_hint: None,
         })
     }
 }

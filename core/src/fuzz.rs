@@ -18,11 +18,9 @@
 //! structures themselves while every input still goes through the PEM parser. Multi-part
 //! inputs (`cacerts`, `ca_import`, `trust_bundle`) are split on the line [`SEPARATOR`].
 //!
-//! The SPIFFE bundle *writer* ([`TrustBundle::spiffe_bundle`]) is fuzzed by [`trust_bundle`].
-//! federator has no SPIFFE bundle *reader* yet; when SPIFFE federation brings one, add an entry
-//! `spiffe_bundle(data)` here that hands the bytes to it, a target
-//! `fuzz/fuzz_targets/spiffe_bundle.rs`, a case in the replay test, and seed the corpus with the
-//! JSON [`TrustBundle::spiffe_bundle`] writes (`docs/fuzzing.md`, "Adding a target").
+//! The SPIFFE bundle *writer* ([`TrustBundle::spiffe_bundle`]) is fuzzed by [`trust_bundle`],
+//! the *reader* ([`crate::spiffe::parse_bundle`], what a foreign bundle endpoint serves) by
+//! [`spiffe_bundle`].
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -402,6 +400,55 @@ pub fn trust_bundle(data: &[u8]) -> Outcome {
         }
     }
     Ok(summary.join("; "))
+}
+
+/// `trust domain \n document`: [`crate::spiffe::parse_bundle`] of the document for that trust
+/// domain. What it accepts is a set of CA certificates of that trust domain, each once; written
+/// back as a SPIFFE bundle and read again, it gives the same authorities.
+pub fn spiffe_bundle(data: &[u8]) -> Outcome {
+    let (td, doc) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let td = TrustDomain::new(text(td)?).map_err(|e| e.to_string())?;
+    let b = crate::spiffe::parse_bundle(doc, &td).map_err(|e| e.to_string())?;
+    assert_eq!(b.trust_domain, td);
+    let mut bundle = TrustBundle::new();
+    for der in &b.x509_authorities {
+        let c = cert::parse_der(der);
+        assert!(
+            c.as_ref().is_ok_and(|c| c.is_ca()),
+            "an accepted authority is a CA certificate"
+        );
+        let added = bundle.add(&td, der.clone());
+        assert!(
+            added.is_ok(),
+            "an accepted authority is a valid root: {added:?}"
+        );
+    }
+    assert_eq!(
+        bundle.roots().len(),
+        b.x509_authorities.len(),
+        "each authority once"
+    );
+    if let Ok(written) = bundle.spiffe_bundle(&td, 1) {
+        let text = serde_json::to_vec(&written).unwrap_or_default();
+        let again = crate::spiffe::parse_bundle(&text, &td);
+        assert!(again.is_ok(), "what federator writes reads back: {again:?}");
+        let mut x = again.map(|a| a.x509_authorities).unwrap_or_default();
+        let mut y = b.x509_authorities.clone();
+        x.sort();
+        y.sort();
+        assert_eq!(x, y, "the authorities survive a write and a read");
+    }
+    Ok(format!(
+        "{td}: {} X.509 authorities, {} JWT authorities, sequence {:?}, refresh hint {:?}, {} skipped",
+        b.x509_authorities.len(),
+        b.jwt_authorities.len(),
+        b.sequence,
+        b.refresh_hint,
+        b.skipped.len()
+    ))
 }
 
 /// A constructed hostile `cacerts` input (the regression case `cacerts/cross-signed-loop`):

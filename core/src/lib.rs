@@ -14,6 +14,7 @@
 //! | [`csr`] | the cluster side: a CSR for a cluster CA; the hub side: parsing and checking one |
 //! | [`policy`] | the hub's signing policy, which decides every field of a cluster CA |
 //! | [`bundle`] | canonical, byte-stable trust bundles keyed by trust domain |
+//! | [`spiffe`] | SPIFFE bundle documents: reading a foreign trust domain's, the JWKs of ours |
 //! | [`cacerts`] | istiod's `cacerts` layout and a validator applying istiod's load checks |
 //! | [`verify`] | chain validation: CA paths (Go/istiod rules) and workload leaves (rustls-webpki) |
 //! | [`fuzz`] | entry points for the fuzz targets and their corpus replay (`docs/fuzzing.md`) |
@@ -36,6 +37,7 @@ pub mod identity;
 pub mod istiod;
 pub mod key;
 pub mod policy;
+pub mod spiffe;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -387,6 +387,57 @@ fn main() {
         .concat(),
     );
 
+    // spiffe_bundle: what federator's bundle endpoint serves, a SPIRE-like bundle with a JWT
+    // authority and a refresh hint, a key of unknown use (skipped), and an empty key set.
+    let spiffe = |td: &str, pems: &[String], seq: i64| {
+        let tdv = federator_core::identity::TrustDomain::new(td).unwrap();
+        let bundle = federator_core::bundle::TrustBundle::from_domain_pems(
+            pems.iter().map(|p| (&tdv, p.as_str())),
+        )
+        .unwrap();
+        let mut doc = serde_json::to_value(bundle.spiffe_bundle(&tdv, seq).unwrap()).unwrap();
+        doc["spiffe_refresh_hint"] = 300.into();
+        doc
+    };
+    out.put(
+        "spiffe_bundle",
+        "one-root",
+        format!("a.local\n{}", spiffe("a.local", &[p256.cert_pem()], 1)),
+    );
+    out.put(
+        "spiffe_bundle",
+        "rotation",
+        format!(
+            "a.local\n{}",
+            spiffe("a.local", &[p256.cert_pem(), p384.cert_pem()], 7)
+        ),
+    );
+    let mut spire_like = spiffe("b.local", &[rsa.cert_pem()], 3);
+    spire_like["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "use": "jwt-svid", "kid": "k1", "kty": "EC", "crv": "P-256",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"
+        }));
+    spire_like["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "use": "future-svid", "kty": "EC"
+        }));
+    out.put(
+        "spiffe_bundle",
+        "spire-like",
+        format!("b.local\n{spire_like}"),
+    );
+    out.put(
+        "spiffe_bundle",
+        "empty",
+        "c.local\n{\"keys\": [], \"spiffe_sequence\": 2}",
+    );
+
     // kubeconfig: the testbed's (client certificate and token) and the hub's stored credential.
     let ca_pem = p256.cert_pem();
     let admin_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();

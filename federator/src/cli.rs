@@ -63,11 +63,75 @@ pub enum Command {
     /// `PROXY_CONFIG_XDS_AGENT`, `cacerts` (valid? written by federator?), the roots istiod
     /// serves, the federation's exchange object. Reads only; exits 1 when it finds a problem.
     Doctor(DoctorArgs),
-    /// Print the three CRDs (Federation, MemberCluster, ClusterTrust) as `init` installs them,
+    /// Trust a foreign SPIFFE trust domain (e.g. a SPIRE server's), fetched from its bundle
+    /// endpoint by `serve`, or stop trusting it.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Print the four CRDs (Federation, MemberCluster, ClusterTrust, ForeignTrustDomain) as `init` installs them,
     /// as YAML documents: for `kubectl apply -f -` or a Helm chart's `crds/`.
     Crds,
     /// Print a shell completion script: `source <(federator completion bash)`.
     Completion(CompletionArgs),
+}
+
+/// `federator trust ...`
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust DOMAIN: its endpoint is fetched once from here (nothing is written if that
+    /// fails), then `serve` fetches its SPIFFE bundle by its refresh hint and gives every
+    /// member its roots (istiod's mesh config `caCertificates` with `trustDomains: [DOMAIN]`;
+    /// `root-cert.pem` too with --mesh-wide).
+    Add(TrustAddArgs),
+    /// Stop trusting DOMAIN: `serve` removes its roots from every member.
+    Remove(TrustRemoveArgs),
+}
+
+/// A bundle endpoint profile (SPIFFE Federation §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// Web PKI: the server's certificate against the system's CA certificates.
+    #[value(name = "https_web")]
+    HttpsWeb,
+    /// The server presents an X509-SVID of the foreign trust domain.
+    #[value(name = "https_spiffe")]
+    HttpsSpiffe,
+}
+
+/// `federator trust add`
+#[derive(Debug, Args)]
+pub struct TrustAddArgs {
+    /// The foreign trust domain, e.g. spire.example.
+    pub domain: String,
+    /// Its SPIFFE bundle endpoint URL (https://…).
+    #[arg(long)]
+    pub bundle_endpoint: String,
+    /// How the endpoint is authenticated.
+    #[arg(long, value_enum, default_value = "https_web")]
+    pub profile: ProfileArg,
+    /// With https_spiffe: the SPIFFE ID the endpoint's server presents
+    /// (SPIRE: spiffe://DOMAIN/spire/server).
+    #[arg(long)]
+    pub endpoint_spiffe_id: Option<String>,
+    /// With https_spiffe: the domain's current bundle (SPIFFE bundle or PEM), to authenticate
+    /// the first fetch (SPIRE: `spire-server bundle show -format spiffe`).
+    #[arg(long)]
+    pub bootstrap_bundle: Option<PathBuf>,
+    /// Also put the domain's roots into every member's root-cert.pem: every workload then
+    /// trusts certificates of that domain's CAs, not only istiod's SPIFFE checks.
+    #[arg(long)]
+    pub mesh_wide: bool,
+    /// Write the domain without fetching its endpoint from this machine first (when only the
+    /// hub can reach it, or trusts its server certificate). `serve` still refuses what it
+    /// cannot fetch or accept, and says so in `status`.
+    #[arg(long)]
+    pub no_fetch: bool,
+}
+
+/// `federator trust remove`
+#[derive(Debug, Args)]
+pub struct TrustRemoveArgs {
+    /// The foreign trust domain.
+    pub domain: String,
 }
 
 /// `federator completion`
@@ -427,6 +491,21 @@ pub struct ServeArgs {
     /// readiness) on this address, e.g. 0.0.0.0:9090.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the federation's SPIFFE bundles (profile https_web) on this address, one per
+    /// trust domain at `/<trust domain>`, e.g. 0.0.0.0:8443; needs --bundle-endpoint-cert and
+    /// --bundle-endpoint-key.
+    #[arg(long, requires_all = ["bundle_endpoint_cert", "bundle_endpoint_key"])]
+    pub bundle_endpoint_addr: Option<std::net::SocketAddr>,
+    /// The bundle endpoint's serving certificate (PEM, then its chain), read again when it
+    /// changes (e.g. a cert-manager Certificate's tls.crt).
+    #[arg(long, requires = "bundle_endpoint_addr")]
+    pub bundle_endpoint_cert: Option<PathBuf>,
+    /// Its private key (PEM, e.g. tls.key).
+    #[arg(long, requires = "bundle_endpoint_addr")]
+    pub bundle_endpoint_key: Option<PathBuf>,
+    /// `spiffe_refresh_hint` of the served bundles: how often peers should fetch them again.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub bundle_refresh_hint: Duration,
 }
 
 impl ServeArgs {

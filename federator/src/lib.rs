@@ -44,6 +44,7 @@ pub async fn run(cli: cli::Cli) -> Result<()> {
         cli::Command::Serve(args) => commands::hub::serve(&hub, args).await,
         cli::Command::Bundle(args) => commands::hub::bundle(&hub, args).await,
         cli::Command::RotateRoot(args) => commands::hub::rotate_root(&hub, args).await,
+        cli::Command::Trust(cmd) => commands::hub::trust(&hub, cmd).await,
         cli::Command::Renew(cli::RenewCommand::Cluster(args)) => {
             commands::hub::renew(&hub, args).await
         }

@@ -31,6 +31,7 @@ const TARGETS: &[(&str, Entry)] = &[
     ("duration", fuzz::duration),
     ("kubeconfig", kubeconfig),
     ("private_key", fuzz::private_key),
+    ("spiffe_bundle", fuzz::spiffe_bundle),
     ("trust_bundle", fuzz::trust_bundle),
 ];
 
@@ -58,7 +59,7 @@ const REGRESSIONS: &[(&str, &str, Expect)] = &[
         "trust_bundle",
         "ec-root-with-empty-point",
         Expect::Ok(
-            "a.local: no SPIFFE bundle (root of a.local: its ECDSA P-256 public key is not an uncompressed point (0 bytes))",
+            "a.local: no SPIFFE bundle (root of a.local: its ECDSA P-256 public key is not an uncompressed point (0 bytes, not 65))",
         ),
     ),
 ];

@@ -8,7 +8,8 @@
 //! `kube-controller-manager-v1.36.3`, from the same Kubernetes version; with `tools/build.sh
 //! ops` the operator tools the examples' proofs run: `helm-v3.22.0`, `kubectl-v1.36.3` (the
 //! Kubernetes version again) and `promtool-v0.316.0`; with `tools/build.sh istioctl`
-//! `istioctl-1.31.1`, from the default istiod's module). The versions here mirror that script:
+//! `istioctl-1.31.1`, from the default istiod's module; with `tools/build.sh spire`
+//! `spire-server-v1.13.3` and `spire-agent-v1.13.3`). The versions here mirror that script:
 //! change both together (unit tests compare them).
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,8 @@ pub const HELM_VERSION: &str = "3.22.0";
 /// Version of the `github.com/prometheus/prometheus` module promtool is built from
 /// (`tools/promtool`; v0.316.0 is Prometheus 3.16.0).
 pub const PROMETHEUS_VERSION: &str = "0.316.0";
+/// SPIRE version (`github.com/spiffe/spire`, `tools/spire`: `spire-server`, `spire-agent`).
+pub const SPIRE_VERSION: &str = "1.13.3";
 /// The istiod (`pilot-discovery`) versions `tools/build.sh` can build, newest first, each
 /// pinned in `tools/pilot-discovery/<version>/go.mod` (`ISTIO_VERSIONS_ALL` there).
 pub const ISTIO_VERSIONS: &[&str] = &["1.31.1", "1.29.2", "1.28.3", "1.27.9", "1.26.8"];
@@ -127,6 +130,16 @@ impl Binaries {
         self.find("promtool", &format!("promtool-v{PROMETHEUS_VERSION}"))
     }
 
+    /// `spire-server`, or an error telling to run `tools/build.sh spire`.
+    pub fn spire_server(&self) -> Result<PathBuf> {
+        self.find("spire-server", &format!("spire-server-v{SPIRE_VERSION}"))
+    }
+
+    /// `spire-agent`, or an error telling to run `tools/build.sh spire`.
+    pub fn spire_agent(&self) -> Result<PathBuf> {
+        self.find("spire-agent", &format!("spire-agent-v{SPIRE_VERSION}"))
+    }
+
     /// `istioctl` ([`ISTIOCTL_VERSION`]), or an error telling to run `tools/build.sh istioctl`.
     pub fn istioctl(&self) -> Result<PathBuf> {
         self.find("istioctl", &format!("istioctl-{ISTIOCTL_VERSION}"))
@@ -207,6 +220,14 @@ mod tests {
             assert!(err.contains("run tools/build.sh ops"), "{err}");
             assert!(err.contains(file), "{err}");
         }
+        for (err, file) in [
+            (b.spire_server().unwrap_err(), "spire-server-v1.13.3"),
+            (b.spire_agent().unwrap_err(), "spire-agent-v1.13.3"),
+        ] {
+            let err = err.to_string();
+            assert!(err.contains("run tools/build.sh spire"), "{err}");
+            assert!(err.contains(file), "{err}");
+        }
         let err = b.istioctl().unwrap_err().to_string();
         assert!(err.contains("run tools/build.sh istioctl"), "{err}");
         assert!(err.contains("istioctl-1.31.1"), "{err}");
@@ -226,6 +247,7 @@ mod tests {
         assert_eq!(declared("KUBERNETES_VERSION"), KUBERNETES_VERSION);
         assert_eq!(declared("HELM_VERSION"), HELM_VERSION);
         assert_eq!(declared("PROMETHEUS_VERSION"), PROMETHEUS_VERSION);
+        assert_eq!(declared("SPIRE_VERSION"), SPIRE_VERSION);
         let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools");
         // A go.mod line `MODULE VERSION ...` (require) or `MODULE => MODULE VERSION` (replace).
         let pins = |dir: &str, module: &str, version: &str| {
@@ -252,6 +274,11 @@ mod tests {
         // kubectl's staging module: Kubernetes 1.x.y is v0.x.y.
         let staging = format!("v0.{}", KUBERNETES_VERSION.split_once('.').unwrap().1);
         pins("kube-node", "k8s.io/kubectl", &staging);
+        pins(
+            "spire",
+            "github.com/spiffe/spire",
+            &format!("v{SPIRE_VERSION}"),
+        );
     }
 
     /// `tools/build.sh` declares the same istiod versions, and each has its wrapper module.

@@ -11,6 +11,7 @@ pub enum Error {
         arg = match *name {
             "kubelet" | "kube-scheduler" | "kube-controller-manager" => " nodes",
             "helm" | "kubectl" | "promtool" => " ops",
+            "spire-server" | "spire-agent" => " spire",
             "istioctl" => " istioctl",
             _ => "",
         },
@@ -92,6 +93,10 @@ pub enum Error {
     /// Every attempt to start a server hit a port someone else had taken.
     #[error("{name}: port still in use after {attempts} attempts")]
     PortsExhausted { name: String, attempts: u32 },
+
+    /// A `spire-server` command failed.
+    #[error("{0}")]
+    Spire(String),
 
     /// The directory is not usable for a new testbed.
     #[error("{0}")]

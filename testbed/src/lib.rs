@@ -42,6 +42,7 @@ pub mod node;
 pub mod pki;
 pub mod process;
 pub mod secret_volume;
+pub mod spire;
 pub mod state;
 mod testbed;
 

@@ -70,7 +70,7 @@ async fn the_chart_rbac_is_enough_for_init_and_serve() {
         create(&crds, d).await;
     }
     apply_rbac(&admin, &docs).await;
-    assert_eq!(crd_names.len(), 3);
+    assert_eq!(crd_names.len(), 4);
     for n in &crd_names {
         wait_for(
             &format!("CRD {n} established"),

@@ -20,11 +20,8 @@
 
 use std::path::PathBuf;
 
-use federator_api::hub::{Federation, MemberCluster};
-use federator_api::member::ClusterTrust;
 use federator_api::names;
 use federator_e2e::examples::*;
-use kube::CustomResourceExt;
 use serde_yaml::Value;
 use testbed::Binaries;
 
@@ -254,7 +251,7 @@ fn the_init_job_passes_the_root_settings_and_mounts_only_named_secrets() {
             "named objects only"
         );
     }
-    let crd_names: Vec<String> = [Federation::crd(), MemberCluster::crd(), ClusterTrust::crd()]
+    let crd_names: Vec<String> = federator_api::crds()
         .iter()
         .map(|c| c.metadata.name.clone().unwrap())
         .collect();
@@ -320,6 +317,71 @@ fn the_init_job_passes_the_root_settings_and_mounts_only_named_secrets() {
     );
 }
 
+/// `bundleEndpoint.enabled`: every replica serves the SPIFFE bundles with the named TLS
+/// Secret mounted (the kubelet updates it, serve re-reads it), behind a Service; off by default.
+#[test]
+fn the_bundle_endpoint_is_a_service_with_the_named_certificate() {
+    let docs = render("values.yaml", &[]);
+    let hub = find(&docs, "Deployment", "federator");
+    let args = strings(&hub["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert_eq!(
+        flag(&args, "--bundle-endpoint-addr"),
+        None,
+        "off by default"
+    );
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["metadata"]["name"] == "federator-bundle-endpoint"),
+        "no Service by default"
+    );
+    let docs = render(
+        "values.yaml",
+        &[
+            "--set",
+            "bundleEndpoint.enabled=true,bundleEndpoint.tlsSecretName=federator-bundle-endpoint-tls,bundleEndpoint.refreshHint=2m",
+        ],
+    );
+    let hub = find(&docs, "Deployment", "federator");
+    let pod = &hub["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let args = strings(&c["args"]);
+    assert_eq!(flag(&args, "--bundle-endpoint-addr"), Some("0.0.0.0:8443"));
+    assert_eq!(flag(&args, "--bundle-refresh-hint"), Some("2m"));
+    let cert = flag(&args, "--bundle-endpoint-cert").unwrap();
+    let key = flag(&args, "--bundle-endpoint-key").unwrap();
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "bundle-endpoint-tls")
+        .unwrap();
+    let dir = mount["mountPath"].as_str().unwrap();
+    assert_eq!(cert, format!("{dir}/tls.crt"));
+    assert_eq!(key, format!("{dir}/tls.key"));
+    assert_eq!(mount["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "bundle-endpoint-tls")
+        .unwrap();
+    assert_eq!(
+        volume["secret"]["secretName"],
+        "federator-bundle-endpoint-tls"
+    );
+    let svc = find(&docs, "Service", "federator-bundle-endpoint");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 443);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "bundles");
+    assert!(
+        c["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "bundles" && p["containerPort"] == 8443)
+    );
+}
+
 #[test]
 fn bad_values_fail_rendering_with_a_message() {
     let err = fails(
@@ -350,6 +412,10 @@ fn bad_values_fail_rendering_with_a_message() {
             "serve.logFormat=xml",
             "serve.logFormat must be json or text",
         ),
+        (
+            "bundleEndpoint.enabled=true",
+            "bundleEndpoint.tlsSecretName",
+        ),
     ] {
         let err = fails(&mut helm_template(&["--set", set]));
         assert!(err.contains(message), "--set {set}: {err}");
@@ -358,7 +424,7 @@ fn bad_values_fail_rendering_with_a_message() {
 
 /// The CRDs the API types define, as the chart's `crds/` holds them (one file each).
 fn crd_files() -> Vec<(PathBuf, String)> {
-    [Federation::crd(), MemberCluster::crd(), ClusterTrust::crd()]
+    federator_api::crds()
         .into_iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap();

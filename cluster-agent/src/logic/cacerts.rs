@@ -27,6 +27,28 @@ pub fn bundle_from_spec(spec: &ClusterTrustSpec) -> Result<TrustBundle, Problem>
     TrustBundle::from_domain_pems(entries.iter().map(|(td, pem)| (td, *pem))).map_err(field)
 }
 
+/// What the mesh config's `caCertificates` are made from: `spec.bundle` and the roots of the
+/// foreign SPIFFE trust domains in `spec.foreign` (those the bundle already holds, trusted
+/// mesh-wide, once).
+pub fn mesh_bundle_from_spec(spec: &ClusterTrustSpec) -> Result<TrustBundle, Problem> {
+    let field = |source| Problem::Field {
+        field: "spec.foreign",
+        source,
+    };
+    let mut bundle = bundle_from_spec(spec)?;
+    for e in &spec.foreign {
+        let td = TrustDomain::new(&e.trust_domain).map_err(field)?;
+        if bundle.trust_domains().any(|t| *t == td) {
+            continue;
+        }
+        let one = TrustBundle::from_domain_pems([(&td, e.roots_pem.as_str())]).map_err(field)?;
+        for der in one.roots_of(&td) {
+            bundle.add(&td, der).map_err(field)?;
+        }
+    }
+    Ok(bundle)
+}
+
 /// The four files `cacerts` must hold: the installed chain and key, and the whole bundle as
 /// `root-cert.pem`. Refuses material that istiod would not load (or peers would reject), as
 /// [`cacerts::inspect`] finds it: writing it would only make istiod keep its old CA (hot
@@ -163,6 +185,33 @@ mod tests {
         s.bundle[0].trust_domain = "east.local".into();
         s.bundle[0].roots_pem = "garbage".into();
         assert!(bundle_from_spec(&s).is_err());
+    }
+
+    #[test]
+    fn foreign_roots_go_to_the_mesh_bundle_only() {
+        let east = root_ca("east root");
+        let spire = root_ca("spire root");
+        let mut s = spec_with_bundle(&[("east.local", &east)], 1);
+        s.foreign = vec![federator_api::member::BundleEntry {
+            trust_domain: "spire.example".into(),
+            roots_pem: spire.cert_pem(),
+        }];
+        let cacerts_bundle = bundle_from_spec(&s).unwrap();
+        assert_eq!(
+            cacerts_bundle.trust_domains().count(),
+            1,
+            "not in root-cert.pem"
+        );
+        let mesh = mesh_bundle_from_spec(&s).unwrap();
+        let tds: Vec<String> = mesh.trust_domains().map(ToString::to_string).collect();
+        assert_eq!(tds, ["east.local", "spire.example"]);
+        // Trusted mesh-wide: in the bundle already, so once.
+        s.bundle.push(s.foreign[0].clone());
+        assert_eq!(mesh_bundle_from_spec(&s).unwrap().roots().len(), 2);
+        s.foreign[0].roots_pem = "garbage".into();
+        s.bundle.pop();
+        let err = mesh_bundle_from_spec(&s).unwrap_err().to_string();
+        assert!(err.contains("spec.foreign"), "{err}");
     }
 
     #[test]

@@ -249,6 +249,67 @@ pub async fn rotate_root(source: &ClientSource, args: crate::cli::RotateRootArgs
     Ok(())
 }
 
+/// `federator trust add|remove`
+pub async fn trust(source: &ClientSource, cmd: crate::cli::TrustCommand) -> Result<()> {
+    use crate::cli::{ProfileArg, TrustCommand};
+    use crate::hub::foreign;
+    let hub = hub_client(source).await?;
+    match cmd {
+        TrustCommand::Add(a) => {
+            let bootstrap = match &a.bootstrap_bundle {
+                Some(p) => Some(crate::fsutil::read_input(
+                    p,
+                    "--bootstrap-bundle",
+                    "pass the file holding the domain's SPIFFE bundle or PEM roots",
+                )?),
+                None => None,
+            };
+            let req = foreign::AddRequest {
+                trust_domain: a.domain.clone(),
+                url: a.bundle_endpoint.clone(),
+                profile: match a.profile {
+                    ProfileArg::HttpsWeb => federator_api::foreign::EndpointProfile::HttpsWeb,
+                    ProfileArg::HttpsSpiffe => federator_api::foreign::EndpointProfile::HttpsSpiffe,
+                },
+                endpoint_spiffe_id: a.endpoint_spiffe_id.clone(),
+                bootstrap,
+                mesh_wide: a.mesh_wide,
+            };
+            let added = foreign::add(&hub, &req, !a.no_fetch).await?;
+            if let Some(b) = &added.fetched {
+                println!(
+                    "fetched {}: {} root(s){}",
+                    a.bundle_endpoint,
+                    b.x509_authorities.len(),
+                    b.sequence
+                        .map(|s| format!(", sequence {s}"))
+                        .unwrap_or_default()
+                );
+            }
+            println!(
+                "trusting {} (ForeignTrustDomain {}): `federator serve` fetches {} ({}) and gives every member its roots{}; follow it with `federator status`",
+                a.domain,
+                added.name,
+                a.bundle_endpoint,
+                req.profile,
+                if a.mesh_wide {
+                    ", also in root-cert.pem"
+                } else {
+                    " in the mesh config"
+                }
+            );
+        }
+        TrustCommand::Remove(a) => {
+            foreign::remove(&hub, &a.domain).await?;
+            println!(
+                "no longer trusting {}: `federator serve` removes its roots from every member",
+                a.domain
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Until when a new issuer must live: a cluster CA signed now (the Federation's lifetime),
 /// and every member's installed one.
 async fn must_outlive(
@@ -699,6 +760,46 @@ fn render_status(report: &hub_status::StatusReport, output: OutputFormat) -> Res
                 ],
                 &rows,
             );
+            if !report.foreign.is_empty() {
+                let rows: Vec<Vec<String>> = report
+                    .foreign
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            f.trust_domain.clone(),
+                            f.bundle_endpoint.clone(),
+                            format!(
+                                "{}{}",
+                                f.profile,
+                                if f.mesh_wide { ", mesh-wide" } else { "" }
+                            ),
+                            match (f.ready, f.stale) {
+                                (true, _) => "yes".into(),
+                                (false, true) => "STALE".into(),
+                                (false, false) => "NO".into(),
+                            },
+                            f.roots.to_string(),
+                            f.sequence.map(|q| q.to_string()).unwrap_or_default(),
+                            f.last_fetched.clone(),
+                            f.message.clone(),
+                        ]
+                    })
+                    .collect();
+                s += "\n";
+                s += &output::table(
+                    &[
+                        "FOREIGN TRUST DOMAIN",
+                        "BUNDLE ENDPOINT",
+                        "PROFILE",
+                        "FRESH",
+                        "ROOTS",
+                        "SEQUENCE",
+                        "LAST FETCHED",
+                        "PROBLEM",
+                    ],
+                    &rows,
+                );
+            }
             s
         }
         other => output::structured(report, other)?,
@@ -804,6 +905,21 @@ pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
             reader_token_ttl: args.reader_token_ttl,
             reader_token_renew_after: args.reader_token_renew_after,
             metrics_addr: args.metrics_addr,
+            bundle_endpoint: match (
+                args.bundle_endpoint_addr,
+                args.bundle_endpoint_cert,
+                args.bundle_endpoint_key,
+            ) {
+                (Some(addr), Some(cert), Some(key)) => {
+                    Some(hub_serve::bundle_endpoint::BundleEndpointOptions {
+                        addr,
+                        cert,
+                        key,
+                        refresh_hint: args.bundle_refresh_hint,
+                    })
+                }
+                _ => None,
+            },
         },
     )
     .await

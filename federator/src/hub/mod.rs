@@ -12,6 +12,7 @@
 //! | [`serve`] | `federator serve`: the federation and member controllers, metrics, leadership |
 
 pub mod bundle;
+pub mod foreign;
 pub mod init;
 pub mod join;
 pub mod kube;

@@ -60,8 +60,64 @@ pub struct StatusReport {
     pub rotations: Vec<federator_api::hub::RotationStatus>,
     /// Members.
     pub clusters: Vec<ClusterRow>,
+    /// Foreign SPIFFE trust domains.
+    pub foreign: Vec<ForeignRow>,
     /// Whether every member is healthy.
     pub healthy: bool,
+}
+
+/// One foreign trust domain, as `status` shows it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForeignRow {
+    /// The trust domain.
+    pub trust_domain: String,
+    /// Its bundle endpoint.
+    pub bundle_endpoint: String,
+    /// `https_web` or `https_spiffe`.
+    pub profile: String,
+    /// Whether its roots are also in `root-cert.pem`.
+    pub mesh_wide: bool,
+    /// Whether the last fetch succeeded.
+    pub ready: bool,
+    /// Whether members get roots older than the endpoint's current answer could be.
+    pub stale: bool,
+    /// The roots members get.
+    pub roots: usize,
+    /// `spiffe_sequence` of the last good bundle.
+    pub sequence: Option<i64>,
+    /// The last successful fetch.
+    pub last_fetched: String,
+    /// Why the last fetch failed, or the state before the first one.
+    pub message: String,
+}
+
+fn foreign_row(d: &federator_api::foreign::ForeignTrustDomain) -> ForeignRow {
+    let s = d.status.clone().unwrap_or_default();
+    let ready = condition::is_true(&s.conditions, types::READY);
+    let message = if s.conditions.is_empty() {
+        "not fetched yet: is `federator serve` running?".to_owned()
+    } else if ready {
+        String::new()
+    } else {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == types::READY)
+            .map(|c| format!("{}: {}", c.reason, c.message))
+            .unwrap_or_default()
+    };
+    ForeignRow {
+        trust_domain: d.spec.trust_domain.clone(),
+        bundle_endpoint: d.spec.bundle_endpoint.url.clone(),
+        profile: d.spec.bundle_endpoint.profile.to_string(),
+        mesh_wide: d.spec.mesh_wide,
+        ready,
+        stale: s.stale,
+        roots: s.roots.len(),
+        sequence: s.sequence,
+        last_fetched: s.last_fetched.map(|t| t.0.to_string()).unwrap_or_default(),
+        message,
+    }
 }
 
 /// Reads the federation's status. A member is unhealthy when it is not Ready, has problems,
@@ -74,6 +130,15 @@ pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport>
         .list(&ListParams::default())
         .await
         .map_err(|e| Error::kube("list MemberClusters", e))?;
+    let foreign_api: Api<federator_api::foreign::ForeignTrustDomain> =
+        Api::namespaced(hub.clone(), names::NAMESPACE);
+    let mut foreign: Vec<ForeignRow> = match foreign_api.list(&ListParams::default()).await {
+        Ok(l) => l.items.iter().map(foreign_row).collect(),
+        // A hub whose CRDs predate foreign trust domains.
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(e) => return Err(Error::kube("list ForeignTrustDomains", e)),
+    };
+    foreign.sort_by(|a, b| a.trust_domain.cmp(&b.trust_domain));
     let now = OffsetDateTime::now_utc();
     let clusters: Vec<ClusterRow> = list
         .items
@@ -140,6 +205,7 @@ pub async fn status(hub: &Client, stale_after: Duration) -> Result<StatusReport>
         rotations: fstatus.rotations,
         healthy: clusters.iter().all(|c| c.healthy),
         clusters,
+        foreign,
     })
 }
 

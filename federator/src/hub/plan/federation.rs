@@ -3,8 +3,9 @@
 //! member must be told ([`Desired`]). The federation controller reads, calls [`plan`], and
 //! writes what it returns.
 //!
-//! Federation-wide inputs enter through [`Inputs`]: the members, the Federation object and
-//! what the signer holds ([`SignerView`]).
+//! Federation-wide inputs enter through [`Inputs`]: the members, the Federation object, what
+//! the signer holds ([`SignerView`]) and the foreign SPIFFE trust domains (their last good
+//! roots go to every member: [`Desired::foreign`], and into the bundle when trusted mesh-wide).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use federator_api::condition::{self, reasons, types};
 use federator_api::events::{Note, reasons as events};
 use federator_api::fields;
+use federator_api::foreign::ForeignTrustDomain;
 use federator_api::hub::{
     FederationSpec, FederationStatus, MemberCluster, RootStatus, RotationPhase, RotationStatus,
     RotationWait, WaitReason,
@@ -56,8 +58,11 @@ pub struct SignerView {
 pub struct Desired {
     /// The bundle, per trust domain.
     pub bundle: Vec<BundleEntry>,
-    /// Its generation (0: the federation was not planned yet).
+    /// Its generation (0: the federation was not planned yet); it also moves when the foreign
+    /// roots change.
     pub bundle_generation: i64,
+    /// The last good roots of every foreign trust domain (for the mesh config).
+    pub foreign: Vec<BundleEntry>,
     /// Key algorithm for cluster CA keys.
     pub key_algorithm: String,
     /// Renewal point, percent of lifetime.
@@ -111,6 +116,8 @@ pub struct Inputs<'a> {
     pub members: &'a [Arc<MemberCluster>],
     /// What the signer holds.
     pub signer: &'a SignerView,
+    /// The foreign trust domains.
+    pub foreign: &'a [Arc<ForeignTrustDomain>],
     /// Now.
     pub now: OffsetDateTime,
 }
@@ -134,7 +141,25 @@ pub struct Plan {
 pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
     let previous = inp.previous.cloned().unwrap_or_default();
     let bundle = bundle(&inp.signer.roots)?;
-    let digest = bundle.digest();
+    // Foreign domains never shadow one of the federation's own.
+    let (foreign, mesh_wide) = super::foreign::distribution(inp.foreign);
+    let own = |e: &BundleEntry| {
+        bundle
+            .trust_domains()
+            .any(|td| td.as_str() == e.trust_domain)
+    };
+    let foreign: Vec<BundleEntry> = foreign.into_iter().filter(|e| !own(e)).collect();
+    let mesh_wide: Vec<BundleEntry> = mesh_wide.into_iter().filter(|e| !own(e)).collect();
+    let digest = if foreign.is_empty() {
+        bundle.digest()
+    } else {
+        let mut text = bundle.digest();
+        for e in &foreign {
+            let wide = mesh_wide.iter().any(|w| w.trust_domain == e.trust_domain);
+            text.push_str(&format!("\n{} {wide}\n{}", e.trust_domain, e.roots_pem));
+        }
+        fingerprint(text.as_bytes())
+    };
     let bundle_generation = if previous.bundle_digest == digest {
         previous.bundle_generation.max(1)
     } else {
@@ -241,6 +266,13 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
             })
         })
         .collect();
+    let published: Vec<BundleEntry> = bundle
+        .trust_domains()
+        .map(|td| BundleEntry {
+            trust_domain: td.to_string(),
+            roots_pem: bundle.domain_pem(td),
+        })
+        .collect();
     let status = FederationStatus {
         conditions: condition::set(
             &previous.conditions,
@@ -256,15 +288,13 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
         bundle_generation,
         members: i64::try_from(inp.members.len()).unwrap_or(i64::MAX),
         rotations,
+        published: published.clone(),
     };
+    let mut members_bundle = published;
+    members_bundle.extend(mesh_wide);
     let desired = Desired {
-        bundle: bundle
-            .trust_domains()
-            .map(|td| BundleEntry {
-                trust_domain: td.to_string(),
-                roots_pem: bundle.domain_pem(td),
-            })
-            .collect(),
+        bundle: members_bundle,
+        foreign,
         bundle_generation,
         key_algorithm: inp.spec.key_algorithm.to_string(),
         renew_at_percent: inp.spec.renew_at_percent,
@@ -516,6 +546,7 @@ mod tests {
             generation: Some(1),
             members: &members,
             signer,
+            foreign: &[],
             now: t(NOW),
         };
         let first = plan(&inp(&one, None)).unwrap();
@@ -565,6 +596,7 @@ mod tests {
                 generation: None,
                 members,
                 signer: &signer,
+                foreign: &[],
                 now: t(NOW),
             })
             .unwrap()
@@ -651,6 +683,7 @@ mod tests {
                 generation: None,
                 members: &members,
                 signer,
+                foreign: &[],
                 now: t(NOW),
             })
             .unwrap();
@@ -718,6 +751,7 @@ mod tests {
                 generation: None,
                 members: &members,
                 signer,
+                foreign: &[],
                 now: t(NOW),
             })
             .unwrap()
@@ -817,6 +851,7 @@ mod tests {
                 generation: None,
                 members: &members,
                 signer: &signer,
+                foreign: &[],
                 now: t(NOW),
             })
             .unwrap()

@@ -106,6 +106,7 @@ pub fn plan_member(
     spec.cluster_name = cluster.to_owned();
     spec.trust_domain = trust_domain.to_owned();
     spec.bundle = desired.bundle.clone();
+    spec.foreign = desired.foreign.clone();
     spec.bundle_generation = desired.bundle_generation;
     spec.key_algorithm = desired.key_algorithm.clone();
     if spec.csr_generation < 1 {

@@ -18,6 +18,7 @@
 pub mod chain;
 pub mod csr;
 pub mod federation;
+pub mod foreign;
 pub mod member;
 pub mod peers;
 pub mod rotation;

@@ -9,13 +9,14 @@
 //! — and the member controllers are made to follow membership. A drain deadline requeues at
 //! that time; a failure requeues with backoff.
 //!
-//! New federation-wide inputs (say, foreign trust domains from their own CRD) come in as
-//! another watch mapped onto the Federation here, and as another field of
-//! [`plan::federation::Inputs`].
+//! The foreign SPIFFE trust domains (their own CRD, fetched by [`super::foreign`]) come in
+//! the same way: a reflector mapped onto the Federation, and a field of
+//! [`plan::federation::Inputs`]; new federation-wide inputs follow that pattern.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use federator_api::foreign::ForeignTrustDomain;
 use federator_api::hub::{Federation, MemberCluster};
 use federator_api::names;
 use federator_api::plumbing::{self, Failures};
@@ -41,6 +42,7 @@ use crate::{Error, Result};
 pub struct Context {
     shared: Arc<Shared>,
     members: Store<MemberCluster>,
+    foreign: Store<ForeignTrustDomain>,
     roots: RootStore,
     /// The roots Secret's resourceVersion the loaded signer came from.
     signer_version: Mutex<String>,
@@ -61,6 +63,17 @@ pub async fn run(shared: Arc<Shared>) -> Result<()> {
             ),
         ),
         format!("MemberClusters in {}", names::NAMESPACE),
+    );
+    let (foreign, foreign_writer) = reflector::store();
+    let foreign_changes = plumbing::changes_of(
+        reflector::reflector(
+            foreign_writer,
+            watcher(
+                Api::<ForeignTrustDomain>::namespaced(client.clone(), names::NAMESPACE),
+                watcher::Config::default(),
+            ),
+        ),
+        format!("ForeignTrustDomains in {}", names::NAMESPACE),
     );
     let roots_changes = plumbing::changes_of(
         watcher(
@@ -96,6 +109,7 @@ pub async fn run(shared: Arc<Shared>) -> Result<()> {
         roots: RootStore::new(client.clone()),
         shared,
         members,
+        foreign,
         signer_version: Mutex::new(String::new()),
         fleet: Fleet::default(),
         failures: Failures::default(),
@@ -103,6 +117,7 @@ pub async fn run(shared: Arc<Shared>) -> Result<()> {
     Controller::new(feds, plumbing::by_name(names::FEDERATION))
         .reconcile_all_on(member_changes)
         .reconcile_all_on(roots_changes)
+        .reconcile_all_on(foreign_changes)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(kube::runtime::controller::Error::QueueError(e)) = result {
@@ -187,6 +202,11 @@ async fn reconcile(fed: Arc<Federation>, ctx: Arc<Context>) -> Result<Action> {
         .await
         .map_err(|_| Error::Unreachable("the MemberCluster watch stopped".into()))?;
     let members = ctx.members.state();
+    ctx.foreign
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::Unreachable("the ForeignTrustDomain watch stopped".into()))?;
+    let foreign = ctx.foreign.state();
     let tds = plan::federation::trust_domains(&members);
     ctx.roots
         .ensure_trust_domains(&tds, &local_root_options(&fed.spec))
@@ -200,6 +220,7 @@ async fn reconcile(fed: Arc<Federation>, ctx: Arc<Context>) -> Result<Action> {
         generation: fed.metadata.generation,
         members: &members,
         signer: &view,
+        foreign: &foreign,
         now,
     })?;
     for (scope, record) in &plan.records {

@@ -16,9 +16,13 @@
 //!   replica that loses it exits, so its supervisor restarts it as a follower. On SIGTERM the
 //!   leader stops its controllers and releases the Lease, and a standby that sees it released
 //!   takes it at once (not after the lease duration); the process exits 0.
+//! * [`bundle_endpoint`]: with `--bundle-endpoint-addr`, every replica serves the
+//!   federation's SPIFFE bundles, leader or not.
 
+pub mod bundle_endpoint;
 pub mod federation;
 pub mod fleet;
+pub mod foreign;
 pub mod member;
 pub mod metrics;
 pub mod probes;
@@ -54,6 +58,8 @@ pub struct ServeOptions {
     pub reader_token_renew_after: Option<Duration>,
     /// Serve Prometheus metrics here.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the federation's SPIFFE bundles.
+    pub bundle_endpoint: Option<bundle_endpoint::BundleEndpointOptions>,
 }
 
 /// The retry backoff of every hub controller and task.
@@ -156,6 +162,10 @@ pub async fn serve(hub: Client, opts: ServeOptions) -> Result<()> {
                     .1,
             )
         }
+        None => None,
+    };
+    let _bundle_endpoint = match &opts.bundle_endpoint {
+        Some(o) => Some(bundle_endpoint::start(hub.clone(), o).await?),
         None => None,
     };
     let shutdown = shutdown_signal();
@@ -375,5 +385,9 @@ async fn run(
     probes: Arc<Probes>,
 ) -> Result<()> {
     info!("federator serve started");
-    federation::run(Arc::new(Shared::new(client, opts, metrics, probes))).await
+    let shared = Arc::new(Shared::new(client, opts, metrics, probes));
+    tokio::select! {
+        r = federation::run(shared.clone()) => r,
+        r = foreign::run(shared) => r,
+    }
 }

@@ -114,6 +114,7 @@ fn fixture(signer_loaded: bool) -> Fixture {
             reader_token_ttl: Duration::from_secs(3600),
             reader_token_renew_after: None,
             metrics_addr: None,
+            bundle_endpoint: None,
         },
         Arc::new(Metrics::default()),
         Arc::new(crate::hub::serve::probes::Probes::default()),
@@ -121,6 +122,7 @@ fn fixture(signer_loaded: bool) -> Fixture {
     shared.desired.send_replace(Desired {
         bundle: vec![exchange::bundle_entry(TD, &root)],
         bundle_generation: 1,
+        foreign: Vec::new(),
         key_algorithm: "ecdsa-p256".into(),
         renew_at_percent: 50,
         cluster_ca_ttl: Duration::from_secs(3600),
@@ -217,6 +219,7 @@ fn cluster_trust(root: &federator_core::ca::IssuingCa, good_digest: bool) -> (Va
             key_algorithm: "ecdsa-p256".into(),
             signed: None,
             peers_digest: String::new(),
+            foreign: Vec::new(),
         },
     );
     ct.metadata.namespace = Some("federator-system".into());
