@@ -739,10 +739,17 @@ fn file_server(name: &str, dir: &Path, cert: &Path, key: &Path, log: PathBuf) ->
         .arg("-key")
         .arg(key);
     spec.cwd = Some(dir.to_owned());
-    (
-        Process::spawn(spec).unwrap(),
-        format!("https://127.0.0.1:{port}"),
-    )
+    let process = Process::spawn(spec).unwrap();
+    // Listening before anyone fetches from it (`trust add` fetches once, right away).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} does not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (process, format!("https://127.0.0.1:{port}"))
 }
 
 /// Bad bundle endpoints: garbage, a non-CA certificate, a CA of another trust domain, a huge
