@@ -280,14 +280,21 @@ impl Testbed {
                 .map(|p: &node::Prepared| p.network().gateway())
                 .collect();
             let dirs: Vec<PathBuf> = opts.clusters.iter().map(|n| dir.join(n)).collect();
-            let starts = opts.clusters.iter().zip(&dirs).map(|(name, d)| {
-                let net = prepared.get(name).map(|p| p.network().clone());
-                let (apiserver, url, gateways) = (&apiserver, &url, &gateways);
-                let extra = &opts.apiserver_args;
-                async move {
-                    Cluster::start(name, d, apiserver, url, net.as_ref(), gateways, extra).await
-                }
-            });
+            // Collected first: a stream over a lazy `map` would make this future not `Send`
+            // for callers that spawn it (higher-ranked closure lifetimes).
+            let starts: Vec<_> = opts
+                .clusters
+                .iter()
+                .zip(&dirs)
+                .map(|(name, d)| {
+                    let net = prepared.get(name).map(|p| p.network().clone());
+                    let (apiserver, url, gateways) = (&apiserver, &url, &gateways);
+                    let extra = &opts.apiserver_args;
+                    async move {
+                        Cluster::start(name, d, apiserver, url, net.as_ref(), gateways, extra).await
+                    }
+                })
+                .collect();
             let parallel = opts
                 .max_parallel_starts
                 .unwrap_or(opts.clusters.len())

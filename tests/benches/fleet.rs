@@ -55,6 +55,7 @@ const LOG_LEVEL: &str = "info";
 /// Members per trust domain after the first ten.
 const DOMAIN_SIZE: usize = 5;
 
+#[derive(Clone)]
 struct Config {
     ns: Vec<usize>,
     idle: Duration,
@@ -1183,9 +1184,23 @@ async fn main() {
     );
     println!("apiserver flags added: {}", cfg.apiserver_args.join(" "));
     let mut runs = Vec::new();
-    for n in &cfg.ns {
-        runs.push(run_fleet(*n, &cfg).await);
+    let mut failed = Vec::new();
+    for n in cfg.ns.clone() {
+        // A fleet that fails (e.g. out of memory at a large N) is reported, and the others
+        // still are: its Federation drops (stopping its processes) as the task unwinds.
+        let c = cfg.clone();
+        match tokio::spawn(async move { run_fleet(n, &c).await }).await {
+            Ok(r) => runs.push(r),
+            Err(e) => {
+                eprintln!("N = {n} failed: {e}");
+                failed.push(json!({"n": n, "error": e.to_string()}));
+            }
+        }
+        write_outputs(&cfg, &machine, &runs, &failed);
     }
+}
+
+fn write_outputs(cfg: &Config, machine: &Value, runs: &[Value], failed: &[Value]) {
     // Hub RSS increment per member across the runs (idle RSS against N).
     let across: Vec<(usize, f64)> = runs
         .iter()
@@ -1203,8 +1218,9 @@ async fn main() {
         "bundle_changes": cfg.changes,
         "hub_rss_per_member_mib_across_runs": slope(&across),
         "runs": runs,
+        "failed": failed,
     });
-    let text = table(&runs);
+    let text = table(runs);
     let header = format!(
         "fleet benchmark, {} ({} CPUs, {}), {} build, commit {}, {}\n",
         machine["cpu"].as_str().unwrap_or(""),
@@ -1229,7 +1245,7 @@ async fn main() {
         machine["commit"].as_str().unwrap_or(""),
         machine["date"].as_str().unwrap_or("")
     );
-    match plot(&runs, &title, &cfg.out.join("fleet.png")) {
+    match plot(runs, &title, &cfg.out.join("fleet.png")) {
         Ok(()) => println!("wrote {}", cfg.out.join("fleet.png").display()),
         Err(e) => eprintln!("no plot: {e}"),
     }
