@@ -1013,7 +1013,7 @@ fn table(runs: &[Value]) -> String {
     ];
     let mut out = format!("{:<38}", "N");
     for r in runs {
-        out += &format!("{:>16}", r["n"]);
+        out += &format!("{:>22}", r["n"].to_string());
     }
     out.push('\n');
     for (label, ptr) in rows {
@@ -1024,7 +1024,7 @@ fn table(runs: &[Value]) -> String {
                 Value::String(s) => s.clone(),
                 _ => f(&v),
             };
-            out += &format!("{s:>16}");
+            out += &format!("{s:>22}");
         }
         out.push('\n');
     }
