@@ -5,17 +5,16 @@
 //!
 //! Run: `cargo bench -p federator --bench ca_issue` (CLUSTERS=N to change the count).
 //!
-//! The openssl sequence per cluster, as in tools/certs (common.mk + Makefile.selfsigned.mk):
-//! write intermediate.conf; genrsa (or genpkey for EC); req -new; x509 -req -CA ... -extfile;
-//! cat ca-cert.pem root-cert.pem > cert-chain.pem; cp root-cert.pem. Every step is a process,
-//! as make runs it.
+//! The openssl sequence per cluster is Istio's tools/certs one (common.mk +
+//! Makefile.selfsigned.mk), from `federator_testkit::tools_certs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use federator_testkit::tools_certs::{self, Key};
 
 const FEDERATOR: &str = env!("CARGO_BIN_EXE_federator");
 
@@ -34,119 +33,19 @@ fn s(p: &Path) -> &str {
 
 struct Algorithm {
     federator: &'static str,
-    /// openssl arguments that write a key to the path appended after them.
-    openssl_keygen: &'static [&'static str],
+    openssl: Key,
 }
 
 const ALGORITHMS: [Algorithm; 2] = [
     Algorithm {
         federator: "rsa-4096",
-        openssl_keygen: &["genrsa", "-out"],
+        openssl: Key::Rsa4096,
     },
     Algorithm {
         federator: "ecdsa-p256",
-        openssl_keygen: &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ],
+        openssl: Key::EcdsaP256,
     },
 ];
-
-fn openssl_keygen(alg: &Algorithm, out: &Path) {
-    let mut c = Command::new("openssl");
-    c.args(alg.openssl_keygen).arg(out);
-    if alg.federator == "rsa-4096" {
-        c.arg("4096");
-    }
-    run(&mut c);
-}
-
-fn intermediate_conf(cluster: &str) -> String {
-    format!(
-        "[ req ]\nencrypt_key = no\nprompt = no\nutf8 = yes\ndefault_md = sha256\ndefault_bits = 4096\nreq_extensions = req_ext\nx509_extensions = req_ext\ndistinguished_name = req_dn\n[ req_ext ]\nsubjectKeyIdentifier = hash\nbasicConstraints = critical, CA:true, pathlen:0\nkeyUsage = critical, digitalSignature, nonRepudiation, keyEncipherment, keyCertSign\nsubjectAltName=@san\n[ san ]\nDNS.1 = istiod.istio-system.svc\n[ req_dn ]\nO = Istio\nCN = Intermediate CA\nL = {cluster}\n"
-    )
-}
-
-fn openssl_root(alg: &Algorithm, dir: &Path) {
-    fs::create_dir_all(dir).unwrap();
-    let conf = dir.join("root-ca.conf");
-    fs::write(&conf, "[ req ]\nencrypt_key = no\nprompt = no\nutf8 = yes\ndefault_md = sha256\ndefault_bits = 4096\nreq_extensions = req_ext\nx509_extensions = req_ext\ndistinguished_name = req_dn\n[ req_ext ]\nsubjectKeyIdentifier = hash\nbasicConstraints = critical, CA:true\nkeyUsage = critical, digitalSignature, nonRepudiation, keyEncipherment, keyCertSign\n[ req_dn ]\nO = Istio\nCN = Root CA\n").unwrap();
-    openssl_keygen(alg, &dir.join("root-key.pem"));
-    run(Command::new("openssl").args([
-        "req",
-        "-new",
-        "-key",
-        s(&dir.join("root-key.pem")),
-        "-config",
-        s(&conf),
-        "-out",
-        s(&dir.join("root-cert.csr")),
-    ]));
-    run(Command::new("openssl").args([
-        "x509",
-        "-req",
-        "-days",
-        "3650",
-        "-signkey",
-        s(&dir.join("root-key.pem")),
-        "-extensions",
-        "req_ext",
-        "-extfile",
-        s(&conf),
-        "-in",
-        s(&dir.join("root-cert.csr")),
-        "-out",
-        s(&dir.join("root-cert.pem")),
-    ]));
-}
-
-fn openssl_cluster(alg: &Algorithm, root: &Path, out: &Path, cluster: &str) {
-    let d = out.join(cluster);
-    fs::create_dir_all(&d).unwrap();
-    let conf = d.join("intermediate.conf");
-    fs::write(&conf, intermediate_conf(cluster)).unwrap();
-    openssl_keygen(alg, &d.join("ca-key.pem"));
-    run(Command::new("openssl").args([
-        "req",
-        "-new",
-        "-config",
-        s(&conf),
-        "-key",
-        s(&d.join("ca-key.pem")),
-        "-out",
-        s(&d.join("cluster-ca.csr")),
-    ]));
-    run(Command::new("openssl").args([
-        "x509",
-        "-req",
-        "-days",
-        "730",
-        "-CA",
-        s(&root.join("root-cert.pem")),
-        "-CAkey",
-        s(&root.join("root-key.pem")),
-        "-CAcreateserial",
-        "-extensions",
-        "req_ext",
-        "-extfile",
-        s(&conf),
-        "-in",
-        s(&d.join("cluster-ca.csr")),
-        "-out",
-        s(&d.join("ca-cert.pem")),
-    ]));
-    run(Command::new("sh").arg("-c").arg(format!(
-        "cat {} {} > {}",
-        s(&d.join("ca-cert.pem")),
-        s(&root.join("root-cert.pem")),
-        s(&d.join("cert-chain.pem"))
-    )));
-    run(Command::new("cp").arg(root.join("root-cert.pem")).arg(&d));
-}
 
 fn federator_cluster(alg: &Algorithm, root: &Path, out: &Path, cluster: &str) {
     run(Command::new(FEDERATOR).args([
@@ -209,7 +108,7 @@ fn main() {
             alg.federator,
         ]));
         let oroot = tmp.path().join("openssl-root");
-        openssl_root(alg, &oroot);
+        tools_certs::root(alg.openssl, &oroot);
 
         let fout = tmp.path().join("federator-out");
         let start = Instant::now();
@@ -221,7 +120,7 @@ fn main() {
         let oout = tmp.path().join("openssl-out");
         let start = Instant::now();
         for i in 0..n {
-            openssl_cluster(alg, &oroot, &oout, &format!("cluster-{i}"));
+            tools_certs::cluster(alg.openssl, &oroot, &oout, &format!("cluster-{i}"));
         }
         let ossl = start.elapsed();
 
@@ -238,13 +137,10 @@ fn main() {
             "--out",
             s(&fout),
         ]);
-        let mut keygen: Vec<&str> = vec!["openssl"];
-        keygen.extend(alg.openssl_keygen);
         let key_out = tmp.path().join("rss-key.pem");
-        keygen.push(s(&key_out));
-        if alg.federator == "rsa-4096" {
-            keygen.push("4096");
-        }
+        let args = alg.openssl.keygen_args(&key_out);
+        let mut keygen: Vec<&str> = vec!["openssl"];
+        keygen.extend(args.iter().map(String::as_str));
         let ossl_rss = peak_rss(&keygen);
         let row = |tool: &str, d: Duration, rss: Option<u64>| {
             println!(

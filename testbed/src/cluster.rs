@@ -30,18 +30,24 @@ const ATTEMPTS: u32 = 5;
 /// The service CIDR every simulated cluster uses (nothing routes it: there is no kube-proxy).
 pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
 
-/// The apiserver's audit policy: every request a ServiceAccount makes, at `Metadata` level
-/// (who, with which credential, what; no bodies), once it completed or a watch started.
-/// Requests of the admin and of the control plane are not logged.
+/// The apiserver's audit policy: every request a ServiceAccount or a client certificate in
+/// group [`AUDITED_GROUP`] makes, at `Metadata` level (who, with which credential, what; no
+/// bodies), once it completed or a watch started. Requests of the admin and of the control
+/// plane are not logged.
 pub const AUDIT_POLICY: &str = "\
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
 - level: Metadata
-  userGroups: [\"system:serviceaccounts\"]
+  userGroups: [\"system:serviceaccounts\", \"testbed:audited\"]
 - level: None
 ";
+
+/// A group whose members' requests the audit log records ([`AUDIT_POLICY`]): put it in a
+/// client certificate ([`Cluster::kubeconfig_for_user`]) to count what a process does with
+/// admin rights (e.g. the fleet benchmark's hub).
+pub const AUDITED_GROUP: &str = "testbed:audited";
 
 /// A handle to one simulated cluster. Cheap to clone; all clones control the same apiserver.
 #[derive(Clone)]
@@ -95,6 +101,8 @@ impl Cluster {
     /// `node_gateways` are the bridge addresses of every node of the testbed (this cluster's
     /// own included): the serving certificate names them all, so a client on any node's
     /// network verifies the apiserver reached through that node's forwarder.
+    ///
+    /// `extra_args` go to the apiserver after the testbed's own flags.
     pub(crate) async fn start(
         name: &str,
         dir: &Path,
@@ -102,6 +110,7 @@ impl Cluster {
         etcd_url: &str,
         network: Option<&NodeNetwork>,
         node_gateways: &[Ipv4Addr],
+        extra_args: &[String],
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
         let serving_ca = Ca::new(&format!("{name} serving CA"))?;
@@ -198,7 +207,8 @@ impl Cluster {
                     "--authorization-mode=Node,RBAC".to_owned(),
                     "--enable-admission-plugins=NodeRestriction".to_owned(),
                 ],
-            });
+            })
+            .args(extra_args);
             kubeconfig::write(&kubeconfig, name, &server, &ca_pem, "admin", &admin_creds)?;
             let client = client_from_file(&kubeconfig).await?;
             match process::spawn_until_ready(spec.clone(), READY_TIMEOUT, || readyz(client.clone()))

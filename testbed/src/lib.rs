@@ -51,7 +51,7 @@ pub use binaries::{
     Binaries, ETCD_VERSION, ISTIO_CI_VERSIONS, ISTIO_VERSION, ISTIO_VERSIONS, KUBERNETES_VERSION,
     OPENBAO_VERSION, default_bin_dir,
 };
-pub use cluster::Cluster;
+pub use cluster::{AUDITED_GROUP, Cluster};
 pub use error::{Error, Result};
 pub use istiod::{Istiod, IstiodOptions};
 pub use node::istiod::IstiodPod;

@@ -31,6 +31,11 @@ pub struct TestbedOptions {
     pub nodes: Vec<String>,
     /// How the nodes run.
     pub node: NodeOptions,
+    /// Extra flags for every apiserver (e.g. to trim memory for a large fleet).
+    pub apiserver_args: Vec<String>,
+    /// Start at most this many apiservers at a time (`None`: all at once). On 2 cores, two
+    /// dozen apiservers starting together can outlast their readiness timeout.
+    pub max_parallel_starts: Option<usize>,
 }
 
 impl Default for TestbedOptions {
@@ -58,12 +63,30 @@ impl TestbedOptions {
             bin_dir: None,
             nodes: Vec::new(),
             node: NodeOptions::default(),
+            apiserver_args: Vec::new(),
+            max_parallel_starts: None,
         }
     }
 
     /// Puts the files in `dir` (created if missing; must be empty or a stale testbed's).
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
+        self
+    }
+
+    /// Passes `args` to every apiserver, after the testbed's own flags.
+    pub fn apiserver_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.apiserver_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Starts at most `n` apiservers at a time (at least one).
+    pub fn max_parallel_starts(mut self, n: usize) -> Self {
+        self.max_parallel_starts = Some(n.max(1));
         self
     }
 
@@ -257,12 +280,32 @@ impl Testbed {
                 .map(|p: &node::Prepared| p.network().gateway())
                 .collect();
             let dirs: Vec<PathBuf> = opts.clusters.iter().map(|n| dir.join(n)).collect();
-            let starts = opts.clusters.iter().zip(&dirs).map(|(name, d)| {
-                let net = prepared.get(name).map(|p| p.network().clone());
-                let (apiserver, url, gateways) = (&apiserver, &url, &gateways);
-                async move { Cluster::start(name, d, apiserver, url, net.as_ref(), gateways).await }
-            });
-            tb.clusters = futures::future::try_join_all(starts).await?;
+            // Collected first: a stream over a lazy `map` would make this future not `Send`
+            // for callers that spawn it (higher-ranked closure lifetimes).
+            let starts: Vec<_> = opts
+                .clusters
+                .iter()
+                .zip(&dirs)
+                .map(|(name, d)| {
+                    let net = prepared.get(name).map(|p| p.network().clone());
+                    let (apiserver, url, gateways) = (&apiserver, &url, &gateways);
+                    let extra = &opts.apiserver_args;
+                    async move {
+                        Cluster::start(name, d, apiserver, url, net.as_ref(), gateways, extra).await
+                    }
+                })
+                .collect();
+            let parallel = opts
+                .max_parallel_starts
+                .unwrap_or(opts.clusters.len())
+                .max(1);
+            tb.clusters = {
+                use futures::{StreamExt, TryStreamExt};
+                futures::stream::iter(starts)
+                    .buffered(parallel)
+                    .try_collect()
+                    .await?
+            };
             let clusters = tb.clusters.clone();
             tb.record(|s| {
                 for c in &clusters {

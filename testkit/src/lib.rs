@@ -9,6 +9,7 @@
 //! | [`exchange`] | the exchange's objects as the hub writes them: bundle entries, specs, the signed-CA answer |
 //! | [`wait`] | polling until a condition holds, with a message naming what was awaited |
 //! | [`openssl`] | `openssl verify -x509_strict`, an oracle independent of our own chain checks |
+//! | [`tools_certs`] | the openssl sequence of Istio's `tools/certs` Makefiles, the benchmarks' baseline |
 //!
 //! And [`agent_args`]: the `cluster-agent` command line every test runs it with.
 
@@ -17,6 +18,7 @@
 pub mod exchange;
 pub mod openssl;
 pub mod pki;
+pub mod tools_certs;
 pub mod wait;
 
 pub use wait::{wait_for, wait_until};

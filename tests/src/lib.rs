@@ -233,6 +233,16 @@ impl Federation {
         Self::from_options(hub, members, opts).await
     }
 
+    /// The testbed of `opts` (which must name `hub` and every member) and the member
+    /// records, without `federator init` (e.g. the fleet benchmark's trimmed apiservers).
+    pub async fn with_options(
+        hub: &str,
+        members: &[(&str, &str)],
+        opts: TestbedOptions,
+    ) -> Federation {
+        Self::from_options(hub, members, opts).await
+    }
+
     async fn from_options(hub: &str, members: &[(&str, &str)], opts: TestbedOptions) -> Federation {
         let testbed = Testbed::start(opts).await.unwrap();
         let dir = testbed.dir().to_path_buf();
@@ -348,13 +358,20 @@ impl Federation {
     /// Starts `federator serve` (killed when the Federation drops), serving its metrics on
     /// `--metrics-addr` (a free port unless `extra` names one; see [`Federation::hub_metrics`]).
     pub fn start_serve(&mut self, extra: &[&str]) {
+        let kubeconfig = self.hub.kubeconfig_path().to_owned();
+        self.start_serve_with(extra, LOG_LEVEL, &kubeconfig);
+    }
+
+    /// Like [`Federation::start_serve`], at `log_level` and with `hub_kubeconfig` as the
+    /// hub's credential (e.g. one in [`testbed::AUDITED_GROUP`], to count its requests).
+    pub fn start_serve_with(&mut self, extra: &[&str], log_level: &str, hub_kubeconfig: &Path) {
         let mut spec = ProcessSpec::new(
             "federator-serve",
             bin("federator"),
             self.dir.join("serve.log"),
         )
-        .args(["serve", "--log-level", LOG_LEVEL])
-        .env("FEDERATOR_HUB_KUBECONFIG", self.hub.kubeconfig_path());
+        .args(["serve", "--log-level", log_level])
+        .env("FEDERATOR_HUB_KUBECONFIG", hub_kubeconfig);
         for a in extra {
             spec = spec.arg(*a);
         }
@@ -380,10 +397,15 @@ impl Federation {
 
     /// Starts a member's agent (killed when the Federation drops).
     pub fn start_agent(&mut self, name: &str) {
+        self.start_agent_with(name, LOG_LEVEL);
+    }
+
+    /// Like [`Federation::start_agent`], at `log_level`.
+    pub fn start_agent_with(&mut self, name: &str, log_level: &str) {
         let log = self.dir.join(format!("{name}-agent.log"));
         let m = self.members.get_mut(name).unwrap();
         let spec = ProcessSpec::new(format!("{name}-agent"), bin("cluster-agent"), log).args(
-            federator_testkit::agent_args(&m.agent_kubeconfig, name, LOG_LEVEL),
+            federator_testkit::agent_args(&m.agent_kubeconfig, name, log_level),
         );
         m.agent = Some(Process::spawn(spec).unwrap());
     }
