@@ -93,12 +93,16 @@ mod tests {
     use std::time::Duration;
 
     fn root(td: &str) -> IssuingCa {
+        root_at(td, OffsetDateTime::now_utc())
+    }
+
+    fn root_at(td: &str, at: OffsetDateTime) -> IssuingCa {
         IssuingCa::create_root(
             &RootOptions {
                 common_name: format!("{td} root"),
                 ..Default::default()
             },
-            OffsetDateTime::now_utc(),
+            at,
         )
         .unwrap()
     }
@@ -197,13 +201,11 @@ mod tests {
         let mut missing = good.clone();
         missing.remove(KEY_KEY);
         assert!(why(Some(&missing), &id, &fp_a).contains("lacks"));
-        // Expired.
-        let old = svid(
-            &a,
-            &id,
-            Duration::from_secs(60),
-            now - time::Duration::hours(1),
-        );
-        assert!(why(Some(&old), &id, &fp_a).contains("does not verify"));
+        // Expired (issued an hour ago for a minute, under a root of two hours ago).
+        let then = now - time::Duration::hours(2);
+        let c = root_at("east.example", then);
+        let old = svid(&c, &id, Duration::from_secs(60), then);
+        let fp_c = cert::fingerprint(c.root_der());
+        assert!(why(Some(&old), &id, &fp_c).contains("does not verify"));
     }
 }
