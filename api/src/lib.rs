@@ -46,6 +46,7 @@ pub mod plumbing;
 pub mod rbac;
 pub mod remote;
 pub mod serving;
+pub mod spiffe_tls;
 
 /// The API group of every federator resource.
 pub const GROUP: &str = "federator.io";

@@ -66,6 +66,10 @@ pub const MANAGED_CA_CERTIFICATES_ANNOTATION: &str = "federator.io/managed-ca-ce
 /// Annotation on a `MemberCluster`: re-issue the cluster CA with this serial now (`federator
 /// renew cluster`); once the member runs on another CA it asks for nothing.
 pub const REISSUE_ANNOTATION: &str = "federator.io/reissue-serial";
+/// Annotation on the bundle endpoint's SVID Secret: the SPIFFE ID it was issued for.
+pub const SPIFFE_ID_ANNOTATION: &str = "federator.io/spiffe-id";
+/// Annotation on the bundle endpoint's SVID Secret: the root it chains to (SHA-256).
+pub const ROOT_SHA256_ANNOTATION: &str = "federator.io/root-sha256";
 
 /// Server-side apply field manager of the hub.
 pub const HUB_FIELD_MANAGER: &str = "federator";

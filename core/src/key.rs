@@ -24,9 +24,11 @@ use crate::{Error, Result};
 
 const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
 const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
-const OID_P256: &str = "1.2.840.10045.3.1.7";
-const OID_P384: &str = "1.3.132.0.34";
-const OID_ED25519: &str = "1.3.101.112";
+/// Named curves and Ed25519 (RFC 5480 §2.1.1.1, RFC 8410 §3), shared with `spiffe`'s JWKs.
+pub(crate) const OID_P256: &str = "1.2.840.10045.3.1.7";
+pub(crate) const OID_P384: &str = "1.3.132.0.34";
+pub(crate) const OID_P521: &str = "1.3.132.0.35";
+pub(crate) const OID_ED25519: &str = "1.3.101.112";
 
 /// The smallest RSA modulus federator accepts anywhere (keys, imported CAs, CSRs).
 pub const MIN_RSA_BITS: usize = 2048;

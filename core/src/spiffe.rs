@@ -35,6 +35,7 @@ use x509_parser::public_key::PublicKey;
 
 use crate::cert;
 use crate::identity::{SpiffeId, TrustDomain};
+use crate::key::{OID_ED25519, OID_P256, OID_P384, OID_P521};
 
 /// The largest document accepted (a bundle of 128 RSA-4096 roots is about 400 KiB).
 pub const MAX_BUNDLE_BYTES: usize = 512 * 1024;
@@ -320,11 +321,6 @@ pub struct JwkKey {
     /// RSA exponent.
     pub e: Option<String>,
 }
-
-const OID_P256: &str = "1.2.840.10045.3.1.7";
-const OID_P384: &str = "1.3.132.0.34";
-const OID_P521: &str = "1.3.132.0.35";
-const OID_ED25519: &str = "1.3.101.112";
 
 /// The JWK parameters of a certificate's public key: EC keys on P-256, P-384 and P-521 (an
 /// uncompressed point of the curve's size), RSA, and Ed25519.

@@ -491,11 +491,15 @@ pub struct ServeArgs {
     /// readiness) on this address, e.g. 0.0.0.0:9090.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Serve the federation's SPIFFE bundles (profile https_web) on this address, one per
-    /// trust domain at `/<trust domain>`, e.g. 0.0.0.0:8443; needs --bundle-endpoint-cert and
-    /// --bundle-endpoint-key.
-    #[arg(long, requires_all = ["bundle_endpoint_cert", "bundle_endpoint_key"])]
+    /// Serve the federation's SPIFFE bundles on this address, one per trust domain at
+    /// `/<trust domain>`, e.g. 0.0.0.0:8443. Profile https_web needs --bundle-endpoint-cert and
+    /// --bundle-endpoint-key; https_spiffe needs --bundle-endpoint-spiffe-id.
+    #[arg(long)]
     pub bundle_endpoint_addr: Option<std::net::SocketAddr>,
+    /// How the endpoint authenticates itself: https_web (a serving certificate you supply) or
+    /// https_spiffe (an X509-SVID the hub issues itself from the federation's CA).
+    #[arg(long, value_enum, default_value = "https_web")]
+    pub bundle_endpoint_profile: ProfileArg,
     /// The bundle endpoint's serving certificate (PEM, then its chain), read again when it
     /// changes (e.g. a cert-manager Certificate's tls.crt).
     #[arg(long, requires = "bundle_endpoint_addr")]
@@ -503,14 +507,56 @@ pub struct ServeArgs {
     /// Its private key (PEM, e.g. tls.key).
     #[arg(long, requires = "bundle_endpoint_addr")]
     pub bundle_endpoint_key: Option<PathBuf>,
+    /// With https_spiffe: the endpoint's SPIFFE ID, in one of the federation's trust domains
+    /// (peers configure it as the endpoint SPIFFE ID), e.g.
+    /// spiffe://east.example/federator/bundle-endpoint.
+    #[arg(long, requires = "bundle_endpoint_addr")]
+    pub bundle_endpoint_spiffe_id: Option<String>,
+    /// With https_spiffe: the lifetime of the endpoint's X509-SVID (issued again at half).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub bundle_endpoint_svid_ttl: Duration,
     /// `spiffe_refresh_hint` of the served bundles: how often peers should fetch them again.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub bundle_refresh_hint: Duration,
 }
 
 impl ServeArgs {
-    /// What clap cannot check alone: `--reader-token-renew-after` within the token lifetime.
+    /// What clap cannot check alone: `--reader-token-renew-after` within the token lifetime,
+    /// and the bundle endpoint's flags for its profile.
     pub fn check(&self) -> Result<(), String> {
+        if self.bundle_endpoint_addr.is_some() {
+            let files = self.bundle_endpoint_cert.is_some() || self.bundle_endpoint_key.is_some();
+            match self.bundle_endpoint_profile {
+                ProfileArg::HttpsWeb => {
+                    if self.bundle_endpoint_cert.is_none() || self.bundle_endpoint_key.is_none() {
+                        return Err("--bundle-endpoint-profile https_web needs --bundle-endpoint-cert and --bundle-endpoint-key (a serving certificate the peers' Web PKI trusts); or use https_spiffe with --bundle-endpoint-spiffe-id".into());
+                    }
+                    if self.bundle_endpoint_spiffe_id.is_some() {
+                        return Err("--bundle-endpoint-spiffe-id is for --bundle-endpoint-profile https_spiffe".into());
+                    }
+                }
+                ProfileArg::HttpsSpiffe => {
+                    if files {
+                        return Err("--bundle-endpoint-cert and --bundle-endpoint-key are for https_web; with https_spiffe the hub issues the endpoint's X509-SVID itself".into());
+                    }
+                    let Some(id) = &self.bundle_endpoint_spiffe_id else {
+                        return Err("--bundle-endpoint-profile https_spiffe needs --bundle-endpoint-spiffe-id (the SPIFFE ID peers expect the endpoint to present)".into());
+                    };
+                    match federator_core::identity::SpiffeId::parse(id) {
+                        Ok(parsed) if !parsed.path().is_empty() => {}
+                        Ok(_) => {
+                            return Err(format!(
+                                "--bundle-endpoint-spiffe-id {id}: an X509-SVID's SPIFFE ID needs a path, e.g. {id}/federator/bundle-endpoint"
+                            ));
+                        }
+                        Err(e) => return Err(format!("--bundle-endpoint-spiffe-id {id}: {e}")),
+                    }
+                    if self.bundle_endpoint_svid_ttl < Duration::from_secs(600) {
+                        return Err("--bundle-endpoint-svid-ttl must be at least 10m".into());
+                    }
+                }
+            }
+        }
         match self.reader_token_renew_after {
             Some(after) if after.is_zero() || after >= self.reader_token_ttl => Err(format!(
                 "--reader-token-renew-after {} must be above zero and shorter than --reader-token-ttl {}",
@@ -761,6 +807,59 @@ mod tests {
         for bad in ["10m", "1h", "0s"] {
             let err = serve(&[&early[..], &[bad]].concat()).unwrap_err();
             assert!(err.contains("shorter than --reader-token-ttl 10m"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_bundle_endpoint_needs_the_flags_of_its_profile() {
+        let addr = ["--bundle-endpoint-addr", "127.0.0.1:8443"];
+        let files = ["--bundle-endpoint-cert", "c", "--bundle-endpoint-key", "k"];
+        let spiffe = ["--bundle-endpoint-profile", "https_spiffe"];
+        let id = [
+            "--bundle-endpoint-spiffe-id",
+            "spiffe://east.example/bundles",
+        ];
+        assert_eq!(serve(&[&addr[..], &files].concat()), Ok(()));
+        assert_eq!(serve(&[&addr[..], &spiffe, &id].concat()), Ok(()));
+        for (args, says) in [
+            (vec![&addr[..]], "https_web needs --bundle-endpoint-cert"),
+            (
+                vec![&addr[..], &files, &id],
+                "is for --bundle-endpoint-profile https_spiffe",
+            ),
+            (
+                vec![&addr[..], &spiffe],
+                "needs --bundle-endpoint-spiffe-id",
+            ),
+            (vec![&addr[..], &spiffe, &id, &files], "are for https_web"),
+            (
+                vec![
+                    &addr[..],
+                    &spiffe,
+                    &["--bundle-endpoint-spiffe-id", "spiffe://east.example"],
+                ],
+                "needs a path",
+            ),
+            (
+                vec![
+                    &addr[..],
+                    &spiffe,
+                    &["--bundle-endpoint-spiffe-id", "https://x/y"],
+                ],
+                "--bundle-endpoint-spiffe-id https://x/y",
+            ),
+            (
+                vec![
+                    &addr[..],
+                    &spiffe,
+                    &id,
+                    &["--bundle-endpoint-svid-ttl", "1m"],
+                ],
+                "at least 10m",
+            ),
+        ] {
+            let err = serve(&args.concat()).unwrap_err();
+            assert!(err.contains(says), "{args:?}: {err}");
         }
     }
 

@@ -51,6 +51,12 @@ pub enum Error {
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<federator_core::Error> for Error {
+    fn from(e: federator_core::Error) -> Self {
+        Error::Certificate(e.to_string())
+    }
+}
+
 impl Error {
     /// Wraps an I/O error with what was being done.
     pub(crate) fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {

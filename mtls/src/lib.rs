@@ -19,13 +19,14 @@ mod error;
 pub mod grpc;
 pub mod handshake;
 pub mod proto;
-pub mod verifier;
 
 #[cfg(test)]
 mod tests;
 
 pub use ca_client::{CaClient, WorkloadCert};
 pub use error::{Error, Result};
+/// The SPIFFE peer verifier, shared with the hub (its `https_spiffe` bundle endpoint client).
+pub use federator_api::spiffe_tls as verifier;
 pub use handshake::{Outcome, Workload, handshake};
 pub use verifier::SpiffeVerifier;
 

@@ -380,6 +380,38 @@ fn the_bundle_endpoint_is_a_service_with_the_named_certificate() {
             .iter()
             .any(|p| p["name"] == "bundles" && p["containerPort"] == 8443)
     );
+    assert_eq!(flag(&args, "--bundle-endpoint-profile"), Some("https_web"));
+
+    // https_spiffe: the hub issues the endpoint's SVID itself; no certificate is mounted.
+    let docs = render(
+        "values.yaml",
+        &[
+            "--set",
+            "bundleEndpoint.enabled=true,bundleEndpoint.profile=https_spiffe,bundleEndpoint.spiffeId=spiffe://east.example/federator/bundle-endpoint,bundleEndpoint.svidTtl=12h",
+        ],
+    );
+    let hub = find(&docs, "Deployment", "federator");
+    let pod = &hub["spec"]["template"]["spec"];
+    let args = strings(&pod["containers"][0]["args"]);
+    assert_eq!(
+        flag(&args, "--bundle-endpoint-profile"),
+        Some("https_spiffe")
+    );
+    assert_eq!(
+        flag(&args, "--bundle-endpoint-spiffe-id"),
+        Some("spiffe://east.example/federator/bundle-endpoint")
+    );
+    assert_eq!(flag(&args, "--bundle-endpoint-svid-ttl"), Some("12h"));
+    assert_eq!(flag(&args, "--bundle-endpoint-cert"), None);
+    assert!(
+        !pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "bundle-endpoint-tls"),
+        "no TLS Secret to mount with https_spiffe"
+    );
+    find(&docs, "Service", "federator-bundle-endpoint");
 }
 
 #[test]
@@ -415,6 +447,14 @@ fn bad_values_fail_rendering_with_a_message() {
         (
             "bundleEndpoint.enabled=true",
             "bundleEndpoint.tlsSecretName",
+        ),
+        (
+            "bundleEndpoint.enabled=true,bundleEndpoint.profile=https_spiffe",
+            "bundleEndpoint.spiffeId",
+        ),
+        (
+            "bundleEndpoint.enabled=true,bundleEndpoint.profile=mtls",
+            "bundleEndpoint.profile must be https_web or https_spiffe",
         ),
     ] {
         let err = fails(&mut helm_template(&["--set", set]));

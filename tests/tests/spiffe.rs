@@ -37,8 +37,16 @@ fn web_pki(dir: &Path) -> WebPki {
     files
 }
 
+/// How a replica's bundle endpoint authenticates itself.
+enum Endpoint<'a> {
+    /// `https_web` with the test CA's serving certificate.
+    Web(&'a WebPki),
+    /// `https_spiffe` with an X509-SVID the hub issues for this SPIFFE ID.
+    Spiffe(&'a str),
+}
+
 /// A hub replica with leader election and the bundle endpoint on `addr`.
-fn replica(fed: &Federation, id: &str, addr: &str, pki: &WebPki) -> Process {
+fn replica(fed: &Federation, id: &str, addr: &str, endpoint: &Endpoint<'_>) -> Process {
     let spec = ProcessSpec::new(
         format!("serve-{id}"),
         bin("federator"),
@@ -57,13 +65,21 @@ fn replica(fed: &Federation, id: &str, addr: &str, pki: &WebPki) -> Process {
         addr,
         "--bundle-refresh-hint",
         "60s",
-    ])
-    .arg("--bundle-endpoint-cert")
-    .arg(&pki.cert)
-    .arg("--bundle-endpoint-key")
-    .arg(&pki.key)
-    .env("FEDERATOR_HUB_KUBECONFIG", fed.hub.kubeconfig_path());
-    Process::spawn(spec).unwrap()
+    ]);
+    let spec = match endpoint {
+        Endpoint::Web(pki) => spec
+            .arg("--bundle-endpoint-cert")
+            .arg(&pki.cert)
+            .arg("--bundle-endpoint-key")
+            .arg(&pki.key),
+        Endpoint::Spiffe(spiffe_id) => spec.args([
+            "--bundle-endpoint-profile",
+            "https_spiffe",
+            "--bundle-endpoint-spiffe-id",
+            spiffe_id,
+        ]),
+    };
+    Process::spawn(spec.env("FEDERATOR_HUB_KUBECONFIG", fed.hub.kubeconfig_path())).unwrap()
 }
 
 /// `GET url` over HTTPS, trusting only `ca`: (status, body).
@@ -157,10 +173,10 @@ async fn spire_federates_with_the_bundle_endpoint_over_https_web() {
     let addrs: Vec<String> = (0..2)
         .map(|_| format!("127.0.0.1:{}", testbed::process::pick_port().unwrap()))
         .collect();
-    let _leader = replica(&fed, "a", &addrs[0], &pki);
+    let _leader = replica(&fed, "a", &addrs[0], &Endpoint::Web(&pki));
     fed.wait_healthy(&["east", "west"], Duration::from_secs(90))
         .await;
-    let _standby = replica(&fed, "b", &addrs[1], &pki);
+    let _standby = replica(&fed, "b", &addrs[1], &Endpoint::Web(&pki));
     let (ours, generation) = published(&fed).await;
     assert_eq!(
         ours.keys().collect::<Vec<_>>(),
@@ -257,7 +273,7 @@ async fn spire_learns_a_rotated_root_before_the_old_one_is_dropped() {
     fed.join("east");
     fed.start_agent("east");
     let addr = format!("127.0.0.1:{}", testbed::process::pick_port().unwrap());
-    let _serve = replica(&fed, "a", &addr, &pki);
+    let _serve = replica(&fed, "a", &addr, &Endpoint::Web(&pki));
     fed.wait_healthy(&["east"], Duration::from_secs(90)).await;
     let (ours, _) = published(&fed).await;
     let old: BTreeSet<Vec<u8>> = ours["east.example"].clone();
@@ -301,6 +317,30 @@ async fn spire_learns_a_rotated_root_before_the_old_one_is_dropped() {
     )
     .await;
 
+    let new = rotate_as_spire_sees_it(&fed, &spire, &old).await;
+    // The member ends on the new root alone, which is what SPIRE holds.
+    let fp = federator_core::cert::fingerprint(&new);
+    fed.wait_all_on_root(&["east"], &fp).await;
+}
+
+/// Rotates east.example's root (`rotate-root --drain 40s`) and follows it at SPIRE, every half
+/// second from `rotate-root` until SPIRE drops the old root: SPIRE holds the old root alone,
+/// then both, then the new one alone, never a root that is neither, and never lacks the old
+/// root while the federation still publishes it; it holds both before the federation drops the
+/// old one. Returns the new root (DER).
+async fn rotate_as_spire_sees_it(
+    fed: &Federation,
+    spire: &SpireServer,
+    old: &BTreeSet<Vec<u8>>,
+) -> Vec<u8> {
+    let old = old.clone();
+    let spire_holds = || async {
+        spire_federated(spire).await.map(|m| {
+            m.get("east.example")
+                .map(|(r, _)| r.clone())
+                .unwrap_or_default()
+        })
+    };
     let started = std::time::Instant::now();
     fed.federator_ok(&[
         "rotate-root",
@@ -320,7 +360,7 @@ async fn spire_learns_a_rotated_root_before_the_old_one_is_dropped() {
         // the old root once, so a SPIRE without it before a publication with it is SPIRE
         // dropping it early.
         let held = spire_holds().await.unwrap();
-        let (pubd, _) = published(&fed).await;
+        let (pubd, _) = published(fed).await;
         let pubd = pubd["east.example"].clone();
         let t = started.elapsed().as_secs_f64();
         for r in &pubd {
@@ -384,9 +424,7 @@ async fn spire_learns_a_rotated_root_before_the_old_one_is_dropped() {
     eprintln!(
         "rotation at SPIRE: both roots held {both_at:.1}s after rotate-root; the federation dropped the old root at {dropped_at:.1}s, SPIRE at {spire_dropped_at:.1}s"
     );
-    // The member ends on the new root alone, which is what SPIRE holds.
-    let fp = federator_core::cert::fingerprint(&new);
-    fed.wait_all_on_root(&["east"], &fp).await;
+    new
 }
 
 /// The `istio` mesh config of a member: its `caCertificates` entries as (trust domains, pem).
@@ -968,4 +1006,239 @@ async fn bad_bundle_endpoints_are_refused_and_nothing_is_distributed() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
     assert!(foreign_row(&fed, "x.example").is_none());
+}
+
+/// The bundle endpoint's X509-SVID as the leader keeps it (`federator-bundle-endpoint`): its
+/// chain (DER, leaf first), once it verifies as an SVID for `id` under a root of `roots`.
+async fn endpoint_svid(fed: &Federation, id: &str, roots: &BTreeSet<Vec<u8>>) -> Vec<Vec<u8>> {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(
+        fed.hub.client().await.unwrap(),
+        federator_api::names::NAMESPACE,
+    );
+    wait_until(
+        "the bundle endpoint's X509-SVID under the expected root",
+        Duration::from_secs(60),
+        || async {
+            let s = secrets
+                .get_opt(federator_api::names::BUNDLE_ENDPOINT_SECRET)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no Secret yet")?;
+            if s.type_.as_deref() != Some("kubernetes.io/tls") {
+                return Err(format!("type {:?}", s.type_));
+            }
+            let data = federator_api::plumbing::secret_data(&s);
+            let chain =
+                federator_core::cert::parse_pem_certificates(&data["tls.crt"], "tls.crt").unwrap();
+            let mut bundle = federator_core::bundle::TrustBundle::new();
+            for r in roots {
+                bundle
+                    .add(
+                        &federator_core::identity::TrustDomain::new("east.example").unwrap(),
+                        r.clone(),
+                    )
+                    .unwrap();
+            }
+            let got = federator_core::verify::verify_svid(
+                &chain,
+                &bundle,
+                time::OffsetDateTime::now_utc(),
+            )
+            .map_err(|e| e.to_string())?;
+            if got.to_string() == id {
+                Ok(chain)
+            } else {
+                Err(format!("for {got}"))
+            }
+        },
+        String::new,
+    )
+    .await
+}
+
+/// `https_spiffe` both ways with the reference implementation. The hub serves its bundle
+/// endpoint with an X509-SVID it issues itself from the federation's CA; SPIRE federates with
+/// it over `https_spiffe`, bootstrapped with a bundle that also holds a decoy root, and ends up
+/// holding exactly the federation's roots (so it fetched, authenticating the SVID). Through two
+/// root rotations SPIRE holds old → both → new each time: the SVID stays under the root SPIRE
+/// holds and moves to the new one only when the old one leaves, so the second rotation, which
+/// SPIRE can only learn by authenticating the SVID under the second root, reaches it too. The
+/// other way, `trust add --profile https_spiffe` fetches SPIRE's own endpoint (SPIRE's default
+/// profile) with SPIRE's bundle as the bootstrap bundle, and the member gets SPIRE's roots; a
+/// wrong endpoint SPIFFE ID or a bootstrap bundle that does not hold SPIRE's root is refused
+/// before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_spiffe_both_ways_with_spire_through_two_rotations() {
+    const ENDPOINT_ID: &str = "spiffe://east.example/federator/bundle-endpoint";
+    let spire_bin = Binaries::locate().spire_server().unwrap();
+    let mut fed = Federation::start(&[("east", "east.example")], &[]).await;
+    fed.join("east");
+    fed.install_mesh_config("east").await;
+    fed.start_agent("east");
+    let addr = format!("127.0.0.1:{}", testbed::process::pick_port().unwrap());
+    let _serve = replica(&fed, "a", &addr, &Endpoint::Spiffe(ENDPOINT_ID));
+    fed.wait_healthy(&["east"], Duration::from_secs(90)).await;
+    let (ours, _) = published(&fed).await;
+    let old = ours["east.example"].clone();
+    let chain = endpoint_svid(&fed, ENDPOINT_ID, &old).await;
+    assert!(
+        chain.len() >= 3,
+        "leaf, its one-use CA, the root: {} certificates",
+        chain.len()
+    );
+
+    // SPIRE, bootstrapped with our root and a decoy, federates with east.example over
+    // https_spiffe. Set before its first poll: SPIRE is started, given the bundle, restarted.
+    let decoy = ders(&testbed::pki::Ca::new("decoy root").unwrap().cert_pem());
+    let bootstrap: Vec<Vec<u8>> = old.iter().chain(decoy.iter()).cloned().collect();
+    // With our refresh hint, so that SPIRE polls at once at its pace for it.
+    let mut bootstrap_doc: serde_json::Value =
+        serde_json::from_str(&bundle_doc(&bootstrap)).unwrap();
+    bootstrap_doc["spiffe_refresh_hint"] = 60.into();
+    let bootstrap_doc = bootstrap_doc.to_string();
+    let spire = SpireServer::start(
+        &spire_bin,
+        &fed.dir.join("spire"),
+        &SpireOptions {
+            trust_domain: "spire.example".into(),
+            federates_with: vec![FederatesWith {
+                trust_domain: "east.example".into(),
+                url: format!("https://{addr}/east.example"),
+                profile: Profile::HttpsSpiffe {
+                    endpoint_spiffe_id: ENDPOINT_ID.into(),
+                },
+            }],
+            ssl_cert_file: None,
+            refresh_hint: Duration::from_secs(60),
+            endpoint_web_cert: None,
+        },
+    )
+    .await
+    .unwrap();
+    spire
+        .cli_with_input(
+            &["bundle", "set"],
+            &["-format", "spiffe", "-id", "spiffe://east.example"],
+            Some(bootstrap_doc.as_bytes()),
+        )
+        .await
+        .unwrap();
+    spire.stop().await;
+    spire.start_again().await.unwrap();
+    wait_until(
+        "SPIRE to replace the bootstrap bundle with the fetched one (the decoy gone)",
+        Duration::from_secs(90),
+        || async {
+            let held = spire_federated(&spire).await?;
+            let east = held.get("east.example").map(|(r, _)| r.clone());
+            if east.as_ref() == Some(&old) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "SPIRE holds {} root(s) for east.example",
+                    east.map_or(0, |r| r.len())
+                ))
+            }
+        },
+        || spire.log_tail(20),
+    )
+    .await;
+
+    // Two rotations. After the first the SVID is under the second root, which SPIRE must
+    // authenticate to learn the third.
+    let second = rotate_as_spire_sees_it(&fed, &spire, &old).await;
+    let second: BTreeSet<Vec<u8>> = [second].into();
+    let chain = endpoint_svid(&fed, ENDPOINT_ID, &second).await;
+    assert_eq!(
+        chain.last(),
+        second.iter().next(),
+        "the SVID moved to the new root"
+    );
+    let third = rotate_as_spire_sees_it(&fed, &spire, &second).await;
+    fed.wait_all_on_root(&["east"], &federator_core::cert::fingerprint(&third))
+        .await;
+
+    // The other way: the federation trusts SPIRE's own https_spiffe endpoint.
+    let spire_bundle = spire
+        .cli(&["bundle", "show"], &["-format", "spiffe"])
+        .await
+        .unwrap();
+    let spire_roots = ders(&spire.cli(&["bundle", "show"], &[]).await.unwrap());
+    let bootstrap = fed.dir.join("spire-bootstrap.json");
+    std::fs::write(&bootstrap, &spire_bundle).unwrap();
+    let decoy_file = fed.dir.join("decoy.json");
+    std::fs::write(
+        &decoy_file,
+        bundle_doc(&decoy.iter().cloned().collect::<Vec<_>>()),
+    )
+    .unwrap();
+    let add = |id: &str, bundle: &Path| {
+        fed.federator(&[
+            "trust",
+            "add",
+            "spire.example",
+            "--bundle-endpoint",
+            spire.bundle_endpoint_url(),
+            "--profile",
+            "https_spiffe",
+            "--endpoint-spiffe-id",
+            id,
+            "--bootstrap-bundle",
+            bundle.to_str().unwrap(),
+        ])
+    };
+    for (id, bundle, says) in [
+        (
+            "spiffe://spire.example/not/the/server",
+            &bootstrap,
+            "EndpointNotAuthenticated",
+        ),
+        (
+            "spiffe://spire.example/spire/server",
+            &decoy_file,
+            "EndpointNotAuthenticated",
+        ),
+    ] {
+        let out = add(id, bundle);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(says) && err.contains("nothing was written"),
+            "{err}"
+        );
+        assert!(foreign_row(&fed, "spire.example").is_none());
+    }
+    let out = add("spiffe://spire.example/spire/server", &bootstrap);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "fetched {}: {} root(s)",
+            spire.bundle_endpoint_url(),
+            spire_roots.len()
+        )),
+        "{stdout}"
+    );
+    wait_until(
+        "the member's mesh config to hold SPIRE's roots, fetched by serve over https_spiffe",
+        Duration::from_secs(60),
+        || async {
+            let held: BTreeSet<Vec<u8>> = ca_certificates(&fed, "east")
+                .await
+                .iter()
+                .filter(|(tds, _)| tds == &["spire.example".to_owned()])
+                .flat_map(|(_, pem)| ders(pem))
+                .collect();
+            let row = foreign_row(&fed, "spire.example");
+            let ready = row.as_ref().is_some_and(|r| r["ready"] == true);
+            if held == spire_roots && ready {
+                Ok(())
+            } else {
+                Err(format!("{} root(s); status {row:?}", held.len()))
+            }
+        },
+        String::new,
+    )
+    .await;
 }

@@ -905,21 +905,30 @@ pub async fn serve(source: &ClientSource, args: ServeArgs) -> Result<()> {
             reader_token_ttl: args.reader_token_ttl,
             reader_token_renew_after: args.reader_token_renew_after,
             metrics_addr: args.metrics_addr,
-            bundle_endpoint: match (
-                args.bundle_endpoint_addr,
-                args.bundle_endpoint_cert,
-                args.bundle_endpoint_key,
-            ) {
-                (Some(addr), Some(cert), Some(key)) => {
-                    Some(hub_serve::bundle_endpoint::BundleEndpointOptions {
-                        addr,
-                        cert,
-                        key,
-                        refresh_hint: args.bundle_refresh_hint,
-                    })
+            bundle_endpoint: args.bundle_endpoint_addr.map(|addr| {
+                hub_serve::bundle_endpoint::BundleEndpointOptions {
+                    addr,
+                    serving: match (
+                        args.bundle_endpoint_profile,
+                        args.bundle_endpoint_spiffe_id
+                            .as_deref()
+                            .and_then(|id| federator_core::identity::SpiffeId::parse(id).ok()),
+                    ) {
+                        (crate::cli::ProfileArg::HttpsSpiffe, Some(id)) => {
+                            hub_serve::bundle_endpoint::Serving::Spiffe {
+                                id,
+                                ttl: args.bundle_endpoint_svid_ttl,
+                            }
+                        }
+                        // `check` made sure the files are there for https_web.
+                        _ => hub_serve::bundle_endpoint::Serving::Web {
+                            cert: args.bundle_endpoint_cert.clone().unwrap_or_default(),
+                            key: args.bundle_endpoint_key.clone().unwrap_or_default(),
+                        },
+                    },
+                    refresh_hint: args.bundle_refresh_hint,
                 }
-                _ => None,
-            },
+            }),
         },
     )
     .await

@@ -3,7 +3,10 @@
 //!
 //! A fetch is one HTTPS `GET` of the configured URL, authenticated as its profile says
 //! (SPIFFE Federation §5.2): `https_web` checks the server certificate against the system's CA
-//! certificates (`SSL_CERT_FILE`/`SSL_CERT_DIR`, else the OS store) and the URL's host. No
+//! certificates (`SSL_CERT_FILE`/`SSL_CERT_DIR`, else the OS store) and the URL's host;
+//! `https_spiffe` checks that the server presents an X509-SVID for the endpoint SPIFFE ID that
+//! verifies against that ID's trust domain bundle: the domain's last fetched bundle when the
+//! endpoint is in the domain it serves (as SPIRE's is), else the bootstrap bundle. No
 //! redirect is followed, the answer must be 2xx within [`TIMEOUT`], and at most
 //! [`MAX_BUNDLE_BYTES`] are read; the document is then checked by
 //! [`federator_core::spiffe::parse_bundle`] for the configured trust domain. Every failure is an
@@ -55,6 +58,48 @@ fn web_tls() -> std::result::Result<rustls::ClientConfig, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The TLS client configuration of `https_spiffe` (SPIFFE Federation §5.2.2): the server's
+/// X509-SVID must be for the endpoint SPIFFE ID and verify against the bundle of that ID's
+/// trust domain, `last_roots_pem` (the last good fetch) when it is the domain the endpoint
+/// serves, the bootstrap bundle otherwise or before the first fetch. No DNS name is checked.
+fn spiffe_tls(
+    spec: &ForeignTrustDomainSpec,
+    last_roots_pem: &str,
+) -> std::result::Result<rustls::ClientConfig, String> {
+    let wanted = &spec.bundle_endpoint.endpoint_spiffe_id;
+    let id = federator_core::identity::SpiffeId::parse(wanted)
+        .map_err(|e| format!("endpointSpiffeId {wanted:?}: {e}"))?;
+    let (pem, which) =
+        if id.trust_domain().as_str() == spec.trust_domain && !last_roots_pem.trim().is_empty() {
+            (last_roots_pem, "the last fetched bundle")
+        } else {
+            (spec.bootstrap_pem.as_str(), "the bootstrap bundle")
+        };
+    if pem.trim().is_empty() {
+        return Err(format!(
+            "no bundle of {} to authenticate the endpoint's X509-SVID with; `federator trust add` it again with --bootstrap-bundle (the domain's current bundle)",
+            id.trust_domain()
+        ));
+    }
+    let roots: Vec<rustls::pki_types::CertificateDer<'static>> =
+        federator_core::cert::parse_pem_certificates(pem.as_bytes(), which)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(Into::into)
+            .collect();
+    let verifier = federator_api::spiffe_tls::SpiffeVerifier::new(&roots)
+        .map_err(|e| format!("{which}: {e}"))?
+        .expect_peers([wanted.clone()]);
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(verifier))
+    .with_no_client_auth())
+}
+
 /// The whole chain of an error's messages.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -74,8 +119,9 @@ fn failed(reason: &'static str, message: String) -> Outcome {
     Outcome::Failed { reason, message }
 }
 
-/// Fetches and checks the bundle of `spec`'s trust domain from its endpoint.
-pub async fn fetch(spec: &ForeignTrustDomainSpec) -> Outcome {
+/// Fetches and checks the bundle of `spec`'s trust domain from its endpoint; `last_roots_pem`:
+/// the roots of the last good fetch (`https_spiffe` authenticates the endpoint with them).
+pub async fn fetch(spec: &ForeignTrustDomainSpec, last_roots_pem: &str) -> Outcome {
     let td = match TrustDomain::new(&spec.trust_domain) {
         Ok(td) => td,
         Err(e) => return failed(reasons::BUNDLE_REFUSED, format!("trust domain: {e}")),
@@ -83,9 +129,7 @@ pub async fn fetch(spec: &ForeignTrustDomainSpec) -> Outcome {
     let ep = &spec.bundle_endpoint;
     let tls = match ep.profile {
         EndpointProfile::HttpsWeb => web_tls(),
-        EndpointProfile::HttpsSpiffe => Err(
-            "the https_spiffe profile is not supported for fetching yet; use https_web".to_owned(),
-        ),
+        EndpointProfile::HttpsSpiffe => spiffe_tls(spec, last_roots_pem),
     };
     let tls = match tls {
         Ok(t) => t,
@@ -104,7 +148,10 @@ pub async fn fetch(spec: &ForeignTrustDomainSpec) -> Outcome {
         Ok(r) => r,
         Err(e) => {
             let m = chain(&e);
-            let reason = if m.contains("certificate") || m.contains("InvalidCertificate") {
+            let reason = if m.contains("certificate")
+                || m.contains("InvalidCertificate")
+                || m.contains("ApplicationVerificationFailure")
+            {
                 reasons::ENDPOINT_NOT_AUTHENTICATED
             } else {
                 reasons::ENDPOINT_UNREACHABLE
@@ -198,12 +245,11 @@ pub fn spec_for(req: &AddRequest, own: &[TrustDomain]) -> Result<ForeignTrustDom
             req.url
         )));
     }
-    let endpoint_spiffe_id = match (req.profile, &req.endpoint_spiffe_id) {
-        (EndpointProfile::HttpsSpiffe, Some(id)) => {
+    let endpoint_id = match (req.profile, &req.endpoint_spiffe_id) {
+        (EndpointProfile::HttpsSpiffe, Some(id)) => Some(
             federator_core::identity::SpiffeId::parse(id)
-                .map_err(|e| Error::Usage(format!("--endpoint-spiffe-id {id}: {e}")))?;
-            id.clone()
-        }
+                .map_err(|e| Error::Usage(format!("--endpoint-spiffe-id {id}: {e}")))?,
+        ),
         (EndpointProfile::HttpsSpiffe, None) => {
             return Err(Error::Usage(
                 "--profile https_spiffe needs --endpoint-spiffe-id (the SPIFFE ID the endpoint's server presents)".into(),
@@ -214,16 +260,28 @@ pub fn spec_for(req: &AddRequest, own: &[TrustDomain]) -> Result<ForeignTrustDom
                 "--endpoint-spiffe-id is for --profile https_spiffe; https_web checks the server's Web PKI certificate".into(),
             ));
         }
-        (EndpointProfile::HttpsWeb, None) => String::new(),
+        (EndpointProfile::HttpsWeb, None) => None,
     };
-    let bootstrap_pem = match &req.bootstrap {
-        None => String::new(),
-        Some(bytes) => {
-            let anchors = federator_core::spiffe::parse_anchors(bytes, &td)
+    let bootstrap_pem = match (&req.bootstrap, &endpoint_id) {
+        (None, None) => String::new(),
+        (None, Some(id)) => {
+            return Err(Error::Usage(format!(
+                "--profile https_spiffe needs --bootstrap-bundle: the current bundle of {} (SPIRE: `spire-server bundle show -format spiffe`), to authenticate the endpoint's X509-SVID the first time",
+                id.trust_domain()
+            )));
+        }
+        (Some(_), None) => {
+            return Err(Error::Usage(
+                "--bootstrap-bundle is for --profile https_spiffe; https_web checks the server's Web PKI certificate".into(),
+            ));
+        }
+        (Some(bytes), Some(id)) => {
+            let anchors = federator_core::spiffe::parse_anchors(bytes, id.trust_domain())
                 .map_err(|e| Error::Usage(format!("--bootstrap-bundle: {e}")))?;
             federator_core::cert::to_pem(anchors.iter().map(Vec::as_slice))
         }
     };
+    let endpoint_spiffe_id = endpoint_id.map(|id| id.to_string()).unwrap_or_default();
     Ok(ForeignTrustDomainSpec {
         trust_domain: td.to_string(),
         bundle_endpoint: BundleEndpointRef {
@@ -260,7 +318,7 @@ pub async fn add(hub: &Client, req: &AddRequest, fetch_first: bool) -> Result<Ad
     let own = super::bundle::own_trust_domains(hub).await?;
     let spec = spec_for(req, &own)?;
     let fetched = if fetch_first {
-        match fetch(&spec).await {
+        match fetch(&spec, "").await {
             Outcome::Fetched(b) => Some(b),
             Outcome::Failed { reason, message } => {
                 return Err(refused_before_writing(&spec.trust_domain, reason, &message));
@@ -350,6 +408,32 @@ mod tests {
                 "is for --profile https_spiffe",
             ),
             (
+                req(
+                    "https://s/",
+                    EndpointProfile::HttpsSpiffe,
+                    Some("spiffe://spire.example/spire/server"),
+                ),
+                "needs --bootstrap-bundle: the current bundle of spire.example",
+            ),
+            (
+                AddRequest {
+                    bootstrap: Some(b"-----BEGIN CERTIFICATE-----".to_vec()),
+                    ..req("https://s/", web, None)
+                },
+                "--bootstrap-bundle is for --profile https_spiffe",
+            ),
+            (
+                AddRequest {
+                    bootstrap: Some(b"not a bundle".to_vec()),
+                    ..req(
+                        "https://s/",
+                        EndpointProfile::HttpsSpiffe,
+                        Some("spiffe://spire.example/spire/server"),
+                    )
+                },
+                "--bootstrap-bundle: ",
+            ),
+            (
                 AddRequest {
                     trust_domain: "east.example".into(),
                     ..req("https://s/", web, None)
@@ -367,6 +451,44 @@ mod tests {
             let err = spec_for(&r, &own).unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
         }
+    }
+
+    #[test]
+    fn https_spiffe_authenticates_with_the_last_fetch_or_the_bootstrap_bundle() {
+        let root = |td: &str| {
+            federator_core::ca::IssuingCa::create_root(
+                &federator_core::ca::RootOptions {
+                    common_name: format!("{td} root"),
+                    ..Default::default()
+                },
+                time::OffsetDateTime::now_utc(),
+            )
+            .unwrap()
+            .cert_pem()
+        };
+        let mut spec = ForeignTrustDomainSpec {
+            trust_domain: "spire.example".into(),
+            bundle_endpoint: BundleEndpointRef {
+                url: "https://127.0.0.1:1/".into(),
+                profile: EndpointProfile::HttpsSpiffe,
+                endpoint_spiffe_id: "spiffe://spire.example/spire/server".into(),
+            },
+            bootstrap_pem: String::new(),
+            mesh_wide: false,
+        };
+        let err = spiffe_tls(&spec, "").unwrap_err();
+        assert!(err.contains("no bundle of spire.example"), "{err}");
+        assert!(err.contains("--bootstrap-bundle"), "{err}");
+        // The last fetched roots are enough, and so is a bootstrap bundle alone.
+        assert!(spiffe_tls(&spec, &root("spire.example")).is_ok());
+        spec.bootstrap_pem = root("spire.example");
+        assert!(spiffe_tls(&spec, "").is_ok());
+        // An endpoint in another trust domain is authenticated with the bootstrap bundle
+        // only (the fetched roots are the served domain's, not the endpoint's).
+        spec.bundle_endpoint.endpoint_spiffe_id = "spiffe://other.example/endpoint".into();
+        spec.bootstrap_pem = String::new();
+        let err = spiffe_tls(&spec, &root("spire.example")).unwrap_err();
+        assert!(err.contains("no bundle of other.example"), "{err}");
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub struct Desired {
     /// member to trust its new root, the previous root (if the signer still holds it), so
     /// that a member joining or renewing then gets a CA every peer trusts.
     pub signing_roots: BTreeMap<String, String>,
+    /// The root the bundle endpoint's X509-SVID (`https_spiffe`) is issued under, per trust
+    /// domain (SHA-256): the previous root for as long as a rotation still publishes it (if
+    /// the signer holds it), since peers authenticate the endpoint with the bundle they last
+    /// fetched; the current root otherwise.
+    pub endpoint_roots: BTreeMap<String, String>,
     /// Trust domains whose members must move to their new root now (a rotation whose new
     /// root every member already trusts).
     pub resign: BTreeSet<String>,
@@ -189,12 +194,18 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
     let mut resign = BTreeSet::new();
     // Rotations whose new root not every member trusts yet: the previous root still signs.
     let mut not_trusted_yet = Vec::new();
+    // Rotations that still publish their previous root (not aborted: an aborted rotation's
+    // previous root is the abandoned new one).
+    let mut publishing_previous = Vec::new();
     let mut wake_at: Option<OffsetDateTime> = None;
     for (scope, state) in &inp.signer.rotations {
         let step = rotation::step(scope, state, &acks, bundle_generation, inp.now);
         // An aborted rotation's new root is the original one, which every member trusts.
         if step.phase == Some(RotationPhase::TrustingNewRoot) && !state.aborted {
             not_trusted_yet.push(scope.clone());
+        }
+        if step.phase.is_some() && !state.aborted {
+            publishing_previous.push(scope.clone());
         }
         if let Some(record) = step.record {
             records.push((scope.clone(), record));
@@ -299,23 +310,8 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
         key_algorithm: inp.spec.key_algorithm.to_string(),
         renew_at_percent: inp.spec.renew_at_percent,
         cluster_ca_ttl: inp.spec.cluster_ca_ttl.get(),
-        signing_roots: inp
-            .signer
-            .roots
-            .iter()
-            .map(|(td, h)| {
-                let signs = match &h.previous {
-                    Some(previous)
-                        if h.previous_signs
-                            && not_trusted_yet.iter().any(|s| s.covers(td.as_str())) =>
-                    {
-                        previous
-                    }
-                    _ => &h.root,
-                };
-                (td.to_string(), fingerprint(signs))
-            })
-            .collect(),
+        signing_roots: signing_under(&inp.signer.roots, &not_trusted_yet),
+        endpoint_roots: signing_under(&inp.signer.roots, &publishing_previous),
         resign,
         reissue: inp
             .members
@@ -333,6 +329,28 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
         wake_at,
         notes,
     })
+}
+
+/// Per trust domain (SHA-256): its previous root where one of `previous_for` covers it and the
+/// signer still signs under it, else its current root.
+fn signing_under(
+    roots: &BTreeMap<TrustDomain, Holding>,
+    previous_for: &[Scope],
+) -> BTreeMap<String, String> {
+    roots
+        .iter()
+        .map(|(td, h)| {
+            let signs = match &h.previous {
+                Some(previous)
+                    if h.previous_signs && previous_for.iter().any(|s| s.covers(td.as_str())) =>
+                {
+                    previous
+                }
+                _ => &h.root,
+            };
+            (td.to_string(), fingerprint(signs))
+        })
+        .collect()
 }
 
 fn ack(m: &MemberCluster) -> MemberAck {
@@ -624,6 +642,10 @@ mod tests {
             "until every member trusts the new root, the old one signs (a member joining or renewing now)"
         );
         assert_eq!(
+            p.desired.endpoint_roots["a.local"], state.previous_root_sha256,
+            "the bundle endpoint's SVID stays under the root every peer holds"
+        );
+        assert_eq!(
             p.status.rotations[0].phase_since,
             Some(fields::time(t(NOW))),
             "the first phase starts now"
@@ -648,6 +670,10 @@ mod tests {
         assert_eq!(
             again.desired.signing_roots["a.local"], state.new_root_sha256,
             "trusted by all: the new root signs"
+        );
+        assert_eq!(
+            again.desired.endpoint_roots["a.local"], state.previous_root_sha256,
+            "while the old root is published, the bundle endpoint's SVID stays under it"
         );
         assert_eq!(
             again.records,
@@ -688,6 +714,10 @@ mod tests {
             })
             .unwrap();
             assert_eq!(p.status.rotations[0].phase, RotationPhase::TrustingNewRoot);
+            assert_eq!(
+                p.desired.endpoint_roots["a.local"], p.desired.signing_roots["a.local"],
+                "in the first phase the bundle endpoint signs under the same root"
+            );
             p.desired.signing_roots["a.local"].clone()
         };
         assert_eq!(signing(&signer), fingerprint(old.root_der()));

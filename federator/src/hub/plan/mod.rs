@@ -13,10 +13,12 @@
 //! | [`member`] | a member's spec, whether to sign, renew or re-sign, its events and status |
 //! | [`federation`] | trust domains in use, the bundle and its generation, the Federation status |
 //! | [`rotation`] | the phase of a root rotation and what to record |
+//! | [`endpoint_svid`] | whether the bundle endpoint's X509-SVID must be issued again |
 //! | [`peers`] | the peers' reader kubeconfigs each member is handed (remote secrets) |
 
 pub mod chain;
 pub mod csr;
+pub mod endpoint_svid;
 pub mod federation;
 pub mod foreign;
 pub mod member;

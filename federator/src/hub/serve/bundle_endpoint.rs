@@ -15,6 +15,11 @@
 //!   supplies (`--bundle-endpoint-cert`/`--bundle-endpoint-key`, e.g. a cert-manager
 //!   Certificate's Secret mounted in the Pod); the files are read again every few seconds and a
 //!   changed pair is served from then on (a broken pair is logged and the previous one kept).
+//!   `https_spiffe` (§5.2.2): TLS with an X509-SVID of the federation's own CA for the
+//!   configured SPIFFE ID (`--bundle-endpoint-spiffe-id`), which the leader keeps in the Secret
+//!   `federator-bundle-endpoint` ([`super::endpoint_svid`]); every replica watches that Secret
+//!   and serves what it holds (a broken one is logged and the previous one kept). Peers
+//!   authenticate it with the bundle they fetched from here last.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,7 +31,7 @@ use federator_api::hub::{Federation, FederationStatus};
 use federator_api::names;
 use federator_api::serving::{Handler, Reply};
 use federator_core::bundle::TrustBundle;
-use federator_core::identity::TrustDomain;
+use federator_core::identity::{SpiffeId, TrustDomain};
 use futures::StreamExt;
 use http::StatusCode;
 use kube::Client;
@@ -43,12 +48,39 @@ use crate::{Error, Result};
 pub struct BundleEndpointOptions {
     /// Where to listen.
     pub addr: SocketAddr,
-    /// The serving certificate (PEM, leaf first, then its chain).
-    pub cert: PathBuf,
-    /// Its private key (PEM).
-    pub key: PathBuf,
+    /// What it serves with.
+    pub serving: Serving,
     /// `spiffe_refresh_hint` of the served bundles.
     pub refresh_hint: Duration,
+}
+
+/// How the endpoint authenticates itself (SPIFFE Federation §5.2).
+#[derive(Clone, Debug)]
+pub enum Serving {
+    /// `https_web`: a serving certificate from files.
+    Web {
+        /// The serving certificate (PEM, leaf first, then its chain).
+        cert: PathBuf,
+        /// Its private key (PEM).
+        key: PathBuf,
+    },
+    /// `https_spiffe`: an X509-SVID of the federation's own CA.
+    Spiffe {
+        /// Its SPIFFE ID (in one of the federation's trust domains).
+        id: SpiffeId,
+        /// Its lifetime (issued again at half).
+        ttl: Duration,
+    },
+}
+
+impl Serving {
+    /// The profile's name.
+    pub fn profile(&self) -> &'static str {
+        match self {
+            Serving::Web { .. } => "https_web",
+            Serving::Spiffe { .. } => "https_spiffe",
+        }
+    }
 }
 
 /// How often the certificate files are read again.
@@ -147,28 +179,41 @@ struct CertFiles {
     current: RwLock<(Vec<u8>, Arc<CertifiedKey>)>,
 }
 
+/// A serving certificate (PEM chain, leaf first) and its key (PEM) as rustls serves them,
+/// checked to match.
+fn certified(cert_pem: &[u8], key_pem: &[u8]) -> std::result::Result<CertifiedKey, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("the certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("no certificate".into());
+    }
+    let private = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("the key: {e}"))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&private)
+        .map_err(|e| format!("the key: {e}"))?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified
+        .keys_match()
+        .map_err(|e| format!("the key does not match the certificate: {e}"))?;
+    Ok(certified)
+}
+
 impl CertFiles {
     fn read(cert: &std::path::Path, key: &std::path::Path) -> Result<(Vec<u8>, CertifiedKey)> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let what = |p: &std::path::Path, e: &dyn std::fmt::Display| {
             Error::Usage(format!("bundle endpoint certificate {}: {e}", p.display()))
         };
         let cert_pem = std::fs::read(cert).map_err(|e| what(cert, &e))?;
         let key_pem = std::fs::read(key).map_err(|e| what(key, &e))?;
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| what(cert, &e))?;
-        if chain.is_empty() {
-            return Err(what(cert, &"no certificate in the file"));
-        }
-        let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| what(key, &e))?;
-        let signer =
-            rustls::crypto::ring::sign::any_supported_type(&private).map_err(|e| what(key, &e))?;
-        let certified = CertifiedKey::new(chain, signer);
-        certified
-            .keys_match()
-            .map_err(|e| what(key, &format!("does not match the certificate: {e}")))?;
+        let certified = certified(&cert_pem, &key_pem).map_err(|e| {
+            Error::Usage(format!(
+                "bundle endpoint certificate {} and key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
         let mut stamp = cert_pem;
         stamp.extend_from_slice(&key_pem);
         Ok((stamp, certified))
@@ -215,25 +260,107 @@ impl ResolvesServerCert for CertFiles {
     }
 }
 
+/// The X509-SVID from the Secret the leader keeps (`https_spiffe`): none until it was read.
+#[derive(Debug, Default)]
+struct SecretSvid(RwLock<Option<Arc<CertifiedKey>>>);
+
+impl ResolvesServerCert for SecretSvid {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Keeps `svid` equal to what the Secret `federator-bundle-endpoint` holds (a broken or
+/// deleted Secret leaves the previous SVID served: the leader writes a new one).
+async fn follow_svid(hub: Client, svid: Arc<SecretSvid>) {
+    use federator_api::plumbing::secret_data;
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(hub, names::NAMESPACE);
+    let mut events = std::pin::pin!(watcher::watcher(
+        secrets,
+        federator_api::plumbing::by_name(names::BUNDLE_ENDPOINT_SECRET)
+    ));
+    let mut served: Option<BTreeMap<String, Vec<u8>>> = None;
+    while let Some(event) = events.next().await {
+        let secret = match event {
+            Ok(Event::Apply(s) | Event::InitApply(s)) => s,
+            Ok(Event::InitDone) => {
+                if served.is_none() {
+                    info!("bundle endpoint: waiting for the leader to issue its X509-SVID");
+                }
+                continue;
+            }
+            Ok(Event::Delete(_) | Event::Init) => continue,
+            Err(e) => {
+                warn!(error = %e, "bundle endpoint: watch on its SVID Secret failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let data = secret_data(&secret);
+        if served.as_ref() == Some(&data) {
+            continue;
+        }
+        let pem = |k: &str| data.get(k).map_or(&[][..], Vec::as_slice);
+        match certified(
+            pem(crate::hub::plan::endpoint_svid::CERT_KEY),
+            pem(crate::hub::plan::endpoint_svid::KEY_KEY),
+        ) {
+            Ok(c) => {
+                info!("bundle endpoint: serving the X509-SVID from its Secret");
+                *svid
+                    .0
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(c));
+                served = Some(data);
+            }
+            Err(e) => {
+                warn!(error = %e, "bundle endpoint: its SVID Secret is not usable; serving the previous SVID")
+            }
+        }
+    }
+}
+
 /// The running endpoint; it stops when dropped.
 pub struct BundleEndpoint {
     /// The address it listens on.
     pub addr: SocketAddr,
     _server: AbortOnDropHandle<()>,
-    _reload: AbortOnDropHandle<()>,
+    /// Keeps the serving credentials current: the files read again, or the SVID Secret watched.
+    _credentials: AbortOnDropHandle<()>,
     _watch: AbortOnDropHandle<()>,
 }
 
 /// Starts the endpoint: fails at once on an unreadable certificate or a taken address.
 pub async fn start(hub: Client, opts: &BundleEndpointOptions) -> Result<BundleEndpoint> {
-    let certs = Arc::new(CertFiles::load(opts.cert.clone(), opts.key.clone())?);
+    let (resolver, keep_current): (Arc<dyn ResolvesServerCert>, _) = match &opts.serving {
+        Serving::Web { cert, key } => {
+            let certs = Arc::new(CertFiles::load(cert.clone(), key.clone())?);
+            let resolver = certs.clone();
+            let reload = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(RELOAD_EVERY).await;
+                    certs.reload();
+                }
+            });
+            (resolver as Arc<dyn ResolvesServerCert>, reload)
+        }
+        Serving::Spiffe { .. } => {
+            let svid = Arc::new(SecretSvid::default());
+            let follow = tokio::spawn(follow_svid(hub.clone(), svid.clone()));
+            (svid as Arc<dyn ResolvesServerCert>, follow)
+        }
+    };
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| Error::Usage(format!("bundle endpoint TLS: {e}")))?
     .with_no_client_auth()
-    .with_cert_resolver(certs.clone());
+    .with_cert_resolver(resolver);
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let published = Arc::new(Published::default());
     let (addr, server) =
@@ -245,18 +372,12 @@ pub async fn start(hub: Client, opts: &BundleEndpointOptions) -> Result<BundleEn
                     opts.addr
                 ))
             })?;
-    info!(%addr, "serving the federation's SPIFFE bundles (https_web)");
-    let reload = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(RELOAD_EVERY).await;
-            certs.reload();
-        }
-    });
+    info!(%addr, profile = opts.serving.profile(), "serving the federation's SPIFFE bundles");
     let watch = tokio::spawn(follow_federation(hub, published, opts.refresh_hint));
     Ok(BundleEndpoint {
         addr,
         _server: server,
-        _reload: AbortOnDropHandle::new(reload),
+        _credentials: AbortOnDropHandle::new(keep_current),
         _watch: AbortOnDropHandle::new(watch),
     })
 }

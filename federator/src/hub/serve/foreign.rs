@@ -57,7 +57,8 @@ fn error_policy(_d: Arc<ForeignTrustDomain>, error: &Error, _ctx: Arc<Context>) 
 
 async fn reconcile(d: Arc<ForeignTrustDomain>, ctx: Arc<Context>) -> Result<Action> {
     let name = d.name_any();
-    let outcome = crate::hub::foreign::fetch(&d.spec).await;
+    let last_roots = d.status.as_ref().map_or("", |s| s.roots_pem.as_str());
+    let outcome = crate::hub::foreign::fetch(&d.spec, last_roots).await;
     let failures = {
         let mut f = super::lock(&ctx.failures);
         let n = f.entry(name.clone()).or_default();

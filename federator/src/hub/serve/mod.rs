@@ -17,9 +17,11 @@
 //!   leader stops its controllers and releases the Lease, and a standby that sees it released
 //!   takes it at once (not after the lease duration); the process exits 0.
 //! * [`bundle_endpoint`]: with `--bundle-endpoint-addr`, every replica serves the
-//!   federation's SPIFFE bundles, leader or not.
+//!   federation's SPIFFE bundles, leader or not; with `https_spiffe` the leader keeps the
+//!   endpoint's X509-SVID ([`endpoint_svid`]).
 
 pub mod bundle_endpoint;
+pub mod endpoint_svid;
 pub mod federation;
 pub mod fleet;
 pub mod foreign;
@@ -385,9 +387,20 @@ async fn run(
     probes: Arc<Probes>,
 ) -> Result<()> {
     info!("federator serve started");
+    let svid = match opts.bundle_endpoint.as_ref().map(|b| &b.serving) {
+        Some(bundle_endpoint::Serving::Spiffe { id, ttl }) => Some((id.clone(), *ttl)),
+        _ => None,
+    };
     let shared = Arc::new(Shared::new(client, opts, metrics, probes));
+    let endpoint_svid = async {
+        match svid {
+            Some((id, ttl)) => endpoint_svid::run(shared.clone(), id, ttl).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = federation::run(shared.clone()) => r,
-        r = foreign::run(shared) => r,
+        r = foreign::run(shared.clone()) => r,
+        r = endpoint_svid => r,
     }
 }

@@ -131,6 +131,7 @@ fn fixture(signer_loaded: bool) -> Fixture {
             federator_core::cert::fingerprint(root.root_der()),
         )]
         .into(),
+        endpoint_roots: Default::default(),
         resign: Default::default(),
         reissue: Default::default(),
     });

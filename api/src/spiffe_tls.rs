@@ -1,4 +1,6 @@
-//! A rustls certificate verifier for SPIFFE peers, on both ends of a connection.
+//! A rustls certificate verifier for SPIFFE peers, on both ends of a connection: the hub's
+//! `https_spiffe` bundle endpoint client (SPIFFE Federation §5.2.2) and the test workloads of
+//! the `mtls` crate.
 //!
 //! Istio's sidecars do not check DNS names between workloads: they validate the peer's chain
 //! against the roots they were given and then look at the peer's SPIFFE ID (the URI SAN). This
@@ -24,7 +26,7 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 
-use crate::{Error, Result};
+use federator_core::{Error, Result};
 
 /// Verifies SPIFFE peers against a fixed set of roots. Used as a client's
 /// [`ServerCertVerifier`] and as a server's [`ClientCertVerifier`].
@@ -54,7 +56,7 @@ impl SpiffeVerifier {
         Ok(Self {
             anchors,
             expected: None,
-            algorithms: crate::provider().signature_verification_algorithms,
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
         })
     }
 
