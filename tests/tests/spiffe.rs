@@ -60,11 +60,14 @@ fn replica(fed: &Federation, id: &str, addr: &str, endpoint: &Endpoint<'_>) -> P
         "--log-level",
         "info",
     ])
+    // A 10 s hint: SPIRE still polls every 15 s (it raises any hint to 1 minute and polls four
+    // times per hint), and a rotation keeps the old root for at least three hints (30 s), less
+    // than the tests' 40 s drain.
     .args([
         "--bundle-endpoint-addr",
         addr,
         "--bundle-refresh-hint",
-        "60s",
+        "10s",
     ]);
     let spec = match endpoint {
         Endpoint::Web(pki) => spec
@@ -197,7 +200,7 @@ async fn spire_federates_with_the_bundle_endpoint_over_https_web() {
         let td = federator_core::identity::TrustDomain::new("east.example").unwrap();
         let doc = federator_core::spiffe::parse_bundle(body.as_bytes(), &td).unwrap();
         assert_eq!(doc.sequence, Some(u64::try_from(generation).unwrap()));
-        assert_eq!(doc.refresh_hint, Some(Duration::from_secs(60)));
+        assert_eq!(doc.refresh_hint, Some(Duration::from_secs(10)));
         assert_eq!(
             doc.x509_authorities.into_iter().collect::<BTreeSet<_>>(),
             ours["east.example"]

@@ -123,6 +123,10 @@ pub struct Inputs<'a> {
     pub signer: &'a SignerView,
     /// The foreign trust domains.
     pub foreign: &'a [Arc<ForeignTrustDomain>],
+    /// The shortest drain of any rotation: with a SPIFFE bundle endpoint, several of its
+    /// refresh hints, so that every peer polling at the hint learns the new root before the
+    /// old one leaves (SPIFFE Federation §4.1); zero without one.
+    pub min_drain: Duration,
     /// Now.
     pub now: OffsetDateTime,
 }
@@ -199,6 +203,10 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
     let mut publishing_previous = Vec::new();
     let mut wake_at: Option<OffsetDateTime> = None;
     for (scope, state) in &inp.signer.rotations {
+        let state = &RotationState {
+            drain: state.drain.max(inp.min_drain),
+            ..state.clone()
+        };
         let step = rotation::step(scope, state, &acks, bundle_generation, inp.now);
         // An aborted rotation's new root is the original one, which every member trusts.
         if step.phase == Some(RotationPhase::TrustingNewRoot) && !state.aborted {
@@ -565,6 +573,7 @@ mod tests {
             members: &members,
             signer,
             foreign: &[],
+            min_drain: Duration::ZERO,
             now: t(NOW),
         };
         let first = plan(&inp(&one, None)).unwrap();
@@ -615,6 +624,7 @@ mod tests {
                 members,
                 signer: &signer,
                 foreign: &[],
+                min_drain: Duration::ZERO,
                 now: t(NOW),
             })
             .unwrap()
@@ -687,6 +697,24 @@ mod tests {
         // Nothing new: no new event.
         let third = plan_after(&c1(1), Some(&again.status));
         assert_eq!(phase_notes(&third), 0);
+        // With a bundle endpoint whose peers poll every 2 minutes, the 60 s drain is stretched
+        // to the plan's minimum (several refresh hints): peers learn the new root first.
+        let stretched = plan(&Inputs {
+            spec: &spec,
+            previous: Some(&p.status),
+            generation: None,
+            members: &c1(1),
+            signer: &signer,
+            foreign: &[],
+            min_drain: Duration::from_secs(360),
+            now: t(NOW),
+        })
+        .unwrap();
+        assert_eq!(
+            stretched.status.rotations[1].removes_old_root_at,
+            Some(fields::time(t("2026-01-01T00:06:00Z")))
+        );
+        assert_eq!(stretched.wake_at, Some(t("2026-01-01T00:06:00Z")));
     }
 
     #[test]
@@ -710,6 +738,7 @@ mod tests {
                 members: &members,
                 signer,
                 foreign: &[],
+                min_drain: Duration::ZERO,
                 now: t(NOW),
             })
             .unwrap();
@@ -782,6 +811,7 @@ mod tests {
                 members: &members,
                 signer,
                 foreign: &[],
+                min_drain: Duration::ZERO,
                 now: t(NOW),
             })
             .unwrap()
@@ -882,6 +912,7 @@ mod tests {
                 members: &members,
                 signer: &signer,
                 foreign: &[],
+                min_drain: Duration::ZERO,
                 now: t(NOW),
             })
             .unwrap()

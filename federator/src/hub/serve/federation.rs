@@ -50,6 +50,10 @@ pub struct Context {
     failures: Failures,
 }
 
+/// With a bundle endpoint, a rotation keeps the old root published for at least this many
+/// refresh hints (SPIFFE Federation §4.1: new keys 3–5 refresh hints ahead).
+pub const MIN_DRAIN_REFRESH_HINTS: u32 = 3;
+
 /// Runs the federation controller until the hub's watches end.
 pub async fn run(shared: Arc<Shared>) -> Result<()> {
     let client = shared.client.clone();
@@ -221,6 +225,14 @@ async fn reconcile(fed: Arc<Federation>, ctx: Arc<Context>) -> Result<Action> {
         members: &members,
         signer: &view,
         foreign: &foreign,
+        min_drain: ctx
+            .shared
+            .opts
+            .bundle_endpoint
+            .as_ref()
+            .map_or(Duration::ZERO, |b| {
+                b.refresh_hint.saturating_mul(MIN_DRAIN_REFRESH_HINTS)
+            }),
         now,
     })?;
     for (scope, record) in &plan.records {
