@@ -133,6 +133,15 @@ impl Drop for Federation {
 }
 
 impl Federation {
+    /// The running agent of member `name` (to pause, resume or kill it). Panics when the
+    /// member has no agent running: the test did not start it.
+    pub fn agent_process(&mut self, name: &str) -> &mut Process {
+        self.members
+            .get_mut(name)
+            .and_then(|m| m.agent.as_mut())
+            .unwrap_or_else(|| panic!("member {name} has no running agent"))
+    }
+
     /// Starts a testbed with a cluster `hub` plus the named members, and runs `federator init`
     /// with `init_args`.
     pub async fn start(members: &[(&str, &str)], init_args: &[&str]) -> Federation {

@@ -51,13 +51,7 @@ async fn converges_after_sigkills_during_join_and_renewal() {
     fed.join("c1");
     fed.start_agent("c1");
     tokio::time::sleep(Duration::from_millis(rng.next(400))).await;
-    fed.members
-        .get_mut("c1")
-        .unwrap()
-        .agent
-        .as_mut()
-        .unwrap()
-        .kill();
+    fed.agent_process("c1").kill();
     fed.join("c2");
     fed.serve.as_mut().unwrap().kill();
     fed.start_agent("c2");
@@ -78,13 +72,7 @@ async fn converges_after_sigkills_during_join_and_renewal() {
             }
             i => {
                 let name = members[(i - 1) as usize].0;
-                fed.members
-                    .get_mut(name)
-                    .unwrap()
-                    .agent
-                    .as_mut()
-                    .unwrap()
-                    .kill();
+                fed.agent_process(name).kill();
                 tokio::time::sleep(Duration::from_millis(rng.next(800))).await;
                 fed.start_agent(name);
             }

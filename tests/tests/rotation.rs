@@ -265,13 +265,7 @@ async fn an_imported_ca_rotates_to_another_offline_root_aborts_and_survives_sigk
 
     // 1. A rotation held in trusting-new-root (c3's agent is frozen), the hub SIGKILLed and
     // restarted there, then aborted: everyone stays on (or returns to) root a.
-    fed.members
-        .get_mut("c3")
-        .unwrap()
-        .agent
-        .as_mut()
-        .unwrap()
-        .pause();
+    fed.agent_process("c3").pause();
     let (cert_b, key_b) = enterprise_ca(&fed, "b", year);
     let out = fed.federator_ok(&[
         "rotate-root",
@@ -339,13 +333,7 @@ async fn an_imported_ca_rotates_to_another_offline_root_aborts_and_survives_sigk
     assert!(out.contains(&root_a), "{out}");
     let again = fed.federator(&["rotate-root", "--abort"]);
     assert_eq!(again.status.code(), Some(2), "a second abort is refused");
-    fed.members
-        .get_mut("c3")
-        .unwrap()
-        .agent
-        .as_mut()
-        .unwrap()
-        .resume();
+    fed.agent_process("c3").resume();
     let (phases, _) = follow_rotation(&fed, &all, None).await;
     assert!(phases.contains("draining"), "{phases:?}");
     fed.wait_all_on_root(&names, &root_a).await;
@@ -515,13 +503,7 @@ async fn a_local_root_rotates_three_members_and_aborts_in_draining_and_re_signin
         },
     )
     .await;
-    fed.members
-        .get_mut("c3")
-        .unwrap()
-        .agent
-        .as_mut()
-        .unwrap()
-        .pause();
+    fed.agent_process("c3").pause();
     let held = wait_for(
         "the rotation to wait for c3 in re-signing",
         Duration::from_secs(30),
@@ -582,13 +564,7 @@ async fn a_local_root_rotates_three_members_and_aborts_in_draining_and_re_signin
         )
         .await;
     }
-    fed.members
-        .get_mut("c3")
-        .unwrap()
-        .agent
-        .as_mut()
-        .unwrap()
-        .resume();
+    fed.agent_process("c3").resume();
     follow_rotation(&fed, &all, None).await;
     fed.wait_all_on_root(&["c1", "c2", "c3"], &new_root).await;
     let report = watch.stop().await;

@@ -758,13 +758,7 @@ async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_ab
     bao_ok(&bao, "auth/approle/role/federator", role).await;
     // c3's agent frozen holds the rotation in trusting-new-root past the life of the token
     // the hub logged in with when the rotation started: it signs the re-signing with a new one.
-    fed.members
-        .get_mut("c3")
-        .unwrap()
-        .agent
-        .as_mut()
-        .unwrap()
-        .pause();
+    fed.agent_process("c3").pause();
     let logins_before = logins(&fed);
     let out = fed.federator_ok(&["rotate-root", "--vault-bootstrap", "--drain", "20s"]);
     assert!(out.contains("vault: generated a new root"), "{out}");
@@ -786,13 +780,7 @@ async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_ab
         "renewed during trusting-new-root: signed by the issuer every member trusts"
     );
     tokio::time::sleep(Duration::from_secs(9)).await;
-    fed.members
-        .get_mut("c3")
-        .unwrap()
-        .agent
-        .as_mut()
-        .unwrap()
-        .resume();
+    fed.agent_process("c3").resume();
     let draining = wait_for(
         "the generated issuer's rotation to drain",
         Duration::from_secs(20),
