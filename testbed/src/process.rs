@@ -378,18 +378,66 @@ fn spawn_on_spawner_thread(cmd: Command) -> std::io::Result<Child> {
     reply_rx.recv().map_err(|_| gone())?
 }
 
-/// Picks a currently free loopback port by binding port 0 and releasing it.
+/// Picks a currently free loopback port for a server a test is about to start.
 ///
-/// This alone races with other processes; callers start the server and, if it exits with
-/// "address already in use", pick again (see [`is_port_conflict`]).
+/// Ports come from below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`, read,
+/// never changed): port 0 would hand out an ephemeral port, and every outgoing connection on
+/// the machine (kube clients, curl, a sibling test) takes its local port from that same range,
+/// so a port picked there could be taken by a client socket before the server binds it (seen in
+/// CI: the controller-manager's `--secure-port`). Below the range only servers bind. A port is
+/// handed out at most once per process, and only if binding it (on every address) works now;
+/// another process can still bind it first, so callers that can retry do (see
+/// [`is_port_conflict`]).
 pub fn pick_port() -> Result<u16> {
-    let l =
-        std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Error::io("bind", "127.0.0.1:0"))?;
-    let port = l
-        .local_addr()
-        .map_err(Error::io("bind", "127.0.0.1:0"))?
-        .port();
-    Ok(port)
+    let (low, high) = server_port_range();
+    let span = u64::from(high - low) + 1;
+    for _ in 0..PICK_ATTEMPTS {
+        // `high - low` fits in u16, so the offset does too.
+        let port = low + (random_u64() % span) as u16;
+        if claim(port) {
+            return Ok(port);
+        }
+    }
+    Err(Error::PortsExhausted {
+        name: format!("picking a free port in {low}..={high}"),
+        attempts: PICK_ATTEMPTS,
+    })
+}
+
+const PICK_ATTEMPTS: u32 = 200;
+
+/// Records `port` as handed out if it was not already and binding it on every address works.
+fn claim(port: u16) -> bool {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    if given.contains(&port) || std::net::TcpListener::bind(("0.0.0.0", port)).is_err() {
+        return false;
+    }
+    given.push(port);
+    true
+}
+
+/// The ports [`pick_port`] draws from: 10000 up to the start of the ephemeral range (or
+/// 10000..=32767 when the range cannot be read or leaves too little room below it).
+fn server_port_range() -> (u16, u16) {
+    const LOW: u16 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok());
+    match ephemeral_start {
+        Some(start) if start > LOW + 1_000 => (LOW, start - 1),
+        _ => (LOW, 32_767),
+    }
+}
+
+/// A random number from the standard library's per-process random hash keys (no RNG crate
+/// needed for picking ports).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.finish()
 }
 
 /// Picks a port `p` such that `p` and `p + 1` are free right now (OpenBao's dev server takes
@@ -397,7 +445,7 @@ pub fn pick_port() -> Result<u16> {
 pub fn pick_port_pair() -> Result<u16> {
     for _ in 0..50 {
         let p = pick_port()?;
-        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+        if p < u16::MAX && claim(p + 1) {
             return Ok(p);
         }
     }
@@ -554,6 +602,31 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn picked_ports_are_free_distinct_and_below_the_ephemeral_range() {
+        let (low, high) = server_port_range();
+        let ports: Vec<u16> = (0..200).map(|_| pick_port().unwrap()).collect();
+        for p in &ports {
+            assert!((low..=high).contains(p), "{p} outside {low}..={high}");
+            std::net::TcpListener::bind(("127.0.0.1", *p)).unwrap();
+        }
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "a port was handed out twice");
+        let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let start: u16 = ephemeral
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            high < start,
+            "range {low}..={high} overlaps the ephemeral range from {start}"
+        );
     }
 
     #[test]
