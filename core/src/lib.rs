@@ -37,6 +37,7 @@ pub mod identity;
 pub mod istiod;
 pub mod key;
 pub mod policy;
+mod rsa_keygen;
 pub mod spiffe;
 pub mod verify;
 
