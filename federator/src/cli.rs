@@ -189,12 +189,17 @@ pub struct RotateRootArgs {
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
     /// Vault backend: the issuer (name or ID) in the PKI mount to rotate to.
-    #[arg(long, conflicts_with_all = ["abort", "vault_bootstrap"])]
+    #[arg(long, conflicts_with_all = ["abort", "vault_bootstrap"], group = "vault_target")]
     pub vault_issuer: Option<String>,
     /// Vault backend: have Vault generate a new internal root in the mount
     /// (`<mount>/root/rotate/internal`) and rotate to it.
-    #[arg(long, conflicts_with = "abort")]
+    #[arg(long, conflicts_with = "abort", group = "vault_target")]
     pub vault_bootstrap: bool,
+    /// Vault backend with Kubernetes auth: the ServiceAccount token this command logs in to
+    /// Vault with (the role `serve` uses), instead of the path `serve` reads it from, which
+    /// exists only in its Pod. E.g. `kubectl create token SA -n federator-system > token`.
+    #[arg(long, requires = "vault_target")]
+    pub vault_jwt_file: Option<PathBuf>,
     /// Abort the rotation in progress (any phase before the old root is dropped): every member
     /// returns to the old root, with both roots trusted until it has.
     #[arg(long)]

@@ -12,6 +12,7 @@
 
 pub mod examples;
 pub mod hygiene;
+pub mod rotation;
 pub mod snapshot;
 
 use std::collections::BTreeMap;

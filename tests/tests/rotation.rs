@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use federator_api::hub::RotationPhase;
+use federator_e2e::rotation::{Rotation, sigkill_and_abort_in};
 use federator_e2e::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +192,8 @@ async fn rotation(fed: &Federation) -> Option<federator_api::hub::RotationStatus
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_imported_ca_rotates_to_another_offline_root_aborts_and_survives_sigkill() {
+async fn an_imported_ca_rotates_to_another_offline_root_and_survives_sigkill_and_abort_in_every_phase()
+ {
     let all = [
         ("c1", "cluster.local"),
         ("c2", "cluster.local"),
@@ -345,7 +348,25 @@ async fn an_imported_ca_rotates_to_another_offline_root_aborts_and_survives_sigk
         "{events:?}"
     );
 
-    // 2. The full rotation to root c, the hub SIGKILLed while draining.
+    // 2. Held in re-signing and in draining, the hub SIGKILLed and restarted there, aborted.
+    for (phase, name) in [
+        (RotationPhase::ReSigning, "b2"),
+        (RotationPhase::Draining, "b3"),
+    ] {
+        let (cert, key) = enterprise_ca(&fed, name, year);
+        let start = ["--cert", cert.as_str(), "--key", key.as_str()];
+        let rotation = Rotation {
+            start: &start,
+            abort: &[],
+            scope: "*",
+            members: &all,
+            frozen: "c3",
+            old_root: &root_a,
+        };
+        sigkill_and_abort_in(&mut fed, phase, &rotation).await;
+    }
+
+    // 3. The full rotation to root c, the hub SIGKILLed while draining.
     let (cert_c, key_c) = enterprise_ca(&fed, "c", year);
     let drain = Duration::from_secs(8);
     let started = std::time::Instant::now();
@@ -426,7 +447,7 @@ async fn an_imported_ca_rotates_to_another_offline_root_aborts_and_survives_sigk
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_local_root_rotates_three_members_and_aborts_in_draining_and_re_signing() {
+async fn a_local_root_rotates_three_members_and_survives_sigkill_and_abort_in_every_phase() {
     // The local backend's figure, measured as the other backends' are: 3 members, trust
     // between every pair checked every 100 ms, the wall time from rotate-root to the old root
     // gone. The rotated trust domain holds all three members.
@@ -460,113 +481,23 @@ async fn a_local_root_rotates_three_members_and_aborts_in_draining_and_re_signin
     assert_ne!(new_root, old_root);
     fed.wait_all_on_root(&["c1", "c2", "c3"], &new_root).await;
 
-    // Aborted while draining: everyone returns to the root it had just left.
-    fed.federator_ok(&[
-        "rotate-root",
-        "--trust-domain",
-        "cluster.local",
-        "--drain",
-        "8s",
-    ]);
-    wait_for(
-        "the second rotation to drain",
-        Duration::from_secs(8),
-        || async {
-            let r = fed.federation_status().await.rotations.into_iter().next()?;
-            (r.phase.to_string() == "draining").then_some(())
-        },
-    )
-    .await;
-    let out = fed.federator_ok(&["rotate-root", "--abort", "--trust-domain", "cluster.local"]);
-    assert!(out.contains(&new_root), "{out}");
-    let (phases, _) = follow_rotation(&fed, &all, None).await;
-    assert!(phases.contains("re-signing"), "{phases:?}");
-    fed.wait_all_on_root(&["c1", "c2", "c3"], &new_root).await;
-
-    // Held in re-signing (c3's agent frozen right after it trusted both roots, before it could
-    // publish a new CSR), the hub SIGKILLed and restarted there, then aborted: c1 and c2, already
-    // under the third root, return to the second, and nobody loses trust.
-    fed.federator_ok(&[
-        "rotate-root",
-        "--trust-domain",
-        "cluster.local",
-        "--drain",
-        "8s",
-    ]);
-    wait_for(
-        "c3 to trust the third root",
-        Duration::from_secs(30),
-        || async {
-            let r = fed.federation_status().await.rotations.into_iter().next()?;
-            let c3_waits = r.waiting_for.iter().any(|w| w.member == "c3");
-            (r.phase.to_string() != "trusting-new-root" || !c3_waits).then_some(())
-        },
-    )
-    .await;
-    fed.agent_process("c3").pause();
-    let held = wait_for(
-        "the rotation to wait for c3 in re-signing",
-        Duration::from_secs(30),
-        || async {
-            let r = fed.federation_status().await.rotations.into_iter().next()?;
-            (r.phase.to_string() == "re-signing"
-                && r.waiting_for
-                    .iter()
-                    .map(|w| w.member.as_str())
-                    .collect::<Vec<_>>()
-                    == ["c3"])
-            .then_some(r)
-        },
-    )
-    .await;
-    let third_root = held.sha256.clone();
-    for m in ["c1", "c2"] {
-        wait_for(
-            &format!("{m} to be re-signed under the third root"),
-            Duration::from_secs(30),
-            || async { (fed.chain_root(m).await == third_root).then_some(()) },
-        )
-        .await;
+    // Held in each phase, the hub SIGKILLed and restarted there, then aborted: everyone
+    // returns to the second root, and nobody loses trust.
+    let again = Rotation {
+        start: &["--trust-domain", "cluster.local"],
+        abort: &["--trust-domain", "cluster.local"],
+        scope: "cluster.local",
+        members: &all,
+        frozen: "c3",
+        old_root: &new_root,
+    };
+    for phase in [
+        RotationPhase::TrustingNewRoot,
+        RotationPhase::ReSigning,
+        RotationPhase::Draining,
+    ] {
+        sigkill_and_abort_in(&mut fed, phase, &again).await;
     }
-    fed.serve.as_mut().unwrap().kill();
-    fed.start_serve(&[]);
-    wait_for(
-        "the restarted hub to find the rotation in re-signing",
-        Duration::from_secs(30),
-        || async {
-            let m = fed.hub_metrics().await?;
-            m.contains(
-                r#"federator_rotation_phase{trust_domain="cluster.local",phase="re-signing"} 1"#,
-            )
-            .then_some(())
-        },
-    )
-    .await;
-    let resumed = fed
-        .federation_status()
-        .await
-        .rotations
-        .into_iter()
-        .next()
-        .unwrap();
-    assert_eq!(
-        (resumed.phase, &resumed.phase_since),
-        (held.phase, &held.phase_since),
-        "resumed where it was"
-    );
-    let out = fed.federator_ok(&["rotate-root", "--abort", "--trust-domain", "cluster.local"]);
-    assert!(out.contains(&new_root), "{out}");
-    for m in ["c1", "c2"] {
-        wait_for(
-            &format!("{m} to return under the second root while c3 is still frozen"),
-            Duration::from_secs(30),
-            || async { (fed.chain_root(m).await == new_root).then_some(()) },
-        )
-        .await;
-    }
-    fed.agent_process("c3").resume();
-    follow_rotation(&fed, &all, None).await;
-    fed.wait_all_on_root(&["c1", "c2", "c3"], &new_root).await;
     let report = watch.stop().await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     println!(

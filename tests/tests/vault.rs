@@ -8,8 +8,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use federator_api::hub::RotationPhase;
 use federator_api::names;
 use federator_core::key::PrivateKey;
+use federator_e2e::rotation::{Rotation, sigkill_and_abort_in};
 use federator_e2e::*;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
@@ -331,7 +333,7 @@ async fn approle_with_short_tokens_logs_in_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubernetes_auth_is_validated_by_openbao_with_a_token_review() {
+async fn kubernetes_auth_is_validated_by_openbao_and_rotate_root_logs_in_with_it() {
     let mut fed = Federation::without_init("hub", &[("c1", "cluster.local")], None).await;
     let bao = fed.testbed.start_bao().await.unwrap();
     pki_with_root(&bao, "k8s auth test root").await;
@@ -466,6 +468,41 @@ async fn kubernetes_auth_is_validated_by_openbao_with_a_token_review() {
     ]);
     start_members(&mut fed, &["c1"]).await;
     fed.wait_healthy(&["c1"], Duration::from_secs(60)).await;
+
+    // rotate-root logs in as the hub does. Where the token file the hub reads does not exist
+    // (an operator's laptop: here moved away), it says what to pass; a token of another
+    // ServiceAccount is refused by OpenBao; with the hub's token it starts the rotation.
+    let second = json!({ "common_name": "second root", "ttl": "87600h", "key_type": "ec", "key_bits": 256, "issuer_name": "second" });
+    bao_ok(&bao, "pki/root/generate/internal", second).await;
+    let elsewhere = format!("{jwt_file}.elsewhere");
+    std::fs::rename(&jwt_file, &elsewhere).unwrap();
+    let rotate = ["rotate-root", "--vault-issuer", "second", "--drain", "2s"];
+    let out = fed.federator(&rotate);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("reading its ServiceAccount token from {jwt_file}"))
+            && err.contains("pass --vault-jwt-file"),
+        "{err}"
+    );
+    let out = fed.federator(&[&rotate[..], &["--vault-jwt-file", &wrong]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Kubernetes login at auth/kubernetes/login"),
+        "{err}"
+    );
+    assert!(
+        fed.federation_status().await.rotations.is_empty(),
+        "nothing started"
+    );
+    fed.federator_ok(&[&rotate[..], &["--vault-jwt-file", &elsewhere]].concat());
+    std::fs::rename(&elsewhere, &jwt_file).unwrap();
+    let (phases, _) = follow_rotation(&fed, &[("c1", "cluster.local")], None).await;
+    assert!(phases.contains("draining"), "{phases:?}");
+    let second_root = federator_core::cert::fingerprint(&issuer_root(&bao, "second").await);
+    fed.wait_all_on_root(&["c1"], &second_root).await;
+    assert_eq!(federation_issuer(&fed).await, "second");
 }
 
 /// The unseal key a dev server printed at start.
@@ -632,7 +669,8 @@ async fn federation_issuer(fed: &Federation) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_aborts() {
+async fn the_vault_issuer_rotates_with_expiring_tokens_and_survives_sigkill_and_abort_in_every_phase()
+ {
     let all = [
         ("c1", "cluster.local"),
         ("c2", "cluster.local"),
@@ -811,6 +849,32 @@ async fn the_vault_issuer_rotates_named_or_generated_with_expiring_tokens_and_ab
     fed.wait_all_on_root(&names, &federator_core::cert::fingerprint(&second_root))
         .await;
     assert_eq!(federation_issuer(&fed).await, "second");
+
+    // 3. Held in each phase (the hub logging in again after its restart), SIGKILLed and
+    // restarted there, aborted: back to the second issuer every time.
+    let second_sha = federator_core::cert::fingerprint(&second_root);
+    for (phase, issuer) in [
+        (RotationPhase::TrustingNewRoot, "third"),
+        (RotationPhase::ReSigning, "fourth"),
+        (RotationPhase::Draining, "fifth"),
+    ] {
+        let root = json!({ "common_name": format!("{issuer} root"), "ttl": "87600h", "key_type": "ec", "key_bits": 256, "issuer_name": issuer });
+        bao_ok(&bao, "pki/root/generate/internal", root).await;
+        let rotation = Rotation {
+            start: &["--vault-issuer", issuer],
+            abort: &[],
+            scope: "*",
+            members: &all,
+            frozen: "c3",
+            old_root: &second_sha,
+        };
+        let new_root = sigkill_and_abort_in(&mut fed, phase, &rotation).await;
+        assert_eq!(
+            new_root,
+            federator_core::cert::fingerprint(&issuer_root(&bao, issuer).await)
+        );
+        assert_eq!(federation_issuer(&fed).await, "second");
+    }
 
     let report = watch.stop().await;
     assert!(report.failures.is_empty(), "{:?}", report.failures);

@@ -351,7 +351,26 @@ async fn rotate_vault(
             "--cert and --key rotate an imported CA; with the vault backend pass --vault-issuer NEW or --vault-bootstrap".into(),
         ));
     }
-    let (cfg, rotating) = store.vault_config(&fed.spec).await?;
+    let (mut cfg, rotating) = store.vault_config(&fed.spec).await?;
+    match (&mut cfg.auth, &args.vault_jwt_file) {
+        (crate::hub::trust::vault_config::VaultAuth::Kubernetes { jwt_file, .. }, Some(f)) => {
+            jwt_file.clone_from(f);
+        }
+        (crate::hub::trust::vault_config::VaultAuth::Kubernetes { jwt_file, .. }, None)
+            if !jwt_file.exists() =>
+        {
+            return Err(Error::Usage(format!(
+                "the hub logs in to Vault with Kubernetes auth, reading its ServiceAccount token from {} (in its Pod), which does not exist here: pass --vault-jwt-file with a token of that ServiceAccount (e.g. `kubectl create token SA -n federator-system > token`)",
+                jwt_file.display()
+            )));
+        }
+        (_, Some(_)) => {
+            return Err(Error::Usage(
+                "--vault-jwt-file is for a hub that logs in to Vault with Kubernetes auth; this one does not".into(),
+            ));
+        }
+        _ => {}
+    }
     if rotating.is_some() {
         return Err(Error::Refused(
             "the issuer is already rotating; see `federator status` (or `federator rotate-root --abort`)".into(),
