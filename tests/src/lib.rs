@@ -609,6 +609,32 @@ pub async fn check_trust(fed: &Federation, members: &[(&str, &str)]) {
     }
 }
 
+/// Whether `client`'s identity may `verb` the `resource` (`name.group`, or a core resource),
+/// in `namespace` (cluster-wide if `None`), on the object `name` (any if `None`): a
+/// SelfSubjectAccessReview answered by the real API server.
+pub async fn allowed(
+    client: &kube::Client,
+    verb: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
+    let (resource, group) = resource
+        .split_once('.')
+        .map_or((resource, ""), |(r, g)| (r, g));
+    let attributes = k8s_openapi::api::authorization::v1::ResourceAttributes {
+        verb: Some(verb.into()),
+        resource: Some(resource.into()),
+        group: Some(group.into()),
+        namespace: namespace.map(Into::into),
+        name: name.map(Into::into),
+        ..Default::default()
+    };
+    federator_api::plumbing::access_allowed(client, attributes)
+        .await
+        .unwrap()
+}
+
 /// The SHA-256 of the root of trust domain `td` in the federation's status.
 pub fn root_of(st: &federator_api::hub::FederationStatus, td: &str) -> String {
     let root = st.roots.iter().find(|r| r.trust_domain == td).unwrap();

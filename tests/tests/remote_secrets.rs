@@ -43,27 +43,6 @@ fn figure(what: &str, value: impl std::fmt::Display) {
     eprintln!("[figure] {what}: {value}");
 }
 
-async fn allowed(
-    client: &Client,
-    verb: &str,
-    resource: &str,
-    namespace: Option<&str>,
-    name: Option<&str>,
-) -> bool {
-    let (resource, group) = resource
-        .split_once('.')
-        .map_or((resource, ""), |(r, g)| (r, g));
-    let attributes = ResourceAttributes {
-        verb: Some(verb.into()),
-        resource: Some(resource.into()),
-        group: Some(group.into()),
-        namespace: namespace.map(Into::into),
-        name: name.map(Into::into),
-        ..ResourceAttributes::default()
-    };
-    plumbing::access_allowed(client, attributes).await.unwrap()
-}
-
 /// `/debug/clusterz` of an istiod: remote cluster id → sync status (its own cluster left out).
 async fn clusterz(istiod: &Istiod) -> BTreeMap<String, String> {
     let http = format!("127.0.0.1:{}", istiod.ports().unwrap().http);
