@@ -365,6 +365,28 @@ impl Federation {
         api.create(&PostParams::default(), &cm).await.unwrap();
     }
 
+    /// Starts one `federator serve --leader-elect --identity ID` replica against the hub (log
+    /// level info, its log `serve-<id>.log` in the federation's directory), with `extra`
+    /// arguments; several of them form an HA hub. Kept apart from [`Federation::serve`].
+    pub fn serve_replica(&self, id: &str, extra: &[&str]) -> Process {
+        let spec = ProcessSpec::new(
+            format!("serve-{id}"),
+            bin("federator"),
+            self.dir.join(format!("serve-{id}.log")),
+        )
+        .args([
+            "serve",
+            "--leader-elect",
+            "--identity",
+            id,
+            "--log-level",
+            "info",
+        ])
+        .args(extra.iter().copied())
+        .env("FEDERATOR_HUB_KUBECONFIG", self.hub.kubeconfig_path());
+        Process::spawn(spec).unwrap()
+    }
+
     /// Starts `federator serve` (killed when the Federation drops), serving its metrics on
     /// `--metrics-addr` (a free port unless `extra` names one; see [`Federation::hub_metrics`]).
     pub fn start_serve(&mut self, extra: &[&str]) {

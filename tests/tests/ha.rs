@@ -11,33 +11,15 @@ use federator_e2e::*;
 use federator_testkit::wait_until;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use testbed::{Process, ProcessSpec};
+use testbed::Process;
+
+/// A replica with the tests' 3 s heartbeat.
+fn replica_with(fed: &Federation, id: &str, extra: &[&str]) -> Process {
+    fed.serve_replica(id, &[&["--heartbeat", "3s"], extra].concat())
+}
 
 fn replica(fed: &Federation, id: &str) -> Process {
     replica_with(fed, id, &[])
-}
-
-fn replica_with(fed: &Federation, id: &str, extra: &[&str]) -> Process {
-    let mut spec = ProcessSpec::new(
-        format!("serve-{id}"),
-        bin("federator"),
-        fed.dir.join(format!("serve-{id}.log")),
-    )
-    .args([
-        "serve",
-        "--leader-elect",
-        "--identity",
-        id,
-        "--heartbeat",
-        "3s",
-        "--log-level",
-        "info",
-    ])
-    .env("FEDERATOR_HUB_KUBECONFIG", fed.hub.kubeconfig_path());
-    for a in extra {
-        spec = spec.arg(*a);
-    }
-    Process::spawn(spec).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,42 +47,34 @@ enum Endpoint<'a> {
 
 /// A hub replica with leader election and the bundle endpoint on `addr`.
 fn replica(fed: &Federation, id: &str, addr: &str, endpoint: &Endpoint<'_>) -> Process {
-    let spec = ProcessSpec::new(
-        format!("serve-{id}"),
-        bin("federator"),
-        fed.dir.join(format!("serve-{id}.log")),
-    )
-    .args([
-        "serve",
-        "--leader-elect",
-        "--identity",
-        id,
-        "--log-level",
-        "info",
-    ])
     // A 10 s hint: SPIRE still polls every 15 s (it raises any hint to 1 minute and polls four
     // times per hint), and a rotation keeps the old root for at least three hints (30 s), less
     // than the tests' 40 s drain.
-    .args([
+    let mut args = vec![
         "--bundle-endpoint-addr",
         addr,
         "--bundle-refresh-hint",
         "10s",
-    ]);
-    let spec = match endpoint {
-        Endpoint::Web(pki) => spec
-            .arg("--bundle-endpoint-cert")
-            .arg(&pki.cert)
-            .arg("--bundle-endpoint-key")
-            .arg(&pki.key),
-        Endpoint::Spiffe(spiffe_id) => spec.args([
+    ];
+    let (cert, key);
+    match endpoint {
+        Endpoint::Web(pki) => {
+            (cert, key) = (pki.cert.to_string_lossy(), pki.key.to_string_lossy());
+            args.extend([
+                "--bundle-endpoint-cert",
+                &cert,
+                "--bundle-endpoint-key",
+                &key,
+            ]);
+        }
+        Endpoint::Spiffe(spiffe_id) => args.extend([
             "--bundle-endpoint-profile",
             "https_spiffe",
             "--bundle-endpoint-spiffe-id",
             spiffe_id,
         ]),
-    };
-    Process::spawn(spec.env("FEDERATOR_HUB_KUBECONFIG", fed.hub.kubeconfig_path())).unwrap()
+    }
+    fed.serve_replica(id, &args)
 }
 
 /// `GET url` over HTTPS, trusting only `ca`: (status, body).
