@@ -57,6 +57,7 @@ pub async fn sigkill_and_abort_in(
         .map(|(m, _)| *m)
         .filter(|m| in_scope(members, m, scope))
         .collect();
+    let others: Vec<&str> = names.iter().copied().filter(|m| *m != frozen).collect();
     let drain = match phase {
         RotationPhase::Draining => format!("{}s", HOLD_DRAIN.as_secs()),
         _ => SHORT_DRAIN.to_owned(),
@@ -96,14 +97,7 @@ pub async fn sigkill_and_abort_in(
     let new_root = held.sha256.clone();
     assert_ne!(new_root, old_root, "{held:?}");
     if phase == RotationPhase::ReSigning {
-        for m in names.iter().filter(|m| **m != frozen) {
-            wait_for(
-                &format!("{m} to be re-signed under the new root"),
-                Duration::from_secs(30),
-                || async { (fed.chain_root(m).await == new_root).then_some(()) },
-            )
-            .await;
-        }
+        wait_chains_to(fed, &others, &new_root, "re-signed under the new root").await;
     }
 
     fed.serve.as_mut().unwrap().kill();
@@ -138,20 +132,24 @@ pub async fn sigkill_and_abort_in(
     let out = fed.federator_ok(&args);
     assert!(out.contains(old_root), "{out}");
     if phase != RotationPhase::Draining {
-        for m in names.iter().filter(|m| **m != frozen) {
-            wait_for(
-                &format!("{m} to return under the old root while {frozen} is frozen"),
-                Duration::from_secs(30),
-                || async { (fed.chain_root(m).await == old_root).then_some(()) },
-            )
-            .await;
-        }
+        let why = format!("back under the old root while {frozen} is frozen");
+        wait_chains_to(fed, &others, old_root, &why).await;
         fed.agent_process(frozen).resume();
     }
     let (phases, _) = follow_rotation(fed, members, None).await;
     assert!(phases.contains("draining"), "{phases:?}");
     fed.wait_all_on_root(&names, old_root).await;
     new_root
+}
+
+/// Waits until the cluster CA of each of `members` chains to `root` (`why` says what that means).
+async fn wait_chains_to(fed: &Federation, members: &[&str], root: &str, why: &str) {
+    for m in members {
+        wait_for(&format!("{m} {why}"), Duration::from_secs(30), || async {
+            (fed.chain_root(m).await == root).then_some(())
+        })
+        .await;
+    }
 }
 
 async fn current(fed: &Federation) -> Option<RotationStatus> {

@@ -346,6 +346,7 @@ async fn rotate_vault(
     use crate::hub::plan::rotation::{TargetRules, check_target};
     use crate::hub::trust::roots::{Rotation, VaultRotation};
     use crate::hub::trust::vault::{VaultSigner, generate_issuer};
+    use crate::hub::trust::vault_config::VaultAuth;
     if args.cert.is_some() {
         return Err(Error::Usage(
             "--cert and --key rotate an imported CA; with the vault backend pass --vault-issuer NEW or --vault-bootstrap".into(),
@@ -353,12 +354,10 @@ async fn rotate_vault(
     }
     let (mut cfg, rotating) = store.vault_config(&fed.spec).await?;
     match (&mut cfg.auth, &args.vault_jwt_file) {
-        (crate::hub::trust::vault_config::VaultAuth::Kubernetes { jwt_file, .. }, Some(f)) => {
+        (VaultAuth::Kubernetes { jwt_file, .. }, Some(f)) => {
             jwt_file.clone_from(f);
         }
-        (crate::hub::trust::vault_config::VaultAuth::Kubernetes { jwt_file, .. }, None)
-            if !jwt_file.exists() =>
-        {
+        (VaultAuth::Kubernetes { jwt_file, .. }, None) if !jwt_file.exists() => {
             return Err(Error::Usage(format!(
                 "the hub logs in to Vault with Kubernetes auth, reading its ServiceAccount token from {} (in its Pod), which does not exist here: pass --vault-jwt-file with a token of that ServiceAccount (e.g. `kubectl create token SA -n federator-system > token`)",
                 jwt_file.display()
