@@ -50,7 +50,8 @@ use serde_json::{Value, json};
 
 /// The hub's client-certificate user in the hub cluster (audited).
 const HUB_USER: &str = "federator-hub-bench";
-/// Log level of the hub and agents: what an operator runs (debug logging costs CPU).
+/// Log level of the hub and agents unless `FLEET_LOG_LEVEL` says otherwise: what an operator
+/// runs (debug logging costs CPU; raise it only to read a timeline, not for the figures).
 const LOG_LEVEL: &str = "info";
 /// Members per trust domain after the first ten.
 const DOMAIN_SIZE: usize = 5;
@@ -64,6 +65,7 @@ struct Config {
     out: PathBuf,
     apiserver_args: Vec<String>,
     parallel_starts: usize,
+    log_level: String,
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -96,6 +98,7 @@ fn config() -> Config {
             .map(str::to_owned)
             .collect(),
         parallel_starts: env_or("FLEET_PARALLEL_STARTS", 6),
+        log_level: std::env::var("FLEET_LOG_LEVEL").unwrap_or_else(|_| LOG_LEVEL.into()),
     }
 }
 
@@ -576,8 +579,8 @@ async fn bind_cluster_admin(cluster: &testbed::Cluster, user: &str) {
         .unwrap();
 }
 
-fn start_hub(fed: &mut Federation, kubeconfig: &Path) {
-    fed.start_serve_with(&[], LOG_LEVEL, kubeconfig);
+fn start_hub(fed: &mut Federation, kubeconfig: &Path, log_level: &str) {
+    fed.start_serve_with(&[], log_level, kubeconfig);
 }
 
 async fn run_fleet(n: usize, cfg: &Config) -> Value {
@@ -638,7 +641,7 @@ async fn run_fleet(n: usize, cfg: &Config) -> Value {
         .write_kubeconfig_for_user(HUB_USER, &[testbed::AUDITED_GROUP], &hub_kubeconfig)
         .unwrap();
     bind_cluster_admin(&fed.hub, HUB_USER).await;
-    start_hub(&mut fed, &hub_kubeconfig);
+    start_hub(&mut fed, &hub_kubeconfig, &cfg.log_level);
     let addr = fed.metrics_addr.clone().unwrap();
     federator_e2e::wait_for("the hub's /readyz", Duration::from_secs(60), || async {
         readyz(&addr).await.then_some(())
@@ -655,7 +658,7 @@ async fn run_fleet(n: usize, cfg: &Config) -> Value {
         let t0 = Instant::now();
         fed.join(m);
         let t1 = Instant::now();
-        fed.start_agent_with(m, LOG_LEVEL);
+        fed.start_agent_with(m, &cfg.log_level);
         let c = fed.testbed.cluster(m).unwrap().clone();
         loop {
             if cacerts_valid(&c).await {
@@ -819,7 +822,7 @@ async fn run_fleet(n: usize, cfg: &Config) -> Value {
     let marks = audit_marks(&fed);
     fed.serve.as_mut().unwrap().kill();
     let t0 = Instant::now();
-    start_hub(&mut fed, &hub_kubeconfig);
+    start_hub(&mut fed, &hub_kubeconfig, &cfg.log_level);
     let addr = fed.metrics_addr.clone().unwrap();
     federator_e2e::wait_for(
         "the restarted hub's /readyz",
