@@ -11,7 +11,8 @@
 //! 3. sign a pending CSR: [`plan::csr`] → the policy → the signer → [`plan::chain`];
 //! 4. with remote secrets: renew the member's reader token when due, and hand the member the
 //!    other members' reader kubeconfigs (its `federator-peers` Secret) when they changed
-//!    ([`plan::peers`]); then write the spec when it differs;
+//!    ([`plan::peers`]); then write the spec when it differs (a newly signed CA is written
+//!    before this step, so that it does not wait on the peers);
 //! 5. renew the hub's token for the member when due;
 //! 6. mirror the member's state into its `MemberCluster` status on the hub, and publish the
 //!    events of what happened.
@@ -373,7 +374,12 @@ pub async fn reconcile(_trigger: Arc<ClusterTrust>, member: Arc<Member>) -> Resu
         }
     }
 
-    // 4. Remote secrets, then write the spec.
+    // 4. Remote secrets, then write the spec. A newly signed CA goes out before the remote
+    // secrets' requests: the member's `cacerts` should not wait on its peers.
+    let mut current = ct.clone();
+    if m.spec.remote_secrets && spec.signed != ct.spec.signed {
+        current = write_spec(&api, &m.name, &spec).await?;
+    }
     let mut reader_due = None;
     if m.spec.remote_secrets {
         match m.remote_secrets(&ct, now, &mut notes).await {
@@ -387,15 +393,8 @@ pub async fn reconcile(_trigger: Arc<ClusterTrust>, member: Arc<Member>) -> Resu
             }
         }
     }
-    let mut current = ct.clone();
-    if spec != ct.spec {
-        current = plumbing::apply(
-            &api,
-            &ClusterTrust::new(names::CLUSTER_TRUST, spec),
-            names::HUB_FIELD_MANAGER,
-        )
-        .await
-        .map_err(|e| Error::kube(&format!("write the ClusterTrust spec of {}", m.name), e))?;
+    if spec != current.spec {
+        current = write_spec(&api, &m.name, &spec).await?;
     }
 
     // 5. The stored credential, read fresh: renew it when due; reload it when it changed (a
@@ -438,6 +437,21 @@ pub async fn reconcile(_trigger: Arc<ClusterTrust>, member: Arc<Member>) -> Resu
         .map(|t| Duration::try_from(t - now).unwrap_or(Duration::ZERO) + Duration::from_millis(50))
         .map_or(heartbeat, |d| d.min(heartbeat));
     Ok(Action::requeue(wait))
+}
+
+/// Writes the member's `ClusterTrust` spec (server-side apply; the hub owns the spec).
+async fn write_spec(
+    api: &Api<ClusterTrust>,
+    member: &str,
+    spec: &federator_api::member::ClusterTrustSpec,
+) -> Result<ClusterTrust> {
+    plumbing::apply(
+        api,
+        &ClusterTrust::new(names::CLUSTER_TRUST, spec.clone()),
+        names::HUB_FIELD_MANAGER,
+    )
+    .await
+    .map_err(|e| Error::kube(&format!("write the ClusterTrust spec of {member}"), e))
 }
 
 /// Writes the member's `federator-peers` Secret so that its data is exactly `peers`: a JSON
