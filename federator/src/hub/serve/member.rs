@@ -377,11 +377,11 @@ pub async fn reconcile(_trigger: Arc<ClusterTrust>, member: Arc<Member>) -> Resu
     // 4. Remote secrets, then write the spec. A newly signed CA goes out before the remote
     // secrets' requests: the member's `cacerts` should not wait on its peers.
     let mut current = ct.clone();
-    if m.spec.remote_secrets && spec.signed != ct.spec.signed {
-        current = write_spec(&api, &m.name, &spec).await?;
-    }
     let mut reader_due = None;
     if m.spec.remote_secrets {
+        if spec.signed != ct.spec.signed {
+            current = write_spec(&api, &m.name, &spec).await?;
+        }
         match m.remote_secrets(&ct, now, &mut notes).await {
             Ok((digest, due)) => {
                 spec.peers_digest = digest;
