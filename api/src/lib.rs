@@ -35,6 +35,7 @@ pub mod agent;
 pub mod condition;
 pub mod duration;
 pub mod events;
+pub mod failpoint;
 pub mod fields;
 pub mod foreign;
 pub mod hub;

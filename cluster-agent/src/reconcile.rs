@@ -248,6 +248,7 @@ async fn reconcile_trust(
                         Ok(s) => agent_secret = Some(s),
                         Err(e) => return report_early(trusts, trust, e, now).await,
                     }
+                    federator_api::failpoint!("agent.after-pending-key");
                     material = next;
                     let digest = material
                         .pending
@@ -286,6 +287,7 @@ async fn reconcile_trust(
                     if let Err(e) = write_agent_secret(&own, agent_secret.take(), &next).await {
                         return report_early(trusts, trust, e, now).await;
                     }
+                    federator_api::failpoint!("agent.after-promote");
                     material = next;
                     let generation = material.installed.as_ref().map(|i| i.generation);
                     info!(generation, "accepted the hub's signed chain");
@@ -488,6 +490,7 @@ async fn reconcile_trust(
     );
     if previous != Some(&new_status) {
         patch_status(trusts, &new_status).await?;
+        federator_api::failpoint!("agent.after-status");
         summary.writes.push("ClusterTrust status".into());
     }
     summary.status = Some(new_status);
@@ -576,6 +579,7 @@ async fn sync_remote_secrets(
             .create(&post_params(), s)
             .await
             .map_err(Error::kube("create a remote secret".to_owned()))?;
+        federator_api::failpoint!("agent.after-remote-secret");
         wrote.push(format!(
             "created {}",
             s.metadata.name.as_deref().unwrap_or_default()
@@ -781,6 +785,7 @@ async fn sync_cacerts(
             Some((RESTART_PENDING_ANNOTATION, marker.as_deref())),
         )
         .await?;
+        federator_api::failpoint!("agent.after-cacerts");
         after = Some(d.files());
         let ca = federator_core::cert::parse_pem_certificates(d.ca_cert.as_bytes(), "ca-cert.pem")
             .ok()
@@ -918,6 +923,7 @@ async fn sync_mesh(
         api.replace(name, &post_params(), &cm)
             .await
             .map_err(Error::kube(format!("update ConfigMap {ns}/{name}")))?;
+        federator_api::failpoint!("agent.after-mesh-config");
         info!(
             entries = merged.managed_entries,
             "updated caCertificates in the mesh config"

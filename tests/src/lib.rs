@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod crash;
 pub mod examples;
 pub mod hygiene;
 pub mod rotation;
@@ -326,8 +327,14 @@ impl Federation {
 
     /// Joins a member with an external agent.
     pub fn join(&self, name: &str) -> String {
+        let args = self.join_args(name);
+        self.federator_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The arguments of [`Federation::join`].
+    pub fn join_args(&self, name: &str) -> Vec<String> {
         let m = &self.members[name];
-        self.federator_ok(&[
+        [
             "join",
             "cluster",
             name,
@@ -339,7 +346,9 @@ impl Federation {
             "external",
             "--agent-kubeconfig-out",
             m.agent_kubeconfig.to_str().unwrap(),
-        ])
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 
     /// Creates the `istio` ConfigMap a mesh installation would have, with the member's trust
@@ -397,6 +406,17 @@ impl Federation {
     /// Like [`Federation::start_serve`], at `log_level` and with `hub_kubeconfig` as the
     /// hub's credential (e.g. one in [`testbed::AUDITED_GROUP`], to count its requests).
     pub fn start_serve_with(&mut self, extra: &[&str], log_level: &str, hub_kubeconfig: &Path) {
+        let spec = self.serve_spec(extra, log_level, hub_kubeconfig);
+        self.serve = Some(Process::spawn(spec).unwrap());
+    }
+
+    /// What [`Federation::start_serve_with`] starts (and records its metrics address).
+    fn serve_spec(
+        &mut self,
+        extra: &[&str],
+        log_level: &str,
+        hub_kubeconfig: &Path,
+    ) -> ProcessSpec {
         let mut spec = ProcessSpec::new(
             "federator-serve",
             bin("federator"),
@@ -416,7 +436,7 @@ impl Federation {
             }
         };
         self.metrics_addr = Some(addr);
-        self.serve = Some(Process::spawn(spec).unwrap());
+        spec
     }
 
     /// The hub's `/metrics`, once `serve` runs and answers.
@@ -434,12 +454,17 @@ impl Federation {
 
     /// Like [`Federation::start_agent`], at `log_level`.
     pub fn start_agent_with(&mut self, name: &str, log_level: &str) {
+        let spec = self.agent_spec(name, log_level);
+        self.members.get_mut(name).unwrap().agent = Some(Process::spawn(spec).unwrap());
+    }
+
+    /// What [`Federation::start_agent_with`] starts.
+    fn agent_spec(&self, name: &str, log_level: &str) -> ProcessSpec {
         let log = self.dir.join(format!("{name}-agent.log"));
-        let m = self.members.get_mut(name).unwrap();
-        let spec = ProcessSpec::new(format!("{name}-agent"), bin("cluster-agent"), log).args(
+        let m = &self.members[name];
+        ProcessSpec::new(format!("{name}-agent"), bin("cluster-agent"), log).args(
             federator_testkit::agent_args(&m.agent_kubeconfig, name, log_level),
-        );
-        m.agent = Some(Process::spawn(spec).unwrap());
+        )
     }
 
     /// A member's `cacerts` as files, if it exists.

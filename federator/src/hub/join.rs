@@ -229,8 +229,10 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
             &local_root_options(&federation.spec),
         )
         .await?;
+    federator_api::failpoint!("join.after-roots");
 
     install_member_objects(&member, opts).await?;
+    federator_api::failpoint!("join.after-member-objects");
     if trusts
         .get_opt(names::CLUSTER_TRUST)
         .await
@@ -254,6 +256,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
             Err(e) => return Err(Error::kube("create ClusterTrust", e)),
         }
     }
+    federator_api::failpoint!("join.after-cluster-trust");
 
     // The agent must run before the hub relies on it: a Deployment that cannot become
     // available fails the join here, with the reason, before anything is registered on the hub.
@@ -292,6 +295,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
         member_access::store_kubeconfig(hub, &secret_name, name, &yaml, expires).await?;
         report.new_credential = true;
     }
+    federator_api::failpoint!("join.after-credential");
 
     let spec = MemberClusterSpec {
         trust_domain: opts.trust_domain.to_string(),
@@ -314,6 +318,7 @@ pub async fn join(hub: &Client, opts: &JoinOptions) -> Result<JoinReport> {
         k::apply(&members, &mc).await?;
         report.registered = existing.is_none();
     }
+    federator_api::failpoint!("join.after-member-cluster");
 
     if let AgentMode::External { kubeconfig_out } = &opts.agent {
         let cmd = match kubeconfig_out {
@@ -826,7 +831,20 @@ pub async fn leave(
         .get_opt(name.as_str())
         .await
         .map_err(|e| Error::kube("read MemberCluster", e))?;
-    if member.is_none() && member_admin.is_none() {
+    // A leave interrupted after the MemberCluster was deleted leaves the hub's Secrets for it:
+    // running leave again finishes it.
+    let mut leftover = false;
+    for secret in [
+        &secret_name,
+        &names::reader_credential_secret(name.as_str()),
+    ] {
+        leftover |= secrets
+            .get_metadata_opt(secret)
+            .await
+            .map_err(|e| Error::kube("read the member credential", e))?
+            .is_some();
+    }
+    if member.is_none() && member_admin.is_none() && !leftover {
         return Err(Error::Usage(format!(
             "cluster {name} is not a member (see `federator status`); to clean up what join left in it, run leave again with --kubeconfig ADMIN-KUBECONFIG"
         )));
@@ -862,6 +880,7 @@ pub async fn leave(
             let client = k::client(&config, name.as_str())?;
             k::check_reachable(&client, &server, &format!("cluster {name}")).await?;
             remove_member_objects(&client, &mut report).await?;
+            federator_api::failpoint!("leave.after-member-objects");
         }
         None => {
             if let Some(stored) = member_access::stored_kubeconfig(hub, &secret_name).await? {
@@ -936,12 +955,13 @@ pub async fn leave(
             .delete(name.as_str(), &DeleteParams::default())
             .await
             .map_err(|e| Error::kube("delete MemberCluster", e))?;
-        for secret in [secret_name, names::reader_credential_secret(name.as_str())] {
-            match secrets.delete(&secret, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(Error::kube("delete the member credential", e)),
-            }
+        federator_api::failpoint!("leave.after-member-cluster");
+    }
+    for secret in [secret_name, names::reader_credential_secret(name.as_str())] {
+        match secrets.delete(&secret, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(Error::kube("delete the member credential", e)),
         }
     }
     Ok(report)

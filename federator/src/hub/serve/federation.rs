@@ -250,6 +250,10 @@ async fn reconcile(fed: Arc<Federation>, ctx: Arc<Context>) -> Result<Action> {
             }
         }
         ctx.roots.record(scope, *record).await?;
+        match record {
+            Record::Resigned { .. } => federator_api::failpoint!("hub.after-record-resigned"),
+            Record::Finished => federator_api::failpoint!("hub.after-record-finished"),
+        }
     }
     let shared = &ctx.shared;
     if fed.status.as_ref() != Some(&plan.status) {
@@ -262,6 +266,7 @@ async fn reconcile(fed: Arc<Federation>, ctx: Arc<Context>) -> Result<Action> {
         )
         .await
         .map_err(|e| Error::kube("update the Federation status", e))?;
+        federator_api::failpoint!("hub.after-federation-status");
     }
     let metrics = &shared.metrics;
     metrics.set_federation(plan.status.members, plan.status.bundle_generation);

@@ -252,6 +252,7 @@ impl Member {
                     })?;
                 let yaml = member_access::token_kubeconfig(&self.name, &config, &token)?;
                 member_access::store_kubeconfig(hub, &secret, &self.name, &yaml, expires).await?;
+                federator_api::failpoint!("hub.after-reader-token");
                 info!(cluster = %self.name, expires = %federator_core::cert::rfc3339(expires), "issued a reader token");
                 notes.push(Note::normal(
                     events::READER_TOKEN_ISSUED,
@@ -269,6 +270,7 @@ impl Member {
         let peers = plan::peers::plan(&self.name, &readers, ct);
         if peers.write {
             write_peers(&self.client, &peers.peers).await?;
+            federator_api::failpoint!("hub.after-peers");
             if peers.digest != ct.spec.peers_digest {
                 info!(cluster = %self.name, peers = peers.peers.len(), "handed the member its peers");
                 notes.push(Note::normal(
@@ -303,6 +305,7 @@ impl Member {
             expires,
         )
         .await?;
+        federator_api::failpoint!("hub.after-credential-renewal");
         info!(cluster = %self.name, expires = %federator_core::cert::rfc3339(expires), "renewed the hub's token");
         Ok(expires)
     }
@@ -354,6 +357,7 @@ pub async fn reconcile(_trigger: Arc<ClusterTrust>, member: Arc<Member>) -> Resu
                     ),
                 ));
                 spec.signed = Some(signed);
+                federator_api::failpoint!("hub.after-sign");
             }
             Err(e) if e.retry_later() => {
                 // Worth retrying: report it, keep everything as it is, come back with backoff.
@@ -445,13 +449,15 @@ async fn write_spec(
     member: &str,
     spec: &federator_api::member::ClusterTrustSpec,
 ) -> Result<ClusterTrust> {
-    plumbing::apply(
+    let written = plumbing::apply(
         api,
         &ClusterTrust::new(names::CLUSTER_TRUST, spec.clone()),
         names::HUB_FIELD_MANAGER,
     )
     .await
-    .map_err(|e| Error::kube(&format!("write the ClusterTrust spec of {member}"), e))
+    .map_err(|e| Error::kube(&format!("write the ClusterTrust spec of {member}"), e))?;
+    federator_api::failpoint!("hub.after-spec-write");
+    Ok(written)
 }
 
 /// Writes the member's `federator-peers` Secret so that its data is exactly `peers`: a JSON
@@ -527,6 +533,7 @@ async fn report_status(
         plumbing::apply_status(&api, name, &status, names::HUB_FIELD_MANAGER)
             .await
             .map_err(|e| Error::kube("update a MemberCluster status", e))?;
+        federator_api::failpoint!("hub.after-member-status");
     }
     let reference = current.object_ref(&());
     let reported = current.status.map(|s| s.problems).unwrap_or_default();
