@@ -242,6 +242,39 @@ async fn join_and_leave_crashed_at_every_point_finish_when_run_again() {
         )
         .await;
     }
+
+    // Without --kubeconfig, a leave killed after the MemberCluster went is finished by running
+    // it again: it finds only the hub's Secrets for the cluster left, and removes them.
+    join_and_converge(&mut fed, "c2", &both).await;
+    fed.agent_process("c2").kill();
+    fed.federator_crashes_at(&["leave", "cluster", "c2"], "leave.after-member-cluster");
+    let out = fed.federator_ok(&["leave", "cluster", "c2"]);
+    assert!(out.contains("interrupted leave"), "{out}");
+    let hub_secrets: Api<Secret> =
+        Api::namespaced(fed.hub.client().await.unwrap(), names::NAMESPACE);
+    for s in [
+        names::member_credential_secret("c2"),
+        names::reader_credential_secret("c2"),
+    ] {
+        assert!(
+            out.contains(&format!(
+                "removed Secret {}/{s} on the hub",
+                names::NAMESPACE
+            )),
+            "{out}"
+        );
+        assert!(hub_secrets.get_opt(&s).await.unwrap().is_none(), "{s}");
+    }
+    // What stays in the member is what a leave without --kubeconfig leaves; the admin's
+    // leave then removes it.
+    leave_and_settle(&mut fed, "c2", &c1).await;
+    wait_same_objects(
+        "leave finished without --kubeconfig, then with it",
+        &snap,
+        &left,
+    )
+    .await;
+
     let report = watch.stop().await;
     eprintln!("c1's trust checked {} times", report.rounds);
     assert!(report.failures.is_empty(), "{:#?}", report.failures);

@@ -538,7 +538,7 @@ pub async fn leave(source: &ClientSource, args: LeaveClusterArgs) -> Result<()> 
     } else {
         let _ = writeln!(
             out,
-            "cluster {} was no member; cleaned up what join left in it",
+            "cluster {} was no member; cleaned up what join (or an interrupted leave) left",
             args.name
         );
     }

@@ -581,7 +581,7 @@ pub struct LeaveReport {
     pub shared_trust_domain: Option<(TrustDomain, Vec<String>)>,
     /// A warning when the member could not be reached.
     pub warning: Option<String>,
-    /// What was removed from the member.
+    /// What was removed: from the member, and the hub's Secrets holding credentials for it.
     pub removed: Vec<String>,
     /// What `join` installed that is still in the member, and how to remove it.
     pub left_behind: Vec<String>,
@@ -959,7 +959,10 @@ pub async fn leave(
     }
     for secret in [secret_name, names::reader_credential_secret(name.as_str())] {
         match secrets.delete(&secret, &DeleteParams::default()).await {
-            Ok(_) => {}
+            Ok(_) => report.removed.push(format!(
+                "Secret {}/{secret} on the hub (a credential for the cluster)",
+                names::NAMESPACE
+            )),
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(Error::kube("delete the member credential", e)),
         }
