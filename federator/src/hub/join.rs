@@ -712,12 +712,12 @@ async fn remove_member_objects(member: &Client, report: &mut LeaveReport) -> Res
     )
     .await?;
     let trusts: Api<ClusterTrust> = Api::namespaced(member.clone(), names::NAMESPACE);
-    if let Some(ct) = trusts
-        .get_opt(names::CLUSTER_TRUST)
-        .await
-        .map_err(|e| Error::kube("read ClusterTrust", e))?
-    {
-        report.cacerts = Some(cacerts_left(&ct));
+    match trusts.get_opt(names::CLUSTER_TRUST).await {
+        Ok(Some(ct)) => report.cacerts = Some(cacerts_left(&ct)),
+        Ok(None) => {}
+        // No such resource: an earlier leave removed the CRD (and was interrupted after).
+        Err(e) if federator_api::plumbing::is_status(&e, 404) => {}
+        Err(e) => return Err(Error::kube("read ClusterTrust", e)),
     }
     for (kind, ns, name) in installed_objects() {
         let what = describe(kind, ns, name);

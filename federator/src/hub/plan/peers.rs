@@ -7,7 +7,7 @@
 //! through its `federator-system/federator-peers` Secret, and the agent turns them into
 //! Istio remote secrets ([`federator_api::remote`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use federator_api::member::ClusterTrust;
 use federator_api::remote::peers_digest;
@@ -42,9 +42,21 @@ pub fn peers_of(member: &str, readers: &BTreeMap<String, Vec<u8>>) -> BTreeMap<S
         .collect()
 }
 
-/// Plans what to hand `member`, given its `ClusterTrust` as read.
-pub fn plan(member: &str, readers: &BTreeMap<String, Vec<u8>>, ct: &ClusterTrust) -> PeersPlan {
-    let peers = peers_of(member, readers);
+/// Plans what to hand `member`, given its `ClusterTrust` as read. Only the readers of the
+/// current `members` count: the reader Secret of a cluster that left (a leave interrupted
+/// before it deleted it) is no peer.
+pub fn plan(
+    member: &str,
+    readers: &BTreeMap<String, Vec<u8>>,
+    members: &BTreeSet<String>,
+    ct: &ClusterTrust,
+) -> PeersPlan {
+    let current: BTreeMap<String, Vec<u8>> = readers
+        .iter()
+        .filter(|(name, _)| members.contains(*name))
+        .map(|(name, kc)| (name.clone(), kc.clone()))
+        .collect();
+    let peers = peers_of(member, &current);
     let digest = peers_digest(&peers);
     let reported = ct
         .status
@@ -63,6 +75,20 @@ pub fn plan(member: &str, readers: &BTreeMap<String, Vec<u8>>, ct: &ClusterTrust
 mod tests {
     use super::*;
     use federator_api::member::{ClusterTrustSpec, ClusterTrustStatus, RemoteSecretsStatus};
+
+    fn all_members() -> BTreeSet<String> {
+        ["a", "b", "c"].map(str::to_owned).into()
+    }
+
+    #[test]
+    fn the_reader_of_a_departed_cluster_is_no_peer() {
+        let r = readers(&["a", "b", "c"]);
+        let ct = ClusterTrust::new("x", ClusterTrustSpec::default());
+        let left_c: BTreeSet<String> = ["a", "b"].map(str::to_owned).into();
+        let p = plan("a", &r, &left_c, &ct);
+        assert_eq!(p.peers.keys().collect::<Vec<_>>(), ["b"]);
+        assert_ne!(p.digest, plan("a", &r, &all_members(), &ct).digest);
+    }
 
     fn readers(names: &[&str]) -> BTreeMap<String, Vec<u8>> {
         names
@@ -92,11 +118,11 @@ mod tests {
     fn writes_only_when_the_spec_or_the_agent_disagree() {
         let r = readers(&["a", "b", "c"]);
         let mut ct = ClusterTrust::new("local", ClusterTrustSpec::default());
-        let first = plan("a", &r, &ct);
+        let first = plan("a", &r, &all_members(), &ct);
         assert!(first.write);
         ct.spec.peers_digest = first.digest.clone();
         // The agent has not reported yet: nothing to repeat.
-        assert!(!plan("a", &r, &ct).write);
+        assert!(!plan("a", &r, &all_members(), &ct).write);
         let report = |digest: &str| ClusterTrustStatus {
             remote_secrets: Some(RemoteSecretsStatus {
                 peers_digest: digest.to_owned(),
@@ -105,19 +131,19 @@ mod tests {
             ..ClusterTrustStatus::default()
         };
         ct.status = Some(report(&first.digest));
-        assert!(!plan("a", &r, &ct).write, "steady state");
+        assert!(!plan("a", &r, &all_members(), &ct).write, "steady state");
         // The agent read something else (the Secret was edited or deleted): write again.
         ct.status = Some(report(""));
-        assert!(plan("a", &r, &ct).write);
+        assert!(plan("a", &r, &all_members(), &ct).write);
         // A renewed reader token of b changes what a is handed.
         ct.status = Some(report(&first.digest));
         let mut renewed = r.clone();
         renewed.insert("b".into(), b"new token".to_vec());
-        let next = plan("a", &renewed, &ct);
+        let next = plan("a", &renewed, &all_members(), &ct);
         assert!(next.write && next.digest != first.digest);
         // a's own reader does not count for a.
         let mut own = r.clone();
         own.insert("a".into(), b"new token".to_vec());
-        assert!(!plan("a", &own, &ct).write);
+        assert!(!plan("a", &own, &all_members(), &ct).write);
     }
 }

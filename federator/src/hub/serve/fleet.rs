@@ -51,6 +51,7 @@ impl Fleet {
         shared
             .metrics
             .retain_members(&wanted.keys().cloned().collect::<Vec<_>>());
+        *super::lock(&shared.members) = wanted.keys().cloned().collect();
         let mut tasks = super::lock(&self.tasks);
         let running: BTreeMap<String, MemberClusterSpec> = tasks
             .iter()

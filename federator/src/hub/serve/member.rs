@@ -267,7 +267,8 @@ impl Member {
             }
         };
         let readers = member_access::reader_kubeconfigs(hub).await?;
-        let peers = plan::peers::plan(&self.name, &readers, ct);
+        let members = super::lock(&self.shared.members).clone();
+        let peers = plan::peers::plan(&self.name, &readers, &members, ct);
         if peers.write {
             write_peers(&self.client, &peers.peers).await?;
             federator_api::failpoint!("hub.after-peers");

@@ -81,6 +81,9 @@ pub struct Shared {
     /// Bumped whenever a member's reader kubeconfig changes, so that every member controller
     /// hands its agent the new set of peers.
     pub readers: watch::Sender<u64>,
+    /// The current members (the `MemberCluster`s the fleet follows): only their readers are
+    /// handed out as peers.
+    pub members: Mutex<std::collections::BTreeSet<String>>,
     /// The signer, loaded by the federation controller.
     signer: Mutex<Option<Arc<Signer>>>,
     /// Metrics.
@@ -109,6 +112,7 @@ impl Shared {
             opts,
             desired: watch::Sender::new(Desired::default()),
             readers: watch::Sender::new(0),
+            members: Mutex::default(),
             signer: Mutex::new(None),
             metrics,
             probes,
