@@ -196,9 +196,12 @@ pub struct RemoteSecretsStatus {
 pub struct CsrStatus {
     /// The CSR generation it answers.
     pub generation: i64,
-    /// The CSR (PEM).
+    /// The CSR (PEM), at most as long as the hub reads: the API server refuses a longer one,
+    /// so a member cannot make every watch of it carry megabytes.
+    #[schemars(length(max = federator_core::csr::MAX_CSR_BYTES))]
     pub pem: String,
-    /// SHA-256 of the CSR (DER).
+    /// SHA-256 of the CSR (DER), hex.
+    #[schemars(length(max = 64))]
     pub digest: String,
 }
 

@@ -50,6 +50,10 @@ pub enum Error {
     /// and what to do.
     #[error("{0}")]
     AgentUnavailable(String),
+    /// `serve` holds back for a while (a member's signing budget is spent); the message says
+    /// how long.
+    #[error("{0}")]
+    RateLimited(String),
     /// The hub has no federation yet.
     #[error("the hub is not initialised: run `federator init` first")]
     NotInitialised,
@@ -110,6 +114,7 @@ impl Error {
             | Error::Encode { .. }
             | Error::Unreachable(_)
             | Error::AgentUnavailable(_)
+            | Error::RateLimited(_)
             | Error::Vault { .. }
             | Error::Kube { .. } => 1,
         }
@@ -121,7 +126,10 @@ impl Error {
     pub fn retry_later(&self) -> bool {
         matches!(
             self,
-            Error::Vault { .. } | Error::Unreachable(_) | Error::Kube { .. }
+            Error::Vault { .. }
+                | Error::Unreachable(_)
+                | Error::Kube { .. }
+                | Error::RateLimited(_)
         )
     }
 

@@ -34,7 +34,16 @@ pub fn signed_step(
     let (Some(signed), Some(pending)) = (&spec.signed, &material.pending) else {
         return SignedStep::Nothing;
     };
-    if material.pending_is_installed() {
+    // Installed already, unless the hub answered the same CSR again with another certificate:
+    // it signs a CSR of the current generation once more after a different one was published
+    // for it (by an agent that lost its key, or by an attacker holding this member's agent
+    // identity), and the current answer is the one the hub records.
+    if material.pending_is_installed()
+        && material
+            .installed
+            .as_ref()
+            .is_some_and(|i| i.chain_pem == signed.chain_pem)
+    {
         return SignedStep::Nothing;
     }
     match digest(pending) {
@@ -150,6 +159,17 @@ mod tests {
             signed_step(&with(good.clone()), &id, &bundle, &installed, now),
             SignedStep::Nothing
         ));
+        // The same CSR signed again (another serial, the same key): the hub's current answer
+        // replaces the installed one.
+        let again = sign(&root, &pending, "east", "east.local");
+        assert_ne!(again.chain_pem, good.chain_pem);
+        match signed_step(&with(again.clone()), &id, &bundle, &installed, now) {
+            SignedStep::Install(i) => {
+                assert_eq!(i.key_pem, pending.key_pem);
+                assert_eq!(i.chain_pem, again.chain_pem);
+            }
+            other => panic!("{other:?}"),
+        }
         // Signed for another trust domain (the hub's policy would refuse the CSR; a rogue or
         // buggy hub signs anyway).
         // Why an answer is refused (panics, naming `what`, when it is not).

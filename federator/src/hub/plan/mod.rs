@@ -15,6 +15,7 @@
 //! | [`rotation`] | the phase of a root rotation and what to record |
 //! | [`endpoint_svid`] | whether the bundle endpoint's X509-SVID must be issued again |
 //! | [`peers`] | the peers' reader kubeconfigs each member is handed (remote secrets) |
+//! | [`sign_budget`] | whether a member may have another CA signed now (a rate limit) |
 
 pub mod chain;
 pub mod csr;
@@ -24,3 +25,4 @@ pub mod foreign;
 pub mod member;
 pub mod peers;
 pub mod rotation;
+pub mod sign_budget;

@@ -214,7 +214,22 @@ impl Member {
                 .get(&self.spec.trust_domain)
                 .map(String::as_str),
         };
+        let budget = super::lock(&self.shared.sign_budgets)
+            .entry(self.name.clone())
+            .or_insert_with(|| plan::sign_budget::Budget::full(now))
+            .check(now);
+        if let Err(wait) = budget {
+            return Err(Error::RateLimited(format!(
+                "cluster {} had {} cluster CAs signed in a row (a limit against a member flooding the hub with CSRs); the next one can be signed in {} s",
+                self.name,
+                plan::sign_budget::BURST,
+                wait.as_secs().max(1)
+            )));
+        }
         let issued = signer.sign(&ask).await?;
+        if let Some(b) = super::lock(&self.shared.sign_budgets).get_mut(&self.name) {
+            b.spend();
+        }
         plan::chain::answer(csr, &issued, desired.renew_at_percent, now)
     }
 

@@ -84,6 +84,10 @@ pub struct Shared {
     /// The current members (the `MemberCluster`s the fleet follows): only their readers are
     /// handed out as peers.
     pub members: Mutex<std::collections::BTreeSet<String>>,
+    /// Each member's signing budget ([`crate::hub::plan::sign_budget`]), kept across its
+    /// controller's restarts.
+    pub sign_budgets:
+        Mutex<std::collections::BTreeMap<String, crate::hub::plan::sign_budget::Budget>>,
     /// The signer, loaded by the federation controller.
     signer: Mutex<Option<Arc<Signer>>>,
     /// Metrics.
@@ -113,6 +117,7 @@ impl Shared {
             desired: watch::Sender::new(Desired::default()),
             readers: watch::Sender::new(0),
             members: Mutex::default(),
+            sign_budgets: Mutex::default(),
             signer: Mutex::new(None),
             metrics,
             probes,
