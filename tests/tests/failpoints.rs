@@ -286,11 +286,20 @@ async fn join_and_leave_crashed_at_every_point_finish_when_run_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_crashed_at_every_point_converges_with_no_trust_gap() {
     let members = [("c1", "cluster.local"), ("c2", "c2.example")];
-    let mut fed = Federation::start(&members, &[]).await;
-    fed.join_all_and_serve(false).await;
+    let three = [
+        ("c1", "cluster.local"),
+        ("c2", "c2.example"),
+        ("c3", "c3.example"),
+    ];
+    let mut fed = Federation::start(&three, &[]).await;
+    fed.join("c1");
+    fed.join("c2");
+    fed.start_serve(&[]);
+    fed.start_agent("c1");
+    fed.start_agent("c2");
     converged(&fed, &members).await;
     remote_secrets_settled(&fed, &members).await;
-    let snap = snapshotter(&fed, &["hub", "c1", "c2"]).await;
+    let snap = snapshotter(&fed, &["hub", "c1", "c2", "c3"]).await;
     let steady = object_keys(&snap).await;
     let hub_secrets: Api<Secret> =
         Api::namespaced(fed.hub.client().await.unwrap(), names::NAMESPACE);
@@ -381,6 +390,28 @@ async fn the_hub_crashed_at_every_point_converges_with_no_trust_gap() {
         }
         wait_same_objects(&format!("serve crashed at {point}"), &snap, &steady).await;
     }
+
+    // The bundle fan-out: c3, a new trust domain, joins, and serve is killed at its first
+    // write of the new bundle into a member. The reference is the same join uninterrupted.
+    join_and_converge(&mut fed, "c3", &three).await;
+    let joined = object_keys(&snap).await;
+    leave_and_settle(&mut fed, "c3", &members).await;
+    // c3 keeps its namespaces and cacerts after it left.
+    let left = object_keys(&snap).await;
+    let point = "hub.after-spec-write";
+    eprintln!("serve crashes at {point} (c3 joins: the bundle fan-out)");
+    fed.serve.as_mut().unwrap().kill();
+    fed.start_serve_armed(&[], point);
+    fed.join("c3");
+    fed.start_agent("c3");
+    fed.serve_crashed_at(point).await;
+    fed.start_serve(&[]);
+    converged(&fed, &three).await;
+    remote_secrets_settled(&fed, &three).await;
+    wait_same_objects("serve crashed in the bundle fan-out", &snap, &joined).await;
+    leave_and_settle(&mut fed, "c3", &members).await;
+    wait_same_objects("c3 left after the crash", &snap, &left).await;
+
     let report = watch.stop().await;
     eprintln!(
         "trust between c1 and c2 checked {} times; issuers {:?}",
