@@ -7,6 +7,8 @@
 //! - get the policy to copy anything but the public key (a CSR naming c1 is signed as c2's);
 //! - stall the hub with huge or malformed CSRs, a flood of CSRs (the signing budget stops it
 //!   at the burst) or thousands of status updates: c1's re-issue goes through meanwhile;
+//! - bloat the hub's objects with its own problems (the hub mirrors 16, each cut at 512
+//!   characters);
 //! - reach the hub or c1 with its identity, or write anything in c1 with the reader
 //!   credential of c1 it holds;
 //! - make the hub write anything into c1 or the hub beyond c2's own `MemberCluster`.
@@ -346,6 +348,26 @@ async fn a_compromised_member_gets_nothing_beyond_its_own_cluster_ca() {
         "c1's re-issue took {renew_took:?}"
     );
     assert!(fed.serve.as_mut().unwrap().is_running(), "the hub is up");
+
+    // A status with 500 problems of 1 KiB each: the hub mirrors 16, cut at 512 characters.
+    let noise: Vec<String> = (0..500)
+        .map(|i| format!("{i:04}{}", "x".repeat(1020)))
+        .collect();
+    attacker
+        .trusts
+        .patch_status(
+            names::CLUSTER_TRUST,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"problems": noise}})),
+        )
+        .await
+        .unwrap();
+    let mirrored = hub_says(&fed, "484 more problems").await;
+    let from_agent: Vec<&String> = mirrored.iter().filter(|p| p.contains("xxx")).collect();
+    assert_eq!(from_agent.len(), 16, "{mirrored:?}");
+    assert!(from_agent.iter().all(|p| p.chars().count() <= 513));
+    let bytes: usize = mirrored.iter().map(String::len).sum();
+    eprintln!("500 problems (512 KB) in c2's status: {bytes} bytes of them on the hub");
 
     // 6. What c2's identities reach: nothing on the hub or in c1 with the agent's token, and
     // nothing to write in c1 with the reader credential of c1 that c2 was handed.

@@ -202,6 +202,32 @@ pub struct StatusInputs<'a> {
     pub heartbeat: std::time::Duration,
 }
 
+/// At most this many of the agent's problems are mirrored into the hub's status...
+pub const MAX_MIRRORED_PROBLEMS: usize = 16;
+/// ...each cut at this many characters: what a member writes cannot bloat the hub's objects.
+pub const MAX_PROBLEM_CHARS: usize = 512;
+
+/// The agent's problems as the hub mirrors them: the first [`MAX_MIRRORED_PROBLEMS`], each cut
+/// at [`MAX_PROBLEM_CHARS`] characters, and a last line counting the rest. An agent reports a
+/// few short sentences; a member writing thousands, or megabytes, is bounded here.
+pub fn mirrored_problems(agent: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = agent
+        .iter()
+        .take(MAX_MIRRORED_PROBLEMS)
+        .map(|p| match p.char_indices().nth(MAX_PROBLEM_CHARS) {
+            Some((cut, _)) => format!("{}…", &p[..cut]),
+            None => p.clone(),
+        })
+        .collect();
+    if agent.len() > MAX_MIRRORED_PROBLEMS {
+        out.push(format!(
+            "… and {} more problems in the member's ClusterTrust status",
+            agent.len() - MAX_MIRRORED_PROBLEMS
+        ));
+    }
+    out
+}
+
 /// Computes the member's status on the hub. Equal inputs give an equal status (and the same
 /// `lastContact`, within the heartbeat), so unchanged members cause no writes.
 pub fn member_status(
@@ -213,7 +239,7 @@ pub fn member_status(
     let agent = inp.ct.and_then(|c| c.status.clone()).unwrap_or_default();
     let spec = inp.ct.map(|c| c.spec.clone()).unwrap_or_default();
     let mut problems: Vec<String> = inp.hub_problems.to_vec();
-    problems.extend(agent.problems.iter().cloned());
+    problems.extend(mirrored_problems(&agent.problems));
 
     let installed = agent.installed.clone();
     let installed_current = installed
@@ -361,6 +387,24 @@ pub fn member_status(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_agents_problems_are_mirrored_bounded() {
+        let few = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(mirrored_problems(&few), few);
+        let long = "é".repeat(MAX_PROBLEM_CHARS + 10);
+        let cut = &mirrored_problems(std::slice::from_ref(&long))[0];
+        assert_eq!(cut.chars().count(), MAX_PROBLEM_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        let many: Vec<String> = (0..1000).map(|i| format!("noise {i}")).collect();
+        let out = mirrored_problems(&many);
+        assert_eq!(out.len(), MAX_MIRRORED_PROBLEMS + 1);
+        assert_eq!(out[0], "noise 0");
+        assert_eq!(
+            out[MAX_MIRRORED_PROBLEMS],
+            "… and 984 more problems in the member's ClusterTrust status"
+        );
+    }
+
     use super::*;
     use federator_api::member::{BundleEntry, ClusterTrustStatus, Installed, SignedCa};
 
