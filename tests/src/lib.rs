@@ -472,6 +472,18 @@ impl Federation {
         cacerts_of(&self.members[name].cluster).await
     }
 
+    /// A [`TrustWatch::start_cacerts`] over `members` (name and trust domain) of this
+    /// federation, every `every`.
+    pub fn watch_cacerts(&self, members: &[(&str, &str)], every: Duration) -> TrustWatch {
+        TrustWatch::start_cacerts(
+            members
+                .iter()
+                .map(|(m, td)| (self.members[*m].cluster.clone(), (*td).to_owned()))
+                .collect(),
+            every,
+        )
+    }
+
     /// Waits until every one of `members` runs on a cluster CA under the root with SHA-256
     /// fingerprint `root` and its `root-cert.pem` holds that root alone (the federation has one
     /// root: a single issuer, or one trust domain).

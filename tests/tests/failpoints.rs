@@ -194,6 +194,37 @@ async fn leave_and_settle(fed: &mut Federation, name: &str, remaining: &[(&str, 
     remote_secrets_settled(fed, remaining).await;
 }
 
+/// Three clusters c1, c2, c3 (trust domains `cluster.local`, `c2.example`, `c3.example`), c1
+/// and c2 joined (c1 with a mesh config when `mesh_config_on_c1`), serve and both agents
+/// running, converged with their remote secrets in place; c3 is left to join later.
+async fn two_of_three(mesh_config_on_c1: bool) -> Federation {
+    let two = [("c1", "cluster.local"), ("c2", "c2.example")];
+    let mut fed = Federation::start(&[two[0], two[1], ("c3", "c3.example")], &[]).await;
+    fed.join("c1");
+    if mesh_config_on_c1 {
+        fed.install_mesh_config("c1").await;
+    }
+    fed.join("c2");
+    fed.start_serve(&[]);
+    fed.start_agent("c1");
+    fed.start_agent("c2");
+    converged(&fed, &two).await;
+    remote_secrets_settled(&fed, &two).await;
+    fed
+}
+
+/// Stops `watch` and asserts it saw no trust gap between `whom` in more than `min_rounds`
+/// rounds.
+async fn no_trust_gap(watch: TrustWatch, whom: &str, min_rounds: usize) {
+    let report = watch.stop().await;
+    eprintln!(
+        "trust between {whom} checked {} times; issuers {:?}",
+        report.rounds, report.issuers
+    );
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert!(report.rounds > min_rounds, "{report:?}");
+}
+
 /// Every point of `federator join` and `leave`: the command is killed there, run again, and
 /// the result is the one of a run that was never interrupted, object for object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,10 +236,7 @@ async fn join_and_leave_crashed_at_every_point_finish_when_run_again() {
     fed.start_serve(&[]);
     fed.start_agent("c1");
     converged(&fed, &c1).await;
-    let watch = TrustWatch::start_cacerts(
-        vec![(fed.members["c1"].cluster.clone(), "cluster.local".into())],
-        Duration::from_millis(200),
-    );
+    let watch = fed.watch_cacerts(&c1, Duration::from_millis(200));
 
     // The reference: one join and one leave of c2, uninterrupted.
     join_and_converge(&mut fed, "c2", &both).await;
@@ -275,10 +303,7 @@ async fn join_and_leave_crashed_at_every_point_finish_when_run_again() {
     )
     .await;
 
-    let report = watch.stop().await;
-    eprintln!("c1's trust checked {} times", report.rounds);
-    assert!(report.failures.is_empty(), "{:#?}", report.failures);
-    assert!(report.rounds > 20, "{report:?}");
+    no_trust_gap(watch, "c1", 20).await;
 }
 
 /// Every point of `serve`: it is killed there while two members run, started again, and the
@@ -291,25 +316,12 @@ async fn the_hub_crashed_at_every_point_converges_with_no_trust_gap() {
         ("c2", "c2.example"),
         ("c3", "c3.example"),
     ];
-    let mut fed = Federation::start(&three, &[]).await;
-    fed.join("c1");
-    fed.join("c2");
-    fed.start_serve(&[]);
-    fed.start_agent("c1");
-    fed.start_agent("c2");
-    converged(&fed, &members).await;
-    remote_secrets_settled(&fed, &members).await;
+    let mut fed = two_of_three(false).await;
     let snap = snapshotter(&fed, &["hub", "c1", "c2", "c3"]).await;
     let steady = object_keys(&snap).await;
     let hub_secrets: Api<Secret> =
         Api::namespaced(fed.hub.client().await.unwrap(), names::NAMESPACE);
-    let watch = TrustWatch::start_cacerts(
-        members
-            .iter()
-            .map(|(m, td)| (fed.members[*m].cluster.clone(), (*td).to_owned()))
-            .collect(),
-        Duration::from_millis(200),
-    );
+    let watch = fed.watch_cacerts(&members, Duration::from_millis(200));
 
     for (point, trigger) in HUB_POINTS {
         eprintln!("serve crashes at {point} ({trigger:?})");
@@ -412,13 +424,7 @@ async fn the_hub_crashed_at_every_point_converges_with_no_trust_gap() {
     leave_and_settle(&mut fed, "c3", &members).await;
     wait_same_objects("c3 left after the crash", &snap, &left).await;
 
-    let report = watch.stop().await;
-    eprintln!(
-        "trust between c1 and c2 checked {} times; issuers {:?}",
-        report.rounds, report.issuers
-    );
-    assert!(report.failures.is_empty(), "{:#?}", report.failures);
-    assert!(report.rounds > 50, "{report:?}");
+    no_trust_gap(watch, "c1 and c2", 50).await;
 }
 
 /// Every point of the agent: c1's agent is killed there during a renewal or while c3 joins,
@@ -432,22 +438,9 @@ async fn the_agent_crashed_at_every_point_converges_with_no_trust_gap() {
         ("c2", "c2.example"),
         ("c3", "c3.example"),
     ];
-    let mut fed = Federation::start(&three, &[]).await;
     // c1 has a mesh config, so the agent merges the other trust domains' roots into it.
-    fed.join("c1");
-    fed.install_mesh_config("c1").await;
-    fed.join("c2");
-    fed.start_serve(&[]);
-    fed.start_agent("c1");
-    fed.start_agent("c2");
-    converged(&fed, &two).await;
-    remote_secrets_settled(&fed, &two).await;
-    let watch = TrustWatch::start_cacerts(
-        two.iter()
-            .map(|(m, td)| (fed.members[*m].cluster.clone(), (*td).to_owned()))
-            .collect(),
-        Duration::from_millis(200),
-    );
+    let mut fed = two_of_three(true).await;
+    let watch = fed.watch_cacerts(&two, Duration::from_millis(200));
     let snap = snapshotter(&fed, &["hub", "c1", "c2", "c3"]).await;
     let steady = object_keys(&snap).await;
 
@@ -484,11 +477,5 @@ async fn the_agent_crashed_at_every_point_converges_with_no_trust_gap() {
         leave_and_settle(&mut fed, "c3", &two).await;
         wait_same_objects(&format!("c3 left after {point}"), &snap, &left).await;
     }
-    let report = watch.stop().await;
-    eprintln!(
-        "trust between c1 and c2 checked {} times; issuers {:?}",
-        report.rounds, report.issuers
-    );
-    assert!(report.failures.is_empty(), "{:#?}", report.failures);
-    assert!(report.rounds > 50, "{report:?}");
+    no_trust_gap(watch, "c1 and c2", 50).await;
 }

@@ -122,13 +122,7 @@ async fn a_compromised_member_gets_nothing_beyond_its_own_cluster_ca() {
         trusts: Api::namespaced(attacker_client.clone(), names::NAMESPACE),
     };
     let signed_before = attacker.current().await.spec.signed.unwrap();
-    let watch = TrustWatch::start_cacerts(
-        members
-            .iter()
-            .map(|(m, td)| (fed.members[*m].cluster.clone(), (*td).to_owned()))
-            .collect(),
-        Duration::from_millis(200),
-    );
+    let watch = fed.watch_cacerts(&members, Duration::from_millis(200));
     let mut clients = vec![("hub".to_owned(), fed.hub.client().await.unwrap())];
     clients.push((
         "c1".to_owned(),

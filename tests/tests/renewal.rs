@@ -99,13 +99,7 @@ async fn renew_cluster_rekeys_one_member_now_and_status_shows_its_age_and_serial
         .map(|m| row(&before, m)["caSerial"].as_str().unwrap().to_owned())
         .collect();
 
-    let watch = TrustWatch::start_cacerts(
-        MEMBERS
-            .iter()
-            .map(|(m, td)| (fed.members[*m].cluster.clone(), (*td).to_owned()))
-            .collect(),
-        Duration::from_millis(100),
-    );
+    let watch = fed.watch_cacerts(&MEMBERS, Duration::from_millis(100));
     let started = Instant::now();
     let out = fed.federator_ok(&["renew", "cluster", "c1", "--now"]);
     let took = started.elapsed();

@@ -255,12 +255,7 @@ async fn an_imported_ca_rotates_to_another_offline_root_and_survives_sigkill_and
     assert!(rotation(&fed).await.is_none());
 
     // Trust between every pair, every 100 ms, from here to the end.
-    let watch = TrustWatch::start_cacerts(
-        all.iter()
-            .map(|(m, td)| (fed.members[*m].cluster.clone(), (*td).to_owned()))
-            .collect(),
-        Duration::from_millis(100),
-    );
+    let watch = fed.watch_cacerts(&all, Duration::from_millis(100));
     let old_leaf = mint_leaf(
         &fed.cacerts("c1").await.unwrap(),
         "spiffe://cluster.local/ns/a/sa/old",
@@ -459,12 +454,7 @@ async fn a_local_root_rotates_three_members_and_survives_sigkill_and_abort_in_ev
     let mut fed = Federation::start(&all, &["--cluster-ca-ttl", "2h"]).await;
     fed.join_all_and_serve(false).await;
     let old_root = root_of(&fed.federation_status().await, "cluster.local");
-    let watch = TrustWatch::start_cacerts(
-        all.iter()
-            .map(|(m, td)| (fed.members[*m].cluster.clone(), (*td).to_owned()))
-            .collect(),
-        Duration::from_millis(100),
-    );
+    let watch = fed.watch_cacerts(&all, Duration::from_millis(100));
     let drain = Duration::from_secs(3);
     let started = std::time::Instant::now();
     fed.federator_ok(&[

@@ -736,12 +736,7 @@ async fn the_vault_issuer_rotates_with_expiring_tokens_and_survives_sigkill_and_
         "nothing changed"
     );
 
-    let watch = TrustWatch::start_cacerts(
-        all.iter()
-            .map(|(m, td)| (fed.members[*m].cluster.clone(), (*td).to_owned()))
-            .collect(),
-        Duration::from_millis(100),
-    );
+    let watch = fed.watch_cacerts(&all, Duration::from_millis(100));
     let old_leaf = mint_leaf(
         &fed.cacerts("c1").await.unwrap(),
         "spiffe://cluster.local/ns/a/sa/old",
