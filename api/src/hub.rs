@@ -56,6 +56,13 @@ pub struct FederationSpec {
     /// How the `local` backend makes roots (for new trust domains and rotations).
     #[serde(default)]
     pub local_roots: LocalRootSettings,
+    /// Bind every cluster CA to its own trust domain with a URI name constraint (permitted:
+    /// the trust domain), so that a member's CA cannot sign another trust domain's identities
+    /// that Envoy or Go verifiers accept. Sidecar meshes only: ztunnel (ambient) rejects every
+    /// certificate below such a CA. Not with the `vault` backend. Changing it re-issues every
+    /// member's cluster CA.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub constrain_to_trust_domain: bool,
 }
 
 /// How the `local` backend makes roots. Absent (or, as older objects wrote them, empty)

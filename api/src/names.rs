@@ -55,6 +55,10 @@ pub const ISTIO_CONFIGMAP: &str = "istio";
 pub const MESH_KEY: &str = "mesh";
 /// istiod's Deployment.
 pub const ISTIOD_DEPLOYMENT: &str = "istiod";
+/// ztunnel's DaemonSet (Istio's ambient mode; its chart installs it under this name in
+/// `istio-system`). The agent reads it only to refuse a cluster CA with the trust-domain name
+/// constraint, which ztunnel's verifier rejects.
+pub const ZTUNNEL_DAEMONSET: &str = "ztunnel";
 /// The ConfigMap istiod writes into every namespace with the roots it serves (key
 /// `root-cert.pem`); the agent reads the one in `istio-system` to see what istiod took.
 pub const ISTIO_ROOT_CERT_CONFIGMAP: &str = "istio-ca-root-cert";

@@ -176,8 +176,9 @@ pub fn reader_role() -> Role {
 ///   about the exchange object;
 /// * in `istio-system`: the `cacerts` Secret, the `istio` ConfigMap, the istiod Deployment
 ///   (its version and flags; to request a restart) and, read-only, the `istio-ca-root-cert`
-///   ConfigMap istiod publishes (to see which bundle it took) — and nothing else there, in
-///   particular not istiod's own `istio-ca-secret`.
+///   ConfigMap istiod publishes (to see which bundle it took) and the `ztunnel` DaemonSet
+///   (whether ambient mode is on) — and nothing else there, in particular not istiod's own
+///   `istio-ca-secret`.
 ///
 /// With `remote_secrets`, the agent also reads the hub's [`names::PEERS_SECRET`] (by name) and
 /// manages the remote secrets in `istio-system`. Their names follow the member names, which
@@ -250,6 +251,14 @@ pub fn agent_roles() -> Vec<Role> {
                     &["deployments"],
                     &["get", "list", "watch", "patch"],
                     &[names::ISTIOD_DEPLOYMENT],
+                ),
+                // Is ambient mode on (read only, and only with the trust-domain name
+                // constraint, which ztunnel rejects)?
+                rule(
+                    &["apps"],
+                    &["daemonsets"],
+                    &["get"],
+                    &[names::ZTUNNEL_DAEMONSET],
                 ),
             ],
         ),

@@ -26,7 +26,7 @@ use federator_core::cacerts::CaCerts;
 use federator_core::cert::rfc3339;
 use federator_core::identity::TrustDomain;
 use federator_core::istiod::IstiodFacts;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
@@ -276,8 +276,9 @@ async fn reconcile_trust(
         }
 
         // 2. The hub's answer.
+        let ztunnel = ambient_mode(client, spec, &material, &mut problems).await;
         if let Some(b) = &bundle {
-            match signed::signed_step(spec, id, b, &material, now) {
+            match signed::signed_step(spec, id, b, &material, ztunnel != Some(false), now) {
                 SignedStep::Nothing => {}
                 SignedStep::Install(installed) => {
                     let next = AgentMaterial {
@@ -315,6 +316,19 @@ async fn reconcile_trust(
                     refused = Some(why);
                 }
             }
+        }
+        if ztunnel == Some(true)
+            && material
+                .installed
+                .as_ref()
+                .is_some_and(|i| signed::constrained(&i.chain_pem))
+        {
+            problems.push(
+                crate::logic::problem::Problem::InstalledConstrainedWithZtunnel(
+                    id.trust_domain.clone(),
+                )
+                .to_string(),
+            );
         }
     }
     let csr_status = match material.pending.as_ref().map(csr::csr_status) {
@@ -656,6 +670,41 @@ async fn sync_remote_secrets(
 /// A failure to write the agent Secret stops the reconcile (nothing after it may rely on a
 /// write that did not happen). It is reported as a problem, keeping the rest of the status,
 /// unless it is a conflict (another writer: a plain retry settles it), and then returned.
+/// Whether the cluster runs ztunnel (ambient mode), read only when it matters: when the hub's
+/// answer or the installed cluster CA carries the trust-domain name constraint, which
+/// ztunnel's verifier rejects (`Some(false)` without reading otherwise). `None` when the
+/// DaemonSet cannot be read; the reason goes to `problems`, and a constrained chain is then
+/// not installed (it fails closed).
+async fn ambient_mode(
+    client: &Client,
+    spec: &federator_api::member::ClusterTrustSpec,
+    material: &AgentMaterial,
+    problems: &mut Vec<String>,
+) -> Option<bool> {
+    let constrained = spec
+        .signed
+        .as_ref()
+        .is_some_and(|s| signed::constrained(&s.chain_pem))
+        || material
+            .installed
+            .as_ref()
+            .is_some_and(|i| signed::constrained(&i.chain_pem));
+    if !constrained {
+        return Some(false);
+    }
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), names::ISTIO_NAMESPACE);
+    match daemonsets.get_opt(names::ZTUNNEL_DAEMONSET).await {
+        Ok(found) => Some(found.is_some()),
+        Err(e) => {
+            problems.push(format!(
+                "cannot read {} to rule out ambient mode ({e}); a cluster CA with a URI name constraint is not installed until it can",
+                crate::logic::problem::ZTUNNEL
+            ));
+            None
+        }
+    }
+}
+
 async fn report_early(
     trusts: &Api<ClusterTrust>,
     trust: &ClusterTrust,

@@ -207,7 +207,9 @@ pub struct Inspection {
     /// `root-cert.pem`, in file order.
     pub roots: Vec<CertInfo>,
     /// The SPIFFE ID of a test workload certificate minted from this material and verified
-    /// against `root-cert.pem` with rustls-webpki (set when that succeeded).
+    /// against `root-cert.pem` with rustls-webpki, or below a URI name constraint (which
+    /// webpki refuses) with [`verify::verify_constrained_workload_chain`] (set when that
+    /// succeeded).
     pub workload_check: Option<String>,
     /// Every problem; empty when istiod would load the material and peers would accept it.
     pub problems: Vec<Problem>,
@@ -294,6 +296,17 @@ pub fn inspect(files: &BTreeMap<String, Vec<u8>>, now: OffsetDateTime) -> Inspec
                     problem(CA_CERT, "its key usage lacks keyCertSign: Envoy and ztunnel reject chains through it".into());
                 }
                 problem_if_time(&mut problem, CA_CERT, &info, now);
+                if let Some(nc) = &info.name_constraint
+                    && info.trust_domain.as_ref() != Some(nc)
+                {
+                    problem(
+                        CA_CERT,
+                        format!(
+                            "its name constraints do not bind it to its own trust domain {}: {nc}",
+                            info.trust_domain.as_deref().unwrap_or("(none)")
+                        ),
+                    );
+                }
                 out.trust_domain.clone_from(&info.trust_domain);
                 out.ca = Some(info);
             }
@@ -372,7 +385,9 @@ pub fn inspect(files: &BTreeMap<String, Vec<u8>>, now: OffsetDateTime) -> Inspec
         out.key = Some(k.kind().to_string());
     }
     // End to end, as a peer would see it: a workload certificate minted from this material
-    // verifies against root-cert.pem with rustls-webpki.
+    // verifies against root-cert.pem with rustls-webpki — or, below federator's URI name
+    // constraint (which webpki refuses outright), with federator's own rules.
+    let constrained = out.ca.as_ref().is_some_and(|c| c.name_constraint.is_some());
     if out.problems.is_empty()
         && let (Ok(material), Some(roots)) = (CaCerts::from_files(files), &roots)
     {
@@ -383,7 +398,11 @@ pub fn inspect(files: &BTreeMap<String, Vec<u8>>, now: OffsetDateTime) -> Inspec
         let checked =
             SpiffeId::parse(&format!("spiffe://{td}/ns/federator/sa/inspect")).and_then(|id| {
                 let leaf = material.issue_workload_cert(&id, Duration::from_secs(300), now)?;
-                verify::verify_workload_chain(&leaf.chain, roots, now)
+                if constrained {
+                    verify::verify_constrained_workload_chain(&leaf.chain, roots, now)
+                } else {
+                    verify::verify_workload_chain(&leaf.chain, roots, now)
+                }
             });
         match checked {
             Ok(id) => out.workload_check = Some(id.to_string()),

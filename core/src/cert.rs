@@ -159,6 +159,10 @@ pub struct CertInfo {
     pub dns_sans: Vec<String>,
     /// The SPIFFE trust domain recorded in a CA certificate's URI SAN (`spiffe://<td>`).
     pub trust_domain: Option<String>,
+    /// The trust domain a CA is bound to by federator's URI name constraint
+    /// ([`crate::name_constraint`]), or what is wrong with its name constraints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_constraint: Option<String>,
     /// SHA-256 fingerprint of the DER.
     pub sha256: String,
     /// Subject key identifier, hex.
@@ -237,6 +241,11 @@ impl CertInfo {
                 _ => {}
             }
         }
+        let name_constraint = match crate::name_constraint::read(&cert) {
+            Ok(crate::name_constraint::Constraint::None) => None,
+            Ok(crate::name_constraint::Constraint::TrustDomain(td)) => Some(td),
+            Err(e) => Some(e.to_string()),
+        };
         Ok(Self {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
@@ -255,6 +264,7 @@ impl CertInfo {
             uri_sans,
             dns_sans,
             trust_domain,
+            name_constraint,
             sha256: fingerprint(der),
             subject_key_id: ski,
             authority_key_id: aki,

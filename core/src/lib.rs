@@ -13,6 +13,7 @@
 //! | [`ca`] | the issuing CA: create a self-signed root or import an existing CA |
 //! | [`csr`] | the cluster side: a CSR for a cluster CA; the hub side: parsing and checking one |
 //! | [`policy`] | the hub's signing policy, which decides every field of a cluster CA |
+//! | [`name_constraint`] | the opt-in URI name constraint binding a cluster CA to its trust domain |
 //! | [`bundle`] | canonical, byte-stable trust bundles keyed by trust domain |
 //! | [`spiffe`] | SPIFFE bundle documents: reading a foreign trust domain's, the JWKs of ours |
 //! | [`cacerts`] | istiod's `cacerts` layout and a validator applying istiod's load checks |
@@ -36,6 +37,7 @@ pub mod fuzz;
 pub mod identity;
 pub mod istiod;
 pub mod key;
+pub mod name_constraint;
 pub mod policy;
 mod rsa_keygen;
 pub mod spiffe;

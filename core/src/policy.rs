@@ -14,6 +14,7 @@
 //! | NotAfter | now + TTL, capped at the issuer's NotAfter |
 //! | serial | 16 random bytes |
 //! | SKI / AKI | SKI from the public key; AKI = the issuer's SKI |
+//! | NameConstraints | only with [`SigningPolicy::constrain_to_trust_domain`]: critical, URI permitted `<trust domain>`, excluded `.<trust domain>` ([`crate::name_constraint`]) |
 //!
 //! A CSR that asks for anything else — another trust domain, a DNS name, a longer path, an
 //! EKU, an extra key usage, an extension the policy does not know — is refused with the
@@ -29,6 +30,7 @@ use crate::ca::{BACKDATE, IssuingCa, random_serial};
 use crate::cert::{self, CertInfo};
 use crate::csr::{CsrInfo, cluster_ca_common_name};
 use crate::identity::{ClusterName, TrustDomain};
+use crate::name_constraint::{self, Constraint};
 use crate::verify;
 use crate::{Error, Result};
 
@@ -49,13 +51,14 @@ pub struct ClusterCaRequest {
 pub struct SigningPolicy {
     /// Lifetime given to a cluster CA (capped at the issuer's NotAfter).
     pub ttl: Duration,
+    /// Bind every cluster CA to its own trust domain with a URI name constraint
+    /// ([`crate::name_constraint`]): sidecar meshes only, rustls-webpki (ztunnel) rejects it.
+    pub constrain_to_trust_domain: bool,
 }
 
 impl Default for SigningPolicy {
     fn default() -> Self {
-        Self {
-            ttl: Duration::from_secs(8760 * 3600),
-        }
+        Self::with_ttl(Duration::from_secs(8760 * 3600))
     }
 }
 
@@ -72,6 +75,14 @@ pub struct IssuedCa {
 }
 
 impl SigningPolicy {
+    /// The policy with lifetime `ttl` and no name constraint.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            constrain_to_trust_domain: false,
+        }
+    }
+
     /// Refuses a CSR that asks for anything this policy does not grant.
     pub fn check(&self, csr: &CsrInfo, request: &ClusterCaRequest) -> Result<()> {
         let refuse = |why: String| Err(Error::CsrRefused(why));
@@ -182,6 +193,11 @@ impl SigningPolicy {
             .distinguished_name
             .push(DnType::CommonName, cluster_ca_common_name(&request.cluster));
         crate::csr::cluster_ca_profile(&mut params, &request.trust_domain)?;
+        if self.constrain_to_trust_domain {
+            params
+                .custom_extensions
+                .push(name_constraint::extension(&request.trust_domain));
+        }
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;
         params.not_after = not_after;
@@ -203,7 +219,12 @@ impl SigningPolicy {
             .chain(issuer.chain_above().iter().cloned())
             .collect();
         verify::verify_ca_path(&cert_der, &chain_above, &[issuer.root_der().to_vec()], now)?;
-        check_issued(&cert_der, &csr.public_key_info, &request.trust_domain, now)?;
+        let constraint = check_issued(&cert_der, &csr.public_key_info, &request.trust_domain, now)?;
+        if (constraint != Constraint::None) != self.constrain_to_trust_domain {
+            return Err(Error::Verification(format!(
+                "the signed cluster CA's name constraint ({constraint:?}) is not what the policy asks for"
+            )));
+        }
 
         Ok(IssuedCa {
             chain_pem: cert::to_pem(
@@ -217,13 +238,15 @@ impl SigningPolicy {
 
 /// Checks a cluster CA certificate that came back from a signer (the local policy, Vault, or
 /// the hub as seen by the agent): it carries the expected public key, is a CA with path
-/// length 0 and keyCertSign, records the expected trust domain, and is valid at `now`.
+/// length 0 and keyCertSign, records the expected trust domain, has no name constraint or
+/// exactly the one binding it to that trust domain, and is valid at `now`. Returns its name
+/// constraint.
 pub fn check_issued(
     cert_der: &[u8],
     public_key_info: &[u8],
     trust_domain: &TrustDomain,
     now: OffsetDateTime,
-) -> Result<()> {
+) -> Result<Constraint> {
     let cert = cert::parse_der(cert_der)?;
     let bad = |why: String| {
         Err(Error::Verification(format!(
@@ -246,7 +269,17 @@ pub fn check_issued(
     if let Some(other) = uris.iter().find(|u| **u != trust_domain.spiffe_uri()) {
         return bad(format!("it carries the extra URI SAN {other}"));
     }
-    verify::check_ca_cert(cert_der, 0, now)
+    let constraint = match name_constraint::read(&cert) {
+        Ok(Constraint::TrustDomain(host)) if host != trust_domain.as_str() => {
+            return bad(format!(
+                "its name constraint binds it to trust domain {host}, not {trust_domain}"
+            ));
+        }
+        Ok(c) => c,
+        Err(e) => return bad(e.to_string()),
+    };
+    verify::check_ca_cert(cert_der, 0, now)?;
+    Ok(constraint)
 }
 
 fn issuer_org(issuer: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {

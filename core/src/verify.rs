@@ -331,6 +331,41 @@ pub fn verify_workload_chain(
     svid_leaf_checks(leaf)
 }
 
+/// Verifies a workload chain (`chain[0]` the leaf, `chain[1]` its issuing cluster CA, then
+/// the rest) whose cluster CA carries the trust-domain URI name constraint, which
+/// rustls-webpki refuses outright ([`crate::name_constraint`]): the CA path to one of `roots`
+/// under istiod's rules ([`verify_ca_path`]), the leaf's signature by the CA and its validity,
+/// the SPIFFE leaf rules, and the constraint as OpenSSL, BoringSSL and Go apply it.
+pub fn verify_constrained_workload_chain(
+    chain: &[Vec<u8>],
+    roots: &[Vec<u8>],
+    now: OffsetDateTime,
+) -> Result<SpiffeId> {
+    let [leaf_der, ca_der, above @ ..] = chain else {
+        return Err(Error::Verification(
+            "the workload chain must hold the leaf and its issuing CA".into(),
+        ));
+    };
+    verify_ca_path(ca_der, above, roots, now)?;
+    let (leaf, ca) = (Node::parse(leaf_der)?, Node::parse(ca_der)?);
+    if !ca.issued(&leaf) {
+        return Err(Error::Verification(format!(
+            "the leaf is not signed by {}",
+            ca.name()
+        )));
+    }
+    check_common(&leaf, now, true).map_err(Error::Verification)?;
+    let id = svid_leaf_checks(leaf_der)?;
+    let constraint = crate::name_constraint::read(&ca.cert)?;
+    if !crate::name_constraint::permits(&constraint, &id) {
+        return Err(Error::Verification(format!(
+            "{id} is outside the name constraint of {} ({constraint:?})",
+            ca.name()
+        )));
+    }
+    Ok(id)
+}
+
 /// Verifies an X.509-SVID chain the SPIFFE way: only the roots of the leaf's own trust domain
 /// in `bundle` are trust anchors.
 pub fn verify_svid(

@@ -36,6 +36,8 @@ pub fn spec(
 pub enum Hub {
     /// Under its policy.
     Honest,
+    /// Under its policy with the trust-domain URI name constraint.
+    Constrained,
     /// A rogue hub: the CSR's public key certified for the trust domain it names, whatever
     /// the CSR asked.
     Rogue,
@@ -55,6 +57,15 @@ pub fn signed(
     if hub == Hub::Rogue {
         csr.uri_sans.clear();
     }
-    let issued = pki::sign(root, &csr, cluster, trust_domain);
+    let issued = match hub {
+        Hub::Constrained => pki::sign_with(
+            &pki::constrained_policy(),
+            root,
+            &csr,
+            cluster,
+            trust_domain,
+        ),
+        Hub::Honest | Hub::Rogue => pki::sign(root, &csr, cluster, trust_domain),
+    };
     SignedCa::answer(&digest, generation, &issued, None).unwrap()
 }

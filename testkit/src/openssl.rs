@@ -36,3 +36,21 @@ pub fn verify_cacerts(cacerts: &BTreeMap<String, Vec<u8>>) -> Result<(), String>
         Some(&dir.path().join("cert-chain.pem")),
     )
 }
+
+/// Verifies the PEM certificate `leaf` against the PEM `roots` through the PEM `chain`.
+pub fn verify_pem(leaf: &str, roots: &str, chain: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f);
+    for (f, text) in [
+        ("leaf.pem", leaf),
+        ("roots.pem", roots),
+        ("chain.pem", chain),
+    ] {
+        std::fs::write(path(f), text).unwrap();
+    }
+    verify(
+        &path("leaf.pem"),
+        &path("roots.pem"),
+        Some(&path("chain.pem")),
+    )
+}

@@ -63,9 +63,34 @@ pub fn csr(cluster_name: &str, trust_domain: &str) -> (PrivateKey, String) {
 
 /// Signs `csr` under the default policy for `cluster` in `trust_domain`.
 pub fn sign(ca: &IssuingCa, csr: &CsrInfo, cluster_name: &str, trust_domain: &str) -> IssuedCa {
-    SigningPolicy::default()
+    sign_with(
+        &SigningPolicy::default(),
+        ca,
+        csr,
+        cluster_name,
+        trust_domain,
+    )
+}
+
+/// Signs `csr` under `policy` for `cluster` in `trust_domain`.
+pub fn sign_with(
+    policy: &SigningPolicy,
+    ca: &IssuingCa,
+    csr: &CsrInfo,
+    cluster_name: &str,
+    trust_domain: &str,
+) -> IssuedCa {
+    policy
         .sign(ca, csr, &request(cluster_name, trust_domain), now())
         .unwrap()
+}
+
+/// The default policy with the trust-domain URI name constraint.
+pub fn constrained_policy() -> SigningPolicy {
+    SigningPolicy {
+        constrain_to_trust_domain: true,
+        ..SigningPolicy::default()
+    }
 }
 
 /// Signs a fresh cluster CA under `ca`; returns its key and what was issued.

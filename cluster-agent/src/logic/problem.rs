@@ -54,10 +54,23 @@ pub enum Problem {
         #[source]
         reason: ChainRefusal,
     },
+    /// The installed cluster CA carries the trust-domain name constraint and the cluster
+    /// runs ztunnel.
+    #[error(
+        "the installed cluster CA carries a URI name constraint (only identities of {0}) and this cluster runs ztunnel ({ZTUNNEL}), whose rustls-webpki rejects every certificate below such a CA: ambient workloads cannot connect; {CONSTRAINT_REMEDY}"
+    )]
+    InstalledConstrainedWithZtunnel(TrustDomain),
     /// The mesh config cannot be merged.
     #[error(transparent)]
     Mesh(#[from] MeshProblem),
 }
+
+/// The DaemonSet whose presence means ambient mode (Istio's ztunnel chart installs it under
+/// this name in `istio-system`).
+pub const ZTUNNEL: &str = "DaemonSet istio-system/ztunnel";
+
+/// What to do when the trust-domain name constraint meets ztunnel.
+const CONSTRAINT_REMEDY: &str = "set spec.constrainToTrustDomain to false in the hub's Federation (every member's cluster CA is then re-issued without it), or run this cluster's mesh without ztunnel";
 
 /// Why a signed chain is refused.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +91,11 @@ pub enum ChainRefusal {
     /// The bundle has no root of the cluster's trust domain.
     #[error("spec.bundle has no root for this cluster's trust domain {0}")]
     NoRoot(TrustDomain),
+    /// It carries the trust-domain name constraint and the cluster runs ztunnel.
+    #[error(
+        "it carries a URI name constraint (only identities of {0}) and this cluster runs ztunnel ({ZTUNNEL}), whose rustls-webpki rejects every certificate below such a CA; keeping the installed cluster CA: {CONSTRAINT_REMEDY}"
+    )]
+    ConstrainedWithZtunnel(TrustDomain),
     /// It does not lead to a root of the cluster's trust domain.
     #[error("it does not lead to a root of {trust_domain}: {source}")]
     NoPath {

@@ -5,6 +5,7 @@ use federator_core::bundle::TrustBundle;
 use federator_core::cert;
 use federator_core::csr::CsrInfo;
 use federator_core::key::PrivateKey;
+use federator_core::name_constraint::Constraint;
 use federator_core::{policy, verify};
 use time::OffsetDateTime;
 
@@ -23,12 +24,14 @@ pub enum SignedStep {
     Refuse(Problem),
 }
 
-/// Decides what to do with the hub's answer.
+/// Decides what to do with the hub's answer. `ztunnel`: whether the cluster runs ztunnel
+/// (ambient mode), which rules out a cluster CA with the trust-domain name constraint.
 pub fn signed_step(
     spec: &ClusterTrustSpec,
     identity: &Identity,
     bundle: &TrustBundle,
     material: &AgentMaterial,
+    ztunnel: bool,
     now: OffsetDateTime,
 ) -> SignedStep {
     let (Some(signed), Some(pending)) = (&spec.signed, &material.pending) else {
@@ -50,7 +53,7 @@ pub fn signed_step(
         Ok(d) if d == signed.csr_digest => {}
         _ => return SignedStep::Nothing,
     }
-    match validate_chain(&signed.chain_pem, pending, identity, bundle, now) {
+    match validate_chain(&signed.chain_pem, pending, identity, bundle, ztunnel, now) {
         Ok(()) => SignedStep::Install(InstalledMaterial {
             key_pem: pending.key_pem.clone(),
             chain_pem: signed.chain_pem.clone(),
@@ -63,23 +66,36 @@ pub fn signed_step(
     }
 }
 
+/// Whether the first certificate of a PEM chain carries the trust-domain name constraint.
+pub fn constrained(chain_pem: &str) -> bool {
+    federator_core::name_constraint::of_chain(chain_pem).is_ok_and(|c| c != Constraint::None)
+}
+
 /// Checks a signed chain against the pending key and CSR: the cluster CA carries the CSR's
 /// public key (and so matches the key), has the policy's shape (CA, path length 0,
-/// keyCertSign, exactly the trust domain's SPIFFE ID) and is valid now, and the chain leads to
-/// a root of the cluster's own trust domain in the bundle under istiod's rules.
+/// keyCertSign, exactly the trust domain's SPIFFE ID, no name constraint or the one binding it
+/// to that trust domain — and not that one when the cluster runs ztunnel) and is valid now,
+/// and the chain leads to a root of the cluster's own trust domain in the bundle under
+/// istiod's rules.
 pub fn validate_chain(
     chain_pem: &str,
     pending: &Pending,
     identity: &Identity,
     bundle: &TrustBundle,
+    ztunnel: bool,
     now: OffsetDateTime,
 ) -> Result<(), ChainRefusal> {
     let chain = cert::parse_pem_certificates(chain_pem.as_bytes(), "spec.signed.chainPem")
         .map_err(ChainRefusal::Unreadable)?;
     let (ca, above) = chain.split_first().ok_or(ChainRefusal::Empty)?;
     let csr = CsrInfo::parse(pending.csr_pem.as_bytes()).map_err(ChainRefusal::Unreadable)?;
-    policy::check_issued(ca, &csr.public_key_info, &identity.trust_domain, now)
+    let constraint = policy::check_issued(ca, &csr.public_key_info, &identity.trust_domain, now)
         .map_err(ChainRefusal::Policy)?;
+    if ztunnel && constraint != Constraint::None {
+        return Err(ChainRefusal::ConstrainedWithZtunnel(
+            identity.trust_domain.clone(),
+        ));
+    }
     let key = PrivateKey::from_pem(pending.key_pem.expose().as_bytes(), "pending key")
         .map_err(ChainRefusal::Unreadable)?;
     let parsed = cert::parse_der(ca).map_err(ChainRefusal::Unreadable)?;
@@ -126,12 +142,12 @@ mod tests {
         };
         // No answer yet.
         assert!(matches!(
-            signed_step(&s, &id, &bundle, &material, now),
+            signed_step(&s, &id, &bundle, &material, false, now),
             SignedStep::Nothing
         ));
         // A valid answer.
         let good = sign(&root, &pending, "east", "east.local");
-        match signed_step(&with(good.clone()), &id, &bundle, &material, now) {
+        match signed_step(&with(good.clone()), &id, &bundle, &material, false, now) {
             SignedStep::Install(i) => {
                 assert_eq!(i.key_pem, pending.key_pem);
                 assert_eq!(i.chain_pem, good.chain_pem);
@@ -143,7 +159,7 @@ mod tests {
         let mut stale = good.clone();
         stale.csr_digest = "00".repeat(32);
         assert!(matches!(
-            signed_step(&with(stale), &id, &bundle, &material, now),
+            signed_step(&with(stale), &id, &bundle, &material, false, now),
             SignedStep::Nothing
         ));
         // Already installed.
@@ -156,14 +172,14 @@ mod tests {
             }),
         };
         assert!(matches!(
-            signed_step(&with(good.clone()), &id, &bundle, &installed, now),
+            signed_step(&with(good.clone()), &id, &bundle, &installed, false, now),
             SignedStep::Nothing
         ));
         // The same CSR signed again (another serial, the same key): the hub's current answer
         // replaces the installed one.
         let again = sign(&root, &pending, "east", "east.local");
         assert_ne!(again.chain_pem, good.chain_pem);
-        match signed_step(&with(again.clone()), &id, &bundle, &installed, now) {
+        match signed_step(&with(again.clone()), &id, &bundle, &installed, false, now) {
             SignedStep::Install(i) => {
                 assert_eq!(i.key_pem, pending.key_pem);
                 assert_eq!(i.chain_pem, again.chain_pem);
@@ -178,6 +194,7 @@ mod tests {
             &id,
             &bundle,
             &material,
+            false,
             now,
         ) {
             SignedStep::Refuse(why) => why.to_string(),
@@ -200,8 +217,42 @@ mod tests {
         let mut garbage = good.clone();
         garbage.chain_pem = "not a chain".into();
         assert!(matches!(
-            signed_step(&with(garbage), &id, &bundle, &material, now),
+            signed_step(&with(garbage), &id, &bundle, &material, false, now),
             SignedStep::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn a_constrained_chain_installs_unless_the_cluster_runs_ztunnel() {
+        let now = OffsetDateTime::now_utc();
+        let root = root_ca("east root");
+        let s = spec_with_bundle(&[("east.local", &root)], 1);
+        let id = identity(&s, None).unwrap();
+        let bundle = crate::logic::cacerts::bundle_from_spec(&s).unwrap();
+        let pending = fresh_pending(&id, KeyAlgorithm::EcdsaP256, 1).unwrap();
+        let material = AgentMaterial {
+            pending: Some(pending.clone()),
+            installed: None,
+        };
+        let mut with = s.clone();
+        with.signed = Some(sign_constrained(&root, &pending, "east", "east.local"));
+        match signed_step(&with, &id, &bundle, &material, false, now) {
+            SignedStep::Install(i) => assert_eq!(i.generation, 1),
+            other => panic!("{other:?}"),
+        }
+        match signed_step(&with, &id, &bundle, &material, true, now) {
+            SignedStep::Refuse(why) => {
+                let why = why.to_string();
+                assert!(why.contains("ztunnel"), "{why}");
+                assert!(why.contains("constrainToTrustDomain"), "{why}");
+            }
+            other => panic!("installed a constrained CA next to ztunnel: {other:?}"),
+        }
+        // An unconstrained chain is fine with ztunnel.
+        with.signed = Some(sign(&root, &pending, "east", "east.local"));
+        assert!(matches!(
+            signed_step(&with, &id, &bundle, &material, true, now),
+            SignedStep::Install(_)
         ));
     }
 }

@@ -25,6 +25,17 @@ pub fn sign(root: &IssuingCa, pending: &Pending, cluster: &str, td: &str) -> Sig
     )
 }
 
+/// The hub's answer to `pending` under the policy with the trust-domain name constraint.
+pub fn sign_constrained(root: &IssuingCa, pending: &Pending, cluster: &str, td: &str) -> SignedCa {
+    exchange::signed(
+        root,
+        &pending.csr_pem,
+        pending.generation,
+        (cluster, td),
+        Hub::Constrained,
+    )
+}
+
 /// A rogue answer: the CSR's public key certified for trust domain `td`, whatever the CSR asked.
 pub fn sign_unchecked(root: &IssuingCa, pending: &Pending, cluster: &str, td: &str) -> SignedCa {
     exchange::signed(

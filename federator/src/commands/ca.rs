@@ -98,7 +98,10 @@ pub fn issue(args: &CaIssueArgs) -> Result<String> {
         }
     };
     let csr = CsrInfo::parse(&csr_text)?;
-    let policy = SigningPolicy { ttl: args.ttl };
+    let policy = SigningPolicy {
+        ttl: args.ttl,
+        constrain_to_trust_domain: args.constrain_to_trust_domain,
+    };
     let issued = policy.sign(&root, &csr, &request, now)?;
     let mut bundle = TrustBundle::new();
     bundle.add(&request.trust_domain, root.root_der().to_vec())?;
@@ -128,11 +131,16 @@ pub fn issue(args: &CaIssueArgs) -> Result<String> {
 
     let info = &issued.info;
     let mut msg = format!(
-        "cluster CA for {} written to {}\n  subject:       {}\n  trust domain:  {}\n  serial:        {}\n  expires:       {}\n",
+        "cluster CA for {} written to {}\n  subject:       {}\n  trust domain:  {}{}\n  serial:        {}\n  expires:       {}\n",
         request.cluster,
         target.display(),
         info.subject,
         request.trust_domain,
+        if policy.constrain_to_trust_domain {
+            " (URI name constraint: only its identities)"
+        } else {
+            ""
+        },
         info.serial,
         info.not_after
     );
@@ -201,6 +209,12 @@ pub fn render_inspection(r: &Inspection) -> String {
                 .unwrap_or_else(|| "none".into()),
             ca.key_usage.join(",")
         );
+        if let Some(nc) = &ca.name_constraint {
+            let _ = writeln!(
+                s,
+                "  names:         URI constrained to {nc} (sidecar meshes only: ztunnel rejects it)"
+            );
+        }
     }
     let list = |s: &mut String, title: &str, certs: &[CertInfo]| {
         let _ = writeln!(s, "{title}");
@@ -231,9 +245,14 @@ pub fn render_inspection(r: &Inspection) -> String {
         list(&mut s, &format!("Roots ({})", cacerts::ROOT_CERT), &r.roots);
     }
     if let Some(id) = &r.workload_check {
+        let by = if r.ca.as_ref().is_some_and(|c| c.name_constraint.is_some()) {
+            "federator's chain rules and the URI name constraint; rustls-webpki refuses URI name constraints"
+        } else {
+            "rustls-webpki"
+        };
         let _ = writeln!(
             s,
-            "Workload check: a certificate for {id} minted from this material verifies against {} (rustls-webpki)",
+            "Workload check: a certificate for {id} minted from this material verifies against {} ({by})",
             cacerts::ROOT_CERT
         );
     }

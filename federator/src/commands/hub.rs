@@ -82,6 +82,7 @@ pub async fn init(source: &ClientSource, args: Box<InitArgs>) -> Result<()> {
             cluster_ca_ttl: args.cluster_ca_ttl,
             renew_at_percent: args.renew_at_percent,
             key_algorithm: args.key_algorithm,
+            constrain_to_trust_domain: args.constrain_to_trust_domain,
         },
     )
     .await?;

@@ -53,6 +53,8 @@ pub struct InitOptions {
     pub renew_at_percent: u8,
     /// Key algorithm of cluster CA keys.
     pub key_algorithm: KeyAlgorithm,
+    /// Put the trust-domain URI name constraint on every cluster CA.
+    pub constrain_to_trust_domain: bool,
 }
 
 /// What `init` did.
@@ -66,12 +68,18 @@ pub struct InitReport {
     pub bootstrap: Vec<String>,
 }
 
+/// Why the trust-domain name constraint and the `vault` backend do not go together.
+pub const VAULT_CONSTRAINT: &str = "--constrain-to-trust-domain cannot be used with --root vault: Vault signs the cluster CAs and its PKI cannot add a URI name constraint; use --root local or --root import, or leave the constraint off";
+
 /// Initialises the hub. Idempotent; refuses to change an existing federation's root.
 pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
     if !(1..=99).contains(&opts.renew_at_percent) {
         return Err(Error::Usage(
             "--renew-at-percent must be between 1 and 99".into(),
         ));
+    }
+    if opts.constrain_to_trust_domain && matches!(opts.root, RootChoice::Vault { .. }) {
+        return Err(Error::Usage(VAULT_CONSTRAINT.into()));
     }
     // Validate and build the root material before touching the cluster.
     let mut bootstrap_report = Vec::new();
@@ -112,6 +120,7 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
         cluster_ca_ttl: opts.cluster_ca_ttl.into(),
         renew_at_percent: opts.renew_at_percent,
         key_algorithm: opts.key_algorithm,
+        constrain_to_trust_domain: opts.constrain_to_trust_domain,
         local_roots: match &opts.root {
             RootChoice::Local { options, .. } => LocalRootSettings {
                 key_algorithm: Some(options.key_algorithm),
@@ -137,10 +146,15 @@ pub async fn init(hub: &Client, opts: InitOptions) -> Result<InitReport> {
                 )
             } else {
                 format!(
-                    "the federation already exists with other settings (cluster CA TTL {}, renew at {}%, key {}); edit them with `kubectl edit federation {} -n {}`",
+                    "the federation already exists with other settings (cluster CA TTL {}, renew at {}%, key {}, trust-domain name constraint {}); edit them with `kubectl edit federation {} -n {}`",
                     existing.spec.cluster_ca_ttl,
                     existing.spec.renew_at_percent,
                     existing.spec.key_algorithm,
+                    if existing.spec.constrain_to_trust_domain {
+                        "on"
+                    } else {
+                        "off"
+                    },
                     names::FEDERATION,
                     names::NAMESPACE
                 )

@@ -42,6 +42,13 @@ pub fn chain_root_sha256(chain_pem: &str) -> Option<String> {
         .map(|d| federator_core::cert::fingerprint(d))
 }
 
+/// Whether the first certificate of a PEM chain (the cluster CA) carries the trust-domain name
+/// constraint (`None` when it cannot be read).
+pub fn chain_constrained(chain_pem: &str) -> Option<bool> {
+    use federator_core::name_constraint::{Constraint, of_chain};
+    of_chain(chain_pem).ok().map(|c| c != Constraint::None)
+}
+
 /// NotBefore of the first certificate of a chain (the cluster CA).
 pub fn chain_not_before(
     chain_pem: &str,

@@ -119,7 +119,7 @@ mod tests {
         let (key, csr) =
             federator_core::csr::generate_cluster_csr(&name, &td, KeyAlgorithm::EcdsaP256).unwrap();
         let csr = federator_core::csr::CsrInfo::parse(csr.as_bytes()).unwrap();
-        let issued = SigningPolicy { ttl }
+        let issued = SigningPolicy::with_ttl(ttl)
             .sign(
                 root,
                 &csr,

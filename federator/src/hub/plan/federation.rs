@@ -16,8 +16,8 @@ use federator_api::events::{Note, reasons as events};
 use federator_api::fields;
 use federator_api::foreign::ForeignTrustDomain;
 use federator_api::hub::{
-    FederationSpec, FederationStatus, MemberCluster, RootStatus, RotationPhase, RotationStatus,
-    RotationWait, WaitReason,
+    FederationSpec, FederationStatus, MemberCluster, RootStatus, RootType, RotationPhase,
+    RotationStatus, RotationWait, WaitReason,
 };
 use federator_api::member::BundleEntry;
 use federator_api::names;
@@ -84,7 +84,13 @@ pub struct Desired {
     /// Members whose cluster CA an operator asked to re-issue: the serial to replace
     /// (`federator renew cluster`, the `MemberCluster`'s `federator.io/reissue-serial`).
     pub reissue: BTreeMap<String, String>,
+    /// Bind cluster CAs to their trust domain with a URI name constraint (the spec's
+    /// `constrainToTrustDomain`, in effect with the `local` and `import` backends only).
+    pub constrain_to_trust_domain: bool,
 }
+
+/// Why `spec.constrainToTrustDomain` is not in effect with the `vault` backend.
+pub const VAULT_CONSTRAINT_IGNORED: &str = "spec.constrainToTrustDomain is not in effect: with the vault backend Vault signs the cluster CAs and its PKI cannot add a URI name constraint; set it to false, or use the local or import backend";
 
 /// The trust domains of the members, sorted, each once (invalid ones are skipped: `join`
 /// validates them, so only a hand-made object has one).
@@ -292,16 +298,30 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
             roots_pem: bundle.domain_pem(td),
         })
         .collect();
+    let constraint_ignored =
+        inp.spec.constrain_to_trust_domain && inp.spec.root.type_ == RootType::Vault;
     let status = FederationStatus {
-        conditions: condition::set(
-            &previous.conditions,
-            types::READY,
-            true,
-            reasons::SYNCED,
-            "",
-            &fields::time(inp.now),
-            inp.generation,
-        ),
+        conditions: if constraint_ignored {
+            condition::set(
+                &previous.conditions,
+                types::READY,
+                false,
+                reasons::INVALID_SPEC,
+                VAULT_CONSTRAINT_IGNORED,
+                &fields::time(inp.now),
+                inp.generation,
+            )
+        } else {
+            condition::set(
+                &previous.conditions,
+                types::READY,
+                true,
+                reasons::SYNCED,
+                "",
+                &fields::time(inp.now),
+                inp.generation,
+            )
+        },
         roots,
         bundle_digest: digest,
         bundle_generation,
@@ -316,6 +336,7 @@ pub fn plan(inp: &Inputs<'_>) -> federator_core::Result<Plan> {
         foreign,
         bundle_generation,
         key_algorithm: inp.spec.key_algorithm.to_string(),
+        constrain_to_trust_domain: inp.spec.constrain_to_trust_domain && !constraint_ignored,
         renew_at_percent: inp.spec.renew_at_percent,
         cluster_ca_ttl: inp.spec.cluster_ca_ttl.get(),
         signing_roots: signing_under(&inp.signer.roots, &not_trusted_yet),

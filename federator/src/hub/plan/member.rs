@@ -10,7 +10,7 @@ use federator_api::hub::{MemberClusterStatus, MemberRemoteSecrets};
 use federator_api::member::{ClusterTrust, ClusterTrustSpec, CsrStatus};
 use time::OffsetDateTime;
 
-use super::chain::{chain_not_before, chain_root_sha256};
+use super::chain::{chain_constrained, chain_not_before, chain_root_sha256};
 use super::federation::Desired;
 
 /// Why the hub asks the agent for a new CSR generation.
@@ -24,6 +24,9 @@ pub enum CsrRequest {
     Renewal,
     /// An operator asked for a re-issue (`federator renew cluster`).
     Reissue,
+    /// The federation's `constrainToTrustDomain` changed: the CA signed now has the other
+    /// shape.
+    PolicyChanged,
 }
 
 /// The plan for one member.
@@ -37,6 +40,8 @@ pub struct MemberPlan {
     pub request: Option<CsrRequest>,
     /// When to look again even if nothing changes (renewal time).
     pub wake_at: Option<OffsetDateTime>,
+    /// Whether cluster CAs are signed with the trust-domain name constraint.
+    pub constrained: bool,
 }
 
 impl MemberPlan {
@@ -66,6 +71,15 @@ impl MemberPlan {
                 "Renew",
                 format!(
                     "re-issue of cluster CA {} requested; asked for CSR generation {generation} (a fresh key in the member)",
+                    previous.signed.as_ref().map(|s| s.serial.as_str()).unwrap_or("?")
+                ),
+            )),
+            Some(CsrRequest::PolicyChanged) => notes.push(Note::normal(
+                events::REISSUE_REQUESTED,
+                "Renew",
+                format!(
+                    "the federation's trust-domain name constraint was turned {}; asked for CSR generation {generation} to re-issue cluster CA {}",
+                    if self.constrained { "on" } else { "off" },
                     previous.signed.as_ref().map(|s| s.serial.as_str()).unwrap_or("?")
                 ),
             )),
@@ -151,6 +165,17 @@ pub fn plan_member(
         request = Some(CsrRequest::Reissue);
     }
 
+    // The name constraint was turned on or off: the CA signed now has the other shape.
+    if sign.is_none()
+        && request.is_none()
+        && let Some(signed) = &spec.signed
+        && signed.generation == spec.csr_generation
+        && chain_constrained(&signed.chain_pem) == Some(!desired.constrain_to_trust_domain)
+    {
+        spec.csr_generation += 1;
+        request = Some(CsrRequest::PolicyChanged);
+    }
+
     let mut wake_at = None;
     if sign.is_none()
         && let Some(signed) = &spec.signed
@@ -170,6 +195,7 @@ pub fn plan_member(
         sign,
         request,
         wake_at,
+        constrained: desired.constrain_to_trust_domain,
     }
 }
 

@@ -145,7 +145,7 @@ async fn issue(
     let csr = CsrInfo::parse(csr_pem.as_bytes())?;
     let issued = signer
         .sign(&Ask {
-            policy: &SigningPolicy { ttl },
+            policy: &SigningPolicy::with_ttl(ttl),
             csr: &csr,
             request: &ClusterCaRequest {
                 cluster: name,

@@ -203,6 +203,7 @@ impl Member {
             .ok_or_else(|| Error::Refused("the signer is not loaded yet".into()))?;
         let policy = SigningPolicy {
             ttl: desired.cluster_ca_ttl,
+            constrain_to_trust_domain: desired.constrain_to_trust_domain,
         };
         let ask = Ask {
             policy: &policy,
