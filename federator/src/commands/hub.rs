@@ -52,6 +52,10 @@ fn read_ca(cert: &Path, key: &Path, what: &str) -> Result<(Vec<u8>, Vec<u8>)> {
 /// `federator init`
 pub async fn init(source: &ClientSource, args: Box<InitArgs>) -> Result<()> {
     let args = *args;
+    // Before the Vault settings are read: whatever they are, the combination is refused.
+    if args.constrain_to_trust_domain && args.root == RootKind::Vault {
+        return Err(Error::Usage(hub_init::VAULT_CONSTRAINT.into()));
+    }
     let root = match args.root {
         RootKind::Local => hub_init::RootChoice::Local {
             trust_domain: args.trust_domain,

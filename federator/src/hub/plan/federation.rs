@@ -567,6 +567,46 @@ mod tests {
     }
 
     #[test]
+    fn the_name_constraint_is_in_effect_except_with_vault() {
+        let a = pki::root("a");
+        let members = [member("c1", "a.local", 0, "", false)];
+        let signer = view(&[("a.local", &a)]);
+        let planned = |type_: RootType, constrain: bool| {
+            let mut spec = spec();
+            spec.root.type_ = type_;
+            spec.constrain_to_trust_domain = constrain;
+            plan(&Inputs {
+                spec: &spec,
+                previous: None,
+                generation: Some(1),
+                members: &members,
+                signer: &signer,
+                foreign: &[],
+                min_drain: Duration::ZERO,
+                now: t(NOW),
+            })
+            .unwrap()
+        };
+        for type_ in [RootType::Local, RootType::Import] {
+            let p = planned(type_, true);
+            assert!(p.desired.constrain_to_trust_domain);
+            assert!(condition::is_true(&p.status.conditions, types::READY));
+            assert!(!planned(type_, false).desired.constrain_to_trust_domain);
+        }
+        // With Vault: not in effect, and the Federation says why and what to do.
+        let p = planned(RootType::Vault, true);
+        assert!(!p.desired.constrain_to_trust_domain);
+        let ready = condition::find(&p.status.conditions, types::READY).unwrap();
+        assert_eq!(ready.status, condition::FALSE);
+        assert_eq!(ready.reason, reasons::INVALID_SPEC);
+        assert_eq!(ready.message, VAULT_CONSTRAINT_IGNORED);
+        assert!(condition::is_true(
+            &planned(RootType::Vault, false).status.conditions,
+            types::READY
+        ));
+    }
+
+    #[test]
     fn trust_domains_are_sorted_unique_and_valid() {
         let members = [
             member("c2", "b.local", 0, "", false),

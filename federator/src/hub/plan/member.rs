@@ -557,6 +557,60 @@ mod tests {
     }
 
     #[test]
+    fn turning_the_name_constraint_on_or_off_reissues_the_ca_signed_now() {
+        use federator_testkit::pki;
+        let root = pki::root("td root");
+        let chain = |constrained: bool| {
+            let (_, pem) = pki::csr("c1", "td");
+            let csr = federator_core::csr::CsrInfo::parse(pem.as_bytes()).unwrap();
+            let policy = if constrained {
+                pki::constrained_policy()
+            } else {
+                federator_core::policy::SigningPolicy::default()
+            };
+            pki::sign_with(&policy, &root, &csr, "c1", "td").chain_pem
+        };
+        let on = Desired {
+            constrain_to_trust_domain: true,
+            ..Desired::default()
+        };
+        let off = Desired::default();
+        for (signed_constrained, desired, reissue) in [
+            (false, &on, true),
+            (true, &off, true),
+            (true, &on, false),
+            (false, &off, false),
+        ] {
+            let mut c = ct(1, Some((1, "a")), Some(("a", 1, "2027-01-01T00:00:00Z")));
+            if let Some(s) = c.spec.signed.as_mut() {
+                s.chain_pem = chain(signed_constrained);
+            }
+            let p = plan(&c, desired);
+            let expected = reissue.then_some(CsrRequest::PolicyChanged);
+            assert_eq!(p.request, expected, "signed {signed_constrained}");
+            assert_eq!(p.spec.csr_generation, if reissue { 2 } else { 1 });
+            if reissue {
+                let notes = p.notes(&c.spec);
+                let turned = if desired.constrain_to_trust_domain {
+                    "on"
+                } else {
+                    "off"
+                };
+                assert!(
+                    notes.iter().any(|n| n
+                        .message
+                        .contains(&format!("name constraint was turned {turned}"))),
+                    "{notes:?}"
+                );
+            }
+            // Already re-issuing (the generation is ahead): no second bump.
+            let mut ahead = c.clone();
+            ahead.spec.csr_generation = 2;
+            assert_eq!(plan(&ahead, desired).request, None);
+        }
+    }
+
+    #[test]
     fn plan_is_stable_when_nothing_changed() {
         let d = Desired {
             bundle: vec![BundleEntry {

@@ -134,6 +134,7 @@ fn fixture(signer_loaded: bool) -> Fixture {
         endpoint_roots: Default::default(),
         resign: Default::default(),
         reissue: Default::default(),
+        constrain_to_trust_domain: false,
     });
     if signer_loaded {
         let mut roots = LocalRoots::default();

@@ -1,0 +1,3 @@
+module federator.dev/tools/x509verify
+
+go 1.26
