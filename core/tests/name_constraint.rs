@@ -2,6 +2,8 @@
 //! Envoy's BoringSSL shares its name-constraint rules with), rustls-webpki (ztunnel's), and
 //! federator's own checks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
