@@ -190,25 +190,37 @@ pub async fn credential_works(member: &Client) -> Result<()> {
         .map_err(|e| Error::kube("read ClusterTrust with the hub's credential", e))
 }
 
+/// The label selector of the Secrets federator manages on the hub (stored credentials,
+/// reader kubeconfigs).
+pub fn managed_selector() -> String {
+    format!(
+        "{}={}",
+        names::MANAGED_BY_LABEL.0,
+        names::MANAGED_BY_LABEL.1
+    )
+}
+
 /// The reader kubeconfigs stored on the hub (`federator-reader-<cluster>`): cluster →
 /// kubeconfig, for every member that takes part in discovery and has one yet.
 pub async fn reader_kubeconfigs(
     hub: &Client,
 ) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
     let api: Api<Secret> = Api::namespaced(hub.clone(), names::NAMESPACE);
-    let selector = format!(
-        "{}={}",
-        names::MANAGED_BY_LABEL.0,
-        names::MANAGED_BY_LABEL.1
-    );
     let list = api
-        .list(&kube::api::ListParams::default().labels(&selector))
+        .list(&kube::api::ListParams::default().labels(&managed_selector()))
         .await
         .map_err(|e| Error::kube("list the reader credentials", e))?;
-    Ok(list
-        .items
+    Ok(reader_kubeconfigs_in(&list.items))
+}
+
+/// The reader kubeconfigs among `secrets` (the hub's managed Secrets): cluster → kubeconfig.
+pub fn reader_kubeconfigs_in<S: std::borrow::Borrow<Secret>>(
+    secrets: &[S],
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    secrets
         .iter()
-        .filter_map(|s| {
+        .map(std::borrow::Borrow::borrow)
+        .filter_map(|s: &Secret| {
             let cluster = s
                 .metadata
                 .name
@@ -217,7 +229,7 @@ pub async fn reader_kubeconfigs(
             let kubeconfig = plumbing::secret_data(s).remove(names::KUBECONFIG_KEY)?;
             Some((cluster.to_owned(), kubeconfig))
         })
-        .collect())
+        .collect()
 }
 
 /// Reads a member's stored credential from the hub.
@@ -226,13 +238,15 @@ pub async fn stored_kubeconfig(
     secret_name: &str,
 ) -> Result<Option<StoredCredential>> {
     let api: Api<Secret> = Api::namespaced(hub.clone(), names::NAMESPACE);
-    let Some(secret) = api
-        .get_opt(secret_name)
+    api.get_opt(secret_name)
         .await
         .map_err(|e| Error::kube("read a member credential", e))?
-    else {
-        return Ok(None);
-    };
+        .map(|secret| stored_in(&secret, secret_name))
+        .transpose()
+}
+
+/// The stored credential (or reader kubeconfig) a Secret named `secret_name` holds.
+pub fn stored_in(secret: &Secret, secret_name: &str) -> Result<StoredCredential> {
     let kubeconfig = secret
         .data
         .as_ref()
@@ -254,11 +268,11 @@ pub async fn stored_kubeconfig(
                 OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
             })
     };
-    Ok(Some(StoredCredential {
+    Ok(StoredCredential {
         kubeconfig: kubeconfig.into(),
         issued: time_of(TOKEN_ISSUED_ANNOTATION),
         expires: time_of(TOKEN_EXPIRES_ANNOTATION),
-    }))
+    })
 }
 
 /// Stores (creates or replaces) a member's kubeconfig on the hub.

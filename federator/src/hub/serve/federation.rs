@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -64,7 +64,9 @@ pub async fn run(shared: Arc<Shared>) -> Result<()> {
             watcher(
                 Api::<MemberCluster>::namespaced(client.clone(), names::NAMESPACE),
                 watcher::Config::default(),
-            ),
+            )
+            // managedFields are not needed and would be kept N times.
+            .modify(|m| m.managed_fields_mut().clear()),
         ),
         format!("MemberClusters in {}", names::NAMESPACE),
     );
@@ -109,6 +111,10 @@ pub async fn run(shared: Arc<Shared>) -> Result<()> {
         Ok(Some(_)) => {}
         Err(e) => warn!(error = %e, "cannot read the Federation yet; the watch retries"),
     }
+    // The member controllers read their `MemberCluster` from this store too (a second
+    // `serve::federation::run` in one process would keep the first store: they are the same
+    // watch).
+    let _ = shared.member_objects.set(members.clone());
     let ctx = Arc::new(Context {
         roots: RootStore::new(client.clone()),
         shared,

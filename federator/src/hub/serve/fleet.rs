@@ -52,6 +52,7 @@ impl Fleet {
             .metrics
             .retain_members(&wanted.keys().cloned().collect::<Vec<_>>());
         *super::lock(&shared.members) = wanted.keys().cloned().collect();
+        super::lock(&shared.status_written).retain(|name, _| wanted.contains_key(name));
         let mut tasks = super::lock(&self.tasks);
         let running: BTreeMap<String, MemberClusterSpec> = tasks
             .iter()

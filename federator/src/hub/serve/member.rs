@@ -246,8 +246,10 @@ impl Member {
     ) -> Result<(String, Option<OffsetDateTime>)> {
         let hub = &self.shared.client;
         let secret = names::reader_credential_secret(&self.name);
-        let stored = member_access::stored_kubeconfig(hub, &secret).await?;
         let renew_after = self.shared.opts.reader_token_renew_after;
+        let not_due =
+            |s: &StoredCredential| s.renew_at_or_after(renew_after).is_none_or(|due| now < due);
+        let stored = self.shared.stored_credential(&secret, not_due).await?;
         // The stored token while it is not due (`Some(when it is due)`), else a new one.
         let current = stored.and_then(|s| {
             let due = s.renew_at_or_after(renew_after);
@@ -278,11 +280,15 @@ impl Member {
                         federator_core::cert::rfc3339(expires)
                     ),
                 ));
-                self.shared.readers.send_modify(|g| *g = g.wrapping_add(1));
+                if self.shared.managed_secrets.get().is_none() {
+                    // Without the store (its first list is not in yet) nothing else tells the
+                    // other members; with it, the store's watch does once it holds the token.
+                    self.shared.readers.send_modify(|g| *g = g.wrapping_add(1));
+                }
                 Some(member_access::renewal_due(now, expires, renew_after))
             }
         };
-        let readers = member_access::reader_kubeconfigs(hub).await?;
+        let readers = self.shared.reader_kubeconfigs().await?;
         let members = super::lock(&self.shared.members).clone();
         let peers = plan::peers::plan(&self.name, &readers, &members, ct);
         if peers.write {
@@ -420,7 +426,13 @@ pub async fn reconcile(_trigger: Arc<ClusterTrust>, member: Arc<Member>) -> Resu
 
     // 5. The stored credential, read fresh: renew it when due; reload it when it changed (a
     // re-join or another replica's renewal).
-    match member_access::stored_kubeconfig(&m.shared.client, &m.spec.credential_secret).await? {
+    let settled =
+        |s: &StoredCredential| !s.needs_renewal(now) && !s.kubeconfig_differs(&m.credential);
+    match m
+        .shared
+        .stored_credential(&m.spec.credential_secret, settled)
+        .await?
+    {
         Some(stored) if stored.needs_renewal(now) => match m.renew_credential(&stored).await {
             Ok(expires) => {
                 notes.push(Note::normal(
@@ -526,11 +538,7 @@ async fn report_status(
     notes: &[Note],
 ) -> Result<()> {
     let api: Api<MemberCluster> = Api::namespaced(shared.client.clone(), names::NAMESPACE);
-    let Some(current) = api
-        .get_opt(name)
-        .await
-        .map_err(|e| Error::kube("read MemberCluster", e))?
-    else {
+    let Some(current) = current_member_cluster(shared, &api, name).await? else {
         return Ok(());
     };
     let status = plan::member::member_status(
@@ -547,17 +555,51 @@ async fn report_status(
     );
     shared.metrics.set_member(name, &status);
     if current.status.as_ref() != Some(&status) {
-        plumbing::apply_status(&api, name, &status, names::HUB_FIELD_MANAGER)
+        let written = plumbing::apply_status(&api, name, &status, names::HUB_FIELD_MANAGER)
             .await
             .map_err(|e| Error::kube("update a MemberCluster status", e))?;
+        super::lock(&shared.status_written).insert(
+            name.to_owned(),
+            (current.metadata.resource_version.clone(), Arc::new(written)),
+        );
         federator_api::failpoint!("hub.after-member-status");
     }
     let reference = current.object_ref(&());
-    let reported = current.status.map(|s| s.problems).unwrap_or_default();
+    let reported = current
+        .status
+        .as_ref()
+        .map(|s| s.problems.clone())
+        .unwrap_or_default();
     for note in notes.iter().filter(|n| n.is_news(&reported)) {
         shared.events.publish(&reference, note).await;
     }
     Ok(())
+}
+
+/// The member's `MemberCluster` as it is now: from the federation controller's store (no
+/// request), or the result of this hub's last status write while the store still shows the
+/// version that write replaced; read fresh when the store is not there yet or lacks it.
+async fn current_member_cluster(
+    shared: &Shared,
+    api: &Api<MemberCluster>,
+    name: &str,
+) -> Result<Option<Arc<MemberCluster>>> {
+    let stored = shared.member_objects.get().and_then(|store| {
+        store.get(&kube::runtime::reflector::ObjectRef::new(name).within(names::NAMESPACE))
+    });
+    let Some(stored) = stored else {
+        return Ok(api
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube("read MemberCluster", e))?
+            .map(Arc::new));
+    };
+    Ok(Some(match super::lock(&shared.status_written).get(name) {
+        Some((replaced, written)) if stored.metadata.resource_version == *replaced => {
+            written.clone()
+        }
+        _ => stored,
+    }))
 }
 
 #[cfg(test)]

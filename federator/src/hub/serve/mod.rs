@@ -16,6 +16,8 @@
 //!   replica that loses it exits, so its supervisor restarts it as a follower. On SIGTERM the
 //!   leader stops its controllers and releases the Lease, and a standby that sees it released
 //!   takes it at once (not after the lease duration); the process exits 0.
+//! * [`secrets`]: the hub's managed Secrets (stored credentials, reader kubeconfigs) in a
+//!   watch-fed store the member controllers read.
 //! * [`bundle_endpoint`]: with `--bundle-endpoint-addr`, every replica serves the
 //!   federation's SPIFFE bundles, leader or not; with `https_spiffe` the leader keeps the
 //!   endpoint's X509-SVID ([`endpoint_svid`]).
@@ -28,11 +30,13 @@ pub mod foreign;
 pub mod member;
 pub mod metrics;
 pub mod probes;
+pub mod secrets;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use federator_api::events::Events;
+use federator_api::hub::MemberCluster;
 use federator_api::names;
 use federator_api::plumbing::Backoff;
 use kube::Client;
@@ -88,6 +92,16 @@ pub struct Shared {
     /// controller's restarts.
     pub sign_budgets:
         Mutex<std::collections::BTreeMap<String, crate::hub::plan::sign_budget::Budget>>,
+    /// The federation controller's store of the `MemberCluster`s (set once it runs): the
+    /// member controllers read their object from it instead of the hub's API.
+    pub member_objects: std::sync::OnceLock<kube::runtime::reflector::Store<MemberCluster>>,
+    /// Per member, the `MemberCluster` its last status write returned and the
+    /// resourceVersion that write replaced: while the store still shows that version, the
+    /// write's result is the current object.
+    pub status_written: Mutex<StatusWrites>,
+    /// The hub's managed Secrets ([`secrets`]; set once the first list is in).
+    pub managed_secrets:
+        std::sync::OnceLock<kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Secret>>,
     /// The signer, loaded by the federation controller.
     signer: Mutex<Option<Arc<Signer>>>,
     /// Metrics.
@@ -97,6 +111,10 @@ pub struct Shared {
     /// Events on hub objects.
     pub events: Events,
 }
+
+/// Per member, the `MemberCluster` its last status write returned, and the resourceVersion
+/// that write replaced.
+pub type StatusWrites = std::collections::BTreeMap<String, (Option<String>, Arc<MemberCluster>)>;
 
 impl Shared {
     /// The shared state of a hub process.
@@ -118,6 +136,9 @@ impl Shared {
             readers: watch::Sender::new(0),
             members: Mutex::default(),
             sign_budgets: Mutex::default(),
+            member_objects: std::sync::OnceLock::new(),
+            status_written: Mutex::default(),
+            managed_secrets: std::sync::OnceLock::new(),
             signer: Mutex::new(None),
             metrics,
             probes,
@@ -409,6 +430,7 @@ async fn run(
     };
     tokio::select! {
         r = federation::run(shared.clone()) => r,
+        r = secrets::run(shared.clone()) => r,
         r = foreign::run(shared.clone()) => r,
         r = endpoint_svid => r,
     }
