@@ -30,11 +30,26 @@
 //!
 //! Publishing is best effort: a failure is logged and never fails a reconcile. A warning about
 //! a problem the object's status already reports is not published again ([`Note::is_news`]).
+//! The same note about the same object again within [`SERIES_TTL`] counts in the first one's
+//! `series`; a different note is a new Event, even with the same reason. (kube-runtime's
+//! `Recorder` keys its series without the note, so a second sentence with the same reason —
+//! "signed cluster CA 02" after "signed cluster CA 01" — only raised the count of the first
+//! and was never shown; this publisher keeps the note in the key.)
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::{Event, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use tracing::warn;
+
+/// How long the same note about the same object counts in one Event's series (kube-runtime's
+/// `Recorder` uses the same 6 minutes).
+pub const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
 
 /// Event reasons.
 pub mod reasons {
@@ -95,7 +110,7 @@ pub mod reasons {
 }
 
 /// How notable an event is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Severity {
     /// Something happened as it should.
     Normal,
@@ -145,28 +160,59 @@ impl Note {
     }
 }
 
+/// What identifies an Event's series: the object, and everything the Event says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    regarding: (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ),
+    severity: Severity,
+    reason: &'static str,
+    action: &'static str,
+    note: String,
+}
+
+/// An Event published, and its series so far.
+#[derive(Clone, Debug)]
+struct Published {
+    name: String,
+    namespace: String,
+    count: i32,
+    last: Instant,
+}
+
 /// Publishes events as one reporting controller.
 #[derive(Clone)]
 pub struct Events {
-    recorder: Recorder,
+    client: Client,
+    controller: String,
+    instance: String,
+    published: Arc<Mutex<HashMap<SeriesKey, Published>>>,
 }
 
 impl Events {
-    /// A publisher for `controller` (`federator` or `cluster-agent`) through `client`.
+    /// A publisher for `controller` (`federator` or `cluster-agent`) through `client`;
+    /// `instance` names the reporting instance (the controller's name without one).
     pub fn new(client: Client, controller: &str, instance: Option<String>) -> Self {
         Self {
-            recorder: Recorder::new(
-                client,
-                Reporter {
-                    controller: controller.to_owned(),
-                    instance,
-                },
-            ),
+            client,
+            controller: controller.to_owned(),
+            instance: instance.unwrap_or_else(|| controller.to_owned()),
+            published: Arc::default(),
         }
     }
 
     /// Publishes `note` about `object`; logs (and otherwise ignores) a failure.
     pub async fn publish(&self, object: &ObjectReference, note: &Note) {
+        if let Err(error) = self.try_publish(object, note).await {
+            warn!(reason = note.reason, %error, "cannot publish an event");
+        }
+    }
+
+    async fn try_publish(&self, object: &ObjectReference, note: &Note) -> kube::Result<()> {
         // The API caps a note at 1 kB.
         let mut message = note.message.clone();
         if message.len() > 1000 {
@@ -176,19 +222,90 @@ impl Events {
             }
             message.truncate(cut);
         }
-        let event = Event {
-            type_: match note.severity {
-                Severity::Normal => EventType::Normal,
-                Severity::Warning => EventType::Warning,
-            },
-            reason: note.reason.to_owned(),
-            note: Some(message),
-            action: note.action.to_owned(),
-            secondary: None,
+        let key = SeriesKey {
+            regarding: (
+                object.uid.clone(),
+                object.kind.clone(),
+                object.namespace.clone(),
+                object.name.clone(),
+            ),
+            severity: note.severity,
+            reason: note.reason,
+            action: note.action,
+            note: message.clone(),
         };
-        if let Err(error) = self.recorder.publish(&event, object).await {
-            warn!(reason = note.reason, %error, "cannot publish an event");
-        }
+        let now = Instant::now();
+        let known = {
+            let mut published = self
+                .published
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            published.retain(|_, p| now.duration_since(p.last) < SERIES_TTL);
+            published.get(&key).cloned()
+        };
+        let time = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        let published = match known {
+            Some(p) => {
+                let api: Api<Event> = Api::namespaced(self.client.clone(), &p.namespace);
+                let series = EventSeries {
+                    count: p.count + 1,
+                    last_observed_time: time,
+                };
+                let patch = serde_json::json!({ "series": series });
+                api.patch(&p.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                Published {
+                    count: p.count + 1,
+                    last: now,
+                    ..p
+                }
+            }
+            None => {
+                let namespace = object
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".to_owned());
+                let event = Event {
+                    metadata: ObjectMeta {
+                        // A name prefix may end in `-`, not `.`.
+                        generate_name: Some(format!(
+                            "{}-",
+                            object.name.as_deref().unwrap_or(&self.controller)
+                        )),
+                        namespace: Some(namespace.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    action: Some(note.action.to_owned()),
+                    reason: Some(note.reason.to_owned()),
+                    note: Some(message),
+                    event_time: Some(time),
+                    regarding: Some(object.clone()),
+                    reporting_controller: Some(self.controller.clone()),
+                    reporting_instance: Some(self.instance.clone()),
+                    type_: Some(
+                        match note.severity {
+                            Severity::Normal => "Normal",
+                            Severity::Warning => "Warning",
+                        }
+                        .to_owned(),
+                    ),
+                    ..Event::default()
+                };
+                let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+                let created = api.create(&PostParams::default(), &event).await?;
+                Published {
+                    name: created.metadata.name.unwrap_or_default(),
+                    namespace,
+                    count: 1,
+                    last: now,
+                }
+            }
+        };
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, published);
+        Ok(())
     }
 }
 

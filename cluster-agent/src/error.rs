@@ -39,6 +39,10 @@ pub enum Error {
     /// `--context` without `--kubeconfig`.
     #[error("--context needs --kubeconfig (in a cluster there is no context to choose)")]
     ContextWithoutKubeconfig,
+    /// The blocking task that generates a key did not finish (it panicked, or the runtime
+    /// is shutting down).
+    #[error("the key generation task did not finish: {0}")]
+    KeyTask(#[source] tokio::task::JoinError),
     /// The client cannot be built from the configuration.
     #[error("cannot build a client: {0}")]
     Client(#[source] Box<kube::Error>),

@@ -38,7 +38,9 @@ struct Cli {
     log_format: LogFormat,
 }
 
-#[tokio::main]
+// One thread: the agent runs one controller and a probe server, and a thread per core (the
+// default) costs memory on every node for nothing. Key generation runs on the blocking pool.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // kube uses rustls with ring; make it the process default (an error only means another

@@ -239,7 +239,16 @@ async fn reconcile_trust(
         if let Some(reason) = csr::fresh_csr_reason(spec, id, material.pending.as_ref()) {
             match csr::key_algorithm(spec) {
                 Ok(alg) => {
-                    let pending = csr::fresh_pending(id, alg, spec.csr_generation)?;
+                    // Off the runtime's thread: an RSA key takes seconds, and the agent's
+                    // watches and probes share that thread.
+                    let pending = {
+                        let (id, generation) = (id.clone(), spec.csr_generation);
+                        tokio::task::spawn_blocking(move || {
+                            csr::fresh_pending(&id, alg, generation)
+                        })
+                        .await
+                        .map_err(Error::KeyTask)??
+                    };
                     let next = AgentMaterial {
                         pending: Some(pending),
                         installed: material.installed.clone(),
