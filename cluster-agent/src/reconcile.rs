@@ -676,9 +676,6 @@ async fn sync_remote_secrets(
     ))
 }
 
-/// A failure to write the agent Secret stops the reconcile (nothing after it may rely on a
-/// write that did not happen). It is reported as a problem, keeping the rest of the status,
-/// unless it is a conflict (another writer: a plain retry settles it), and then returned.
 /// Whether the cluster runs ztunnel (ambient mode), read only when it matters: when the hub's
 /// answer or the installed cluster CA carries the trust-domain name constraint, which
 /// ztunnel's verifier rejects (`Some(false)` without reading otherwise). `None` when the
@@ -714,6 +711,9 @@ async fn ambient_mode(
     }
 }
 
+/// A failure to write the agent Secret stops the reconcile (nothing after it may rely on a
+/// write that did not happen). It is reported as a problem, keeping the rest of the status,
+/// unless it is a conflict (another writer: a plain retry settles it), and then returned.
 async fn report_early(
     trusts: &Api<ClusterTrust>,
     trust: &ClusterTrust,

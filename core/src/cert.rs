@@ -76,6 +76,26 @@ pub fn parse_der(der: &[u8]) -> Result<X509Certificate<'_>> {
     Ok(cert)
 }
 
+/// A DER TLV with a definite length (short or long form), for the few structures federator
+/// encodes by hand (the URI name constraint; malformed inputs for the fuzz targets).
+pub(crate) fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8); // < 0x80: fits the short form
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8); // at most 8 bytes for a usize
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 /// Encodes DER certificates as canonical PEM: `\n` line endings, 64-column base64, no
 /// headers, a trailing newline. The same input always gives the same bytes.
 pub fn to_pem<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> String {

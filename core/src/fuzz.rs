@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 
 use crate::bundle::TrustBundle;
 use crate::ca::{IssuingCa, RootOptions};
-use crate::cert::{self, CertInfo};
+use crate::cert::{self, CertInfo, der_tlv};
 use crate::csr::{CsrInfo, cluster_ca_common_name};
 use crate::identity::{ClusterName, TrustDomain};
 use crate::key::PrivateKey;
@@ -211,25 +211,6 @@ pub fn csr_request_info(csr_der: &[u8]) -> Option<Vec<u8>> {
     X509CertificationRequest::from_der(csr_der)
         .ok()
         .map(|(_, req)| req.certification_request_info.raw.to_vec())
-}
-
-/// A DER TLV with a definite length.
-fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 fn policy_ca() -> &'static IssuingCa {

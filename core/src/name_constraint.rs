@@ -21,39 +21,21 @@
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
+use crate::cert::der_tlv;
 use crate::identity::{SpiffeId, TrustDomain};
 use crate::{Error, Result};
 
 /// The NameConstraints extension's OID (2.5.29.30), as rcgen takes it.
 const OID: [u64; 4] = [2, 5, 29, 30];
 
-/// A DER TLV with a definite length (short or long form).
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8); // < 0x80: fits the short form
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8); // at most 8 bytes for a usize
-        out.extend(bytes);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
 /// The DER value of the extension for `trust_domain`.
 fn value(trust_domain: &TrustDomain) -> Vec<u8> {
     // GeneralSubtrees ::= SEQUENCE OF GeneralSubtree; GeneralSubtree ::= SEQUENCE { base
     // GeneralName }; uniformResourceIdentifier is [6] IMPLICIT IA5String (0x86).
-    let subtree = |host: &str| tlv(0x30, &tlv(0x86, host.as_bytes()));
-    let permitted = tlv(0xA0, &subtree(trust_domain.as_str()));
-    let excluded = tlv(0xA1, &subtree(&format!(".{trust_domain}")));
-    tlv(0x30, &[permitted, excluded].concat())
+    let subtree = |host: &str| der_tlv(0x30, &der_tlv(0x86, host.as_bytes()));
+    let permitted = der_tlv(0xA0, &subtree(trust_domain.as_str()));
+    let excluded = der_tlv(0xA1, &subtree(&format!(".{trust_domain}")));
+    der_tlv(0x30, &[permitted, excluded].concat())
 }
 
 /// The critical extension that binds a CA to `trust_domain`.
@@ -160,11 +142,11 @@ mod tests {
     #[test]
     fn long_lengths_use_the_long_form() {
         let content = vec![7u8; 300];
-        let out = tlv(0x04, &content);
+        let out = der_tlv(0x04, &content);
         assert_eq!(&out[..4], &[0x04, 0x82, 0x01, 0x2C]);
         assert_eq!(out.len(), 304);
-        assert_eq!(tlv(0x04, &[1; 0x7F])[1], 0x7F);
-        assert_eq!(&tlv(0x04, &[1; 0x80])[1..3], &[0x81, 0x80]);
+        assert_eq!(der_tlv(0x04, &[1; 0x7F])[1], 0x7F);
+        assert_eq!(&der_tlv(0x04, &[1; 0x80])[1..3], &[0x81, 0x80]);
     }
 
     #[test]

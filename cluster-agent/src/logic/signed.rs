@@ -122,12 +122,18 @@ mod tests {
     use federator_api::member::SignedCa;
     use federator_core::key::KeyAlgorithm;
 
-    #[test]
-    fn installs_a_valid_answer_and_refuses_bad_ones() {
-        let now = OffsetDateTime::now_utc();
-        let root = root_ca("east root");
-        let other_root = root_ca("west root");
-        let s = spec_with_bundle(&[("east.local", &root)], 1);
+    /// Cluster `east` of `east.local` with a bundle of `root`: its spec, identity and
+    /// bundle, a pending generation-1 CSR, and nothing installed.
+    fn east(
+        root: &federator_core::ca::IssuingCa,
+    ) -> (
+        ClusterTrustSpec,
+        Identity,
+        TrustBundle,
+        Pending,
+        AgentMaterial,
+    ) {
+        let s = spec_with_bundle(&[("east.local", root)], 1);
         let id = identity(&s, None).unwrap();
         let bundle = crate::logic::cacerts::bundle_from_spec(&s).unwrap();
         let pending = fresh_pending(&id, KeyAlgorithm::EcdsaP256, 1).unwrap();
@@ -135,6 +141,15 @@ mod tests {
             pending: Some(pending.clone()),
             installed: None,
         };
+        (s, id, bundle, pending, material)
+    }
+
+    #[test]
+    fn installs_a_valid_answer_and_refuses_bad_ones() {
+        let now = OffsetDateTime::now_utc();
+        let root = root_ca("east root");
+        let other_root = root_ca("west root");
+        let (s, id, bundle, pending, material) = east(&root);
         let with = |signed: SignedCa| {
             let mut s = s.clone();
             s.signed = Some(signed);
@@ -226,14 +241,7 @@ mod tests {
     fn a_constrained_chain_installs_unless_the_cluster_runs_ztunnel() {
         let now = OffsetDateTime::now_utc();
         let root = root_ca("east root");
-        let s = spec_with_bundle(&[("east.local", &root)], 1);
-        let id = identity(&s, None).unwrap();
-        let bundle = crate::logic::cacerts::bundle_from_spec(&s).unwrap();
-        let pending = fresh_pending(&id, KeyAlgorithm::EcdsaP256, 1).unwrap();
-        let material = AgentMaterial {
-            pending: Some(pending.clone()),
-            installed: None,
-        };
+        let (s, id, bundle, pending, material) = east(&root);
         let mut with = s.clone();
         with.signed = Some(sign_constrained(&root, &pending, "east", "east.local"));
         match signed_step(&with, &id, &bundle, &material, false, now) {

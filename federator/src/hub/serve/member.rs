@@ -251,10 +251,9 @@ impl Member {
             |s: &StoredCredential| s.renew_at_or_after(renew_after).is_none_or(|due| now < due);
         let stored = self.shared.stored_credential(&secret, not_due).await?;
         // The stored token while it is not due (`Some(when it is due)`), else a new one.
-        let current = stored.and_then(|s| {
-            let due = s.renew_at_or_after(renew_after);
-            due.is_none_or(|t| now < t).then_some(due)
-        });
+        let current = stored
+            .filter(not_due)
+            .map(|s| s.renew_at_or_after(renew_after));
         let renew_at = match current {
             Some(due) => due,
             None => {
